@@ -1,0 +1,181 @@
+"""The chat client's command line, the same for TCP and UDP.
+
+Unlike the rest of hellohi this module uses asyncio: it is the front end that
+drives a transport's client object (tcp.client.TcpChatClient or the UDP twin),
+which must offer connect(), send(), request_who(), next_event() and close().
+
+Modes:
+- interactive (default): type `@bob hello` or `/msg bob hello`, `/who`, `/quit`;
+- scripted: `--send NAME:TEXT` (repeatable) and/or `--expect N`, for demos,
+  tests and autograders; exit status 0 means everything was sent and every
+  expected message arrived;
+- poll: `--poll [IDLE]`: connect, collect what waits, leave after IDLE quiet seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Callable
+
+from .client_session import (
+    ConnectionLost,
+    DuplicateDropped,
+    ErrorReceived,
+    Event,
+    MessageReceived,
+    OnlineList,
+    PongReceived,
+    Registered,
+    ServerSaidBye,
+    StatusChanged,
+)
+from .options import parse_send
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT = 0, 1, 2
+
+
+class Printer:
+    """Prints events for people (`[alice] <- bob: hi`) or as JSON lines."""
+
+    def __init__(self, as_json: bool, who: str):
+        self.as_json = as_json
+        self.who = who
+
+    def emit(self, kind: str, line: str, **fields) -> None:
+        if self.as_json:
+            print(json.dumps({"event": kind, **fields}), flush=True)
+        else:
+            print(f"[{self.who}] {line}", flush=True)
+
+    def event(self, event: Event) -> None:
+        if isinstance(event, MessageReceived):
+            text = event.body.decode("utf-8", "replace")
+            self.emit("message", f"<- {event.sender}: {text}", id=event.id, sender=event.sender, text=text)
+        elif isinstance(event, StatusChanged):
+            ticks = "✓" if event.state == "stored" else "✓✓"
+            self.emit("status", f"{ticks} {event.state} (ref {event.ref}, #{event.id})", ref=event.ref, state=event.state, id=event.id)
+        elif isinstance(event, DuplicateDropped):
+            self.emit("duplicate", f"dropped a second copy of #{event.id} from {event.sender}", id=event.id, sender=event.sender)
+        elif isinstance(event, OnlineList):
+            self.emit("online", "online: " + (", ".join(event.names) or "nobody"), names=list(event.names))
+        elif isinstance(event, ErrorReceived):
+            self.emit("error", f"server error {event.code} {event.reason}: {event.detail}", code=event.code, reason=event.reason, ref=event.ref, detail=event.detail)
+        elif isinstance(event, Registered):
+            self.emit("registered", f"HI: registered as {event.name}", name=event.name, heartbeat_ms=event.heartbeat_ms)
+        elif isinstance(event, ConnectionLost):
+            then = "reconnecting" if event.reconnecting else "giving up"
+            self.emit("connection-lost", f"connection lost ({event.reason}); {then}", reason=event.reason, reconnecting=event.reconnecting)
+        elif isinstance(event, ServerSaidBye):
+            self.emit("bye", "server said BYE")
+        elif isinstance(event, PongReceived):
+            self.emit("pong", "PONG", token=event.token)
+
+
+async def run(args: argparse.Namespace, make_client: Callable[..., object]) -> int:
+    sends = [parse_send(text) for text in args.send]
+    host, port = args.server
+    client = make_client(host, port, args.name, reconnect=not args.no_reconnect, heartbeat=args.heartbeat)
+    printer = Printer(args.json, args.name or "you")
+    try:
+        name = await client.connect(timeout=args.timeout)
+    except Exception as error:  # ConnectFailed of either transport
+        printer.emit("cannot-connect", f"error: {error}. Is the server running? Check --server HOST:PORT.", detail=str(error))
+        return EXIT_CANNOT_CONNECT
+    printer.who = name
+    printer.emit("connected", f"connected to {host}:{port} over {client.transport_name}", server=f"{host}:{port}", transport=client.transport_name)
+    try:
+        if sends or args.expect or args.poll:
+            return await _scripted(client, printer, sends, args)
+        return await _interactive(client, printer)
+    finally:
+        await client.close()
+
+
+async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    wanted_state = "delivered" if args.wait_delivered else "stored"
+    unconfirmed: set[str] = set()
+    failed: list[str] = []
+    received = 0
+    for to, text in sends:
+        ref = client.send(to, text)
+        unconfirmed.add(ref)
+        printer.emit("sent", f"-> {to}: {text} (ref {ref})", to=to, ref=ref, text=text)
+
+    def done() -> bool:
+        return not unconfirmed and received >= args.expect
+
+    while not (done() and not args.poll):
+        wait = deadline - loop.time()
+        if args.poll and done():
+            wait = min(wait, args.poll)  # poll mode: leave after a quiet spell
+        if wait <= 0:
+            break
+        event = await client.next_event(timeout=wait)
+        if event is None:
+            break
+        printer.event(event)
+        if isinstance(event, MessageReceived):
+            received += 1
+        elif isinstance(event, StatusChanged) and event.state == wanted_state:
+            unconfirmed.discard(event.ref)
+        elif isinstance(event, ErrorReceived) and event.ref in unconfirmed:
+            unconfirmed.discard(event.ref)
+            failed.append(event.ref)
+        elif isinstance(event, ConnectionLost) and not event.reconnecting:
+            break
+    problems = []
+    if unconfirmed:
+        problems.append(f"{len(unconfirmed)} of {len(sends)} messages not {wanted_state}")
+    if failed:
+        problems.append(f"{len(failed)} messages refused by the server")
+    if received < args.expect:
+        problems.append(f"{received} of {args.expect} expected messages arrived")
+    if problems:
+        printer.emit("incomplete", f"error: after {args.timeout} s: {'; '.join(problems)}", problems=problems)
+        return EXIT_INCOMPLETE
+    printer.emit("done", f"done: {len(sends)} sent, {received} received", sent=len(sends), received=received)
+    return EXIT_OK
+
+
+HELP = "type '@NAME TEXT' or '/msg NAME TEXT' to send, '/who' for who is online, '/quit' to leave"
+
+
+async def _interactive(client, printer: Printer) -> int:
+    loop = asyncio.get_running_loop()
+    printer.emit("help", HELP)
+
+    async def show_events() -> None:
+        while True:
+            event = await client.next_event()
+            if event is not None:
+                printer.event(event)
+
+    shower = asyncio.create_task(show_events())
+    try:
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:  # end of input, like /quit
+                return EXIT_OK
+            command = line.strip()
+            if not command:
+                continue
+            if command in ("/quit", "/exit", "/bye"):
+                return EXIT_OK
+            if command == "/who":
+                client.request_who()
+            elif command.startswith(("@", "/msg ")):
+                target, _, text = command.removeprefix("/msg ").lstrip("@").partition(" ")
+                if target and text:
+                    ref = client.send(target, text)
+                    printer.emit("sent", f"-> {target}: {text} (ref {ref})", to=target, ref=ref, text=text)
+                else:
+                    printer.emit("help", "usage: @NAME TEXT")
+            else:
+                printer.emit("help", HELP)
+    finally:
+        shower.cancel()

@@ -1,0 +1,130 @@
+"""The client's half of the protocol, without any networking.
+
+It labels outgoing messages, remembers the ones the server has not yet
+confirmed (to send them again after a reconnect), acknowledges incoming
+messages, and drops the duplicates a server may redeliver after a crash.
+The TCP and UDP clients wrap it; tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Union
+
+from .codec import Ack, Bye, Err, Frame, Hello, Hi, Msg, Online, Ping, Pong, Send, Status
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    heartbeat_ms: int
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    id: int
+    sender: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class DuplicateDropped:
+    id: int
+    sender: str
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    ref: str
+    state: str  # "stored" or "delivered"
+    id: int
+
+
+@dataclass(frozen=True)
+class OnlineList:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ErrorReceived:
+    code: int
+    reason: str
+    ref: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class PongReceived:
+    token: str | None
+
+
+@dataclass(frozen=True)
+class ServerSaidBye:
+    pass
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    """Reported by the transport glue, not by the server: the link went away."""
+
+    reason: str
+    reconnecting: bool
+
+
+Event = Union[ConnectionLost, Registered, MessageReceived, DuplicateDropped, StatusChanged, OnlineList, ErrorReceived, PongReceived, ServerSaidBye]
+
+
+class ClientSession:
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.registered_as: str | None = None
+        # A random prefix keeps refs unique across runs of the same client, so
+        # the server never mistakes a new message for a repeat of an old one.
+        self._ref_prefix = secrets.token_hex(3)
+        self._next_ref = 1
+        self._unconfirmed: dict[str, Send] = {}
+        # Ids only grow and arrive in order, so one number remembers every
+        # message already handed to the application.
+        self._highest_id = 0
+
+    def hello(self) -> Hello:
+        return Hello(self.name)
+
+    def send(self, to: str, body: bytes) -> Send:
+        ref = f"{self._ref_prefix}-{self._next_ref}"
+        self._next_ref += 1
+        frame = Send(to, ref, body)
+        self._unconfirmed[ref] = frame
+        return frame
+
+    def unconfirmed(self) -> list[Send]:
+        """SENDs the server has not confirmed: send them again after reconnecting."""
+        return list(self._unconfirmed.values())
+
+    def receive(self, frame: Frame) -> tuple[list[Event], list[Frame]]:
+        """Take a frame from the server; returns (events for the app, frames to send back)."""
+        if isinstance(frame, Msg):
+            if frame.id <= self._highest_id:
+                return [DuplicateDropped(frame.id, frame.sender)], [Ack(frame.id)]
+            self._highest_id = frame.id
+            return [MessageReceived(frame.id, frame.sender, frame.body)], [Ack(frame.id)]
+        if isinstance(frame, Status):
+            self._unconfirmed.pop(frame.ref, None)
+            return [StatusChanged(frame.ref, frame.state, frame.id)], []
+        if isinstance(frame, Hi):
+            self.registered_as = frame.name
+            return [Registered(frame.name, frame.heartbeat_ms)], []
+        if isinstance(frame, Ping):
+            return [], [Pong(frame.token)]
+        if isinstance(frame, Pong):
+            return [PongReceived(frame.token)], []
+        if isinstance(frame, Online):
+            return [OnlineList(frame.names)], []
+        if isinstance(frame, Err):
+            if frame.ref:
+                self._unconfirmed.pop(frame.ref, None)  # refused for good; sending again would not help
+            return [ErrorReceived(frame.code, frame.reason, frame.ref, frame.detail)], []
+        if isinstance(frame, Bye):
+            return [ServerSaidBye()], []
+        return [ErrorReceived(0, "unexpected-frame", None, f"server sent {type(frame).__name__}")], []

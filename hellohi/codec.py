@@ -1,0 +1,401 @@
+"""The hellohi wire format: text frames with length-counted bodies.
+
+A frame is one header line, `VERB ARG ARG...` ending in LF (CRLF is accepted
+too, so `nc` and `telnet` both work). Frames that carry a message body end
+their header with the body's length in bytes; exactly that many bytes follow,
+then one LF. Because the body is counted, not scanned for a terminator, it may
+contain any bytes at all, newlines included.
+
+    SEND bob r1 5\\n
+    hello\\n
+
+This module is sans-I/O: `encode` turns a frame into bytes and `Decoder` turns
+bytes, in whatever pieces the network delivers them, back into frames. It
+knows nothing about sockets, datagrams or time. See PROTOCOL.md for the
+grammar and every frame.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from .errors import ErrorCode, ProtocolError
+
+PROTOCOL_VERSION = "hellohi/1"
+DEFAULT_MAX_LINE = 1024
+DEFAULT_MAX_BODY = 64 * 1024
+
+# A name a client may choose with `Hello NAME`.
+CHOSEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+# Any name that can be addressed: chosen names, and the `IP:PORT` names the
+# server gives to clients that said a bare `Hello` (IPv6 in brackets).
+ADDRESSABLE_NAME = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,64}\Z")
+REF = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+PING_TOKEN = re.compile(r"[!-~]{1,32}\Z")
+DELIVERY_STATES = ("stored", "delivered")
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Client -> server: register. No name means "call me by my address"."""
+
+    name: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Hi:
+    """Server -> client: registered as `name`; PING me every `heartbeat_ms`."""
+
+    name: str
+    heartbeat_ms: int
+    version: str = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Send:
+    """Client -> server: relay `body` to `to`. `ref` is the sender's own label."""
+
+    to: str
+    ref: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Msg:
+    """Server -> recipient: a message; the recipient answers `ACK id`."""
+
+    id: int
+    sender: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Recipient -> server: message `id` arrived; the server may forget it."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """Server -> sender: message `ref` (server id `id`) is now `state`."""
+
+    ref: str
+    state: str
+    id: int
+
+
+@dataclass(frozen=True)
+class Who:
+    """Client -> server: who is online?"""
+
+
+@dataclass(frozen=True)
+class Online:
+    """Server -> client: the names online now."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Either side: are you there? The token, if any, comes back in the PONG."""
+
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Pong:
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Either side: I am closing this connection on purpose."""
+
+
+@dataclass(frozen=True)
+class Err:
+    """Server -> client: something was wrong. `ref` names the SEND it concerns."""
+
+    code: int
+    reason: str
+    ref: str | None = None
+    detail: str = ""
+
+    @classmethod
+    def of(cls, error: ErrorCode, detail: str = "", ref: str | None = None) -> "Err":
+        return cls(error.code, error.reason, ref, detail)
+
+
+Frame = Union[Hello, Hi, Send, Msg, Ack, Status, Who, Online, Ping, Pong, Bye, Err]
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _header(frame: Frame) -> list[str]:
+    if isinstance(frame, Hello):
+        return ["HELLO"] + [part for part in (frame.name, frame.version) if part]
+    if isinstance(frame, Hi):
+        return ["HI", frame.name, frame.version, str(frame.heartbeat_ms)]
+    if isinstance(frame, Send):
+        return ["SEND", frame.to, frame.ref, str(len(frame.body))]
+    if isinstance(frame, Msg):
+        return ["MSG", str(frame.id), frame.sender, str(len(frame.body))]
+    if isinstance(frame, Ack):
+        return ["ACK", str(frame.id)]
+    if isinstance(frame, Status):
+        return ["STATUS", frame.ref, frame.state, str(frame.id)]
+    if isinstance(frame, Who):
+        return ["WHO"]
+    if isinstance(frame, Online):
+        return ["ONLINE", *frame.names]
+    if isinstance(frame, (Ping, Pong)):
+        verb = "PING" if isinstance(frame, Ping) else "PONG"
+        return [verb] + ([frame.token] if frame.token else [])
+    if isinstance(frame, Bye):
+        return ["BYE"]
+    if isinstance(frame, Err):
+        parts = ["ERR", str(frame.code), frame.reason]
+        if frame.ref:
+            parts.append(f"ref={frame.ref}")
+        if frame.detail:
+            parts.append(frame.detail)
+        return parts
+    raise TypeError(f"not a hellohi frame: {frame!r}")
+
+
+def encode(frame: Frame) -> bytes:
+    """The exact bytes of `frame` on the wire."""
+    line = " ".join(_header(frame)).encode("ascii") + b"\n"
+    if isinstance(frame, (Send, Msg)):
+        return line + frame.body + b"\n"
+    return line
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _bad(detail: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_FRAME, detail)
+
+
+def _count(args: list[str], low: int, high: int, usage: str) -> None:
+    if not low <= len(args) <= high:
+        raise _bad(f"usage: {usage}")
+
+
+def _integer(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise _bad(f"{what} must be a whole number, got {text!r}")
+    return int(text)
+
+
+def _matching(pattern: re.Pattern[str], text: str, what: str) -> str:
+    if not pattern.match(text):
+        raise _bad(f"{what} {text!r} has characters or a length that are not allowed")
+    return text
+
+
+def _hello(args: list[str]) -> Hello:
+    _count(args, 0, 2, "HELLO [NAME] [hellohi/1]")
+    name = version = None
+    for arg in args:
+        if arg.lower().startswith("hellohi/"):
+            version = arg
+        elif name is None:
+            name = arg  # the relay checks the name, so it can answer ERR 422
+        else:
+            raise _bad("usage: HELLO [NAME] [hellohi/1]")
+    return Hello(name, version)
+
+
+def _hi(args: list[str]) -> Hi:
+    _count(args, 3, 3, "HI NAME VERSION HEARTBEAT_MS")
+    return Hi(_matching(ADDRESSABLE_NAME, args[0], "name"), _integer(args[2], "heartbeat"), args[1])
+
+
+def _ack(args: list[str]) -> Ack:
+    _count(args, 1, 1, "ACK ID")
+    return Ack(_integer(args[0], "id"))
+
+
+def _status(args: list[str]) -> Status:
+    _count(args, 3, 3, "STATUS REF stored|delivered ID")
+    if args[1] not in DELIVERY_STATES:
+        raise _bad(f"status must be stored or delivered, got {args[1]!r}")
+    return Status(_matching(REF, args[0], "ref"), args[1], _integer(args[2], "id"))
+
+
+def _ping(cls: type) -> Callable[[list[str]], Frame]:
+    def parse(args: list[str]) -> Frame:
+        _count(args, 0, 1, f"{cls.__name__.upper()} [TOKEN]")
+        return cls(_matching(PING_TOKEN, args[0], "token") if args else None)
+
+    return parse
+
+
+def _no_args(cls: type) -> Callable[[list[str]], Frame]:
+    def parse(args: list[str]) -> Frame:
+        _count(args, 0, 0, cls.__name__.upper())
+        return cls()
+
+    return parse
+
+
+def _online(args: list[str]) -> Online:
+    return Online(tuple(_matching(ADDRESSABLE_NAME, name, "name") for name in args))
+
+
+def _err(args: list[str]) -> Err:
+    if len(args) < 2:
+        raise _bad("usage: ERR CODE REASON [ref=REF] [DETAIL...]")
+    code, reason, rest = _integer(args[0], "code"), args[1], args[2:]
+    ref = None
+    if rest and rest[0].startswith("ref="):
+        ref = _matching(REF, rest.pop(0)[4:], "ref")
+    return Err(code, reason, ref, " ".join(rest))
+
+
+def _send(args: list[str], body: bytes) -> Send:
+    return Send(_matching(ADDRESSABLE_NAME, args[0], "recipient"), _matching(REF, args[1], "ref"), body)
+
+
+def _msg(args: list[str], body: bytes) -> Msg:
+    return Msg(_integer(args[0], "id"), _matching(ADDRESSABLE_NAME, args[1], "sender"), body)
+
+
+# Frames without a body: VERB -> parser of the arguments.
+_LINE_FRAMES: dict[str, Callable[[list[str]], Frame]] = {
+    "HELLO": _hello,
+    "HI": _hi,
+    "ACK": _ack,
+    "STATUS": _status,
+    "WHO": _no_args(Who),
+    "ONLINE": _online,
+    "PING": _ping(Ping),
+    "PONG": _ping(Pong),
+    "BYE": _no_args(Bye),
+    "ERR": _err,
+}
+# Frames with a body: VERB -> (usage, parser of the arguments before LENGTH and the body).
+_BODY_FRAMES: dict[str, tuple[str, Callable[[list[str], bytes], Frame]]] = {
+    "SEND": ("SEND TO REF LENGTH", _send),
+    "MSG": ("MSG ID FROM LENGTH", _msg),
+}
+VERBS = tuple(_LINE_FRAMES) + tuple(_BODY_FRAMES)
+
+
+class Decoder:
+    """Turns a byte stream into frames, however the stream is split.
+
+    feed() the bytes as they arrive, then call next_frame() until it returns
+    None (it needs more bytes). Bad input raises ProtocolError and nothing
+    else; after a non-fatal one you may keep calling next_frame().
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_body: int = DEFAULT_MAX_BODY):
+        self.max_line = max_line
+        self.max_body = max_body
+        self._buffer = bytearray()
+        # Set while we wait for a body: (verb, header args, body length).
+        self._pending_body: tuple[str, list[str], int] | None = None
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        if self._broken:
+            raise self._broken
+        while True:
+            if self._pending_body is not None:
+                return self._take_body()
+            line = self._take_line()
+            if line is None:
+                return None
+            if line.strip():  # blank lines are skipped, so pressing Enter in nc is harmless
+                return self._parse_header(line)
+
+    def frames(self) -> list[Frame]:
+        """All complete frames buffered so far (stops at the first error)."""
+        found = []
+        while (frame := self.next_frame()) is not None:
+            found.append(frame)
+        return found
+
+    def _fail(self, error: ErrorCode, detail: str) -> ProtocolError:
+        self._broken = ProtocolError(error, detail, fatal=True)
+        return self._broken
+
+    def _take_line(self) -> bytes | None:
+        end = self._buffer.find(b"\n", 0, self.max_line + 1)
+        if end < 0:
+            if len(self._buffer) > self.max_line:
+                raise self._fail(ErrorCode.TOO_LARGE, f"header line longer than {self.max_line} bytes")
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _parse_header(self, line: bytes) -> Frame | None:
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "header lines are ASCII; put other text in a body") from None
+        if any(char < " " and char != "\t" or char == "\x7f" for char in text):
+            raise _bad("header line has control characters")
+        verb, *args = text.split()
+        verb = verb.upper()
+        if verb in _LINE_FRAMES:
+            return _LINE_FRAMES[verb](args)
+        if verb in _BODY_FRAMES:
+            usage = _BODY_FRAMES[verb][0]
+            # A header we cannot read leaves us unable to find the body's end:
+            # the stream is lost, so these errors are fatal.
+            if len(args) != 3:
+                raise self._fail(ErrorCode.BAD_FRAME, f"usage: {usage}")
+            if not args[2].isdigit() or len(args[2]) > 18:
+                raise self._fail(ErrorCode.BAD_FRAME, f"LENGTH must be a whole number, got {args[2]!r}")
+            length = int(args[2])
+            if length > self.max_body:
+                raise self._fail(ErrorCode.TOO_LARGE, f"body of {length} bytes; the limit is {self.max_body}")
+            self._pending_body = (verb, args[:2], length)
+            return self._take_body()
+        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"{verb[:20]!r} is not a command; try HELLO, SEND, WHO, PING, BYE")
+
+    def _take_body(self) -> Frame | None:
+        assert self._pending_body is not None
+        verb, args, length = self._pending_body
+        if len(self._buffer) < length + 1:
+            return None
+        end = length
+        if self._buffer[end : end + 1] == b"\r":  # typed by hand in telnet
+            if len(self._buffer) < length + 2:
+                return None
+            end += 1
+        if self._buffer[end : end + 1] != b"\n":
+            raise self._fail(ErrorCode.BAD_FRAME, f"body of {verb} is not followed by a newline after {length} bytes")
+        body = bytes(self._buffer[:length])
+        del self._buffer[: end + 1]
+        self._pending_body = None
+        return _BODY_FRAMES[verb][1](args, body)
+
+
+def decode_all(data: bytes, max_line: int = DEFAULT_MAX_LINE, max_body: int = DEFAULT_MAX_BODY) -> list[Frame]:
+    """Decode bytes that hold whole frames only (one UDP message, a test vector)."""
+    decoder = Decoder(max_line, max_body)
+    decoder.feed(data)
+    frames = decoder.frames()
+    if decoder.buffered:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{decoder.buffered} bytes left after the last whole frame")
+    return frames

@@ -1,0 +1,80 @@
+"""Command-line options shared by the TCP and UDP servers and clients.
+
+Both transports take the same flags, so a lab handout can say "the same
+command with udp instead of tcp". Every limit the relay enforces is a flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE
+from .relay import RelayLimits
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """Parse HOST:PORT (IPv6 as [::1]:PORT) for argparse."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:5000")
+    return host.strip("[]"), int(port)
+
+
+def positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        return value
+
+    return parse
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) -> None:
+    defaults = RelayLimits()
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--store", default=default_store, help="SQLite file for messages waiting for offline clients (default: %(default)s)")
+    parser.add_argument("--heartbeat", type=positive(float), default=defaults.heartbeat_interval, metavar="SECONDS", help="PING a client silent this long (default: %(default)s)")
+    parser.add_argument("--timeout", type=positive(float), default=defaults.heartbeat_timeout, metavar="SECONDS", help="drop a client silent this long (default: %(default)s)")
+    parser.add_argument("--max-clients", type=positive(int), default=defaults.max_clients, help="(default: %(default)s)")
+    parser.add_argument("--max-waiting", type=positive(int), default=defaults.max_waiting_per_recipient, help="stored messages per recipient before ERR 429 (default: %(default)s)")
+    parser.add_argument("--window", type=positive(int), default=defaults.delivery_window, help="messages sent to a client and not yet ACKed (default: %(default)s)")
+    parser.add_argument("--max-body", type=positive(int), default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body (default: %(default)s)")
+    parser.add_argument("--max-line", type=positive(int), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line (default: %(default)s)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
+
+
+def limits_from(args: argparse.Namespace) -> RelayLimits:
+    if args.timeout <= args.heartbeat:
+        raise SystemExit(f"error: --timeout ({args.timeout}) must be longer than --heartbeat ({args.heartbeat})")
+    return RelayLimits(
+        max_clients=args.max_clients,
+        max_waiting_per_recipient=args.max_waiting,
+        delivery_window=args.window,
+        heartbeat_interval=args.heartbeat,
+        heartbeat_timeout=args.timeout,
+    )
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", type=host_port, default=("127.0.0.1", 5000), metavar="HOST:PORT", help="(default: 127.0.0.1:5000)")
+    parser.add_argument("--name", help="name to register with Hello; without it the server calls you by IP:PORT")
+    parser.add_argument("--send", action="append", default=[], metavar="NAME:TEXT", help="send TEXT to NAME (repeatable); makes the client scripted")
+    parser.add_argument("--expect", type=int, default=0, metavar="N", help="wait until N messages have arrived")
+    parser.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS", help="scripted mode gives up after this long (default: %(default)s)")
+    parser.add_argument("--wait-delivered", action="store_true", help="scripted mode also waits until each sent message is delivered")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per event")
+    parser.add_argument("--poll", nargs="?", const=1.0, type=positive(float), metavar="IDLE_SECONDS", help="poll mode: collect waiting messages, leave after IDLE_SECONDS of quiet (default 1)")
+    parser.add_argument("--heartbeat", type=positive(float), default=None, metavar="SECONDS", help="keep-alive PING interval (default: what the server's HI says)")
+    parser.add_argument("--no-reconnect", action="store_true", help="exit instead of reconnecting when the server goes away")
+
+
+def parse_send(text: str) -> tuple[str, str]:
+    name, sep, message = text.partition(":")
+    if not sep or not name:
+        raise SystemExit(f"error: --send {text!r} should be NAME:TEXT, e.g. --send bob:hello")
+    return name, message

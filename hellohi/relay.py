@@ -1,0 +1,294 @@
+"""The relay: who is online, where each message goes, and what is still owed.
+
+This is the whole chat server without any networking. The TCP and UDP servers
+feed it events (a connection opened, a frame arrived, a connection closed, the
+clock moved on) and carry out the actions it returns (send this frame on that
+connection, close that connection). Because it never touches a socket or a
+clock itself, the same object serves both transports and the tests can drive
+it with a fake clock.
+
+The durability rule: a message is written to the store before anyone hears
+about it, and removed only when its recipient ACKs it. Actions are held back
+until `flush()` has committed the store, so "stored" is never said about a
+message that a crash could still lose.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Union
+
+from .codec import (
+    CHOSEN_NAME,
+    PROTOCOL_VERSION,
+    Ack,
+    Bye,
+    Err,
+    Frame,
+    Hello,
+    Hi,
+    Msg,
+    Online,
+    Ping,
+    Pong,
+    Send,
+    Status,
+    Who,
+)
+from .errors import ErrorCode, ProtocolError
+from .store import MessageStore
+
+
+@dataclass
+class RelayLimits:
+    max_clients: int = 1000
+    # Stored messages waiting for one recipient; more are refused with ERR 429.
+    max_waiting_per_recipient: int = 10_000
+    # MSG frames sent to a recipient and not yet ACKed. Bounds what one slow
+    # client can make the server hold in memory and in its send buffer.
+    delivery_window: int = 256
+    heartbeat_interval: float = 15.0
+    # A connection silent this long is dropped; its messages wait in the store.
+    heartbeat_timeout: float = 45.0
+
+
+@dataclass(frozen=True)
+class Transmit:
+    connection: int
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    connection: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a person watching the server would want to read in its log."""
+
+    connection: int
+    text: str
+
+
+Action = Union[Transmit, Disconnect, Notice]
+
+
+@dataclass
+class _Connection:
+    id: int
+    peer: str
+    last_heard: float
+    last_ping: float
+    name: str | None = None
+    # id -> (sender, ref) of each MSG sent and not yet ACKed, oldest first.
+    in_flight: "OrderedDict[int, tuple[str, str]]" = field(default_factory=OrderedDict)
+    # Highest message id sent on this connection; the store is read after it.
+    cursor: int = 0
+
+
+class Relay:
+    def __init__(self, store: MessageStore, limits: RelayLimits | None = None, narrate: bool = False):
+        self.store = store
+        self.limits = limits or RelayLimits()
+        # Per-message notices cost time at high rates, so they are opt-in.
+        self.narrate = narrate
+        self._connections: dict[int, _Connection] = {}
+        self._by_name: dict[str, _Connection] = {}
+        self._waiting = store.waiting_counts()
+        self._outbox: list[Action] = []
+        self._next_connection = 1
+
+    # ------------------------------------------------------------ events in
+
+    def connect(self, peer: str, now: float) -> int:
+        """A transport accepted a peer ("IP:PORT"). Returns its connection id."""
+        connection = _Connection(self._next_connection, peer, last_heard=now, last_ping=now)
+        self._next_connection += 1
+        self._connections[connection.id] = connection
+        if len(self._connections) > self.limits.max_clients:
+            self._refuse(connection, ErrorCode.SERVER_FULL, f"the server takes {self.limits.max_clients} clients")
+        return connection.id
+
+    def receive(self, connection_id: int, frame: Frame, now: float) -> None:
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return  # already dropped; late frames are ignored
+        connection.last_heard = now
+        if isinstance(frame, Hello):
+            self._hello(connection, frame)
+        elif isinstance(frame, Ping):
+            self._send(connection, Pong(frame.token))
+        elif isinstance(frame, (Pong, Err)):
+            pass  # liveness is all a PONG says; errors are never answered, to avoid loops
+        elif isinstance(frame, Bye):
+            self._send(connection, Bye())
+            self._drop(connection, "said BYE")
+        elif isinstance(frame, (Hi, Msg, Status, Online)):
+            self._reply_error(connection, ErrorCode.UNKNOWN_COMMAND, f"{type(frame).__name__.upper()} is sent by the server, not to it")
+        elif connection.name is None:
+            self._reply_error(connection, ErrorCode.HELLO_FIRST, "say HELLO [NAME] first")
+        elif isinstance(frame, Send):
+            self._relay(connection, frame, now)
+        elif isinstance(frame, Ack):
+            self._acknowledged(connection, frame.id)
+        elif isinstance(frame, Who):
+            self._send(connection, Online(tuple(sorted(self._by_name))))
+
+    def reject(self, connection_id: int, error: ProtocolError) -> None:
+        """The decoder refused this connection's bytes."""
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return
+        if error.fatal:
+            self._refuse(connection, error.error, error.detail)
+        else:
+            self._reply_error(connection, error.error, error.detail)
+
+    def disconnected(self, connection_id: int) -> None:
+        """The transport lost the connection (or closed it for us)."""
+        connection = self._connections.get(connection_id)
+        if connection is not None:
+            self._forget(connection, "disconnected")
+
+    def on_timer(self, now: float) -> None:
+        """Send heartbeats that are due and drop peers that went silent."""
+        interval, timeout = self.limits.heartbeat_interval, self.limits.heartbeat_timeout
+        for connection in list(self._connections.values()):
+            silent_for = now - connection.last_heard
+            if silent_for >= timeout:
+                self._refuse(connection, ErrorCode.TIMEOUT, f"nothing heard for {silent_for:.1f} s")
+            elif silent_for >= interval and now - connection.last_ping >= interval:
+                connection.last_ping = now
+                self._send(connection, Ping())
+
+    def next_deadline(self) -> float | None:
+        """When on_timer() next has something to do (None: no connections)."""
+        interval, timeout = self.limits.heartbeat_interval, self.limits.heartbeat_timeout
+        return min(
+            (
+                min(c.last_heard + timeout, max(c.last_heard, c.last_ping) + interval)
+                for c in self._connections.values()
+            ),
+            default=None,
+        )
+
+    def flush(self) -> list[Action]:
+        """Commit the store, then hand over everything to send and close."""
+        self.store.commit()
+        actions, self._outbox = self._outbox, []
+        return actions
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def online(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def waiting_for(self, name: str) -> int:
+        return self._waiting.get(name, 0)
+
+    # ------------------------------------------------------------ the work
+
+    def _hello(self, connection: _Connection, hello: Hello) -> None:
+        if hello.version and hello.version.lower() != PROTOCOL_VERSION:
+            self._refuse(connection, ErrorCode.BAD_VERSION, f"this server speaks {PROTOCOL_VERSION}")
+            return
+        if hello.name is not None and not CHOSEN_NAME.match(hello.name):
+            self._reply_error(connection, ErrorCode.BAD_NAME, "a name is 1-32 letters, digits, '_', '.' or '-'")
+            return
+        name = hello.name or connection.peer
+        if connection.name is not None:
+            if name == connection.name or hello.name is None:
+                self._send(connection, self._hi(connection.name))  # a repeated Hello is a ping
+            else:
+                self._reply_error(connection, ErrorCode.NAME_TAKEN, f"this connection is already {connection.name}")
+            return
+        if name in self._by_name:
+            self._reply_error(connection, ErrorCode.NAME_TAKEN, f"{name} is online from another connection")
+            return
+        connection.name = name
+        self._by_name[name] = connection
+        if hello.name is not None:
+            self.store.remember_name(name)  # address names die with their connection
+        self._notice(connection, f"{name} said Hello from {connection.peer}")
+        self._send(connection, self._hi(name))
+        self._deliver(connection)
+
+    def _hi(self, name: str) -> Hi:
+        return Hi(name, int(self.limits.heartbeat_interval * 1000))
+
+    def _relay(self, sender: _Connection, send: Send, now: float) -> None:
+        assert sender.name is not None
+        recipient = self._by_name.get(send.to)
+        if recipient is None and not self.store.knows(send.to):
+            self._reply_error(sender, ErrorCode.UNKNOWN_RECIPIENT, f"nobody called {send.to} has said Hello here", send.ref)
+            return
+        if self._waiting.get(send.to, 0) >= self.limits.max_waiting_per_recipient:
+            self._reply_error(sender, ErrorCode.QUEUE_FULL, f"{send.to} already has {self.limits.max_waiting_per_recipient} messages waiting", send.ref)
+            return
+        message_id, is_new = self.store.add(sender.name, send.ref, send.to, send.body, now)
+        self._send(sender, Status(send.ref, "stored", message_id))
+        if not is_new:
+            return  # the sender repeated a SEND we already hold (after a reconnect)
+        self._waiting[send.to] = self._waiting.get(send.to, 0) + 1
+        if self.narrate:
+            where = "online" if recipient else "offline, kept for later"
+            self._notice(sender, f"{sender.name} -> {send.to}: stored as #{message_id} ({send.to} {where})")
+        if recipient is not None:
+            self._deliver(recipient)
+
+    def _deliver(self, connection: _Connection) -> None:
+        """Send stored messages to an online recipient, in id order, up to the window."""
+        assert connection.name is not None
+        room = self.limits.delivery_window - len(connection.in_flight)
+        if room <= 0 or not self._waiting.get(connection.name):
+            return
+        for message in self.store.waiting(connection.name, after_id=connection.cursor, limit=room):
+            connection.in_flight[message.id] = (message.sender, message.ref)
+            connection.cursor = message.id
+            self._send(connection, Msg(message.id, message.sender, message.body))
+
+    def _acknowledged(self, connection: _Connection, message_id: int) -> None:
+        assert connection.name is not None
+        owed = connection.in_flight.pop(message_id, None)
+        if owed is None:
+            return  # a repeated ACK; the message is already gone
+        if self.store.remove(message_id, connection.name):
+            self._waiting[connection.name] -= 1
+        sender_name, ref = owed
+        if self.narrate:
+            self._notice(connection, f"{connection.name} acknowledged #{message_id} from {sender_name}")
+        sender = self._by_name.get(sender_name)
+        if sender is not None:
+            self._send(sender, Status(ref, "delivered", message_id))
+        self._deliver(connection)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _send(self, connection: _Connection, frame: Frame) -> None:
+        self._outbox.append(Transmit(connection.id, frame))
+
+    def _notice(self, connection: _Connection, text: str) -> None:
+        self._outbox.append(Notice(connection.id, text))
+
+    def _reply_error(self, connection: _Connection, error: ErrorCode, detail: str, ref: str | None = None) -> None:
+        self._send(connection, Err.of(error, detail, ref))
+
+    def _refuse(self, connection: _Connection, error: ErrorCode, detail: str) -> None:
+        """Say why, then close."""
+        self._reply_error(connection, error, detail)
+        self._drop(connection, f"{error.code} {error.reason}")
+
+    def _drop(self, connection: _Connection, reason: str) -> None:
+        self._outbox.append(Disconnect(connection.id, reason))
+        self._forget(connection, reason)
+
+    def _forget(self, connection: _Connection, reason: str) -> None:
+        # Unacknowledged messages stay in the store and go out again on the next connect.
+        del self._connections[connection.id]
+        if connection.name is not None and self._by_name.get(connection.name) is connection:
+            del self._by_name[connection.name]
+        self._notice(connection, f"{connection.name or connection.peer} left ({reason})")

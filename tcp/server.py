@@ -1,0 +1,196 @@
+"""The hellohi relay over TCP: asyncio glue around hellohi.relay.Relay.
+
+Everything interesting happens in the relay core; this file only moves bytes.
+TCP already gives us a reliable, ordered byte stream per client, so one frame
+decoder per connection is all the protocol machinery we need here. Compare
+udp/server.py, which has to build that stream itself.
+
+    python -m tcp.server --host 127.0.0.1 --port 5000 --store hellohi-tcp.sqlite3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+
+from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
+from hellohi.errors import ErrorCode, ProtocolError
+from hellohi.options import add_server_arguments, limits_from
+from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit
+from hellohi.store import MessageStore
+
+log = logging.getLogger("hellohi.tcp.server")
+
+# A client whose unread data in our send buffer passes this is not reading;
+# we drop it rather than let it eat the server's memory. Its messages stay stored.
+DEFAULT_MAX_OUTBOUND = 1024 * 1024
+
+
+def format_peer(address) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class TcpRelayServer:
+    def __init__(
+        self,
+        relay: Relay,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_outbound: int = DEFAULT_MAX_OUTBOUND,
+    ):
+        self.relay = relay
+        self.max_line = max_line
+        self.max_body = max_body
+        self.max_outbound = max_outbound
+        self._transports: dict[int, asyncio.Transport] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._timer: asyncio.Task | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _ClientConnection(self), host, port)
+        self._timer = asyncio.create_task(self._run_timers())
+        address = self._server.sockets[0].getsockname()
+        return address[0], address[1]
+
+    async def close(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        if self._server:
+            self._server.close()
+        for transport in list(self._transports.values()):
+            transport.abort()
+        if self._server:
+            await self._server.wait_closed()
+        self.relay.store.close()
+
+    def flush(self) -> None:
+        """Carry out what the relay decided, after it committed the store."""
+        while actions := self.relay.flush():
+            for action in actions:
+                if isinstance(action, Transmit):
+                    self._transmit(action.connection, encode(action.frame))
+                elif isinstance(action, Disconnect):
+                    self._disconnect(action.connection, action.reason)
+                elif isinstance(action, Notice):
+                    log.info("%s", action.text)
+
+    def _transmit(self, connection: int, data: bytes) -> None:
+        transport = self._transports.get(connection)
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.max_outbound:
+            # Its ERR will most likely never be read, but it costs nothing to try.
+            self.relay.reject(connection, ProtocolError(ErrorCode.SLOW_READER, f"more than {self.max_outbound} bytes unread", fatal=True))
+
+    def _disconnect(self, connection: int, reason: str) -> None:
+        transport = self._transports.pop(connection, None)
+        if transport is None:
+            return
+        log.info("closing connection #%d (%s)", connection, reason)
+        if transport.get_write_buffer_size() > self.max_outbound:
+            transport.abort()  # close() would wait for a reader that never reads
+        else:
+            transport.close()  # sends what is buffered (the ERR or BYE), then FIN
+
+    async def _run_timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.relay.next_deadline()
+            # Wake at least once a second so new connections' deadlines are seen.
+            delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(delay)
+            self.relay.on_timer(loop.time())
+            self.flush()
+
+
+class _ClientConnection(asyncio.Protocol):
+    """One TCP client: decode its bytes into frames for the relay."""
+
+    def __init__(self, server: TcpRelayServer):
+        self.server = server
+        self.decoder = Decoder(server.max_line, server.max_body)
+        self.id = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = format_peer(transport.get_extra_info("peername"))
+        self.id = self.server.relay.connect(peer, asyncio.get_running_loop().time())
+        self.server._transports[self.id] = transport
+        log.info("accepted connection #%d from %s", self.id, peer)
+        self.server.flush()
+
+    def data_received(self, data: bytes) -> None:
+        relay, now = self.server.relay, asyncio.get_running_loop().time()
+        self.decoder.feed(data)
+        while True:
+            try:
+                frame = self.decoder.next_frame()
+            except ProtocolError as error:
+                relay.reject(self.id, error)
+                if error.fatal:
+                    break
+                continue
+            if frame is None:
+                break
+            relay.receive(self.id, frame, now)
+        # One commit for everything this read brought: many frames, one write to disk.
+        self.server.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.server._transports.pop(self.id, None) is not None:
+            log.info("connection #%d lost%s", self.id, f" ({exc})" if exc else "")
+        if self.decoder.buffered:
+            log.info("connection #%d left %d bytes of an unfinished frame; ignored", self.id, self.decoder.buffered)
+        self.server.relay.disconnected(self.id)
+        self.server.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tcp.server", description="hellohi chat relay over TCP")
+    add_server_arguments(parser, default_store="hellohi-tcp.sqlite3")
+    parser.add_argument("--max-outbound", type=int, default=DEFAULT_MAX_OUTBOUND, metavar="BYTES", help="unread bytes a client may owe before it is dropped (default: %(default)s)")
+    return parser
+
+
+def open_store(path: str) -> MessageStore:
+    try:
+        return MessageStore(path)
+    except sqlite3.Error as error:
+        raise SystemExit(f"error: cannot open the message store {path!r}: {error}; pick another --store") from None
+
+
+async def serve(args: argparse.Namespace, limits: RelayLimits) -> None:
+    relay = Relay(open_store(args.store), limits, narrate=args.verbose)
+    server = TcpRelayServer(relay, args.max_line, args.max_body, args.max_outbound)
+    try:
+        host, port = await server.start(args.host, args.port)
+    except OSError as error:
+        relay.store.close()
+        raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; pick another --port or --host") from None
+    # This exact line is how scripts and tests learn the port when --port 0.
+    print(f"hellohi tcp server listening on {format_peer((host, port))} (store: {args.store})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down; waiting messages stay in %s", args.store)
+    await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    limits = limits_from(args)
+    logging.basicConfig(level=logging.INFO, format="[server] %(message)s", stream=sys.stderr)
+    asyncio.run(serve(args, limits))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The codec against the shared test vectors, plus property tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hellohi import codec
+from hellohi.codec import Decoder, decode_all, encode
+from hellohi.errors import ProtocolError
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "frames.json").read_text())
+
+
+def wire_bytes(vector: dict) -> bytes:
+    if "wire_hex" in vector:
+        return bytes.fromhex(vector["wire_hex"])
+    if "wire_repeat" in vector:
+        return vector["wire_repeat"]["text"].encode() * vector["wire_repeat"]["count"]
+    return vector["wire"].encode("ascii")
+
+
+def frame_from(spec: dict) -> codec.Frame:
+    fields = {key: value for key, value in spec.items() if key != "type"}
+    if "body_hex" in fields:
+        fields["body"] = bytes.fromhex(fields.pop("body_hex"))
+    if "names" in fields:
+        fields["names"] = tuple(fields["names"])
+    cls = {
+        "HELLO": codec.Hello, "HI": codec.Hi, "SEND": codec.Send, "MSG": codec.Msg, "ACK": codec.Ack,
+        "STATUS": codec.Status, "WHO": codec.Who, "ONLINE": codec.Online, "PING": codec.Ping,
+        "PONG": codec.Pong, "BYE": codec.Bye, "ERR": codec.Err,
+    }[spec["type"]]
+    return cls(**fields)
+
+
+@pytest.mark.parametrize("vector", VECTORS["valid"], ids=lambda v: v["name"])
+def test_valid_vector_decodes_to_its_frame(vector):
+    assert decode_all(wire_bytes(vector)) == [frame_from(vector["frame"])]
+
+
+@pytest.mark.parametrize("vector", [v for v in VECTORS["valid"] if not v.get("decode_only")], ids=lambda v: v["name"])
+def test_frame_encodes_to_its_exact_bytes(vector):
+    assert encode(frame_from(vector["frame"])) == wire_bytes(vector)
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid"], ids=lambda v: v["name"])
+def test_invalid_vector_is_refused_with_its_code(vector):
+    decoder = Decoder()
+    decoder.feed(wire_bytes(vector))
+    with pytest.raises(ProtocolError) as refused:
+        decoder.next_frame()
+    assert refused.value.error.code == vector["code"]
+    assert refused.value.fatal == vector["fatal"]
+
+
+def test_decoder_goes_on_after_a_non_fatal_error():
+    decoder = Decoder()
+    decoder.feed(b"FOO\nPING\n")
+    with pytest.raises(ProtocolError):
+        decoder.next_frame()
+    assert decoder.next_frame() == codec.Ping()
+
+
+def test_decoder_stays_broken_after_a_fatal_error():
+    decoder = Decoder()
+    decoder.feed(b"SEND bob r1 2\nhiXPING\n")
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as refused:
+            decoder.next_frame()
+        assert refused.value.fatal
+
+
+def test_blank_lines_are_skipped():
+    assert decode_all(b"\n\r\nPING\n\n") == [codec.Ping()]
+
+
+def test_limits_are_configurable():
+    decoder = Decoder(max_line=16, max_body=4)
+    decoder.feed(b"SEND bob r1 5\n")
+    with pytest.raises(ProtocolError) as refused:
+        decoder.next_frame()
+    assert refused.value.error.code == 413
+
+
+# ---------------------------------------------------------------- properties
+
+names = st.from_regex(codec.CHOSEN_NAME, fullmatch=True)
+refs = st.from_regex(codec.REF, fullmatch=True)
+tokens = st.none() | st.from_regex(codec.PING_TOKEN, fullmatch=True)
+ids = st.integers(min_value=0, max_value=10**18 - 1)
+bodies = st.binary(max_size=300)
+details = st.from_regex(r"[ -~]{0,40}", fullmatch=True).map(lambda text: " ".join(text.split()))
+
+frames = st.one_of(
+    st.builds(codec.Hello, st.none() | names, st.none() | st.just("hellohi/1")),
+    st.builds(codec.Hi, names, st.integers(0, 10**9)),
+    st.builds(codec.Send, names, refs, bodies),
+    st.builds(codec.Msg, ids, names, bodies),
+    st.builds(codec.Ack, ids),
+    st.builds(codec.Status, refs, st.sampled_from(codec.DELIVERY_STATES), ids),
+    st.builds(codec.Who),
+    st.builds(codec.Online, st.lists(names, max_size=5).map(tuple)),
+    st.builds(codec.Ping, tokens),
+    st.builds(codec.Pong, tokens),
+    st.builds(codec.Bye),
+    st.builds(codec.Err, st.integers(100, 999), st.from_regex(r"[a-z][a-z-]{0,20}", fullmatch=True), st.none() | refs, details),
+)
+
+
+@given(st.lists(frames, min_size=1, max_size=8))
+def test_round_trip(sequence):
+    assert decode_all(b"".join(encode(frame) for frame in sequence)) == sequence
+
+
+@given(st.lists(frames, min_size=1, max_size=4), st.data())
+@settings(max_examples=60)
+def test_a_stream_split_at_every_byte_boundary_decodes_the_same(sequence, data):
+    wire = b"".join(encode(frame) for frame in sequence)
+    for cut in range(len(wire) + 1):
+        decoder = Decoder()
+        got = []
+        for piece in (wire[:cut], wire[cut:]):
+            decoder.feed(piece)
+            got += decoder.frames()
+        assert got == sequence, f"split at byte {cut}"
+
+
+@given(st.lists(frames, min_size=1, max_size=4))
+@settings(max_examples=40)
+def test_one_byte_at_a_time_decodes_the_same(sequence):
+    decoder = Decoder()
+    got = []
+    for byte in b"".join(encode(frame) for frame in sequence):
+        decoder.feed(bytes([byte]))
+        got += decoder.frames()
+    assert got == sequence
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=300)
+def test_arbitrary_bytes_raise_nothing_but_protocol_error(garbage):
+    decoder = Decoder(max_line=64, max_body=64)
+    decoder.feed(garbage)
+    for _ in range(len(garbage) + 2):
+        try:
+            if decoder.next_frame() is None:
+                break
+        except ProtocolError as error:
+            if error.fatal:
+                break
