@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Callable
 
 from hellohi.client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
 from hellohi.codec import Bye, Decoder, Frame, Hello, Ping, Who, encode
@@ -38,12 +39,15 @@ class TcpChatClient:
         reconnect: bool = True,
         heartbeat: float | None = None,
         max_backoff: float = 5.0,
+        trace: Callable[[str, Frame], None] | None = None,
     ):
         self.host, self.port = host, port
         self.session = ClientSession(name)
         self.reconnect = reconnect
         self.heartbeat = heartbeat
         self.max_backoff = max_backoff
+        # Called with ("->", frame) for each frame sent and ("<-", frame) for each received.
+        self.trace = trace
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._writer: asyncio.StreamWriter | None = None
         self._registered = asyncio.Event()
@@ -112,6 +116,8 @@ class TcpChatClient:
 
     def _write(self, frame: Frame) -> None:
         if self._writer is not None and not self._writer.is_closing():
+            if self.trace:
+                self.trace("->", frame)
             self._writer.write(encode(frame))
 
     async def _open(self) -> None:
@@ -154,6 +160,8 @@ class TcpChatClient:
             self._tasks.append(asyncio.create_task(self._reconnect()))
 
     def _handle(self, frame: Frame) -> None:
+        if self.trace:
+            self.trace("<-", frame)
         events, replies = self.session.receive(frame)
         for reply in replies:
             self._write(reply)

@@ -1,0 +1,91 @@
+"""Start a hellohi server as a child process and learn its port.
+
+Demos, tests and the bench all run the real server program, exactly as a
+student would from a shell. With `--port 0` the kernel picks a free port; the
+server's first line on stdout says which one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
+
+
+class ServerDidNotStart(RuntimeError):
+    pass
+
+
+@dataclass
+class ServerProcess:
+    transport: str
+    args: list[str]
+    process: subprocess.Popen
+    host: str
+    port: int
+    banner: str = field(default="")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no last commit; what a crash looks like."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_server(
+    transport: str,
+    extra_args: list[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    stderr=None,
+    command_prefix: list[str] | None = None,
+    timeout: float = 15.0,
+) -> ServerProcess:
+    """Run `python -m {transport}.server --host HOST --port PORT EXTRA_ARGS`.
+
+    `command_prefix` runs it through another command, e.g. `ip netns exec NS`.
+    """
+    argv = [sys.executable, "-m", f"{transport}.server", "--host", host, "--port", str(port), *extra_args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        (command_prefix or []) + argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+    )
+    # The banner comes quickly; a server that fails says why on stderr and exits.
+    timer = _kill_after(process, timeout)
+    try:
+        banner = process.stdout.readline()
+    finally:
+        timer.cancel()
+    match = LISTENING.search(banner)
+    if not match:
+        process.kill()
+        process.wait()
+        raise ServerDidNotStart(f"{' '.join(argv)} did not start (exit status {process.returncode}): {banner.strip()}")
+    return ServerProcess(transport, argv, process, match.group(1), int(match.group(2)), banner.strip())
+
+
+def _kill_after(process: subprocess.Popen, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, process.kill)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -1,0 +1,135 @@
+"""`make demo-tcp`: the whole TCP story in one narrated run on loopback.
+
+The server runs as its own process (its log lines start with [server]); alice,
+bob and carol are clients in this process, and every frame they send (->) or
+receive (<-) is printed as it crosses the wire. Steps:
+
+ 1. the server binds and listens on an ephemeral port
+ 2. bob connects; the server accepts; Hello -> HI
+ 3. carol connects, registers, and leaves (so the server knows her name)
+ 4. alice -> bob, both online: delivered live; alice sees stored then delivered
+ 5. alice -> carol, carol offline: the server stores it
+ 6. the server is killed with SIGKILL and restarted on the same store
+ 7. carol connects and receives the stored message exactly once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from hellohi.client_session import MessageReceived, StatusChanged
+from hellohi.codec import Frame, encode
+from hellohi.launcher import ServerProcess, start_server
+from tcp.client import TcpChatClient
+
+
+def say(actor: str, text: str) -> None:
+    print(f"[{actor}] {text}", flush=True)
+
+
+def step(number: int, text: str) -> None:
+    print(f"\n=== {number}. {text}", flush=True)
+
+
+def tracer(actor: str):
+    def show(direction: str, frame: Frame) -> None:
+        wire = encode(frame).decode("ascii", "replace").rstrip("\n").replace("\n", "\\n")
+        say(actor, f"{direction} {wire}")
+
+    return show
+
+
+async def wait_for(client: TcpChatClient, kind: type, timeout: float = 5.0, **match):
+    """The next event of `kind` whose fields equal `match`; fails after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (remaining := deadline - loop.time()) > 0:
+        event = await client.next_event(timeout=remaining)
+        if isinstance(event, kind) and all(getattr(event, key) == value for key, value in match.items()):
+            return event
+    raise SystemExit(f"demo failed: {client.name} saw no {kind.__name__} {match} within {timeout} s")
+
+
+def launch(store: Path, port: int = 0) -> ServerProcess:
+    # --heartbeat 2 so reconnecting clients notice a dead server quickly in the demo.
+    return start_server("tcp", ["--store", str(store), "--heartbeat", "2", "--timeout", "6", "-v"], port=port, stderr=sys.stdout)
+
+
+async def demo(workdir: Path) -> int:
+    store = workdir / "demo-tcp.sqlite3"
+    step(1, "server: bind and listen")
+    server = launch(store)
+    say("server", server.banner)
+    clients: list[TcpChatClient] = []
+    try:
+        step(2, "bob connects: the server accepts, Hello -> HI")
+        bob = TcpChatClient(server.host, server.port, "bob", trace=tracer("bob"))
+        clients.append(bob)
+        await bob.connect()
+
+        step(3, "carol connects, says Hello, and leaves")
+        carol = TcpChatClient(server.host, server.port, "carol", trace=tracer("carol"), reconnect=False)
+        await carol.connect()
+        await carol.close()
+
+        step(4, "alice -> bob, both online: relayed live")
+        alice = TcpChatClient(server.host, server.port, "alice", trace=tracer("alice"))
+        clients.append(alice)
+        await alice.connect()
+        ref = alice.send("bob", "hi bob, this is alice")
+        await wait_for(alice, StatusChanged, ref=ref, state="stored")
+        got = await wait_for(bob, MessageReceived)
+        say("bob", f"got {got.body.decode()!r} from {got.sender}")
+        await wait_for(alice, StatusChanged, ref=ref, state="delivered")
+        say("alice", "✓✓ delivered to bob")
+
+        step(5, "alice -> carol while carol is offline: stored")
+        ref = alice.send("carol", "carol, read this when you are back")
+        stored = await wait_for(alice, StatusChanged, ref=ref, state="stored")
+        say("alice", f"✓ stored on the server as #{stored.id}; carol is offline")
+
+        step(6, "the server is killed (SIGKILL) and restarted on the same store")
+        server.kill()
+        say("demo", f"server killed: exit status {server.process.returncode}; no chance to save anything")
+        server = launch(store, port=server.port)
+        say("server", server.banner)
+
+        step(7, "carol connects and receives the stored message")
+        received: list[MessageReceived] = []
+        carol = TcpChatClient(server.host, server.port, "carol", trace=tracer("carol"), reconnect=False)
+        clients.append(carol)
+        await carol.connect()
+        received.append(await wait_for(carol, MessageReceived))
+        # Give any duplicate the chance to show up before we count.
+        while (event := await carol.next_event(timeout=0.5)) is not None:
+            if isinstance(event, MessageReceived):
+                received.append(event)
+        for message in received:
+            say("carol", f"got {message.body.decode()!r} from {message.sender} (#{message.id})")
+        if len(received) != 1:
+            say("demo", f"FAILED: carol received {len(received)} copies")
+            return 1
+        say("demo", "carol received the message exactly once, after a SIGKILL of the server. Done.")
+        return 0
+    finally:
+        for client in clients:
+            await client.close()
+        server.stop()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="hellohi-demo-") as workdir:
+        try:
+            sys.exit(asyncio.run(demo(Path(workdir))))
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except subprocess.SubprocessError as error:
+            sys.exit(f"demo failed: {error}")
+
+
+if __name__ == "__main__":
+    main()
