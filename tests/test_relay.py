@@ -1,0 +1,225 @@
+"""The relay core on its own: frames in, frames out, a fake clock, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from hellohi.codec import Ack, Bye, Err, Hello, Hi, Msg, Online, Ping, Pong, Send, Status, Who
+from hellohi.errors import ErrorCode, ProtocolError
+from hellohi.relay import Disconnect, Relay, RelayLimits, Transmit
+from hellohi.store import MessageStore
+
+
+class World:
+    """A relay and the frames it sent to each connection."""
+
+    def __init__(self, store: MessageStore | None = None, **limits):
+        self.store = store or MessageStore(":memory:")
+        self.relay = Relay(self.store, RelayLimits(**limits))
+        self.now = 0.0
+        self.inbox: dict[int, list] = {}
+        self.closed: set[int] = set()
+
+    def connect(self, name: str | None = None, peer: str = "127.0.0.1:40000") -> int:
+        connection = self.relay.connect(peer, self.now)
+        self.inbox[connection] = []
+        self.flush()
+        if name is not None:
+            self.send(connection, Hello(name))
+            assert self.inbox[connection].pop(0) == Hi(name, int(self.relay.limits.heartbeat_interval * 1000))
+        return connection
+
+    def send(self, connection: int, *frames) -> None:
+        for frame in frames:
+            self.relay.receive(connection, frame, self.now)
+        self.flush()
+
+    def flush(self) -> None:
+        for action in self.relay.flush():
+            if isinstance(action, Transmit):
+                self.inbox[action.connection].append(action.frame)
+            elif isinstance(action, Disconnect):
+                self.closed.add(action.connection)
+
+    def take(self, connection: int) -> list:
+        frames, self.inbox[connection] = self.inbox[connection], []
+        return frames
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        self.relay.on_timer(self.now)
+        self.flush()
+
+
+def test_bare_hello_is_known_by_address():
+    world = World()
+    connection = world.connect(peer="127.0.0.1:5555")
+    world.send(connection, Hello())
+    assert world.take(connection) == [Hi("127.0.0.1:5555", 15000)]
+
+
+def test_repeated_hello_is_answered_again_like_a_ping():
+    world = World()
+    alice = world.connect("alice")
+    world.send(alice, Hello("alice"), Hello())
+    assert world.take(alice) == [Hi("alice", 15000), Hi("alice", 15000)]
+
+
+def test_live_relay_reports_stored_then_delivered():
+    world = World()
+    alice, bob = world.connect("alice"), world.connect("bob")
+    world.send(alice, Send("bob", "r1", b"hi"))
+    assert world.take(alice) == [Status("r1", "stored", 1)]
+    assert world.take(bob) == [Msg(1, "alice", b"hi")]
+    world.send(bob, Ack(1))
+    assert world.take(alice) == [Status("r1", "delivered", 1)]
+    assert world.relay.waiting_for("bob") == 0
+
+
+def test_offline_messages_wait_and_arrive_in_send_order():
+    world = World()
+    bob = world.connect("bob")
+    world.relay.disconnected(bob)
+    alice = world.connect("alice")
+    for number in range(5):
+        world.send(alice, Send("bob", f"r{number}", str(number).encode()))
+    bob = world.connect("bob")
+    assert [frame.body for frame in world.take(bob)] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_unacknowledged_messages_are_sent_again_on_reconnect():
+    world = World()
+    alice, bob = world.connect("alice"), world.connect("bob")
+    world.send(alice, Send("bob", "r1", b"hi"))
+    assert world.take(bob) == [Msg(1, "alice", b"hi")]
+    world.relay.disconnected(bob)  # lost before it could ACK
+    bob = world.connect("bob")
+    assert world.take(bob) == [Msg(1, "alice", b"hi")]
+
+
+def test_a_repeated_send_is_stored_once():
+    world = World()
+    alice = world.connect("alice")
+    world.connect("bob")
+    world.send(alice, Send("bob", "r1", b"hi"), Send("bob", "r1", b"hi"))
+    assert world.take(alice) == [Status("r1", "stored", 1), Status("r1", "stored", 1)]
+    assert world.relay.waiting_for("bob") == 1
+
+
+def test_delivery_window_bounds_what_is_in_flight():
+    world = World(delivery_window=3)
+    alice, bob = world.connect("alice"), world.connect("bob")
+    for number in range(10):
+        world.send(alice, Send("bob", f"r{number}", b"x"))
+    sent = world.take(bob)
+    assert [frame.id for frame in sent] == [1, 2, 3]
+    world.send(bob, Ack(1))
+    assert [frame.id for frame in world.take(bob)] == [4]
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (Send("nobody", "r1", b"x"), ErrorCode.UNKNOWN_RECIPIENT),
+        (Hello("no spaces allowed!"), ErrorCode.BAD_NAME),
+        (Hello("bob"), ErrorCode.NAME_TAKEN),
+        (Msg(1, "alice", b"x"), ErrorCode.UNKNOWN_COMMAND),
+    ],
+)
+def test_bad_requests_get_an_error_and_keep_the_connection(frame, code):
+    world = World()
+    world.connect("bob")
+    carol = world.connect("carol" if not isinstance(frame, Hello) else None)
+    world.send(carol, frame)
+    (reply,) = world.take(carol)
+    assert isinstance(reply, Err) and reply.code == code.code
+    assert carol not in world.closed
+
+
+def test_commands_before_hello_are_refused():
+    world = World()
+    connection = world.connect()
+    world.send(connection, Send("bob", "r1", b"x"), Who())
+    assert [frame.code for frame in world.take(connection)] == [401, 401]
+
+
+def test_wrong_version_closes_the_connection():
+    world = World()
+    connection = world.connect()
+    world.send(connection, Hello("alice", "hellohi/9"))
+    assert world.take(connection)[0].code == 505
+    assert connection in world.closed
+
+
+def test_fatal_decoder_error_closes_only_that_connection():
+    world = World()
+    alice, mallory = world.connect("alice"), world.connect("mallory")
+    world.relay.reject(mallory, ProtocolError(ErrorCode.TOO_LARGE, "too big", fatal=True))
+    world.flush()
+    assert world.take(mallory)[0].code == 413
+    assert world.closed == {mallory}
+    world.send(alice, Who())
+    assert world.take(alice) == [Online(("alice",))]
+
+
+def test_queue_limit_refuses_more_messages_for_one_recipient():
+    world = World(max_waiting_per_recipient=2)
+    bob = world.connect("bob")
+    world.relay.disconnected(bob)
+    alice = world.connect("alice")
+    world.send(alice, *(Send("bob", f"r{n}", b"x") for n in range(3)))
+    replies = world.take(alice)
+    assert [type(frame) for frame in replies] == [Status, Status, Err]
+    assert replies[2].code == 429 and replies[2].ref == "r2"
+
+
+def test_max_clients():
+    world = World(max_clients=2)
+    world.connect("a"), world.connect("b")
+    third = world.connect()
+    assert world.take(third)[0].code == 503 and third in world.closed
+
+
+def test_heartbeat_pings_then_drops_a_silent_peer_whose_later_messages_are_stored():
+    world = World(heartbeat_interval=10, heartbeat_timeout=30)
+    alice, bob = world.connect("alice"), world.connect("bob")
+    world.tick(10)
+    assert world.take(bob) == [Ping()]
+    world.send(alice, Pong())
+    world.tick(10)
+    world.send(alice, Pong())
+    world.tick(10)
+    assert bob in world.closed and world.take(bob)[-1].code == 408
+    assert alice not in world.closed
+    world.take(alice)  # the PINGs it answered
+    world.send(alice, Send("bob", "r1", b"later"))
+    assert world.take(alice) == [Status("r1", "stored", 1)]
+    assert world.relay.waiting_for("bob") == 1
+
+
+def test_next_deadline_follows_the_heartbeat():
+    world = World(heartbeat_interval=10, heartbeat_timeout=30)
+    assert world.relay.next_deadline() is None
+    world.connect("alice")
+    assert world.relay.next_deadline() == 10
+
+
+def test_ping_pong_and_bye():
+    world = World()
+    alice = world.connect("alice")
+    world.send(alice, Ping("t1"), Bye())
+    assert world.take(alice) == [Pong("t1"), Bye()]
+    assert alice in world.closed
+    assert world.relay.online == []
+
+
+def test_messages_survive_a_new_relay_on_the_same_store(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    world = World(MessageStore(path))
+    world.relay.disconnected(world.connect("carol"))
+    alice = world.connect("alice")
+    world.send(alice, Send("carol", "r1", b"kept"))
+    # No close(): the flush() already committed, which is what a SIGKILL leaves behind.
+    reborn = World(MessageStore(path))
+    carol = reborn.connect("carol")
+    assert reborn.take(carol) == [Msg(1, "alice", b"kept")]
