@@ -1,0 +1,252 @@
+"""The TCP server and client for real: separate server process, sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from hellohi.client_session import MessageReceived, StatusChanged
+from hellohi.launcher import REPO_ROOT, start_server
+from tcp.client import ConnectFailed, TcpChatClient
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = []
+
+    def start(*extra: str, port: int = 0):
+        log = open(tmp_path / "server.log", "a")
+        process = start_server("tcp", ["--store", str(tmp_path / "store.sqlite3"), *extra], port=port, stderr=log)
+        log.close()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def raw_exchange(port: int, data: bytes, read_for: float = 0.5) -> bytes:
+    """What a plain socket (like nc) gets back for `data`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.settimeout(read_for)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except socket.timeout:
+            pass
+        return received
+
+
+async def next_of(client: TcpChatClient, kind: type, timeout: float = 5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        event = await client.next_event(timeout=left)
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"{client.name} got no {kind.__name__} within {timeout} s")
+
+
+def test_hello_by_hand_gets_hi(server):
+    port = server().port
+    reply = raw_exchange(port, b"Hello\n")
+    assert reply.startswith(b"HI 127.0.0.1:")
+    assert raw_exchange(port, b"Hello alice\r\n").startswith(b"HI alice hellohi/1 ")
+
+
+def test_live_relay_and_ticks(server):
+    port = server().port
+
+    async def scenario():
+        alice, bob = TcpChatClient("127.0.0.1", port, "alice"), TcpChatClient("127.0.0.1", port, "bob")
+        await alice.connect(), await bob.connect()
+        ref = alice.send("bob", "hi bob")
+        message = await next_of(bob, MessageReceived)
+        states = [(await next_of(alice, StatusChanged)).state for _ in range(2)]
+        await alice.close(), await bob.close()
+        return message, ref, states
+
+    message, ref, states = asyncio.run(scenario())
+    assert (message.sender, message.body) == ("alice", b"hi bob")
+    assert states == ["stored", "delivered"]
+
+
+def test_offline_message_survives_sigkill_and_restart(server):
+    first = server()
+
+    async def before_crash():
+        carol = TcpChatClient("127.0.0.1", first.port, "carol", reconnect=False)
+        await carol.connect()
+        await carol.close()
+        alice = TcpChatClient("127.0.0.1", first.port, "alice", reconnect=False)
+        await alice.connect()
+        ref = alice.send("carol", b"\x00binary\nbody")
+        status = await next_of(alice, StatusChanged)
+        assert (status.ref, status.state) == (ref, "stored")
+        # Killed while alice is still connected: no BYE, no clean shutdown.
+        first.kill()
+        await alice.close()
+
+    asyncio.run(before_crash())
+    second = server(port=first.port)
+
+    async def after_restart():
+        carol = TcpChatClient("127.0.0.1", second.port, "carol", reconnect=False)
+        await carol.connect()
+        got = [await next_of(carol, MessageReceived)]
+        while (event := await carol.next_event(timeout=0.3)) is not None:
+            if isinstance(event, MessageReceived):
+                got.append(event)
+        await carol.close()
+        return got
+
+    got = asyncio.run(after_restart())
+    assert [(m.sender, m.body) for m in got] == [("alice", b"\x00binary\nbody")]
+
+
+def test_fifty_concurrent_clients_lose_and_duplicate_nothing(server):
+    port = server().port
+    count, per_client = 50, 10
+
+    async def scenario():
+        clients = [TcpChatClient("127.0.0.1", port, f"c{n}") for n in range(count)]
+        await asyncio.gather(*(client.connect() for client in clients))
+        for n, client in enumerate(clients):
+            for k in range(per_client):
+                client.send(f"c{(n + 1) % count}", f"{n}:{k}")
+
+        async def collect(client):
+            return [(await next_of(client, MessageReceived, timeout=20)).body.decode() for _ in range(per_client)]
+
+        inboxes = await asyncio.gather(*(collect(client) for client in clients))
+        extra = await asyncio.gather(*(client.next_event(timeout=0.3) for client in clients))
+        await asyncio.gather(*(client.close() for client in clients))
+        return inboxes, extra
+
+    inboxes, extra = asyncio.run(scenario())
+    for n, inbox in enumerate(inboxes):
+        sender = (n - 1) % count
+        assert inbox == [f"{sender}:{k}" for k in range(per_client)], f"c{n} got {inbox}"
+    assert not any(isinstance(event, MessageReceived) for event in extra)
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"\x00\xff\xfegarbage\n", b"ERR 400 bad-frame"),
+        (b"FROBNICATE\n", b"ERR 405 unknown-command"),
+        (b"HELLO x\nSEND zed r1 2\nhi\n", b"ERR 404 unknown-recipient ref=r1"),
+        (b"SEND bob r1 2\nhi\n", b"ERR 401 hello-first"),
+        (b"HELLO x hellohi/7\n", b"ERR 505 version-not-supported"),
+    ],
+)
+def test_bad_input_gets_a_documented_error(server, data, expected):
+    assert expected in raw_exchange(server().port, data)
+
+
+def test_oversized_frame_is_refused_and_the_connection_closed(server):
+    port = server("--max-body", "1000").port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"HELLO big\nSEND big r1 5000\n")
+        reply = b""
+        while chunk := sock.recv(4096):  # returns b"" once the server has closed
+            reply += chunk
+    assert b"ERR 413 too-large" in reply
+
+
+def test_bad_clients_do_not_harm_the_others(server, tmp_path):
+    port = server("--max-outbound", "65536", "--max-body", "60000").port
+    body = b"x" * 60000
+
+    async def scenario():
+        alice, bob = TcpChatClient("127.0.0.1", port, "alice"), TcpChatClient("127.0.0.1", port, "bob")
+        await alice.connect(), await bob.connect()
+        # A half frame then a hang-up, and a garbage stream.
+        with socket.create_connection(("127.0.0.1", port)) as half:
+            half.sendall(b"HELLO half\nSEND bob r1 100\nonly part")
+        with socket.create_connection(("127.0.0.1", port)) as noisy:
+            noisy.sendall(bytes(range(256)) * 50)
+        # A client that registers and never reads: alice floods it.
+        sloth = socket.create_connection(("127.0.0.1", port))
+        sloth.sendall(b"HELLO sloth\n")
+        await asyncio.sleep(0.2)  # let the Hello land before alice sends to the name
+        refs = [alice.send("sloth", body) for _ in range(300)]
+        stored = set()
+        while len(stored) < len(refs):
+            event = await next_of(alice, StatusChanged, timeout=20)
+            stored.add(event.ref)
+        # Everyone else still works.
+        alice.send("bob", "still here?")
+        message = await next_of(bob, MessageReceived)
+        assert "507 slow-reader" in (tmp_path / "server.log").read_text()
+        sloth.close()
+        await alice.close(), await bob.close()
+        # Nothing accepted for the sloth was lost: a reading client gets all of it.
+        reader = TcpChatClient("127.0.0.1", port, "sloth")
+        await reader.connect(timeout=20)
+        got = [await next_of(reader, MessageReceived, timeout=20) for _ in range(300)]
+        await reader.close()
+        return message, got
+
+    message, got = asyncio.run(scenario())
+    assert message.body == b"still here?"
+    assert len(got) == 300 and all(m.body == body for m in got)
+    assert len({m.id for m in got}) == 300
+
+
+def run_client(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cli_scripted_mode_and_json(server):
+    port = server().port
+    assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
+    sent = run_client(port, "--name", "alice", "--send", "bob:hello there", "--send", "bob:again")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    got = run_client(port, "--name", "bob", "--expect", "2", "--json", "--timeout", "5")
+    assert got.returncode == 0, got.stdout
+    events = [json.loads(line) for line in got.stdout.splitlines()]
+    assert [e["text"] for e in events if e["event"] == "message"] == ["hello there", "again"]
+
+
+def test_cli_says_what_is_wrong(server):
+    port = server().port
+    unknown = run_client(port, "--name", "alice", "--send", "nobody:hi", "--timeout", "3")
+    assert unknown.returncode == 1 and "unknown-recipient" in unknown.stdout
+    late = run_client(port, "--name", "bob", "--expect", "1", "--timeout", "0.5")
+    assert late.returncode == 1 and "0 of 1 expected messages arrived" in late.stdout
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        free_port = unused.getsockname()[1]
+    absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
+    assert absent.returncode == 2 and "Is the server running?" in absent.stdout
+    assert "Traceback" not in absent.stdout + absent.stderr
+    bad_flag = run_client(port, "--send", "no-colon")
+    assert bad_flag.returncode != 0 and "NAME:TEXT" in bad_flag.stderr
+
+
+def test_server_cli_refuses_a_busy_port(server):
+    port = server().port
+    result = subprocess.run(
+        [sys.executable, "-m", "tcp.server", "--port", str(port), "--store", ":memory:"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0 and "pick another --port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tcp.demo"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "exactly once" in result.stdout
