@@ -49,12 +49,12 @@ class TcpRelayServer:
         self.max_outbound = max_outbound
         self._transports: dict[int, asyncio.Transport] = {}
         self._server: asyncio.base_events.Server | None = None
-        self._timer: asyncio.Task | None = None
+        # One timer, always set for the relay's next deadline (heartbeat or timeout).
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _ClientConnection(self), host, port)
-        self._timer = asyncio.create_task(self._run_timers())
         address = self._server.sockets[0].getsockname()
         return address[0], address[1]
 
@@ -79,6 +79,7 @@ class TcpRelayServer:
                     self._disconnect(action.connection, action.reason)
                 elif isinstance(action, Notice):
                     log.info("%s", action.text)
+        self._arm_timer()
 
     def _transmit(self, connection: int, data: bytes) -> None:
         transport = self._transports.get(connection)
@@ -99,15 +100,20 @@ class TcpRelayServer:
         else:
             transport.close()  # sends what is buffered (the ERR or BYE), then FIN
 
-    async def _run_timers(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = self.relay.next_deadline()
-            # Wake at least once a second so new connections' deadlines are seen.
-            delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - loop.time()))
-            await asyncio.sleep(delay)
-            self.relay.on_timer(loop.time())
-            self.flush()
+    def _arm_timer(self) -> None:
+        deadline = self.relay.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() <= deadline:
+                return  # already set early enough
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.relay.on_timer(asyncio.get_running_loop().time())
+        self.flush()
 
 
 class _ClientConnection(asyncio.Protocol):

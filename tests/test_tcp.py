@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hellohi.client_session import MessageReceived, StatusChanged
+from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
 from hellohi.launcher import REPO_ROOT, start_server
 from tcp.client import ConnectFailed, TcpChatClient
 
@@ -250,3 +250,39 @@ def test_demo_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tcp.demo"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "exactly once" in result.stdout
+
+
+def test_silent_peer_is_pinged_then_dropped(server):
+    port = server("--heartbeat", "0.2", "--timeout", "0.6").port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"HELLO quiet\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HI quiet") and b"PING" in reply and b"ERR 408 timeout" in reply
+
+
+def test_client_reconnects_and_resends_after_the_server_restarts(server):
+    first = server()
+
+    async def scenario():
+        bob = TcpChatClient("127.0.0.1", first.port, "bob", reconnect=False)
+        await bob.connect()
+        await bob.close()
+        alice = TcpChatClient("127.0.0.1", first.port, "alice", max_backoff=0.5)
+        await alice.connect()
+        first.kill()
+        lost = await next_of(alice, ConnectionLost)
+        ref = alice.send("bob", "sent while the server was down")
+        second = server(port=first.port)
+        stored = await next_of(alice, StatusChanged, timeout=15)
+        await alice.close()
+        bob = TcpChatClient("127.0.0.1", second.port, "bob", reconnect=False)
+        await bob.connect()
+        message = await next_of(bob, MessageReceived)
+        await bob.close()
+        return lost, ref, stored, message
+
+    lost, ref, stored, message = asyncio.run(scenario())
+    assert lost.reconnecting
+    assert stored.ref == ref and message.body == b"sent while the server was down"
