@@ -34,6 +34,7 @@ CHOSEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 ADDRESSABLE_NAME = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,64}\Z")
 REF = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 PING_TOKEN = re.compile(r"[!-~]{1,32}\Z")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed between arguments
 DELIVERY_STATES = ("stored", "delivered")
 
 
@@ -352,7 +353,7 @@ class Decoder:
             text = line.decode("ascii")
         except UnicodeDecodeError:
             raise ProtocolError(ErrorCode.BAD_FRAME, "header lines are ASCII; put other text in a body") from None
-        if any(char < " " and char != "\t" or char == "\x7f" for char in text):
+        if _CONTROL_CHARACTER.search(text):
             raise _bad("header line has control characters")
         verb, *args = text.split()
         verb = verb.upper()

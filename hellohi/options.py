@@ -43,6 +43,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--max-clients", type=positive(int), default=defaults.max_clients, help="(default: %(default)s)")
     parser.add_argument("--max-waiting", type=positive(int), default=defaults.max_waiting_per_recipient, help="stored messages per recipient before ERR 429 (default: %(default)s)")
     parser.add_argument("--window", type=positive(int), default=defaults.delivery_window, help="messages sent to a client and not yet ACKed (default: %(default)s)")
+    parser.add_argument("--window-bytes", type=positive(int), default=defaults.delivery_window_bytes, metavar="BYTES", help="body bytes sent to a client and not yet ACKed (default: %(default)s)")
     parser.add_argument("--max-body", type=positive(int), default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body (default: %(default)s)")
     parser.add_argument("--max-line", type=positive(int), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
@@ -55,6 +56,7 @@ def limits_from(args: argparse.Namespace) -> RelayLimits:
         max_clients=args.max_clients,
         max_waiting_per_recipient=args.max_waiting,
         delivery_window=args.window,
+        delivery_window_bytes=args.window_bytes,
         heartbeat_interval=args.heartbeat,
         heartbeat_timeout=args.timeout,
     )

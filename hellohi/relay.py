@@ -48,6 +48,9 @@ class RelayLimits:
     # MSG frames sent to a recipient and not yet ACKed. Bounds what one slow
     # client can make the server hold in memory and in its send buffer.
     delivery_window: int = 256
+    # ...and their bodies' bytes: no new MSG goes out past this (one always may),
+    # so what a client that never reads costs the server is bounded.
+    delivery_window_bytes: int = 1024 * 1024
     heartbeat_interval: float = 15.0
     # A connection silent this long is dropped; its messages wait in the store.
     heartbeat_timeout: float = 45.0
@@ -83,8 +86,9 @@ class _Connection:
     last_heard: float
     last_ping: float
     name: str | None = None
-    # id -> (sender, ref) of each MSG sent and not yet ACKed, oldest first.
-    in_flight: "OrderedDict[int, tuple[str, str]]" = field(default_factory=OrderedDict)
+    # id -> (sender, ref, body size) of each MSG sent and not yet ACKed, oldest first.
+    in_flight: "OrderedDict[int, tuple[str, str, int]]" = field(default_factory=OrderedDict)
+    in_flight_bytes: int = 0
     # Highest message id sent on this connection; the store is read after it.
     cursor: int = 0
 
@@ -238,18 +242,38 @@ class Relay:
             where = "online" if recipient else "offline, kept for later"
             self._notice(sender, f"{sender.name} -> {send.to}: stored as #{message_id} ({send.to} {where})")
         if recipient is not None:
-            self._deliver(recipient)
+            unsent = self._waiting[send.to] - len(recipient.in_flight)
+            if unsent == 1 and self._has_room(recipient):
+                # The common live case: nothing else is queued, so skip the store read.
+                self._put_in_flight(recipient, message_id, sender.name, send.ref, send.body)
+            else:
+                self._deliver(recipient)
 
     def _deliver(self, connection: _Connection) -> None:
         """Send stored messages to an online recipient, in id order, up to the window."""
         assert connection.name is not None
         room = self.limits.delivery_window - len(connection.in_flight)
-        if room <= 0 or not self._waiting.get(connection.name):
+        unsent = self._waiting.get(connection.name, 0) - len(connection.in_flight)
+        if unsent <= 0 or not self._has_room(connection):
             return
         for message in self.store.waiting(connection.name, after_id=connection.cursor, limit=room):
-            connection.in_flight[message.id] = (message.sender, message.ref)
-            connection.cursor = message.id
-            self._send(connection, Msg(message.id, message.sender, message.body))
+            if not self._has_room(connection):
+                break
+            self._put_in_flight(connection, message.id, message.sender, message.ref, message.body)
+
+    def _has_room(self, connection: _Connection) -> bool:
+        if not connection.in_flight:
+            return True  # one message always fits, however large
+        return (
+            len(connection.in_flight) < self.limits.delivery_window
+            and connection.in_flight_bytes < self.limits.delivery_window_bytes
+        )
+
+    def _put_in_flight(self, connection: _Connection, message_id: int, sender: str, ref: str, body: bytes) -> None:
+        connection.in_flight[message_id] = (sender, ref, len(body))
+        connection.in_flight_bytes += len(body)
+        connection.cursor = message_id
+        self._send(connection, Msg(message_id, sender, body))
 
     def _acknowledged(self, connection: _Connection, message_id: int) -> None:
         assert connection.name is not None
@@ -258,7 +282,8 @@ class Relay:
             return  # a repeated ACK; the message is already gone
         if self.store.remove(message_id, connection.name):
             self._waiting[connection.name] -= 1
-        sender_name, ref = owed
+        sender_name, ref, size = owed
+        connection.in_flight_bytes -= size
         if self.narrate:
             self._notice(connection, f"{connection.name} acknowledged #{message_id} from {sender_name}")
         sender = self._by_name.get(sender_name)

@@ -63,18 +63,23 @@ class MessageStore:
         self._db.commit()
         self._names = {row[0] for row in self._db.execute("SELECT name FROM names")}
         self._adds_since_prune = 0
+        # AUTOINCREMENT records the highest id ever used, even if that message is gone.
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        self._next_id = (row[0] if row else 0) + 1
 
     def add(self, sender: str, ref: str, recipient: str, body: bytes, now: float) -> tuple[int, bool]:
         """Store a message; returns (id, True), or (id of the first copy, False) for a repeat."""
-        row = self._db.execute("SELECT id FROM refs WHERE sender = ? AND ref = ?", (sender, ref)).fetchone()
-        if row:
+        message_id = self._next_id
+        # Claiming the ref first turns "is this a repeat?" and "remember it" into one statement.
+        claimed = self._db.execute("INSERT OR IGNORE INTO refs (sender, ref, id) VALUES (?, ?, ?)", (sender, ref, message_id))
+        if claimed.rowcount == 0:
+            row = self._db.execute("SELECT id FROM refs WHERE sender = ? AND ref = ?", (sender, ref)).fetchone()
             return row[0], False
-        cursor = self._db.execute(
-            "INSERT INTO messages (sender, ref, recipient, body, stored_at) VALUES (?, ?, ?, ?, ?)",
-            (sender, ref, recipient, body, now),
+        self._db.execute(
+            "INSERT INTO messages (id, sender, ref, recipient, body, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (message_id, sender, ref, recipient, body, now),
         )
-        message_id = cursor.lastrowid
-        self._db.execute("INSERT INTO refs (sender, ref, id) VALUES (?, ?, ?)", (sender, ref, message_id))
+        self._next_id += 1
         self._adds_since_prune += 1
         if self._adds_since_prune >= 1000:
             self._db.execute("DELETE FROM refs WHERE id <= ?", (message_id - self.refs_kept,))

@@ -27,7 +27,8 @@ log = logging.getLogger("hellohi.tcp.server")
 
 # A client whose unread data in our send buffer passes this is not reading;
 # we drop it rather than let it eat the server's memory. Its messages stay stored.
-DEFAULT_MAX_OUTBOUND = 1024 * 1024
+# It must exceed the relay's delivery window in bytes, or a normal burst would trip it.
+DEFAULT_MAX_OUTBOUND = 4 * 1024 * 1024
 
 
 def format_peer(address) -> str:
@@ -72,14 +73,25 @@ class TcpRelayServer:
     def flush(self) -> None:
         """Carry out what the relay decided, after it committed the store."""
         while actions := self.relay.flush():
+            # Frames for one connection are joined into one write: one system call
+            # per connection per batch instead of one per frame.
+            outgoing: dict[int, list[bytes]] = {}
             for action in actions:
                 if isinstance(action, Transmit):
-                    self._transmit(action.connection, encode(action.frame))
-                elif isinstance(action, Disconnect):
+                    outgoing.setdefault(action.connection, []).append(encode(action.frame))
+                    continue
+                self._write_all(outgoing)  # keep the order: frames before a close
+                if isinstance(action, Disconnect):
                     self._disconnect(action.connection, action.reason)
                 elif isinstance(action, Notice):
                     log.info("%s", action.text)
+            self._write_all(outgoing)
         self._arm_timer()
+
+    def _write_all(self, outgoing: dict[int, list[bytes]]) -> None:
+        for connection, chunks in outgoing.items():
+            self._transmit(connection, b"".join(chunks))
+        outgoing.clear()
 
     def _transmit(self, connection: int, data: bytes) -> None:
         transport = self._transports.get(connection)
@@ -194,6 +206,8 @@ async def serve(args: argparse.Namespace, limits: RelayLimits) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     limits = limits_from(args)
+    if args.max_outbound <= args.window_bytes + args.max_body:
+        raise SystemExit("error: --max-outbound must be larger than --window-bytes plus --max-body, or normal deliveries would trip it")
     logging.basicConfig(level=logging.INFO, format="[server] %(message)s", stream=sys.stderr)
     asyncio.run(serve(args, limits))
 

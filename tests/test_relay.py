@@ -223,3 +223,13 @@ def test_messages_survive_a_new_relay_on_the_same_store(tmp_path):
     reborn = World(MessageStore(path))
     carol = reborn.connect("carol")
     assert reborn.take(carol) == [Msg(1, "alice", b"kept")]
+
+
+def test_byte_window_bounds_what_a_non_reader_costs():
+    world = World(delivery_window_bytes=250)
+    alice, bob = world.connect("alice"), world.connect("bob")
+    for number in range(5):
+        world.send(alice, Send("bob", f"r{number}", b"x" * 100))
+    assert [frame.id for frame in world.take(bob)] == [1, 2, 3]  # 300 bytes: the third crossed 250
+    world.send(bob, Ack(1), Ack(2))
+    assert [frame.id for frame in world.take(bob)] == [4, 5]

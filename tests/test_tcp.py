@@ -163,7 +163,7 @@ def test_oversized_frame_is_refused_and_the_connection_closed(server):
 
 
 def test_bad_clients_do_not_harm_the_others(server, tmp_path):
-    port = server("--max-outbound", "65536", "--max-body", "60000").port
+    port = server("--max-outbound", "262144", "--max-body", "60000", "--window-bytes", "131072").port
     body = b"x" * 60000
 
     async def scenario():
@@ -174,32 +174,48 @@ def test_bad_clients_do_not_harm_the_others(server, tmp_path):
             half.sendall(b"HELLO half\nSEND bob r1 100\nonly part")
         with socket.create_connection(("127.0.0.1", port)) as noisy:
             noisy.sendall(bytes(range(256)) * 50)
-        # A client that registers and never reads: alice floods it.
-        sloth = socket.create_connection(("127.0.0.1", port))
+        # A client that never reads: messages for it pile up in the store,
+        # not in the server's memory (the delivery window holds at most ~128 KiB).
+        sloth = socket.socket()
+        sloth.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sloth.connect(("127.0.0.1", port))
         sloth.sendall(b"HELLO sloth\n")
         await asyncio.sleep(0.2)  # let the Hello land before alice sends to the name
-        refs = [alice.send("sloth", body) for _ in range(300)]
+        refs = [alice.send("sloth", body) for _ in range(100)]
         stored = set()
         while len(stored) < len(refs):
             event = await next_of(alice, StatusChanged, timeout=20)
             stored.add(event.ref)
+        # ...and when it keeps asking without reading, the server cuts it off.
+        await asyncio.get_running_loop().run_in_executor(None, flood_without_reading, sloth)
         # Everyone else still works.
         alice.send("bob", "still here?")
         message = await next_of(bob, MessageReceived)
-        assert "507 slow-reader" in (tmp_path / "server.log").read_text()
         sloth.close()
         await alice.close(), await bob.close()
         # Nothing accepted for the sloth was lost: a reading client gets all of it.
         reader = TcpChatClient("127.0.0.1", port, "sloth")
         await reader.connect(timeout=20)
-        got = [await next_of(reader, MessageReceived, timeout=20) for _ in range(300)]
+        got = [await next_of(reader, MessageReceived, timeout=20) for _ in range(100)]
         await reader.close()
         return message, got
 
     message, got = asyncio.run(scenario())
     assert message.body == b"still here?"
-    assert len(got) == 300 and all(m.body == body for m in got)
-    assert len({m.id for m in got}) == 300
+    assert len(got) == 100 and all(m.body == body for m in got)
+    assert len({m.id for m in got}) == 100
+    assert "507 slow-reader" in (tmp_path / "server.log").read_text()
+
+
+def flood_without_reading(sock: socket.socket) -> None:
+    """Ask WHO over and over and never read the answers, until the server hangs up."""
+    sock.settimeout(10)
+    try:
+        for _ in range(2000):
+            sock.sendall(b"WHO\n" * 1000)
+    except OSError:
+        return  # reset by the server: what we wanted
+    raise AssertionError("the server kept a client that never reads")
 
 
 def run_client(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
