@@ -302,3 +302,16 @@ def test_client_reconnects_and_resends_after_the_server_restarts(server):
     lost, ref, stored, message = asyncio.run(scenario())
     assert lost.reconnecting
     assert stored.ref == ref and message.body == b"sent while the server was down"
+
+
+def test_cli_interactive_prompt(server):
+    port = server().port
+    assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
+    chat = subprocess.run(
+        [sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "alice"],
+        cwd=REPO_ROOT, input="@bob hi there\n/who\n/quit\n", capture_output=True, text=True, timeout=30,
+    )
+    assert chat.returncode == 0, chat.stdout + chat.stderr
+    assert "-> bob: hi there" in chat.stdout
+    got = run_client(port, "--name", "bob", "--expect", "1", "--json")
+    assert '"text": "hi there"' in got.stdout
