@@ -34,7 +34,8 @@ CHOSEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 ADDRESSABLE_NAME = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,64}\Z")
 REF = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 PING_TOKEN = re.compile(r"[!-~]{1,32}\Z")
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed between arguments
+# Header lines are printable ASCII; tab is allowed between arguments.
+_NOT_HEADER_TEXT = re.compile(rb"[^\t\x20-\x7e]")
 DELIVERY_STATES = ("stored", "delivered")
 
 
@@ -45,6 +46,9 @@ class Hello:
     name: str | None = None
     version: str | None = None
 
+    def words(self) -> list[str]:
+        return ["HELLO"] + [part for part in (self.name, self.version) if part]
+
 
 @dataclass(frozen=True)
 class Hi:
@@ -53,6 +57,9 @@ class Hi:
     name: str
     heartbeat_ms: int
     version: str = PROTOCOL_VERSION
+
+    def words(self) -> list[str]:
+        return ["HI", self.name, self.version, str(self.heartbeat_ms)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class Send:
     ref: str
     body: bytes
 
+    def words(self) -> list[str]:
+        return ["SEND", self.to, self.ref, str(len(self.body))]
+
 
 @dataclass(frozen=True)
 class Msg:
@@ -72,12 +82,18 @@ class Msg:
     sender: str
     body: bytes
 
+    def words(self) -> list[str]:
+        return ["MSG", str(self.id), self.sender, str(len(self.body))]
+
 
 @dataclass(frozen=True)
 class Ack:
     """Recipient -> server: message `id` arrived; the server may forget it."""
 
     id: int
+
+    def words(self) -> list[str]:
+        return ["ACK", str(self.id)]
 
 
 @dataclass(frozen=True)
@@ -88,10 +104,16 @@ class Status:
     state: str
     id: int
 
+    def words(self) -> list[str]:
+        return ["STATUS", self.ref, self.state, str(self.id)]
+
 
 @dataclass(frozen=True)
 class Who:
     """Client -> server: who is online?"""
+
+    def words(self) -> list[str]:
+        return ["WHO"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +122,9 @@ class Online:
 
     names: tuple[str, ...]
 
+    def words(self) -> list[str]:
+        return ["ONLINE", *self.names]
+
 
 @dataclass(frozen=True)
 class Ping:
@@ -107,15 +132,24 @@ class Ping:
 
     token: str | None = None
 
+    def words(self) -> list[str]:
+        return ["PING"] + ([self.token] if self.token else [])
+
 
 @dataclass(frozen=True)
 class Pong:
     token: str | None = None
 
+    def words(self) -> list[str]:
+        return ["PONG"] + ([self.token] if self.token else [])
+
 
 @dataclass(frozen=True)
 class Bye:
     """Either side: I am closing this connection on purpose."""
+
+    def words(self) -> list[str]:
+        return ["BYE"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +160,14 @@ class Err:
     reason: str
     ref: str | None = None
     detail: str = ""
+
+    def words(self) -> list[str]:
+        words = ["ERR", str(self.code), self.reason]
+        if self.ref:
+            words.append(f"ref={self.ref}")
+        if self.detail:
+            words.append(self.detail)
+        return words
 
     @classmethod
     def of(cls, error: ErrorCode, detail: str = "", ref: str | None = None) -> "Err":
@@ -138,44 +180,11 @@ Frame = Union[Hello, Hi, Send, Msg, Ack, Status, Who, Online, Ping, Pong, Bye, E
 # ---------------------------------------------------------------- encoding
 
 
-def _header(frame: Frame) -> list[str]:
-    if isinstance(frame, Hello):
-        return ["HELLO"] + [part for part in (frame.name, frame.version) if part]
-    if isinstance(frame, Hi):
-        return ["HI", frame.name, frame.version, str(frame.heartbeat_ms)]
-    if isinstance(frame, Send):
-        return ["SEND", frame.to, frame.ref, str(len(frame.body))]
-    if isinstance(frame, Msg):
-        return ["MSG", str(frame.id), frame.sender, str(len(frame.body))]
-    if isinstance(frame, Ack):
-        return ["ACK", str(frame.id)]
-    if isinstance(frame, Status):
-        return ["STATUS", frame.ref, frame.state, str(frame.id)]
-    if isinstance(frame, Who):
-        return ["WHO"]
-    if isinstance(frame, Online):
-        return ["ONLINE", *frame.names]
-    if isinstance(frame, (Ping, Pong)):
-        verb = "PING" if isinstance(frame, Ping) else "PONG"
-        return [verb] + ([frame.token] if frame.token else [])
-    if isinstance(frame, Bye):
-        return ["BYE"]
-    if isinstance(frame, Err):
-        parts = ["ERR", str(frame.code), frame.reason]
-        if frame.ref:
-            parts.append(f"ref={frame.ref}")
-        if frame.detail:
-            parts.append(frame.detail)
-        return parts
-    raise TypeError(f"not a hellohi frame: {frame!r}")
-
-
 def encode(frame: Frame) -> bytes:
     """The exact bytes of `frame` on the wire."""
-    line = " ".join(_header(frame)).encode("ascii") + b"\n"
-    if isinstance(frame, (Send, Msg)):
-        return line + frame.body + b"\n"
-    return line
+    line = " ".join(frame.words()).encode("ascii") + b"\n"
+    body = getattr(frame, "body", None)  # only SEND and MSG carry one
+    return line if body is None else line + body + b"\n"
 
 
 # ---------------------------------------------------------------- decoding
@@ -349,13 +358,11 @@ class Decoder:
         return line[:-1] if line.endswith(b"\r") else line
 
     def _parse_header(self, line: bytes) -> Frame | None:
-        try:
-            text = line.decode("ascii")
-        except UnicodeDecodeError:
-            raise ProtocolError(ErrorCode.BAD_FRAME, "header lines are ASCII; put other text in a body") from None
-        if _CONTROL_CHARACTER.search(text):
+        if _NOT_HEADER_TEXT.search(line):
+            if not line.isascii():
+                raise _bad("header lines are ASCII; put other text in a body")
             raise _bad("header line has control characters")
-        verb, *args = text.split()
+        verb, *args = line.decode("ascii").split()
         verb = verb.upper()
         if verb in _LINE_FRAMES:
             return _LINE_FRAMES[verb](args)

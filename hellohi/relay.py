@@ -78,6 +78,9 @@ class Notice:
 
 Action = Union[Transmit, Disconnect, Notice]
 
+_SERVER_ONLY = (Hi, Msg, Status, Online)
+_BEFORE_HELLO = (Hello, Ping, Pong, Err, Bye)
+
 
 @dataclass
 class _Connection:
@@ -104,6 +107,17 @@ class Relay:
         self._waiting = store.waiting_counts()
         self._outbox: list[Action] = []
         self._next_connection = 1
+        # What each frame a client may send makes the relay do.
+        self._handlers = {
+            Hello: lambda connection, frame, now: self._hello(connection, frame),
+            Ping: lambda connection, frame, now: self._send(connection, Pong(frame.token)),
+            Pong: lambda connection, frame, now: None,  # liveness is all a PONG says
+            Err: lambda connection, frame, now: None,  # never answer an error: that could loop
+            Bye: lambda connection, frame, now: self._goodbye(connection),
+            Send: self._relay,
+            Ack: lambda connection, frame, now: self._acknowledged(connection, frame.id),
+            Who: lambda connection, frame, now: self._send(connection, Online(tuple(sorted(self._by_name)))),
+        }
 
     # ------------------------------------------------------------ events in
 
@@ -121,25 +135,13 @@ class Relay:
         if connection is None:
             return  # already dropped; late frames are ignored
         connection.last_heard = now
-        if isinstance(frame, Hello):
-            self._hello(connection, frame)
-        elif isinstance(frame, Ping):
-            self._send(connection, Pong(frame.token))
-        elif isinstance(frame, (Pong, Err)):
-            pass  # liveness is all a PONG says; errors are never answered, to avoid loops
-        elif isinstance(frame, Bye):
-            self._send(connection, Bye())
-            self._drop(connection, "said BYE")
-        elif isinstance(frame, (Hi, Msg, Status, Online)):
-            self._reply_error(connection, ErrorCode.UNKNOWN_COMMAND, f"{type(frame).__name__.upper()} is sent by the server, not to it")
-        elif connection.name is None:
+        kind = type(frame)
+        if kind in _SERVER_ONLY:
+            self._reply_error(connection, ErrorCode.UNKNOWN_COMMAND, f"{kind.__name__.upper()} is sent by the server, not to it")
+        elif kind in _BEFORE_HELLO or connection.name is not None:
+            self._handlers[kind](connection, frame, now)
+        else:
             self._reply_error(connection, ErrorCode.HELLO_FIRST, "say HELLO [NAME] first")
-        elif isinstance(frame, Send):
-            self._relay(connection, frame, now)
-        elif isinstance(frame, Ack):
-            self._acknowledged(connection, frame.id)
-        elif isinstance(frame, Who):
-            self._send(connection, Online(tuple(sorted(self._by_name))))
 
     def reject(self, connection_id: int, error: ProtocolError) -> None:
         """The decoder refused this connection's bytes."""
@@ -220,6 +222,10 @@ class Relay:
         self._notice(connection, f"{name} said Hello from {connection.peer}")
         self._send(connection, self._hi(name))
         self._deliver(connection)
+
+    def _goodbye(self, connection: _Connection) -> None:
+        self._send(connection, Bye())
+        self._drop(connection, "said BYE")
 
     def _hi(self, name: str) -> Hi:
         return Hi(name, int(self.limits.heartbeat_interval * 1000))
