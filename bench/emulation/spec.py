@@ -1,0 +1,76 @@
+"""What an impaired link does, in one direction: :class:`LinkSpec`.
+
+A link between the client hosts and the server host has two directions:
+
+* ``up``   -- client -> server
+* ``down`` -- server -> client
+
+Each direction gets its own :class:`LinkSpec`.  ``EmulatedNetwork(spec)`` uses the same
+spec for both directions; ``EmulatedNetwork(up=..., down=...)`` sets them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+DIRECTIONS = ("up", "down")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """Impairments applied to every packet crossing the link in one direction.
+
+    loss        share of packets dropped, 0.0 .. 1.0 (in the kernel by nftables by default)
+    delay_ms    fixed one-way delay added to every packet
+    jitter_ms   each packet's delay is drawn uniformly from delay_ms +- jitter_ms (never < 0).
+                Jitter alone never reorders packets (a packet is never released before the one
+                in front of it), so reordering is only what ``reorder`` asks for.
+    reorder     share of packets held back by an extra ``reorder_ms`` so that the packets behind
+                them overtake them
+    reorder_ms  how long a reordered packet is held back (on top of its delay)
+    duplicate   share of packets sent twice
+    rate_mbit   bottleneck rate in Mbit/s (token bucket, ``tbf``); None = unlimited
+    seed        seeds the forwarder's random source: the same seed gives the same decisions,
+                packet for packet (the n-th packet in a direction always meets the same fate)
+    """
+
+    loss: float = 0.0
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    reorder: float = 0.0
+    reorder_ms: float = 5.0
+    duplicate: float = 0.0
+    rate_mbit: float | None = None
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "reorder", "duplicate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"LinkSpec.{name} is a share between 0.0 and 1.0, got {value!r}")
+        for name in ("delay_ms", "jitter_ms", "reorder_ms"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"LinkSpec.{name} must be >= 0, got {value!r}")
+        if self.rate_mbit is not None and self.rate_mbit <= 0:
+            raise ValueError(f"LinkSpec.rate_mbit must be > 0 or None, got {self.rate_mbit!r}")
+
+    @property
+    def needs_forwarder(self) -> bool:
+        """True when the nft-tun backend must route this direction through the TUN forwarder."""
+        return bool(self.delay_ms or self.jitter_ms or self.reorder or self.duplicate)
+
+    @property
+    def is_clean(self) -> bool:
+        return self == LinkSpec(seed=self.seed, reorder_ms=self.reorder_ms)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LinkSpec":
+        return cls(**data)
+
+    def with_(self, **changes) -> "LinkSpec":
+        """A copy with some fields changed, e.g. ``spec.with_(seed=2)``."""
+        return replace(self, **changes)
