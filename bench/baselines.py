@@ -1,0 +1,140 @@
+"""Kernel floors measured in the same run: sockperf ping-pong and iperf3 on loopback.
+
+These tools talk to the kernel with almost nothing on top, so their figures are the
+best any program on this machine can do; the bench reports hellohi's figures as
+ratios to them. When a tool is missing, the baseline says so (and what to install)
+instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+INSTALL_HINT = {
+    "sockperf": "apt-get install sockperf   (Debian/Ubuntu; or build it from github.com/Mellanox/sockperf)",
+    "iperf3": "apt-get install iperf3   (Debian/Ubuntu; brew install iperf3 on macOS)",
+}
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PERCENTILE = re.compile(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)")
+_MINMAX = re.compile(r"<(MIN|MAX)> observation\s*=\s*([\d.]+)")
+_AVG = re.compile(r"avg-rtt=([\d.]+)")
+
+
+def missing_tools() -> dict[str, str]:
+    """{tool: how to install it} for each baseline tool that is not installed."""
+    return {tool: hint for tool, hint in INSTALL_HINT.items() if shutil.which(tool) is None}
+
+
+def tool_versions() -> dict:
+    versions = {}
+    for tool, flag in (("sockperf", "--version"), ("iperf3", "--version")):
+        if shutil.which(tool) is None:
+            versions[tool] = None
+            continue
+        out = subprocess.run([tool, flag], capture_output=True, text=True, timeout=10)
+        first = _ANSI.sub("", (out.stdout or out.stderr)).strip().splitlines()
+        versions[tool] = first[0] if first else "unknown"
+    return versions
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_listening(host: str, port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+
+
+def parse_sockperf(text: str) -> dict:
+    """Figures from `sockperf ping-pong --full-rtt` output, in microseconds."""
+    text = _ANSI.sub("", text)
+    percentiles = {float(p): float(v) for p, v in _PERCENTILE.findall(text)}
+    minmax = dict(_MINMAX.findall(text))
+    avg = _AVG.search(text)
+
+    def at(p):
+        return percentiles.get(p)
+
+    return {
+        "measure": "round_trip",  # --full-rtt: sockperf otherwise reports RTT/2
+        "unit": "us",
+        "count": int(m.group(1)) if (m := re.search(r"Total (\d+) observations", text)) else None,
+        "min": float(minmax["MIN"]) if "MIN" in minmax else None,
+        "mean": float(avg.group(1)) if avg else None,
+        "p50": at(50.0), "p90": at(90.0), "p99": at(99.0), "p99_9": at(99.9),
+        "max": float(minmax["MAX"]) if "MAX" in minmax else None,
+    }
+
+
+def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
+                      host: str = "127.0.0.1") -> dict:
+    result = {"tool": "sockperf", "test": f"ping-pong-{protocol}", "config": {
+        "protocol": protocol, "seconds": seconds, "payload": payload, "host": host}}
+    if shutil.which("sockperf") is None:
+        return {**result, "status": "missing", "reason": "sockperf not installed; " + INSTALL_HINT["sockperf"]}
+    tcp = ["--tcp"] if protocol == "tcp" else []
+    port = free_port(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM, host)
+    server = subprocess.Popen(["sockperf", "server", "-i", host, "-p", str(port), *tcp],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if tcp:
+            _wait_listening(host, port)
+        else:
+            time.sleep(0.3)  # UDP has no handshake to wait for
+        argv = ["sockperf", "ping-pong", "-i", host, "-p", str(port), *tcp,
+                "-t", str(max(1, round(seconds))), "-m", str(max(payload, 14)), "--full-rtt"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    result["config"]["argv"] = argv
+    latency = parse_sockperf(out.stdout + out.stderr)
+    if latency["p50"] is None:
+        return {**result, "status": "error", "reason": (out.stdout + out.stderr)[-500:]}
+    return {**result, "status": "ok", "figures": {"latency": latency}}
+
+
+def iperf3_throughput(seconds: float = 2.0, host: str = "127.0.0.1") -> dict:
+    result = {"tool": "iperf3", "test": "tcp-throughput", "config": {"seconds": seconds, "host": host}}
+    if shutil.which("iperf3") is None:
+        return {**result, "status": "missing", "reason": "iperf3 not installed; " + INSTALL_HINT["iperf3"]}
+    port = free_port(host=host)
+    # No "-1" (one client only): our readiness probe counts as a client to iperf3.
+    server = subprocess.Popen(["iperf3", "-s", "-B", host, "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(host, port)
+        time.sleep(0.2)  # let it shrug off the probe connection
+        argv = ["iperf3", "-c", host, "-p", str(port), "-t", str(max(1, round(seconds))), "-J"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    result["config"]["argv"] = argv
+    try:
+        received = json.loads(out.stdout)["end"]["sum_received"]
+    except (ValueError, KeyError):
+        return {**result, "status": "error", "reason": (out.stdout + out.stderr)[-500:]}
+    return {**result, "status": "ok", "figures": {
+        "goodput_MB_per_s": received["bytes"] / received["seconds"] / 1e6,
+        "bits_per_second": received["bits_per_second"],
+    }}
+
+
+def run_all(seconds: float = 2.0) -> list[dict]:
+    return [sockperf_pingpong("tcp", seconds), sockperf_pingpong("udp", seconds),
+            iperf3_throughput(seconds)]

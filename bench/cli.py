@@ -1,0 +1,329 @@
+"""python -m bench: build a scenario matrix, run it, print ratios, write results.
+
+    python -m bench                      quick default matrix (< 2 min on 2 cores)
+    python -m bench --full --out reports/bench
+    python -m bench --workloads hello,relay --protocols tcp --count 2000
+    python -m bench --config matrix.toml
+    python -m bench --server 192.0.2.10:5000 --protocols tcp   (a server on another computer)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from . import baselines, results
+from .clients import PROTOCOLS
+from .runner import KCP_WORKLOADS, run_scenario
+from .workloads import WORKLOADS, Scenario
+
+KCP_PROTOCOLS = ("kcp-default", "kcp-normal", "kcp-fast")
+TARGET_RTT_RATIO = 1.6
+TARGET_MSGS_PER_S = 50_000
+
+
+# --------------------------------------------------------------------- matrix
+
+
+def _count_for(workload: str, payload: int, scale: int) -> int:
+    base = {"hello": 1000, "hello-raw": 2000, "relay": 300, "fanin": 5000, "fanout": 5000,
+            "drain": 2000, "kcp-pingpong": 500, "kcp-test": 1000}
+    if workload == "throughput":
+        # 20k messages of 64 B; bigger bodies: about 16 MB per scenario.
+        return (20_000 if payload <= 64 else max(200, min(5_000, 16_000_000 // payload))) * scale
+    if workload == "kcp-test":
+        return 1000  # KCP's own test: always 1000 echoes
+    return base[workload] * scale
+
+
+def default_matrix(full: bool, protocols: list[str]) -> list[dict]:
+    scale = 5 if full else 1
+    payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
+    widths = [10, 50] if full else [10]
+    cells: list[dict] = []
+    for protocol in protocols:
+        cells.append({"workload": "hello", "protocol": protocol})
+        if protocol == "tcp":
+            cells.append({"workload": "hello-raw", "protocol": protocol})
+        cells.append({"workload": "relay", "protocol": protocol})
+        cells += [{"workload": "throughput", "protocol": protocol, "payload": p} for p in payloads]
+        cells += [{"workload": w, "protocol": protocol, "clients": c} for w in ("fanin", "fanout") for c in widths]
+        cells.append({"workload": "drain", "protocol": protocol})
+    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast")]
+    cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in KCP_PROTOCOLS]
+    for cell in cells:
+        cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), scale))
+    return cells
+
+
+def flag_matrix(args) -> list[dict]:
+    cells = []
+    for workload, protocol, payload, clients in itertools.product(
+            args.workloads, args.protocols, args.payloads or [64], args.clients or [1]):
+        if workload in KCP_WORKLOADS and not protocol.startswith("kcp-"):
+            continue
+        if workload not in KCP_WORKLOADS and protocol.startswith("kcp-"):
+            continue
+        if workload == "hello-raw" and protocol != "tcp":
+            continue
+        if workload not in ("fanin", "fanout") and clients != (args.clients or [1])[0]:
+            continue  # the width only matters to fan-in/fan-out
+        cell = {"workload": workload, "protocol": protocol, "payload": payload, "clients": clients}
+        cell["count"] = args.count or _count_for(workload, payload, 5 if args.full else 1)
+        cells.append(cell)
+    return cells
+
+
+def load_config(path: str) -> list[dict]:
+    """TOML or JSON: optional [defaults] (any Scenario field), then either a list of
+    [[scenario]] tables or a [matrix] of lists (workloads, protocols, payloads, clients)."""
+    text = Path(path).read_text()
+    data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    defaults = data.get("defaults", {})
+    cells = [dict(defaults, **s) for s in data.get("scenario", data.get("scenarios", []))]
+    if "matrix" in data:
+        m = data["matrix"]
+        for workload, protocol, payload, clients in itertools.product(
+                m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]),
+                m.get("payloads", [defaults.get("payload", 64)]), m.get("clients", [defaults.get("clients", 1)])):
+            cells.append(dict(defaults, workload=workload, protocol=protocol, payload=payload, clients=clients))
+    for cell in cells:
+        cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), 1))
+    return cells
+
+
+def to_scenarios(cells: list[dict], seed: int, window: int | None) -> list[Scenario]:
+    out = []
+    for cell in cells:
+        cell = dict(cell)
+        cell.setdefault("seed", seed)
+        if window:
+            cell.setdefault("window", window)
+        out.append(Scenario(**cell))
+    return out
+
+
+# --------------------------------------------------------------------- output
+
+
+class Progress:
+    """A plain-text progress bar on stderr (one line per step when not a terminal)."""
+
+    def __init__(self, total: int, stream=None, width: int = 30):
+        stream = stream or sys.stderr
+        self.total, self.stream, self.width, self.done = total, stream, width, 0
+        self.started = time.monotonic()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def step(self, label: str) -> None:
+        filled = self.width * self.done // max(self.total, 1)
+        bar = "#" * filled + "-" * (self.width - filled)
+        text = f"[{bar}] {self.done}/{self.total} {time.monotonic() - self.started:5.1f}s {label}"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def advance(self) -> None:
+        self.done += 1
+
+    def finish(self) -> None:
+        self.step("done")
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def print_table(run: dict, out=None) -> None:
+    out = out or sys.stdout
+    header = f"{'scenario':34s} {'status':11s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
+    print(header, file=out)
+    for r in run["scenarios"]:
+        f = r.get("figures") or {}
+        lat = f.get("latency") or {}
+        d = f.get("delivery") or {}
+        deliv = f"{d['delivered']}/{d['sent']}" if d else "-"
+        print(f"{r['id'][:34]:34s} {r['status']:11s} {lat.get('measure') or '-':10s} {_fmt(lat.get('p50')):>10s} "
+              f"{_fmt(lat.get('p99')):>10s} {_fmt(lat.get('max')):>11s} {deliv:>13s} {_fmt(f.get('messages_per_s'), 0):>10s} "
+              f"{_fmt(f.get('goodput_MB_per_s'), 2):>8s} {_fmt((r.get('server') or {}).get('cpu_s'), 2):>9s}", file=out)
+        if r["status"] != "ok":
+            print(f"    {r.get('reason', '')}", file=out)
+    for b in run["baselines"]:
+        f = b.get("figures") or {}
+        lat = f.get("latency") or {}
+        line = f"{b['tool']} {b['test']}: {b['status']}"
+        if lat:
+            line += f"  round_trip p50 {lat['p50']} us p99 {lat['p99']} us"
+        if "goodput_MB_per_s" in f:
+            line += f"  {f['goodput_MB_per_s']:,.0f} MB/s"
+        if b["status"] != "ok":
+            line += f"  ({b.get('reason', '')[:200]})"
+        print(line, file=out)
+
+
+def _find(run, workload, protocol, payload=None):
+    for r in run["scenarios"]:
+        c = r["config"]
+        if c["workload"] == workload and c["protocol"] == protocol and r["status"] == "ok" \
+                and (payload is None or c["payload"] == payload):
+            return r
+    return None
+
+
+def _baseline(run, test):
+    for b in run["baselines"]:
+        if b["test"] == test and b["status"] == "ok":
+            return b
+    return None
+
+
+def compute_ratios(run: dict) -> list[dict]:
+    """The performance targets of issue 4, as measured in this run (None: not measured)."""
+    ratios = []
+
+    def add(name, value, target, better, detail):
+        if value is None or target is None:
+            met = None
+        else:
+            met = value <= target if better == "lower" else value >= target
+        ratios.append({"name": name, "value": value, "target": target, "better": better,
+                       "met": met, "detail": detail})
+
+    for protocol, workload in (("tcp", "hello"), ("tcp", "hello-raw"), ("udp", "hello")):
+        s = _find(run, workload, protocol)
+        b = _baseline(run, f"ping-pong-{protocol}")
+        value = (s["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"]) if s and b else None
+        add(f"{workload} {protocol} round-trip p50 / sockperf {protocol} ping-pong round-trip p50", value,
+            TARGET_RTT_RATIO, "lower",
+            f"{s['figures']['latency']['p50'] if s else None} us / {b['figures']['latency']['p50'] if b else None} us")
+    s = _find(run, "throughput", "tcp", 64)
+    mps = s["figures"]["messages_per_s"] if s else None
+    add("tcp relay throughput alice->bob 64 B (msg/s) / 50,000", mps / TARGET_MSGS_PER_S if mps else None,
+        1.0, "higher", f"{mps} msg/s")
+    big = max((r for r in run["scenarios"] if r["config"]["workload"] == "throughput"
+               and r["config"]["protocol"] == "tcp" and r["status"] == "ok"),
+              key=lambda r: r["config"]["payload"], default=None)
+    ip = _baseline(run, "tcp-throughput")
+    if big and ip:
+        value = big["figures"]["goodput_MB_per_s"] / ip["figures"]["goodput_MB_per_s"]
+        add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
+            f"{big['figures']['goodput_MB_per_s']:.1f} MB/s / {ip['figures']['goodput_MB_per_s']:.1f} MB/s")
+    kfast = _find(run, "kcp-test", "kcp-fast")
+    udp_turbo = _find(run, "kcp-test", "udp-turbo")
+    for stat in ("avg_rtt_ms", "max_rtt_ms"):
+        value = (udp_turbo["figures"][stat] / kfast["figures"][stat]) if kfast and udp_turbo else None
+        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", value, 1.0, "lower",
+            f"{udp_turbo['figures'][stat] if udp_turbo else 'udp preset not measured'} / "
+            f"{kfast['figures'][stat] if kfast else None}")
+    return [r for r in ratios if r["target"] is not None or r["value"] is not None]
+
+
+def print_ratios(ratios: list[dict], out=None) -> None:
+    out = out or sys.stdout
+    print("\nIssue 4 targets, as measured in this run:", file=out)
+    for r in ratios:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[r["met"]]
+        if r["target"] is None:
+            verdict = "info"
+        value = "-" if r["value"] is None else f"{r['value']:.2f}x"
+        target = "" if r["target"] is None else f" (target {'<=' if r['better'] == 'lower' else '>='} {r['target']}x)"
+        print(f"  {value:>8s}  {r['name']}{target}: {verdict}  [{r['detail']}]", file=out)
+
+
+# --------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="the larger matrix for the report")
+    p.add_argument("--config", metavar="FILE", help="scenario matrix from a TOML or JSON file (see docs/bench.md)")
+    p.add_argument("--workloads", type=lambda s: s.split(","), metavar="LIST",
+                   help=f"comma-separated, from: {', '.join(WORKLOADS + KCP_WORKLOADS)}")
+    p.add_argument("--protocols", type=lambda s: s.split(","), metavar="LIST",
+                   help=f"comma-separated, from: {', '.join(PROTOCOLS + KCP_PROTOCOLS)} (default: tcp,udp,udp-raw)")
+    p.add_argument("--payloads", type=lambda s: [int(x) for x in s.split(",")], metavar="BYTES,...")
+    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], metavar="N,...",
+                   help="fan-in/fan-out widths")
+    p.add_argument("--count", type=int, help="messages or pings per scenario")
+    p.add_argument("--window", type=int, help="bulk workloads: messages in flight (default 256)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--server", metavar="HOST:PORT", help="use this running server instead of starting one (real computers)")
+    p.add_argument("--no-baselines", action="store_true", help="skip sockperf and iperf3")
+    p.add_argument("--baseline-seconds", type=float, default=2.0)
+    p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
+    p.add_argument("--list", action="store_true", help="print the scenarios and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    remote = None
+    if args.server:
+        from hellohi.options import host_port
+        try:
+            remote = host_port(args.server)
+        except argparse.ArgumentTypeError as error:
+            build_parser().error(str(error))
+    if args.config:
+        cells = load_config(args.config)
+    elif args.workloads or args.payloads or args.clients or (args.protocols and not args.full):
+        args.workloads = args.workloads or list(WORKLOADS)
+        args.protocols = args.protocols or list(PROTOCOLS)
+        cells = flag_matrix(args)
+    else:
+        cells = default_matrix(args.full, args.protocols or list(PROTOCOLS))
+    if args.count and not args.config:
+        for cell in cells:
+            cell["count"] = args.count
+    scenarios = to_scenarios(cells, args.seed, args.window)
+    if remote:
+        # Against a remote server only the hellohi workloads make sense.
+        scenarios = [s for s in scenarios if s.workload not in KCP_WORKLOADS]
+    if args.list:
+        for sc in scenarios:
+            print(sc.id, json.dumps(sc.as_dict()))
+        return 0
+
+    missing = baselines.missing_tools()
+    if not args.no_baselines and not remote:
+        for tool, hint in missing.items():
+            print(f"note: {tool} is not installed, so its baseline is skipped; to measure it: {hint}", file=sys.stderr)
+    run = results.new_run(["python", "-m", "bench", *argv], baselines.tool_versions())
+    steps = len(scenarios) + (0 if args.no_baselines or remote else 3)
+    progress = Progress(steps)
+    if not args.no_baselines and not remote:
+        for name, job in (("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", args.baseline_seconds)),
+                          ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", args.baseline_seconds)),
+                          ("iperf3 tcp", lambda: baselines.iperf3_throughput(args.baseline_seconds))):
+            progress.step(name)
+            run["baselines"].append(job())
+            progress.advance()
+    for sc in scenarios:
+        progress.step(sc.id)
+        run["scenarios"].append(run_scenario(sc, remote=remote))
+        progress.advance()
+    progress.finish()
+    run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run["ratios"] = compute_ratios(run)
+    print_table(run)
+    print_ratios(run["ratios"])
+    if args.out:
+        json_path, csv_path = results.write(run, args.out)
+        print(f"\nwrote {json_path} and {csv_path}")
+    failed = [r for r in run["scenarios"] if r["status"] == "error"]
+    return 1 if failed else 0

@@ -1,0 +1,332 @@
+"""KCP, the peer the bench compares hellohi's UDP reliability layer with.
+
+The PyPI package `kcp` wraps the real ikcp.c. Two ways to run it here:
+
+1. `simulate_echo(mode, KcpScenario())` replays KCP's own test (test.cpp/test.h in
+   github.com/skywind3000/kcp) on a *virtual* clock: a seeded copy of its
+   LatencySimulator (10 % round-trip loss, i.e. 5 % each way drawn from a shuffled bag
+   of 100; one-way delay uniform in [RTTmin/2, RTTmax/2); packets leave each
+   direction in FIFO order; at most 1000 packets queued per direction), one 8-byte
+   echo every 20 ms, until 1000 echoes came back. Deterministic and takes about a
+   second of CPU instead of 20 s of waiting. Any peer with the small interface of
+   `KcpPeer` (send, input, update, received) can run on the same simulated link.
+
+2. `python -m bench.kcp_peer serve --port 0` is a KCP echo server over real UDP, and
+   `kcp_udp_pingpong()` measures its round trip from this process, like the Hello/HI
+   ping-pong of the hellohi servers on the same link.
+
+KCP's README reports avg/max RTT 740/1507 ms (default mode) and 138/392 ms (fast mode)
+on its test. Mode settings follow test.cpp, with one difference we cannot avoid: the
+`kcp` package exposes nodelay only as a bool and hides rx_minrto and fastresend, so
+our "fast" mode is ikcp_nodelay(1, 10, 2, 1) (minimum RTO 30 ms) where test.cpp uses
+ikcp_nodelay(2, 10, 2, 1) and then rx_minrto = 10, fastresend = 1 on the sender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import struct
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+CONV = 0x11223344
+
+# mode -> (no_delay, interval_ms, resend, no_congestion_control), as in test.cpp
+MODES = {
+    "default": (False, 10, 0, False),
+    "normal": (False, 10, 0, True),
+    "fast": (True, 10, 2, True),
+}
+README_FIGURES_MS = {"default": (740, 1507), "normal": (156, 571), "fast": (138, 392)}
+
+
+def kcp_available() -> str | None:
+    """None if the kcp package imports, else why not and what to install."""
+    try:
+        import kcp  # noqa: F401
+    except ImportError as error:
+        return f"the kcp package is missing ({error}); pip install kcp==0.1.6 (needs a C compiler)"
+    return None
+
+
+class KcpPeer:
+    """One KCP endpoint driven by the caller's clock; outgoing datagrams go to `output`."""
+
+    def __init__(self, mode: str, output):
+        from kcp import KCP
+
+        no_delay, interval, resend, no_cc = MODES[mode]
+        self.kcp = KCP(CONV, 1400, no_delay, interval, resend, no_cc, 128, 128)
+        self.kcp.include_outbound_handler(lambda _kcp, data: output(data))
+
+    def send(self, message: bytes) -> None:
+        self.kcp.enqueue(message)
+
+    def input(self, datagram: bytes) -> None:
+        self.kcp.receive(datagram)
+
+    def update(self, now_ms: int) -> None:
+        self.kcp.update(now_ms)
+
+    def received(self) -> list[bytes]:
+        return [bytes(m) for m in self.kcp.get_all_received()]
+
+    def flush(self) -> None:
+        self.kcp.flush()
+
+
+@dataclass
+class KcpScenario:
+    loss_round_trip_percent: int = 10
+    rtt_min_ms: int = 60
+    rtt_max_ms: int = 125
+    send_interval_ms: int = 20
+    echoes: int = 1000
+    payload: int = 8
+    queue_max: int = 1000
+    seed: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ShuffleBag:
+    """test.h's Random(100): draws 0..99 without replacement, then refills. So the
+    loss rate is exact over every 100 packets, not just on average."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng, self.bag = size, rng, []
+
+    def draw(self) -> int:
+        if not self.bag:
+            self.bag = list(range(self.size))
+        i = self.rng.randrange(len(self.bag))
+        self.bag[i], self.bag[-1] = self.bag[-1], self.bag[i]
+        return self.bag.pop()
+
+
+class SimulatedLink:
+    """Seeded copy of KCP's LatencySimulator, one direction."""
+
+    def __init__(self, sc: KcpScenario, rng: random.Random):
+        self.loss = sc.loss_round_trip_percent // 2  # test.h: round-trip loss / 2 each way
+        self.delay_min = sc.rtt_min_ms // 2
+        self.delay_max = sc.rtt_max_ms // 2
+        self.queue_max = sc.queue_max
+        self.rng = rng
+        self.bag = ShuffleBag(100, rng)
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.sent = self.dropped = 0
+
+    def send(self, now_ms: int, datagram: bytes) -> None:
+        self.sent += 1
+        if self.bag.draw() < self.loss or len(self.queue) >= self.queue_max:
+            self.dropped += 1
+            return
+        delay = self.delay_min
+        if self.delay_max > self.delay_min:
+            delay += self.rng.randrange(self.delay_max - self.delay_min)
+        self.queue.append((now_ms + delay, datagram))
+
+    def receive(self, now_ms: int) -> list[bytes]:
+        # FIFO like test.h: a later packet never overtakes an earlier one.
+        out = []
+        while self.queue and self.queue[0][0] <= now_ms:
+            out.append(self.queue.popleft()[1])
+        return out
+
+
+def simulate_echo(make_peer, sc: KcpScenario, max_ms: int = 600_000) -> dict:
+    """KCP's test loop on a virtual 1 ms clock. make_peer(output) -> peer.
+    RTTs are round trips in integer milliseconds, as in test.cpp."""
+    from .stats import ROUND_TRIP, DeliveryLedger, LatencyRecorder
+
+    rng = random.Random(sc.seed)
+    forward, backward = SimulatedLink(sc, rng), SimulatedLink(sc, rng)
+    now = 0
+    client = make_peer(lambda d: forward.send(now, d))
+    echo = make_peer(lambda d: backward.send(now, d))
+    ledger = DeliveryLedger()
+    rtt = LatencyRecorder(ROUND_TRIP)
+    next_send = 20
+    out_of_order = 0
+    expected = 0
+    while ledger.delivered < sc.echoes and now < max_ms:
+        now += 1
+        client.update(now)
+        echo.update(now)
+        while now >= next_send:
+            message_id = ledger.next_id()
+            client.send(struct.pack("<II", message_id, now).ljust(sc.payload, b"\0"))
+            next_send += sc.send_interval_ms
+        for d in forward.receive(now):
+            echo.input(d)
+        for d in backward.receive(now):
+            client.input(d)
+        for message in echo.received():
+            echo.send(message)
+        for message in client.received():
+            message_id, sent_ms = struct.unpack_from("<II", message)
+            if message_id != expected:
+                out_of_order += 1
+            expected = message_id + 1
+            if ledger.arrived(message_id) != "duplicate":
+                rtt.add((now - sent_ms) * 1_000_000)
+    summary = rtt.summary()
+    return {
+        "latency": summary,
+        "avg_rtt_ms": summary["mean"] / 1000 if summary["mean"] is not None else None,
+        "max_rtt_ms": summary["max"] / 1000 if summary["max"] is not None else None,
+        "delivery": ledger.summary().as_dict(),
+        "out_of_order": out_of_order,
+        "datagrams_sent": forward.sent + backward.sent,
+        "datagrams_dropped": forward.dropped + backward.dropped,
+        "virtual_ms": now,
+    }
+
+
+def simulate_kcp(mode: str, sc: KcpScenario) -> dict:
+    figures = simulate_echo(lambda output: KcpPeer(mode, output), sc)
+    avg, mx = README_FIGURES_MS[mode]
+    figures["kcp_readme_avg_max_rtt_ms"] = [avg, mx]
+    return figures
+
+
+# --------------------------------------------------------------------- real UDP
+
+
+class _EchoProtocol(asyncio.DatagramProtocol):
+    """One KCP session per client address; every message is sent straight back."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.peers: dict = {}
+        self.transport = None
+        self.started = time.monotonic()
+
+    def now_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000) & 0xFFFFFFFF
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        peer = self.peers.get(addr)
+        if peer is None:
+            peer = self.peers[addr] = KcpPeer(self.mode, lambda d, a=addr: self.transport.sendto(d, a))
+        peer.input(data)
+        for message in peer.received():
+            peer.send(message)
+        peer.update(self.now_ms())
+        peer.flush()  # answer (and ack) now rather than at the next 10 ms tick
+
+    async def tick(self):
+        while True:
+            await asyncio.sleep(0.01)
+            now = self.now_ms()
+            for peer in self.peers.values():
+                peer.update(now)
+
+
+async def serve(host: str, port: int, mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    protocol = _EchoProtocol(mode)
+    transport, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(host, port))
+    bound = transport.get_extra_info("sockname")
+    print(f"kcp echo server ({mode} mode) listening on {bound[0]}:{bound[1]}", flush=True)
+    await protocol.tick()
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, peer_holder):
+        self.peer_holder = peer_holder
+        self.arrived = asyncio.Event()
+
+    def datagram_received(self, data, addr):
+        self.peer_holder[0].input(data)
+        self.arrived.set()
+
+
+async def kcp_udp_pingpong(host: str, port: int, mode: str, count: int, payload: int,
+                           warmup: int = 20, timeout: float = 5.0) -> dict:
+    """Send a message, wait for its echo, repeat: round trip over real UDP sockets."""
+    from .stats import ROUND_TRIP, DeliveryLedger, LatencyRecorder
+
+    loop = asyncio.get_running_loop()
+    holder: list = [None]
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: _ClientProtocol(holder), remote_addr=(host, port))
+    started = time.monotonic()
+
+    def now_ms() -> int:
+        return int((time.monotonic() - started) * 1000) & 0xFFFFFFFF
+
+    peer = holder[0] = KcpPeer(mode, transport.sendto)
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    try:
+        for i in range(warmup + count):
+            measured = i >= warmup
+            message_id = ledger.next_id() if measured else 10**15 + i
+            start = time.perf_counter_ns()
+            peer.send(struct.pack("<Q", message_id).ljust(max(payload, 8), b"."))
+            peer.update(now_ms())
+            peer.flush()
+            deadline = time.monotonic() + timeout
+            done = False
+            while not done and time.monotonic() < deadline:
+                protocol.arrived.clear()
+                try:
+                    # Wake up at least every 10 ms: KCP retransmits from update().
+                    await asyncio.wait_for(protocol.arrived.wait(), 0.01)
+                except asyncio.TimeoutError:
+                    pass
+                peer.update(now_ms())
+                for message in peer.received():
+                    (got,) = struct.unpack_from("<Q", message)
+                    if not measured:
+                        done = done or got == message_id
+                        continue
+                    if got >= 10**15:
+                        continue
+                    if ledger.arrived(got) != "duplicate" and got == message_id:
+                        rtt.add(time.perf_counter_ns() - start)
+                        done = True
+                peer.flush()  # send the ack right away
+    finally:
+        transport.close()
+    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.kcp_peer", description="KCP echo server over UDP, or KCP's test replayed")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="KCP echo server over UDP")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--mode", choices=sorted(MODES), default="fast")
+    t = sub.add_parser("test", help="replay KCP's own test scenario on a virtual clock")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--echoes", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if (why := kcp_available()) is not None:
+        sys.exit(why)
+    if args.command == "serve":
+        try:
+            asyncio.run(serve(args.host, args.port, args.mode))
+        except KeyboardInterrupt:
+            pass
+    else:
+        for mode in MODES:
+            f = simulate_kcp(mode, KcpScenario(echoes=args.echoes, seed=args.seed))
+            print(f"{mode:8s} avgrtt={f['avg_rtt_ms']:.0f} ms maxrtt={f['max_rtt_ms']:.0f} ms "
+                  f"(KCP README: {f['kcp_readme_avg_max_rtt_ms'][0]}/{f['kcp_readme_avg_max_rtt_ms'][1]}) "
+                  f"delivered {f['delivery']['delivered']}/{f['delivery']['sent']}")
+
+
+if __name__ == "__main__":
+    main()

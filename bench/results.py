@@ -1,0 +1,125 @@
+"""Writing a bench run to results.json and results.csv (schema: docs/bench.md).
+
+results.json holds everything: the machine, the software versions, and per scenario
+its exact configuration (seed included) and every figure. results.csv flattens each
+scenario into one row so a spreadsheet can compare two runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCHEMA = "hellohi-bench/1"
+
+# Python packages whose versions are worth recording (the ones the bench relies on).
+PACKAGES = ("kcp", "pytest", "hypothesis")
+
+
+def _package_versions() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def environment(tool_versions: dict | None = None) -> dict:
+    """The machine and software a run happened on, so two runs can be compared."""
+    uname = platform.uname()
+    return {
+        "hostname": uname.node,
+        "os": uname.system,
+        "kernel": uname.release,
+        "kernel_version": uname.version,
+        "machine": uname.machine,
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "packages": _package_versions(),
+        "tools": tool_versions or {},
+        "git_commit": _git_commit(),
+    }
+
+
+def new_run(argv: list[str], tool_versions: dict | None = None) -> dict:
+    return {
+        "schema": SCHEMA,
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": argv,
+        "environment": environment(tool_versions),
+        "scenarios": [],
+        "baselines": [],
+        "ratios": [],
+    }
+
+
+def _flatten(prefix: str, value, row: dict) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else key, inner, row)
+    elif isinstance(value, (list, tuple)):
+        row[prefix] = json.dumps(value)
+    else:
+        row[prefix] = value
+
+
+def csv_rows(run: dict) -> list[dict]:
+    """One row per scenario and per baseline, nested keys joined with dots."""
+    rows = []
+    for kind in ("scenarios", "baselines"):
+        for item in run[kind]:
+            row = {"kind": kind[:-1]}
+            _flatten("", item, row)
+            rows.append(row)
+    return rows
+
+
+def write(run: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
+    rows = csv_rows(run)
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return json_path, csv_path

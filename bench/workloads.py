@@ -1,0 +1,417 @@
+"""Workloads that drive a real hellohi server with the real client library.
+
+Each workload is an async function (endpoint, scenario) -> dict of figures. Latencies
+are measured on this machine's monotonic clock, so:
+- "round_trip" figures (Hello/HI, relay echo) need no clock synchronisation anywhere;
+- "one_way" figures (alice -> server -> bob in the throughput workloads) are only
+  reported when alice and bob run in this same process, which they always do here.
+
+A message id travels in the first 20 bytes of every body, so the receiver can tell
+new, reordered and duplicated messages apart (see bench/stats.py DeliveryLedger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+from hellohi.client_session import MessageReceived, Registered, StatusChanged
+
+from .clients import client_factory
+from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
+
+WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "fanin", "fanout", "drain")
+ID_WIDTH = 20  # decimal digits of the message id at the start of each body
+
+now_ns = time.perf_counter_ns
+
+
+@dataclass
+class Scenario:
+    """One cell of the matrix. Everything needed to repeat it is in here."""
+
+    workload: str
+    protocol: str = "tcp"
+    count: int = 500  # messages (or pings) measured, after the warm-up
+    payload: int = 64  # body bytes
+    clients: int = 1  # fan-in / fan-out width
+    window: int = 256  # bulk workloads: messages in flight (sent, not yet received)
+    warmup: int = 20  # pings/messages sent first and not measured
+    timeout: float = 5.0  # seconds one message may take before it counts as lost
+    seed: int = 1
+    link: str = "loopback"
+    link_config: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        parts = [self.workload, self.protocol, f"{self.payload}B", f"n{self.count}"]
+        if self.workload in ("fanin", "fanout"):
+            parts.append(f"c{self.clients}")
+        if self.link != "loopback":
+            parts.append(self.link)
+        return "-".join(parts)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Endpoint:
+    host: str
+    port: int
+
+
+def make_body(message_id: int, size: int) -> bytes:
+    head = str(message_id).zfill(ID_WIDTH).encode()
+    if size <= len(head):
+        # Bodies smaller than the id: the id is truncated and only the count matters.
+        return head[-size:] if size else b""
+    return head + b"." * (size - len(head))
+
+
+def body_id(body: bytes) -> int | None:
+    try:
+        return int(body[:ID_WIDTH])
+    except ValueError:
+        return None
+
+
+async def _event(client, kinds, timeout: float):
+    """Next event of one of `kinds` within `timeout` seconds, or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        event = await client.next_event(timeout=left)
+        if event is None:
+            return None
+        if isinstance(event, kinds):
+            return event
+
+
+async def _connected(endpoint: Endpoint, protocol: str, name: str):
+    client = client_factory(protocol)(endpoint.host, endpoint.port, name)
+    await client.connect(timeout=10.0)
+    return client
+
+
+# --------------------------------------------------------------------- Hello / HI
+
+
+async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
+    """Hello/HI ping-pong on a registered connection, through the client library."""
+    client = await _connected(endpoint, sc.protocol, "bench-hello")
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    try:
+        for i in range(sc.warmup + sc.count):
+            measured = i >= sc.warmup
+            ping = ledger.next_id() if measured else None
+            start = now_ns()
+            client.say_hello()
+            answer = await _event(client, Registered, sc.timeout)
+            end = now_ns()
+            if answer is not None and measured:
+                ledger.arrived(ping)
+                rtt.add(end - start)
+    finally:
+        await client.close()
+    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+
+
+def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
+    """The same Hello/HI ping-pong from a minimal blocking socket: what the server
+    alone costs, without the client library's asyncio machinery (TCP only)."""
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=sc.timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = sock.makefile("rb")
+
+        def hi() -> bool:
+            while True:
+                line = reader.readline()
+                if not line:
+                    raise ConnectionError("server closed the connection")
+                if line[:2].upper() == b"HI":
+                    return True
+                if line[:4].upper() == b"PING":
+                    sock.sendall(b"PONG" + line[4:])
+
+        sock.sendall(b"Hello bench-raw\n")
+        hi()
+        for i in range(sc.warmup + sc.count):
+            measured = i >= sc.warmup
+            ping = ledger.next_id() if measured else None
+            start = now_ns()
+            sock.sendall(b"Hello\n")
+            try:
+                hi()
+            except socket.timeout:
+                continue
+            end = now_ns()
+            if measured:
+                ledger.arrived(ping)
+                rtt.add(end - start)
+        sock.sendall(b"BYE\n")
+    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+
+
+async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
+    if sc.protocol != "tcp":
+        raise NotImplementedError("hello-raw is the TCP floor; use 'hello' for other protocols")
+    return await asyncio.to_thread(hello_raw_blocking, endpoint, sc)
+
+
+# --------------------------------------------------------------------- relay echo
+
+
+async def _echo(client) -> None:
+    """bob: send every message straight back to whoever sent it."""
+    while True:
+        event = await client.next_event()
+        if isinstance(event, MessageReceived):
+            client.send(event.sender, event.body)
+
+
+async def relay(endpoint: Endpoint, sc: Scenario) -> dict:
+    """Relay round trip alice -> server -> bob -> server -> alice, one at a time."""
+    alice = await _connected(endpoint, sc.protocol, "bench-alice")
+    bob = await _connected(endpoint, sc.protocol, "bench-bob")
+    echo = asyncio.create_task(_echo(bob))
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    warm = DeliveryLedger(first_id=10**18)  # warm-up ids, far from the measured ones
+    try:
+        for i in range(sc.warmup + sc.count):
+            measured = i >= sc.warmup
+            message_id = ledger.next_id() if measured else warm.next_id()
+            start = now_ns()
+            alice.send("bench-bob", make_body(message_id, max(sc.payload, ID_WIDTH)))
+            deadline = time.monotonic() + sc.timeout
+            while (left := deadline - time.monotonic()) > 0:
+                event = await _event(alice, MessageReceived, left)
+                if event is None:
+                    break
+                got = body_id(event.body)
+                if not measured:
+                    if got == message_id:
+                        break
+                    continue  # a late echo of an earlier warm-up message
+                if got is not None and got >= warm.first_id:
+                    continue  # a late warm-up echo
+                verdict = ledger.arrived(got) if got is not None else "foreign"
+                if got == message_id and verdict != "duplicate":
+                    rtt.add(now_ns() - start)
+                    break
+    finally:
+        echo.cancel()
+        await asyncio.gather(echo, return_exceptions=True)
+        await alice.close()
+        await bob.close()
+    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+
+
+# --------------------------------------------------------------------- bulk transfers
+
+
+async def _receive_all(client, ledger: DeliveryLedger, sent_at: dict, one_way: LatencyRecorder,
+                       expected: int, idle_timeout: float, progress: asyncio.Event | None = None) -> float:
+    """Collect messages until `expected` distinct ones arrived or nothing came for
+    `idle_timeout` s; returns the arrival time (ns) of the last new message.
+    `progress` is set at every new message (the sender's window waits on it)."""
+    last_new = now_ns()
+    while ledger.delivered < expected:
+        event = await _event(client, MessageReceived, idle_timeout)
+        if event is None:
+            break
+        arrived = now_ns()
+        message_id = body_id(event.body)
+        if message_id is None:
+            ledger.foreign += 1
+            continue
+        verdict = ledger.arrived(message_id)
+        if verdict in ("new", "reordered"):
+            last_new = arrived
+            if progress is not None:
+                progress.set()
+            if message_id in sent_at:
+                one_way.add(arrived - sent_at[message_id])
+    return last_new
+
+
+async def _pace(i: int) -> None:
+    # Give the event loop (and so the receiving clients) a turn now and then, so a
+    # sender in the same process does not queue everything before anyone reads.
+    if i % 64 == 63:
+        await asyncio.sleep(0)
+
+
+class Window:
+    """At most `size` messages in flight (sent, not yet received): without it the
+    sender queues everything at once and the one-way latency measures only how long
+    that queue was. Like the server's own delivery window (default 256)."""
+
+    def __init__(self, size: int, timeout: float):
+        self.size, self.timeout = size, timeout
+        self.progress = asyncio.Event()
+
+    async def wait(self, sent: int, delivered) -> None:
+        while sent - delivered() >= self.size:
+            self.progress.clear()
+            try:
+                await asyncio.wait_for(self.progress.wait(), self.timeout)
+            except asyncio.TimeoutError:
+                return  # nothing is moving (loss without retries): stop waiting
+
+
+def _transfer_figures(delivery: dict, one_way, first_send, last_arrival, payload, extra=None) -> dict:
+    seconds = max(last_arrival - first_send, 0) / 1e9
+    goodput = rate(delivery["delivered"] * payload, seconds)
+    figures = {
+        "latency": one_way.summary(),
+        "delivery": delivery,
+        "elapsed_s": seconds,
+        "messages_per_s": rate(delivery["delivered"], seconds),
+        "goodput_MB_per_s": goodput / 1e6 if goodput is not None else None,
+    }
+    figures.update(extra or {})
+    return figures
+
+
+async def throughput(endpoint: Endpoint, sc: Scenario) -> dict:
+    """alice sends `count` messages of `payload` bytes to bob as fast as she can."""
+    alice = await _connected(endpoint, sc.protocol, "bench-alice")
+    bob = await _connected(endpoint, sc.protocol, "bench-bob")
+    ledger = DeliveryLedger()
+    one_way = LatencyRecorder(ONE_WAY)
+    sent_at: dict[int, int] = {}
+    window = Window(sc.window, sc.timeout)
+    try:
+        receiver = asyncio.create_task(
+            _receive_all(bob, ledger, sent_at, one_way, sc.count, sc.timeout, window.progress))
+        first_send = now_ns()
+        for i in range(sc.count):
+            await window.wait(i, lambda: ledger.delivered)
+            message_id = ledger.next_id()
+            sent_at[message_id] = now_ns()
+            alice.send("bench-bob", make_body(message_id, sc.payload))
+            await _pace(i)
+        last_arrival = await receiver
+    finally:
+        await alice.close()
+        await bob.close()
+    return _transfer_figures(ledger.summary().as_dict(), one_way, first_send, last_arrival, sc.payload)
+
+
+async def fanin(endpoint: Endpoint, sc: Scenario) -> dict:
+    """`clients` senders each send count/clients messages to one receiver."""
+    n = max(sc.clients, 1)
+    receiver_client = await _connected(endpoint, sc.protocol, "bench-sink")
+    senders = [await _connected(endpoint, sc.protocol, f"bench-src{k}") for k in range(n)]
+    ledger = DeliveryLedger()
+    one_way = LatencyRecorder(ONE_WAY)
+    sent_at: dict[int, int] = {}
+    window = Window(sc.window, sc.timeout)
+    try:
+        receiving = asyncio.create_task(
+            _receive_all(receiver_client, ledger, sent_at, one_way, sc.count, sc.timeout, window.progress))
+        first_send = now_ns()
+        for i in range(sc.count):
+            await window.wait(i, lambda: ledger.delivered)
+            message_id = ledger.next_id()
+            sent_at[message_id] = now_ns()
+            senders[i % n].send("bench-sink", make_body(message_id, sc.payload))
+            await _pace(i)
+        last_arrival = await receiving
+    finally:
+        for client in [receiver_client, *senders]:
+            await client.close()
+    return _transfer_figures(ledger.summary().as_dict(), one_way, first_send, last_arrival, sc.payload)
+
+
+async def fanout(endpoint: Endpoint, sc: Scenario) -> dict:
+    """One sender sends count/clients messages to each of `clients` receivers."""
+    n = max(sc.clients, 1)
+    sender = await _connected(endpoint, sc.protocol, "bench-source")
+    receivers = [await _connected(endpoint, sc.protocol, f"bench-dst{k}") for k in range(n)]
+    ledgers = [DeliveryLedger(first_id=k * 10**12) for k in range(n)]
+    one_way = LatencyRecorder(ONE_WAY)
+    sent_at: dict[int, int] = {}
+    per_receiver = max(sc.count // n, 1)
+    window = Window(sc.window * n, sc.timeout)
+    try:
+        tasks = [asyncio.create_task(_receive_all(r, led, sent_at, one_way, per_receiver, sc.timeout,
+                                                  window.progress))
+                 for r, led in zip(receivers, ledgers)]
+        first_send = now_ns()
+        for i in range(per_receiver * n):
+            await window.wait(i, lambda: sum(led.delivered for led in ledgers))
+            k = i % n
+            message_id = ledgers[k].next_id()
+            sent_at[message_id] = now_ns()
+            sender.send(f"bench-dst{k}", make_body(message_id, sc.payload))
+            await _pace(i)
+        last_arrival = max(await asyncio.gather(*tasks))
+    finally:
+        for client in [sender, *receivers]:
+            await client.close()
+    # One ledger per receiver (each checks its own ids); the totals add up exactly.
+    merged = _merged([led.summary() for led in ledgers])
+    return _transfer_figures(merged, one_way, first_send, last_arrival, sc.payload)
+
+
+def _merged(summaries) -> dict:
+    keys = ("sent", "delivered", "lost", "duplicates", "reordered", "foreign")
+    merged = {key: sum(getattr(s, key) for s in summaries) for key in keys}
+    merged["delivered_ratio"] = merged["delivered"] / merged["sent"] if merged["sent"] else None
+    return merged
+
+
+async def drain(endpoint: Endpoint, sc: Scenario) -> dict:
+    """Time for an offline client to receive a backlog of `count` stored messages."""
+    # carol says Hello once so the server knows her name, then leaves.
+    carol = await _connected(endpoint, sc.protocol, "bench-carol")
+    await carol.close()
+    await asyncio.sleep(0.05)  # let the server notice the BYE before we send to her
+    alice = await _connected(endpoint, sc.protocol, "bench-alice")
+    ledger = DeliveryLedger()
+    stored = 0
+    try:
+        for i in range(sc.count):
+            alice.send("bench-carol", make_body(ledger.next_id(), sc.payload))
+            await _pace(i)
+        # Wait until the server has confirmed every message as stored.
+        while stored < sc.count:
+            event = await _event(alice, StatusChanged, sc.timeout)
+            if event is None:
+                break
+            stored += event.state == "stored"
+    finally:
+        await alice.close()
+    one_way = LatencyRecorder(ONE_WAY)  # stays empty: backlog age is not a latency
+    start = now_ns()
+    carol = await _connected(endpoint, sc.protocol, "bench-carol")
+    try:
+        last = await _receive_all(carol, ledger, {}, one_way, sc.count, sc.timeout)
+    finally:
+        await carol.close()
+    figures = _transfer_figures(ledger.summary().as_dict(), one_way, start, last, sc.payload,
+                                {"stored_confirmed": stored})
+    figures["drain_s"] = figures.pop("elapsed_s")
+    del figures["latency"]
+    return figures
+
+
+RUNNERS = {
+    "hello": hello,
+    "hello-raw": hello_raw,
+    "relay": relay,
+    "throughput": throughput,
+    "fanin": fanin,
+    "fanout": fanout,
+    "drain": drain,
+}
