@@ -174,11 +174,12 @@ def print_table(run: dict, out=None) -> None:
         print(line, file=out)
 
 
-def _find(run, workload, protocol, payload=None):
+def _find(run, workload, protocol, payload=None, link="loopback", link_config=None):
     for r in run["scenarios"]:
         c = r["config"]
         if c["workload"] == workload and c["protocol"] == protocol and r["status"] == "ok" \
-                and (payload is None or c["payload"] == payload):
+                and (payload is None or c["payload"] == payload) and c.get("link", "loopback") == link \
+                and (link_config is None or c.get("link_config") == link_config):
             return r
     return None
 
@@ -221,6 +222,24 @@ def compute_ratios(run: dict) -> list[dict]:
         value = big["figures"]["goodput_MB_per_s"] / ip["figures"]["goodput_MB_per_s"]
         add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
             f"{big['figures']['goodput_MB_per_s']:.1f} MB/s / {ip['figures']['goodput_MB_per_s']:.1f} MB/s")
+    # Across the issue's emulated link (5 % loss, 10 ms one way), tcp and udp on the same link.
+    for link in sorted({json.dumps(r["config"].get("link_config"), sort_keys=True) for r in run["scenarios"]
+                        if r["config"].get("link") == "emulated"}):
+        config = json.loads(link)
+        tcp = _find(run, "relay", "tcp", link="emulated", link_config=config)
+        udp = _find(run, "relay", "udp", link="emulated", link_config=config)
+        if udp:
+            d = udp["figures"]["delivery"]
+            exact = d["delivered"] == d["sent"] and d["duplicates"] == 0
+            add(f"emulated {link}: udp relay delivered exactly once (1 = all)", 1.0 if exact else d["delivered"] / d["sent"],
+                1.0, "higher", f"{d['delivered']}/{d['sent']} delivered, {d['duplicates']} duplicates")
+        value = (udp["figures"]["latency"]["p99"] / tcp["figures"]["latency"]["p99"]) if tcp and udp else None
+        add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", value, 1.0, "lower",
+            f"{udp['figures']['latency']['p99'] if udp else 'udp not measured'} us / "
+            f"{tcp['figures']['latency']['p99'] if tcp else None} us")
+        retrans = (udp or {}).get("figures", {}).get("retransmission_ratio")
+        add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
+            "from the udp client's counters" if retrans is not None else "udp counters not measured")
     kfast = _find(run, "kcp-test", "kcp-fast")
     udp_turbo = _find(run, "kcp-test", "udp-turbo")
     for stat in ("avg_rtt_ms", "max_rtt_ms"):
@@ -246,6 +265,55 @@ def print_ratios(ratios: list[dict], out=None) -> None:
 # --------------------------------------------------------------------- main
 
 
+ISSUE4_LINK = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
+
+
+def parse_link(text: str) -> dict:
+    """'loss=0.05,delay_ms=10' -> {'loss': 0.05, 'delay_ms': 10.0}; 'issue4' -> the issue's link."""
+    if text == "issue4":
+        return dict(ISSUE4_LINK)
+    spec = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10)")
+        try:
+            spec[key.strip()] = int(value) if key.strip() == "seed" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
+    return spec
+
+
+def emulation_problem() -> str | None:
+    """None if emulated hosts can run here, else why not and what to do instead."""
+    try:
+        from .emulation import check_environment
+    except ImportError as error:
+        return f"bench/emulation is not available ({error})"
+    try:
+        check_environment()
+    except Exception as error:  # EmulationError: says what is missing and how to fix it
+        return str(error)
+    return None
+
+
+def emulated_cells(links: list[dict], protocols: list[str], full: bool) -> list[dict]:
+    """Across an impaired link: the relay round trip and a little throughput, per protocol,
+    and KCP's echo beside them."""
+    cells = []
+    for link in links:
+        for protocol in protocols:
+            cells.append({"workload": "hello", "protocol": protocol, "count": 500 if full else 100})
+            cells.append({"workload": "relay", "protocol": protocol, "count": 1000 if full else 200})
+            cells.append({"workload": "throughput", "protocol": protocol, "count": 10000 if full else 2000})
+        cells += [{"workload": "kcp-pingpong", "protocol": p, "count": 500 if full else 100}
+                  for p in ("kcp-normal", "kcp-fast")]
+        for cell in cells:
+            cell.setdefault("link", "emulated")
+            cell.setdefault("link_config", link)
+    return cells
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, help="bulk workloads: messages in flight (default 256)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--server", metavar="HOST:PORT", help="use this running server instead of starting one (real computers)")
+    p.add_argument("--link", action="append", type=parse_link, metavar="SPEC",
+                   help="also run the matrix across emulated hosts joined by this impaired link (root, Linux), "
+                        "e.g. loss=0.05,delay_ms=10,seed=1 (fields of bench.emulation.LinkSpec; repeatable). "
+                        "'issue4' is loss=0.05,delay_ms=10")
+    p.add_argument("--no-emulation", action="store_true",
+                   help="never use emulated hosts (the default matrix adds the issue-4 link when running as root)")
     p.add_argument("--no-baselines", action="store_true", help="skip sockperf and iperf3")
     p.add_argument("--baseline-seconds", type=float, default=2.0)
     p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
@@ -290,6 +364,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.count and not args.config:
         for cell in cells:
             cell["count"] = args.count
+    links = args.link or []
+    emulation_note = None
+    if not links and not args.config and not remote and not args.no_emulation \
+            and not (args.workloads or args.payloads or args.clients):
+        # The default matrix includes the issue's impaired link when this machine can emulate it.
+        emulation_note = emulation_problem()
+        if emulation_note is None:
+            links = [dict(ISSUE4_LINK)]
+        else:
+            print(f"note: emulated hosts skipped: {emulation_note}", file=sys.stderr)
+    if links:
+        if (problem := emulation_problem()) is not None:
+            print(f"error: --link needs emulated hosts, which cannot run here: {problem}\n"
+                  "Instead: run the loopback bench without --link, or run this as root on Linux.", file=sys.stderr)
+            return 2
+        protocols = [p for p in (args.protocols or list(PROTOCOLS)) if not p.startswith("kcp-")]
+        if args.workloads:
+            emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
+                        if c["workload"] != "kcp-test"]
+        else:
+            emulated = emulated_cells(links, protocols, args.full)
+        if args.count:
+            for cell in emulated:
+                cell["count"] = args.count
+        cells = cells + emulated
     scenarios = to_scenarios(cells, args.seed, args.window)
     if remote:
         # Against a remote server only the hellohi workloads make sense.
@@ -313,10 +412,24 @@ def main(argv: list[str] | None = None) -> int:
             progress.step(name)
             run["baselines"].append(job())
             progress.advance()
-    for sc in scenarios:
+    for sc in [s for s in scenarios if s.link == "loopback"]:
         progress.step(sc.id)
         run["scenarios"].append(run_scenario(sc, remote=remote))
         progress.advance()
+    # One emulated network per distinct link, shared by that link's scenarios.
+    by_link: dict[str, list[Scenario]] = {}
+    for sc in scenarios:
+        if sc.link != "loopback":
+            by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
+    for link_json, group in by_link.items():
+        from .emulation import EmulatedNetwork, LinkSpec
+
+        progress.step(f"setting up emulated link {link_json}")
+        with EmulatedNetwork(LinkSpec(**json.loads(link_json))) as net:
+            for sc in group:
+                progress.step(sc.id)
+                run["scenarios"].append(run_scenario(sc, net=net))
+                progress.advance()
     progress.finish()
     run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run["ratios"] = compute_ratios(run)

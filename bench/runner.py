@@ -32,8 +32,10 @@ SERVER_ARGS = ["--max-waiting", "1000000"]
 
 
 def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
-                 command_prefix: list[str] | None = None, host: str = "127.0.0.1") -> dict:
+                 command_prefix: list[str] | None = None, host: str = "127.0.0.1", net=None) -> dict:
     result: dict = {"id": sc.id, "config": sc.as_dict(), "status": "ok"}
+    if net is not None:
+        return run_emulated(sc, net, result)
     if sc.workload in KCP_WORKLOADS:
         return _run_kcp(sc, result, command_prefix, host)
     try:
@@ -108,5 +110,89 @@ def _run_kcp(sc: Scenario, result: dict, command_prefix, host: str) -> dict:
     except Exception as error:
         result.update(status="error", reason=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=5))
+    result["wall_s"] = time.perf_counter() - wall
+    return result
+
+
+# --------------------------------------------------------------------- emulated hosts
+
+
+def _delta(before: dict, after: dict) -> dict:
+    """Counter differences, nested by direction (counters only grow)."""
+    out = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            out[key] = _delta(before.get(key, {}), value)
+        elif isinstance(value, (int, float)):
+            out[key] = value - before.get(key, 0)
+    return out
+
+
+def run_emulated(sc: Scenario, net, result: dict) -> dict:
+    """Server in the server host's namespace, the workload in a client host's namespace
+    (python -m bench.worker), joined by the impaired link of bench/emulation."""
+    import json
+
+    from hellohi.launcher import LISTENING
+
+    if sc.workload == "kcp-test":
+        result.update(status="unavailable", reason="kcp-test runs on its own simulated link, not an emulated one")
+        return result
+    if sc.workload == "kcp-pingpong":
+        from . import kcp_peer
+
+        if (why := kcp_peer.kcp_available()) is not None:
+            result.update(status="unavailable", reason=why)
+            return result
+        server_argv = [sys.executable, "-m", "bench.kcp_peer", "serve", "--host", net.server_addr,
+                       "--port", "0", "--mode", sc.protocol.removeprefix("kcp-")]
+    else:
+        try:
+            client_factory(sc.protocol)
+            package, extra = server_program(sc.protocol)
+        except ProtocolUnavailable as error:
+            result.update(status="unavailable", reason=str(error))
+            return result
+        server_argv = None
+    result["link"] = {"kind": "emulated", "backend": net.backend,
+                      "up": net.up.to_dict(), "down": net.down.to_dict()}
+    wall = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hellohi-bench-") as tmp:
+        if server_argv is None:
+            server_argv = [sys.executable, "-m", f"{package}.server", "--host", net.server_addr, "--port", "0",
+                           "--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS, *extra]
+        log = open(Path(tmp) / "server.log", "w")
+        server = net.popen(net.server_ns, server_argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                           stderr=log, text=True)
+        try:
+            banner = server.stdout.readline()
+            match = LISTENING.search(banner)
+            if not match:
+                raise RuntimeError(f"server did not start: {banner.strip()!r}")
+            port = int(match.group(2))
+            result["server"] = {"argv": server_argv, "pid": server.pid}
+            cpu_before = procstats.cpu_seconds(server.pid)
+            counters_before = net.counters()
+            done = net.run(net.client_ns[0], [sys.executable, "-m", "bench.worker", net.server_addr, str(port),
+                                               json.dumps(sc.as_dict())],
+                           cwd=REPO_ROOT, check=False, timeout=max(60, sc.count * sc.timeout))
+            result["link"]["counters"] = _delta(counters_before, net.counters())
+            if done.returncode != 0:
+                raise RuntimeError(f"worker failed ({done.returncode}): {done.stderr[-800:]}")
+            result["figures"] = json.loads(done.stdout.strip().splitlines()[-1])
+            cpu_after = procstats.cpu_seconds(server.pid)
+            result["server"]["cpu_s"] = (cpu_after - cpu_before) if None not in (cpu_after, cpu_before) else None
+            result["server"]["peak_rss_bytes"] = procstats.peak_rss_bytes(server.pid)
+        except Exception as error:
+            result.update(status="error", reason=f"{type(error).__name__}: {error}",
+                          traceback=traceback.format_exc(limit=5))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            log.close()
     result["wall_s"] = time.perf_counter() - wall
     return result

@@ -51,6 +51,8 @@ class Scenario:
             parts.append(f"c{self.clients}")
         if self.link != "loopback":
             parts.append(self.link)
+            parts += [f"{k}{v:g}" for k, v in sorted(self.link_config.items())
+                      if k not in ("seed", "reorder_ms") and v]  # only the impairments in use
         return "-".join(parts)
 
     def as_dict(self) -> dict:
@@ -104,6 +106,9 @@ async def _connected(endpoint: Endpoint, protocol: str, name: str):
 async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
     """Hello/HI ping-pong on a registered connection, through the client library."""
     client = await _connected(endpoint, sc.protocol, "bench-hello")
+    # connect() already queued the HI of the first Hello as an event: take it off the
+    # queue, or every later Hello would be matched with the previous one's HI.
+    await _event(client, Registered, sc.timeout)
     rtt = LatencyRecorder(ROUND_TRIP)
     ledger = DeliveryLedger()
     try:
