@@ -1,0 +1,526 @@
+"""One end of a reliable UDP conversation: the sender and the receiver.
+
+Sans-I/O: the caller owns the socket and the clock.
+
+    endpoint = ReliableEndpoint(config)
+    message_id = endpoint.send_message(b"hello", now)
+    for datagram in endpoint.datagrams_to_send(now): sock.sendto(datagram, peer)
+    endpoint.receive_datagram(datagram_from_peer, now)
+    events = endpoint.pop_events()   # MessageReceived / MessageDelivered / MessageFailed
+    # and when time passes: at endpoint.next_deadline(), call handle_timer(now),
+    # then send datagrams_to_send(now) again.
+
+How it works, in TCP terms:
+- Messages are cut into fragments; fragments are packed into numbered packets
+  (1, 2, 3...). A packet is retransmitted under the same number until acked.
+- The receiver acks cumulatively ("everything below N arrived") plus up to
+  eight selective-ack ranges for what arrived above a gap. Acks ride on data
+  packets, or go alone after `ack_delay`, at once after every `ack_every`
+  packets, and at once when something arrives out of order or twice.
+- The receiver buffers packets that arrive early and hands messages to the
+  application strictly in order, each exactly once.
+- The sender retransmits a packet when its timer (RTO, rtt.py) expires, or
+  sooner, "fast retransmit", when `fast_retransmit_threshold` packets sent
+  after it have been acked. It keeps at most `send_window` packets unacked
+  (the receiver's buffer) and at most the congestion window (congestion.py).
+- A packet retransmitted `max_retries` times without an ack means the peer is
+  unreachable: every message not yet acknowledged is reported MessageFailed
+  and the endpoint stops (like a TCP connection timing out). A message is
+  never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from .config import DEFAULT, ReliabilityConfig
+from .congestion import NewReno
+from .packet import (
+    FIXED_HEADER,
+    FLAG_PING,
+    FRAGMENT_HEADER,
+    MAX_PACKET_NUMBER,
+    MAX_SACK_RANGES,
+    RANGE,
+    Fragment,
+    Packet,
+    decode,
+    encode,
+)
+from .rtt import RttEstimator
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A whole message from the peer, in order, exactly once."""
+
+    message_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MessageDelivered:
+    """The peer has acknowledged every fragment of one of our messages."""
+
+    message_id: int
+
+
+@dataclass(frozen=True)
+class MessageFailed:
+    """We gave up on one of our messages: the peer did not acknowledge it."""
+
+    message_id: int
+    reason: str
+
+
+Event = Union[MessageReceived, MessageDelivered, MessageFailed]
+
+
+@dataclass
+class EndpointStats:
+    """Counters for the demo and the bench. `retransmitted` counts data packets sent again."""
+
+    messages_sent: int = 0
+    messages_delivered: int = 0
+    messages_failed: int = 0
+    messages_received: int = 0
+    packets_sent: int = 0  # data packets, first transmission only
+    retransmitted: int = 0  # data packet retransmissions (timeouts + fast)
+    fast_retransmits: int = 0
+    timeouts: int = 0  # retransmission timer expiries
+    acks_sent: int = 0  # datagrams that carried only an ack
+    keepalives_sent: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    duplicates_dropped: int = 0  # data packets that had already arrived
+    out_of_order_buffered: int = 0  # data packets that arrived before an earlier one
+    beyond_window_dropped: int = 0
+    fragments_discarded: int = 0  # fragments that broke the message order or size limit
+    srtt: float | None = None
+    rto: float = 0.0
+    cwnd: float = 0.0
+
+
+@dataclass
+class _SentPacket:
+    number: int
+    fragments: tuple[Fragment, ...]
+    last_sent: float
+    serial: int  # transmission counter at the last (re)transmission; orders loss detection
+    deadline: float
+    retries: int = 0
+    first_serial: int = 0  # transmission counter at the first transmission
+
+
+class EndpointFailed(Exception):
+    pass
+
+
+class ReliableEndpoint:
+    def __init__(
+        self,
+        config: ReliabilityConfig = DEFAULT,
+        token: int = 0,
+        now: float = 0.0,
+        trace: Callable[[str], None] | None = None,
+    ):
+        self.config = config
+        self.token = token  # carried in every datagram we send; the glue sets it
+        # Called with a short sentence for every retransmission, duplicate and
+        # out-of-order packet, for narration (the demo) and debugging.
+        self.trace = trace
+        self.rtt = RttEstimator(
+            config.initial_rto,
+            config.min_rto,
+            config.max_rto,
+            config.backoff,
+            config.clock_granularity,
+            peer_ack_delay=config.ack_delay,
+        )
+        self.cc = NewReno(config.initial_cwnd, config.min_cwnd, config.congestion_control)
+        self._stats = EndpointStats()
+        self._events: list[Event] = []
+        self.failed: str | None = None  # why we gave up, once we have
+        self.last_heard = now
+        self._last_sent = now
+
+        # ---- sender
+        self._ranges_budget = min(config.max_sack_ranges, MAX_SACK_RANGES)
+        header_budget = FIXED_HEADER + self._ranges_budget * RANGE.size
+        self._body_budget = config.max_datagram - header_budget  # bytes for fragments per packet
+        self._fragment_size = self._body_budget - FRAGMENT_HEADER
+        self._next_message_id = 1
+        self._next_packet = 1
+        self._serial = 0
+        self._largest_acked_serial = 0
+        self._queue: deque[Fragment] = deque()  # fragments not yet in a packet
+        self._queued_bytes = 0
+        self._unacked: OrderedDict[int, _SentPacket] = OrderedDict()  # by packet number
+        self._to_retransmit: OrderedDict[int, None] = OrderedDict()
+        self._fragments_left: dict[int, int] = {}  # message id -> fragments not yet acked
+        self._ping_due = False
+
+        # ---- receiver
+        self._expected = 1  # next packet number to hand on; our cumulative ack
+        self._early: dict[int, tuple[Fragment, ...]] = {}  # arrived above a gap
+        self._largest_received = 0
+        self._largest_received_at = now
+        self._unacked_received = 0  # data packets received since we last sent an ack
+        self._ack_deadline: float | None = None
+        self._ack_now = False
+        self._partial: list[Fragment] = []  # fragments of the message being reassembled
+        self._partial_size = 0
+
+    # ------------------------------------------------------------ application side
+
+    def send_message(self, data: bytes, now: float) -> int:
+        """Queue a message; returns its id (MessageDelivered/MessageFailed name it)."""
+        message_id = self._next_message_id
+        self._next_message_id += 1
+        self._stats.messages_sent += 1
+        if self.failed:
+            self._fail_message(message_id, self.failed)
+            return message_id
+        if len(data) > self.config.max_message:
+            raise ValueError(f"a message of {len(data)} bytes is larger than max_message ({self.config.max_message})")
+        size = self._fragment_size
+        pieces = [data[start : start + size] for start in range(0, len(data), size)] or [b""]
+        if len(pieces) > 0xFFFF:
+            raise ValueError("message needs more than 65535 fragments; raise max_datagram")
+        for index, piece in enumerate(pieces):
+            self._queue.append(Fragment(message_id, index, len(pieces), piece))
+        self._queued_bytes += len(data)
+        self._fragments_left[message_id] = len(pieces)
+        return message_id
+
+    def pop_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def stats(self) -> EndpointStats:
+        self._stats.srtt = self.rtt.srtt
+        self._stats.rto = self.rtt.rto
+        self._stats.cwnd = self.cc.cwnd
+        return self._stats
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages sent or queued and not yet acknowledged by the peer."""
+        return len(self._fragments_left)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of messages waiting for room in the windows (for back-pressure)."""
+        return self._queued_bytes
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing unacknowledged, no ack owed."""
+        return not self._fragments_left and not self._unacked and not self._ack_owed()
+
+    # ------------------------------------------------------------ network side
+
+    def receive_datagram(self, datagram: bytes, now: float) -> Packet:
+        """Take one datagram from the peer. Malformed ones raise PacketError and change nothing."""
+        packet = decode(datagram)
+        self.receive_packet(packet, now, len(datagram))
+        return packet
+
+    def receive_packet(self, packet: Packet, now: float, size: int = 0) -> None:
+        """Like receive_datagram, for a packet the glue has already decoded (and checked)."""
+        if self.failed:
+            return
+        self.last_heard = now
+        self._stats.datagrams_received += 1
+        self._stats.bytes_received += size
+        self._take_ack(packet, now)
+        if packet.number:
+            self._take_data(packet, now)
+        elif packet.is_ping:
+            self._ack_now = True  # a keepalive: answer so the peer hears from us
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Everything due now: retransmissions, new data the windows allow, acks, a keepalive."""
+        if self.failed:
+            return []
+        out: list[bytes] = []
+        for number in list(self._to_retransmit):
+            out.append(self._transmit(self._unacked[number], now))
+        self._to_retransmit.clear()
+        while self._queue and self._may_send_new():
+            out.append(self._send_new_packet(now))
+        if self._ack_now or (self._ack_deadline is not None and now >= self._ack_deadline):
+            out.append(self._encode(0, (), now))
+            self._stats.acks_sent += 1
+        elif self._ping_due and not out:
+            out.append(self._encode(0, (), now, FLAG_PING))
+            self._stats.keepalives_sent += 1
+        self._ping_due = False
+        if out:
+            self._last_sent = now
+            self._stats.datagrams_sent += len(out)
+            self._stats.bytes_sent += sum(map(len, out))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When handle_timer() (or datagrams_to_send()) next has work; None if never."""
+        if self.failed:
+            return None
+        times = [packet.deadline for packet in self._unacked.values()]
+        if self._ack_deadline is not None:
+            times.append(self._ack_deadline)
+        if self.config.keepalive_interval is not None and not self._unacked:
+            times.append(self._keepalive_due())
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Time has passed: find packets whose retransmission timer expired, keepalives due."""
+        if self.failed:
+            return
+        expired = [p for p in self._unacked.values() if p.deadline <= now and p.number not in self._to_retransmit]
+        if expired:
+            if max(p.retries for p in expired) >= self.config.max_retries:
+                self._fail(f"no acknowledgement after {self.config.max_retries} retransmissions")
+                return
+            self._stats.timeouts += 1
+            oldest = min(expired, key=lambda p: p.serial)
+            if not self.cc.in_recovery(oldest.serial):
+                self.cc.on_timeout(self._serial)
+            for packet in expired:
+                self._to_retransmit[packet.number] = None
+                self._say(f"timeout: packet #{packet.number} unacked after {now - packet.last_sent:.3f} s, retransmitting")
+            # Back off (RFC 6298 5.5); the level is the retry count the retransmission will have.
+            self.rtt.on_timeout(max(p.retries for p in expired) + 1)
+        interval = self.config.keepalive_interval
+        # Compare against the same sum next_deadline() returned: `now - last >= interval`
+        # can be False at that very instant through floating-point rounding.
+        if interval is not None and not self._unacked and now >= self._keepalive_due():
+            self._ping_due = True
+
+    def _keepalive_due(self) -> float:
+        # Only a silence in both directions needs a keepalive: whichever side
+        # notices first pings, the other's answer resets both clocks, so a quiet
+        # conversation costs one round trip per interval, not one per side.
+        assert self.config.keepalive_interval is not None
+        return max(self._last_sent, self.last_heard) + self.config.keepalive_interval
+
+    # ------------------------------------------------------------ sender internals
+
+    def _may_send_new(self) -> bool:
+        lowest = next(iter(self._unacked), self._next_packet)
+        return (
+            len(self._unacked) < self.cc.window
+            and self._next_packet < lowest + self.config.send_window
+            and self._next_packet <= MAX_PACKET_NUMBER
+        )
+
+    def _send_new_packet(self, now: float) -> bytes:
+        fragments: list[Fragment] = []
+        room = self._body_budget
+        while self._queue and len(fragments) < 255:
+            size = FRAGMENT_HEADER + len(self._queue[0].data)
+            if size > room:
+                break
+            fragment = self._queue.popleft()
+            self._queued_bytes -= len(fragment.data)
+            fragments.append(fragment)
+            room -= size
+        packet = _SentPacket(self._next_packet, tuple(fragments), now, 0, now)
+        self._next_packet += 1
+        self._unacked[packet.number] = packet
+        self._stats.packets_sent += 1
+        return self._transmit(packet, now, first=True)
+
+    def _transmit(self, packet: _SentPacket, now: float, first: bool = False) -> bytes:
+        if not first:
+            packet.retries += 1
+            self._stats.retransmitted += 1
+        self._serial += 1
+        packet.serial = self._serial
+        if first:
+            packet.first_serial = self._serial
+        packet.last_sent = now
+        packet.deadline = now + self._timeout_for(packet)
+        return self._encode(packet.number, packet.fragments, now)
+
+    def _timeout_for(self, packet: _SentPacket) -> float:
+        # Karn's rule, second half: keep the backed-off timeout for every packet
+        # until a fresh RTT sample; and a packet's own retries back it off further.
+        level = max(packet.retries, self.rtt.backoffs)
+        return min(self.rtt.base_rto * self.rtt.backoff_factor ** min(level, 64), self.rtt.max_rto)
+
+    def _take_ack(self, packet: Packet, now: float) -> None:
+        # Ignore acknowledgements of packets we never sent (a confused or hostile peer).
+        cumulative = min(packet.cumulative_ack, self._next_packet)
+        newly: list[_SentPacket] = []
+        while self._unacked:
+            number = next(iter(self._unacked))
+            if number >= cumulative:
+                break
+            newly.append(self._unacked.pop(number))
+        for first, last in packet.ranges:
+            if last - first + 1 <= len(self._unacked):
+                numbers = [n for n in range(first, last + 1) if n in self._unacked]
+            else:
+                numbers = [n for n in self._unacked if first <= n <= last]
+            newly.extend(self._unacked.pop(n) for n in numbers)
+        if not newly:
+            return
+        # RTT sample from the most recently sent packet this ack covers, if it was
+        # never retransmitted (Karn's rule: otherwise we cannot tell which copy arrived).
+        latest = max(newly, key=lambda p: p.serial)
+        if latest.retries == 0:
+            self.rtt.on_sample(now - latest.last_sent, packet.ack_delay)
+        for sent in newly:
+            self._to_retransmit.pop(sent.number, None)
+            self.cc.on_ack(sent.serial)
+            for fragment in sent.fragments:
+                left = self._fragments_left.get(fragment.message_id)
+                if left is None:
+                    continue
+                if left == 1:
+                    del self._fragments_left[fragment.message_id]
+                    self._stats.messages_delivered += 1
+                    self._events.append(MessageDelivered(fragment.message_id))
+                else:
+                    self._fragments_left[fragment.message_id] = left - 1
+        # For loss detection, an ack of a retransmitted packet only proves that its
+        # *first* copy was sent before the ack: it may be that copy that arrived.
+        # Counting it as the newer copy would make every packet sent in between
+        # look lost (a cascade of spurious fast retransmits).
+        proven = max(p.serial if p.retries == 0 else p.first_serial for p in newly)
+        self._largest_acked_serial = max(self._largest_acked_serial, proven)
+        self._detect_losses()
+
+    def _detect_losses(self) -> None:
+        """Fast retransmit: a packet is lost once `threshold` packets sent after it were acked."""
+        threshold = self.config.fast_retransmit_threshold
+        for sent in self._unacked.values():
+            if sent.serial + threshold > self._largest_acked_serial:
+                continue
+            if sent.number in self._to_retransmit:
+                continue
+            self._to_retransmit[sent.number] = None
+            self._stats.fast_retransmits += 1
+            self.cc.on_loss(sent.serial, self._serial)
+            self._say(f"gap: packet #{sent.number} missing while later ones were acked; fast retransmit")
+
+    def _fail(self, reason: str) -> None:
+        self.failed = reason
+        self._say(f"giving up: {reason}")
+        for message_id in list(self._fragments_left):
+            self._fail_message(message_id, reason)
+        self._fragments_left.clear()
+        self._unacked.clear()
+        self._to_retransmit.clear()
+        self._queue.clear()
+        self._queued_bytes = 0
+
+    def _fail_message(self, message_id: int, reason: str) -> None:
+        self._stats.messages_failed += 1
+        self._events.append(MessageFailed(message_id, reason))
+
+    # ------------------------------------------------------------ receiver internals
+
+    def _take_data(self, packet: Packet, now: float) -> None:
+        number = packet.number
+        if number < self._expected or number in self._early:
+            self._stats.duplicates_dropped += 1
+            self._ack_now = True  # our ack was probably lost: repeat it at once
+            self._say(f"duplicate: packet #{number} already received, dropped")
+            return
+        if number >= self._expected + self.config.send_window:
+            self._stats.beyond_window_dropped += 1
+            return  # the peer broke the window; it will send it again
+        if number > self._largest_received:
+            self._largest_received, self._largest_received_at = number, now
+        filled_gap = bool(self._early)
+        if number != self._expected:
+            self._stats.out_of_order_buffered += 1
+            self._ack_now = True  # a gap: tell the sender at once (RFC 5681 4.2)
+            self._say(f"out of order: packet #{number} buffered, waiting for #{self._expected}")
+        self._early[number] = packet.fragments
+        while self._expected in self._early:
+            self._reassemble(self._early.pop(self._expected))
+            self._expected += 1
+        if filled_gap:
+            self._ack_now = True
+        self._unacked_received += 1
+        if self._unacked_received >= self.config.ack_every:
+            self._ack_now = True
+        elif self._ack_deadline is None:
+            self._ack_deadline = now + self.config.ack_delay
+
+    def _reassemble(self, fragments: tuple[Fragment, ...]) -> None:
+        for fragment in fragments:
+            if fragment.index == 0:
+                if self._partial:
+                    self._stats.fragments_discarded += len(self._partial)
+                self._partial, self._partial_size = [], 0
+            elif not self._partial or fragment.message_id != self._partial[0].message_id or fragment.index != len(self._partial):
+                self._stats.fragments_discarded += 1
+                continue
+            self._partial.append(fragment)
+            self._partial_size += len(fragment.data)
+            if self._partial_size > self.config.max_message:
+                self._stats.fragments_discarded += len(self._partial)
+                self._partial, self._partial_size = [], 0
+                continue
+            if fragment.index == fragment.count - 1:
+                data = b"".join(piece.data for piece in self._partial)
+                self._partial, self._partial_size = [], 0
+                self._stats.messages_received += 1
+                self._events.append(MessageReceived(fragment.message_id, data))
+
+    def _ack_owed(self) -> bool:
+        return self._ack_now or self._ack_deadline is not None
+
+    def _ack_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Runs of packets received above the gap, newest first, as many as fit."""
+        if not self._early:
+            return ()
+        ranges: list[tuple[int, int]] = []
+        numbers = sorted(self._early, reverse=True)
+        last = first = numbers[0]
+        for number in numbers[1:]:
+            if number == first - 1:
+                first = number
+                continue
+            ranges.append((first, last))
+            if len(ranges) == self._ranges_budget:
+                return tuple(ranges)
+            first = last = number
+        ranges.append((first, last))
+        return tuple(ranges[: self._ranges_budget])
+
+    def _encode(self, number: int, fragments: tuple[Fragment, ...], now: float, flags: int = 0) -> bytes:
+        # Every datagram carries our latest ack, so it is no longer owed.
+        self._ack_now = False
+        self._ack_deadline = None
+        self._unacked_received = 0
+        packet = Packet(
+            token=self.token,
+            number=number,
+            cumulative_ack=self._expected,
+            ack_delay=max(now - self._largest_received_at, 0.0),
+            ranges=self._ack_ranges(),
+            fragments=fragments,
+            flags=flags,
+        )
+        return encode(packet)
+
+    def _say(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(text)
+
+
+def peek(datagram: bytes) -> Packet:
+    """Decode without an endpoint (the glue uses it to read the token first)."""
+    return decode(datagram)

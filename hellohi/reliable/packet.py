@@ -1,0 +1,170 @@
+"""The reliable datagram's wire format: a fixed header, acks, then fragments.
+
+All integers are big-endian (network order). See docs/udp-reliability.md for
+the byte layout table and examples in hex.
+
+    offset size  field
+    0      1     magic 0xB1: "reliable hellohi, version 1"; never printable ASCII,
+                 so it cannot be confused with a PLAIN datagram (a raw text frame)
+    1      1     flags: 0x01 PING (ack this now), 0x02 RESET (I do not know this token)
+    2      8     session token (0 = the server has not issued one yet)
+    10     4     packet number (1, 2, 3...; 0 = carries no data: pure ack or keepalive)
+    14     4     cumulative ack: every packet number below this one has arrived
+    18     2     ack delay, in units of 10 microseconds
+    20     1     R = number of selective-ack ranges
+    21     1     F = number of data fragments
+    22     8*R   ranges: first u32, last u32 (inclusive), packets received above the
+                 cumulative ack, newest range first
+    ...    F*    fragments: message id u32, fragment index u16, fragment count u16,
+                 data length u16, then the data
+    ...          zero bytes of padding, if any, up to the end of the datagram
+
+A data packet keeps its packet number when it is retransmitted (like a TCP
+sequence number, counting packets instead of bytes); only the ack fields are
+refreshed. That is why Karn's rule is needed (see rtt.py).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = 0xB1
+FLAG_PING = 0x01
+FLAG_RESET = 0x02
+KNOWN_FLAGS = FLAG_PING | FLAG_RESET
+
+HEADER = struct.Struct("!BBQIIHBB")
+RANGE = struct.Struct("!II")
+FRAGMENT = struct.Struct("!IHHH")
+FIXED_HEADER = HEADER.size  # 22
+FRAGMENT_HEADER = FRAGMENT.size  # 10
+MAX_SACK_RANGES = 8
+MAX_HEADER = FIXED_HEADER + MAX_SACK_RANGES * RANGE.size  # 86
+ACK_DELAY_UNIT = 10e-6  # seconds per unit of the ack delay field
+MAX_PACKET_NUMBER = 0xFFFFFFFF
+
+
+class PacketError(Exception):
+    """A datagram that is not a well-formed reliable packet."""
+
+
+def is_reliable(datagram: bytes) -> bool:
+    """Byte 0 tells the kinds apart: printable ASCII means a PLAIN text frame."""
+    return bool(datagram) and datagram[0] == MAGIC
+
+
+@dataclass(frozen=True)
+class Fragment:
+    message_id: int
+    index: int
+    count: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Packet:
+    token: int
+    number: int  # 0: no data, not acknowledged, never retransmitted
+    cumulative_ack: int
+    ack_delay: float = 0.0  # seconds
+    ranges: tuple[tuple[int, int], ...] = ()
+    fragments: tuple[Fragment, ...] = ()
+    flags: int = 0
+
+    @property
+    def is_ping(self) -> bool:
+        return bool(self.flags & FLAG_PING)
+
+    @property
+    def is_reset(self) -> bool:
+        return bool(self.flags & FLAG_RESET)
+
+
+def encoded_size(ranges: int, fragment_sizes: list[int] | tuple[int, ...]) -> int:
+    return FIXED_HEADER + ranges * RANGE.size + sum(FRAGMENT_HEADER + size for size in fragment_sizes)
+
+
+def encode(packet: Packet, pad_to: int = 0) -> bytes:
+    """The datagram for `packet`, padded with zero bytes to `pad_to` bytes if shorter."""
+    if len(packet.ranges) > MAX_SACK_RANGES or len(packet.fragments) > 255:
+        raise PacketError("too many ranges or fragments for one packet")
+    if packet.number == 0 and packet.fragments:
+        raise PacketError("data needs a packet number")
+    delay_units = min(int(round(packet.ack_delay / ACK_DELAY_UNIT)), 0xFFFF)
+    parts = [
+        HEADER.pack(
+            MAGIC,
+            packet.flags,
+            packet.token,
+            packet.number,
+            packet.cumulative_ack,
+            max(delay_units, 0),
+            len(packet.ranges),
+            len(packet.fragments),
+        )
+    ]
+    for first, last in packet.ranges:
+        parts.append(RANGE.pack(first, last))
+    for fragment in packet.fragments:
+        parts.append(FRAGMENT.pack(fragment.message_id, fragment.index, fragment.count, len(fragment.data)))
+        parts.append(fragment.data)
+    datagram = b"".join(parts)
+    if len(datagram) < pad_to:
+        datagram += bytes(pad_to - len(datagram))
+    return datagram
+
+
+def decode(datagram: bytes) -> Packet:
+    """Parse one datagram; anything malformed raises PacketError and nothing else."""
+    if len(datagram) < FIXED_HEADER:
+        raise PacketError(f"{len(datagram)} bytes is shorter than the {FIXED_HEADER}-byte header")
+    magic, flags, token, number, cumulative_ack, delay_units, range_count, fragment_count = HEADER.unpack_from(datagram)
+    if magic != MAGIC:
+        raise PacketError(f"first byte 0x{magic:02x} is not the reliable magic 0x{MAGIC:02x}")
+    if flags & ~KNOWN_FLAGS:
+        raise PacketError(f"unknown flags 0x{flags:02x}")
+    if cumulative_ack == 0:
+        raise PacketError("cumulative ack 0: packet numbers start at 1")
+    if range_count > MAX_SACK_RANGES:
+        raise PacketError(f"{range_count} ack ranges; at most {MAX_SACK_RANGES}")
+    if number == 0 and fragment_count:
+        raise PacketError("packet number 0 cannot carry data")
+    offset = FIXED_HEADER
+    ranges = []
+    floor = cumulative_ack  # ranges lie above the cumulative ack, newest first, not touching
+    previous_first = MAX_PACKET_NUMBER + 2
+    for _ in range(range_count):
+        if offset + RANGE.size > len(datagram):
+            raise PacketError("truncated in the ack ranges")
+        first, last = RANGE.unpack_from(datagram, offset)
+        offset += RANGE.size
+        if not floor < first <= last or last + 1 >= previous_first:
+            raise PacketError(f"ack range {first}-{last} is out of order or overlaps")
+        previous_first = first
+        ranges.append((first, last))
+    fragments = []
+    for _ in range(fragment_count):
+        if offset + FRAGMENT_HEADER > len(datagram):
+            raise PacketError("truncated in a fragment header")
+        message_id, index, count, length = FRAGMENT.unpack_from(datagram, offset)
+        offset += FRAGMENT_HEADER
+        if count == 0 or index >= count:
+            raise PacketError(f"fragment {index} of {count} is impossible")
+        if message_id == 0:
+            raise PacketError("message id 0 is not used")
+        if offset + length > len(datagram):
+            raise PacketError("truncated in fragment data")
+        fragments.append(Fragment(message_id, index, count, bytes(datagram[offset : offset + length])))
+        offset += length
+    if any(datagram[offset:]):
+        raise PacketError(f"{len(datagram) - offset} trailing bytes that are not zero padding")
+    return Packet(
+        token=token,
+        number=number,
+        cumulative_ack=cumulative_ack,
+        ack_delay=delay_units * ACK_DELAY_UNIT,
+        ranges=tuple(ranges),
+        fragments=tuple(fragments),
+        flags=flags,
+    )

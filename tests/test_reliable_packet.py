@@ -1,0 +1,121 @@
+"""The reliable datagram format: round trips, a fixed example, and hostile bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hellohi.reliable.packet import (
+    FIXED_HEADER,
+    MAGIC,
+    MAX_HEADER,
+    Fragment,
+    Packet,
+    PacketError,
+    decode,
+    encode,
+    is_reliable,
+)
+
+# The example of docs/udp-reliability.md: token 0x0102030405060708, packet 5,
+# everything below 3 received plus packet 4, 1.5 ms ack delay, one fragment
+# "hi" (message 2, fragment 0 of 1).
+EXAMPLE = Packet(
+    token=0x0102030405060708,
+    number=5,
+    cumulative_ack=3,
+    ack_delay=0.0015,
+    ranges=((4, 4),),
+    fragments=(Fragment(2, 0, 1, b"hi"),),
+)
+EXAMPLE_HEX = (
+    "b1" "00" "0102030405060708" "00000005" "00000003" "0096" "01" "01"
+    "00000004" "00000004"
+    "00000002" "0000" "0001" "0002" "6869"
+)
+
+
+def test_documented_example_bytes():
+    assert encode(EXAMPLE).hex() == EXAMPLE_HEX
+    assert decode(bytes.fromhex(EXAMPLE_HEX)) == EXAMPLE
+
+
+def test_first_byte_is_never_printable_ascii():
+    assert not 0x20 <= MAGIC <= 0x7E
+    assert is_reliable(encode(EXAMPLE)) and not is_reliable(b"HELLO alice\n") and not is_reliable(b"")
+
+
+def test_zero_padding_is_accepted_other_trailing_bytes_are_not():
+    assert decode(encode(EXAMPLE, pad_to=1200)) == EXAMPLE
+    assert len(encode(EXAMPLE, pad_to=1200)) == 1200
+    with pytest.raises(PacketError):
+        decode(encode(EXAMPLE) + b"\x00\x01")
+
+
+@st.composite
+def packets(draw):
+    cumulative = draw(st.integers(1, 2**32 - 40))
+    # Ranges above the cumulative ack, newest first, separated by gaps.
+    ranges, top = [], draw(st.integers(cumulative + 1, 2**32 - 1))
+    for _ in range(draw(st.integers(0, 8))):
+        last = top
+        first = draw(st.integers(max(cumulative + 1, last - 5), last))
+        ranges.append((first, last))
+        top = first - 2
+        if top <= cumulative:
+            break
+    number = draw(st.integers(0, 2**32 - 1))
+    fragments = []
+    if number:
+        for _ in range(draw(st.integers(0, 4))):
+            count = draw(st.integers(1, 0xFFFF))
+            fragments.append(Fragment(draw(st.integers(1, 2**32 - 1)), draw(st.integers(0, count - 1)), count, draw(st.binary(max_size=64))))
+    return Packet(
+        token=draw(st.integers(0, 2**64 - 1)),
+        number=number,
+        cumulative_ack=cumulative,
+        ack_delay=draw(st.integers(0, 0xFFFF)) * 10e-6,
+        ranges=tuple(ranges),
+        fragments=tuple(fragments),
+        flags=draw(st.sampled_from([0, 1, 2, 3])),
+    )
+
+
+@given(packets())
+def test_round_trip(packet):
+    decoded = decode(encode(packet))
+    assert decoded.ack_delay == pytest.approx(packet.ack_delay)
+    assert decoded == Packet(packet.token, packet.number, packet.cumulative_ack, decoded.ack_delay, packet.ranges, packet.fragments, packet.flags)
+
+
+@given(packets(), st.data())
+def test_every_truncation_raises_packet_error(packet, data):
+    # Every field is counted, so any strict prefix of a packet is missing
+    # something the header promised: it must be refused, never misread.
+    datagram = encode(packet)
+    cut = data.draw(st.integers(0, len(datagram) - 1))
+    with pytest.raises(PacketError):
+        decode(datagram[:cut])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_raise_only_packet_error(data):
+    try:
+        decode(data)
+    except PacketError:
+        pass
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=FIXED_HEADER - 1, max_size=200))
+def test_arbitrary_bytes_with_magic_raise_only_packet_error(rest):
+    try:
+        decode(bytes([MAGIC]) + rest)
+    except PacketError:
+        pass
+
+
+def test_header_budget_constants():
+    assert FIXED_HEADER == 22 and MAX_HEADER == 86
