@@ -293,12 +293,16 @@ class EmulatedNetwork:
             batch += [f"link add c{i} type veth peer name eth0 netns {ns}", f"link set c{i} master br0",
                       f"link set c{i} up"]
         batch += ["link set br0 up", "link set s0 up"]
+        # One packet per skb (no GSO super-packets of up to 64 KiB): otherwise nftables would see,
+        # and drop, 40 TCP segments as one "packet", and loss would not be per packet.
+        batch += [f"link set {dev} gso_max_segs 1" for dev in ["s0", "br0", *[f"c{i}" for i in range(len(self.client_ns))]]]
         _sh(["ip", "-n", r, "-batch", "-"], input="\n".join(batch) + "\n")
         hosts = [(self.server_ns, self.server_addr, ROUTER_SERVER_ADDR)]
         hosts += [(ns, addr, ROUTER_CLIENT_ADDR) for ns, addr in zip(self.client_ns, self.client_addrs)]
         for ns, addr, gateway in hosts:
             _sh(["ip", "-n", ns, "-batch", "-"],
-                input=f"addr add {addr}/24 dev eth0\nlink set eth0 up\nroute add default via {gateway}\n")
+                input=f"link set eth0 gso_max_segs 1\naddr add {addr}/24 dev eth0\nlink set eth0 up\n"
+                      f"route add default via {gateway}\n")
 
     def _nft_ruleset(self) -> str:
         """The router's nftables table: per-direction counters, and the drop rule when loss is here."""
@@ -332,10 +336,15 @@ class EmulatedNetwork:
         if self.detached:
             argv.append("--detached")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        # Detached (`up`): the forwarder outlives this process, so it must not hold our stdin or
+        # stderr (a caller waiting for our output would wait for it); its errors go to a log file.
+        stderr = open(self.state_dir / "forwarder.log", "w") if self.detached else None
         self.forwarder = subprocess.Popen(
             _in_ns(self.router_ns, argv), cwd=REPO_ROOT, env=env, text=True,
             stdin=subprocess.DEVNULL if self.detached else subprocess.PIPE, stdout=subprocess.PIPE,
-            start_new_session=self.detached)
+            stderr=stderr, start_new_session=self.detached)
+        if stderr:
+            stderr.close()
         ready = self.forwarder.stdout.readline().strip()
         if ready != "ready":
             self.forwarder.wait(timeout=5)

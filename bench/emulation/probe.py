@@ -109,15 +109,18 @@ def _retrans_segs() -> int:
     return int(lines[1][lines[0].index("RetransSegs")])
 
 
-def tcp_send(host: str, port: int, seconds: float, chunk: int) -> dict:
-    """Write ``chunk``-byte pieces for ``seconds``, close, and compare with what the sink counted."""
+def tcp_send(host: str, port: int, seconds: float, chunk: int, total: int | None = None) -> dict:
+    """Write ``chunk``-byte pieces for ``seconds`` (or until ``total`` bytes), close, and compare
+    with what the sink counted."""
     retrans_before = _retrans_segs()
-    start = time.monotonic()
-    sock = socket.create_connection((host, port), timeout=30)
+    connect_start = time.monotonic()
+    sock = socket.create_connection((host, port), timeout=60)
+    connect_ms = (time.monotonic() - connect_start) * 1000   # the handshake: one round trip
+    start = time.monotonic()   # after the handshake: a lost SYN must not eat the sending time
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     piece = b"x" * chunk
     sent = 0
-    while time.monotonic() - start < seconds:
+    while (sent < total) if total is not None else (time.monotonic() - start < seconds):
         sock.sendall(piece)
         sent += chunk
     sock.shutdown(socket.SHUT_WR)
@@ -129,7 +132,7 @@ def tcp_send(host: str, port: int, seconds: float, chunk: int) -> dict:
         reply += data
     sock.close()
     return {"sent_bytes": sent, "sink_bytes": int(reply or b"-1"), "seconds": time.monotonic() - start,
-            "retrans_segs": _retrans_segs() - retrans_before}
+            "connect_ms": connect_ms, "retrans_segs": _retrans_segs() - retrans_before}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--to", required=True, help="HOST:PORT")
     s.add_argument("--seconds", type=float, default=1.0)
     s.add_argument("--chunk", type=int, default=1000)
+    s.add_argument("--bytes", type=int, help="send this many bytes (rounded up to chunks) instead of --seconds")
     args = p.parse_args(argv)
     if args.cmd == "udp-echo":
         return udp_echo(args.bind, args.port)
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "udp-ping":
         result = udp_ping(host, int(port), args.count, args.interval, args.size, args.wait)
     else:
-        result = tcp_send(host, int(port), args.seconds, args.chunk)
+        result = tcp_send(host, int(port), args.seconds, args.chunk, args.bytes)
     print(json.dumps(result))
     return 0
 

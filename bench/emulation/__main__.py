@@ -1,0 +1,162 @@
+"""``python -m bench.emulation``: poke at an emulated link by hand, and clean up after crashes.
+
+    up        build a link that stays until `down` (prints the namespaces and commands to try)
+    status    list the runs on this machine with their settings and counters
+    down      remove a run made by `up`
+    cleanup   remove leftovers of crashed runs (by name prefix)
+    check     say whether emulation can run here and which backend it would use
+
+Needs root (except `check`); without it the error says so and what to run instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .network import (PREFIX, STATE_ROOT, EmulatedNetwork, EmulationError, check_environment, cleanup,
+                      combine_counters, list_namespaces, netem_available, read_forwarder_stats,
+                      read_nft_counters, remove_run, run_names)
+from .spec import LinkSpec
+
+
+def _spec_from_args(args) -> LinkSpec:
+    return LinkSpec(loss=args.loss, delay_ms=args.delay_ms, jitter_ms=args.jitter_ms, reorder=args.reorder,
+                    reorder_ms=args.reorder_ms, duplicate=args.duplicate, rate_mbit=args.rate_mbit,
+                    seed=args.seed)
+
+
+def cmd_up(args) -> int:
+    spec = _spec_from_args(args)
+    kw = {"both": {"spec": spec}, "up": {"up": spec}, "down": {"down": spec}}[args.direction]
+    net = EmulatedNetwork(**kw, clients=args.clients, backend=args.backend, loss_in=args.loss_in, detached=True)
+    try:
+        net.start()
+    except BaseException:
+        net.stop()
+        raise
+    py = sys.executable
+    print(f"run {net.name} is up (backend {net.backend}); remove it with: python -m bench.emulation down {net.name}")
+    print(f"  server  {net.server_ns:<20} {net.server_addr}")
+    for ns, addr in zip(net.client_ns, net.client_addrs):
+        print(f"  client  {ns:<20} {addr}")
+    print(f"  router  {net.router_ns}")
+    print(f"  up   (client->server): {net.up}")
+    print(f"  down (server->client): {net.down}")
+    print("try:")
+    print(f"  ip netns exec {net.server_ns} {py} -m bench.emulation.probe udp-echo --port 7 &")
+    print(f"  ip netns exec {net.client_ns[0]} {py} -m bench.emulation.probe udp-ping --to {net.server_addr}:7 --count 100")
+    print(f"  ip netns exec {net.client_ns[0]} ping -c 10 {net.server_addr}      # if iputils-ping is installed")
+    print("  python -m bench.emulation status")
+    return 0
+
+
+def cmd_status(args) -> int:
+    check_environment(need_tun=False)
+    runs = sorted(run_names(args.prefix))
+    if not runs:
+        print(f"no emulated networks with prefix {args.prefix!r}")
+        return 0
+    namespaces = set(list_namespaces())
+    for run in runs:
+        try:
+            meta = json.loads((STATE_ROOT / run / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        owner = "up (detached)" if meta.get("detached") else f"pid {run.split('-')[1]}"
+        print(f"{run}: backend {meta.get('backend', '?')}, made by {owner}")
+        router = meta.get("router_ns", f"{run}-r")
+        if router not in namespaces:
+            print("  (no router namespace: a leftover; `python -m bench.emulation cleanup`)")
+            continue
+        print(f"  server {meta.get('server_ns')} {meta.get('server_addr')}; clients "
+              + ", ".join(f"{n} {a}" for n, a in zip(meta.get("client_ns", []), meta.get("client_addrs", []))))
+        print(f"  up   {meta.get('up')}\n  down {meta.get('down')}")
+        fwd = read_forwarder_stats(STATE_ROOT / run, meta.get("forwarder_pid")) if meta.get("forwarder_pid") else {}
+        counters = combine_counters(read_nft_counters(router), fwd)
+        for direction, c in counters.items():
+            print(f"  {direction:<4} " + " ".join(f"{k}={v}" for k, v in c.items()))
+    return 0
+
+
+def cmd_down(args) -> int:
+    check_environment(need_tun=False)
+    runs = sorted(run_names(args.name)) if args.name else []
+    if not runs:
+        print(f"no run named {args.name!r}; `python -m bench.emulation status` lists them", file=sys.stderr)
+        return 1
+    for run in runs:
+        remove_run(run)
+        print(f"removed {run}")
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    removed, skipped = cleanup(args.prefix, force=args.force)
+    for run in removed:
+        print(f"removed {run}")
+    for run in skipped:
+        print(f"kept {run}: its creator is still running, or `up` made it (use `down`, or --force)")
+    if not removed and not skipped:
+        print(f"nothing to clean up (prefix {args.prefix!r})")
+    return 0
+
+
+def cmd_check(args) -> int:
+    try:
+        check_environment(need_tun=True, need_tc=True)
+    except EmulationError as e:
+        print(f"cannot emulate here: {e}")
+        return 1
+    netem = netem_available()
+    print(f"root: yes; nftables: yes; TUN: yes; netem: {'yes' if netem else 'no'}")
+    print(f"backend 'auto' would use: {'netem' if netem else 'nft-tun'} (force one with --backend)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.emulation", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="build a link that stays until `down`")
+    up.add_argument("--loss", type=float, default=0.0, help="share of packets lost, e.g. 0.05")
+    up.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay")
+    up.add_argument("--jitter-ms", type=float, default=0.0)
+    up.add_argument("--reorder", type=float, default=0.0, help="share of packets held back")
+    up.add_argument("--reorder-ms", type=float, default=5.0, help="how long a reordered packet is held back")
+    up.add_argument("--duplicate", type=float, default=0.0)
+    up.add_argument("--rate-mbit", type=float, default=None)
+    up.add_argument("--seed", type=int, default=1)
+    up.add_argument("--direction", choices=["both", "up", "down"], default="both",
+                    help="impair client->server (up), server->client (down) or both")
+    up.add_argument("--clients", type=int, default=1)
+    up.add_argument("--backend", choices=["auto", "nft-tun", "netem"], default="auto")
+    up.add_argument("--loss-in", choices=["kernel", "forwarder"], default="kernel")
+    st = sub.add_parser("status", help="list runs and their counters")
+    st.add_argument("--prefix", default=PREFIX)
+    dn = sub.add_parser("down", help="remove a run made by `up`")
+    dn.add_argument("name", help="the run's name (hh-<pid>-<hex>) as printed by `up`")
+    cl = sub.add_parser("cleanup", help="remove leftovers of crashed runs")
+    cl.add_argument("--prefix", default=PREFIX, help=f"only runs whose name starts with this (default {PREFIX})")
+    cl.add_argument("--force", action="store_true", help="also runs whose creator still lives, and `up` runs")
+    sub.add_parser("check", help="can emulation run here? which backend?")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "cleanup": cmd_cleanup,
+               "check": cmd_check}[args.cmd]
+    try:
+        return handler(args)
+    except (EmulationError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Emulated hosts on this machine (bench.emulation): needs root, as CI runs.
+
+Loss tolerances are binomial bounds: with n packets each dropped with probability p, the observed
+share has standard deviation sqrt(p(1-p)/n); we accept 5 of them, so a correct link fails a check
+less than once in a million runs, while a link that does not drop (0%) or drops twice as much (40%)
+is caught.  The ledgers between nftables counters and what the programs saw are exact.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.emulation import EmulatedNetwork, LinkSpec, find_leftovers
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                       reason="needs root and Linux network namespaces (CI runs as root: sudo make test)"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+PROBE = [sys.executable, "-m", "bench.emulation.probe"]
+
+
+def within_binomial(dropped, seen, p, sigmas=5.0):
+    share = dropped / seen
+    tolerance = sigmas * math.sqrt(p * (1 - p) / seen)
+    return abs(share - p) <= tolerance, f"{dropped}/{seen} = {share:.3f}, want {p} +- {tolerance:.3f}"
+
+
+def start_udp_echo(net, port=7):
+    echo = net.popen(net.server_ns, [*PROBE, "udp-echo", "--bind", net.server_addr, "--port", str(port)],
+                     stdout=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+    assert echo.stdout.readline().strip() == "ready"
+    return port
+
+
+def udp_ping(net, port, count, interval=0.0005, wait=0.5, client=0):
+    out = net.run(net.client_ns[client], [*PROBE, "udp-ping", "--to", f"{net.server_addr}:{port}",
+                                          "--count", str(count), "--interval", str(interval),
+                                          "--wait", str(wait)], cwd=REPO, env=ENV)
+    return json.loads(out.stdout)
+
+
+def delta(after, before):
+    return {d: {k: after[d][k] - before[d][k] for k in after[d]} for d in after}
+
+
+# --------------------------------------------------------------------------- loss
+
+def test_udp_flow_loses_the_configured_share():
+    p, n = 0.2, 2000
+    with EmulatedNetwork(LinkSpec(loss=p), backend="nft-tun") as net:
+        port = start_udp_echo(net)
+        before = net.counters()
+        result = udp_ping(net, port, n)
+        c = delta(net.counters(), before)
+    up, down = c["up"], c["down"]
+    # exact ledger: every datagram sent crossed the router once each way unless dropped there
+    assert up["nft_seen"] == n
+    assert down["nft_seen"] == n - up["nft_dropped"]
+    assert result["received"] == down["nft_seen"] - down["nft_dropped"]
+    assert result["duplicates"] == 0
+    for d in (up, down):
+        ok, why = within_binomial(d["nft_dropped"], d["nft_seen"], p)
+        assert ok, why
+    # end to end a datagram survives both directions: (1 - p)^2 of them come back
+    ok, why = within_binomial(n - result["received"], n, 1 - (1 - p) ** 2)
+    assert ok, why
+
+
+def test_tcp_flow_loses_the_configured_share_and_retransmits():
+    p = 0.2
+    with EmulatedNetwork(LinkSpec(loss=p), backend="nft-tun") as net:
+        # Linux's 200 ms minimum RTO would make a 20%-loss flow crawl through backed-off timeouts;
+        # 20 ms keeps this test to a couple of seconds and changes nothing about the loss.
+        for ns, gateway in ((net.client_ns[0], "198.18.1.1"), (net.server_ns, "198.18.2.1")):
+            net.run(ns, ["ip", "route", "change", "default", "via", gateway, "rto_min", "20ms"])
+        sink = net.popen(net.server_ns, [*PROBE, "tcp-sink", "--bind", net.server_addr, "--port", "9"],
+                         stdout=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+        assert sink.stdout.readline().strip() == "ready"
+        before = net.counters()
+        out = net.run(net.client_ns[0], [*PROBE, "tcp-send", "--to", f"{net.server_addr}:9",
+                                         "--bytes", "500000"], cwd=REPO, env=ENV)
+        c = delta(net.counters(), before)
+    result = json.loads(out.stdout)
+    assert result["sink_bytes"] == result["sent_bytes"] == 500000     # TCP repaired every loss
+    seen = c["up"]["nft_seen"] + c["down"]["nft_seen"]
+    dropped = c["up"]["nft_dropped"] + c["down"]["nft_dropped"]
+    assert c["up"]["nft_seen"] >= 345        # at least 500000 B / 1448 B MSS data segments
+    ok, why = within_binomial(dropped, seen, p)
+    assert ok, why
+    # nearly every packet dropped on the way up was a data segment the client had to send again
+    assert result["retrans_segs"] >= 0.8 * c["up"]["nft_dropped"], (result, c)
+
+
+def test_seeded_forwarder_loss_reproduces_packet_for_packet():
+    def received(seed):
+        spec = LinkSpec(loss=0.2, duplicate=0.05, seed=seed)
+        with EmulatedNetwork(spec, loss_in="forwarder", backend="nft-tun") as net:
+            port = start_udp_echo(net)
+            result = udp_ping(net, port, 300, interval=0.001, wait=0.3)
+            c = net.counters()
+        assert c["up"]["nft_dropped"] == 0 and c["up"]["fwd_dropped"] > 0
+        return sorted(result["received_seqs"]), result["duplicates"]
+
+    first = received(seed=11)
+    assert received(seed=11) == first
+    assert received(seed=12) != first
+
+
+# --------------------------------------------------------------------------- delay
+
+def test_configured_delay_shows_in_the_rtt():
+    with EmulatedNetwork(LinkSpec(delay_ms=20), backend="nft-tun") as net:
+        port = start_udp_echo(net)
+        result = udp_ping(net, port, 50, interval=0.005, wait=0.2)
+        sink = net.popen(net.server_ns, [*PROBE, "tcp-sink", "--bind", net.server_addr, "--port", "9"],
+                         stdout=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+        assert sink.stdout.readline().strip() == "ready"
+        tcp = json.loads(net.run(net.client_ns[0], [*PROBE, "tcp-send", "--to", f"{net.server_addr}:9",
+                                                    "--bytes", "1"], cwd=REPO, env=ENV).stdout)
+    assert result["received"] == 50
+    assert result["rtt_ms_min"] >= 40.0
+    assert result["rtt_ms_p50"] < 40.0 + 10.0, result      # the forwarder adds little on top
+    assert 40.0 <= tcp["connect_ms"] < 40.0 + 10.0, tcp    # TCP's handshake is one round trip too
+
+
+def test_no_delay_keeps_the_rtt_small_even_through_the_forwarder():
+    with EmulatedNetwork(LinkSpec(), backend="nft-tun", use_forwarder=True) as net:
+        port = start_udp_echo(net)
+        result = udp_ping(net, port, 200, interval=0.001, wait=0.2)
+        c = net.counters()
+    assert result["received"] == 200
+    assert c["up"]["forwarded"] == 200 and c["down"]["forwarded"] == 200   # it really went through
+    assert result["rtt_ms_p50"] < 3.0, result
+
+
+def test_duplicates_and_reordering_reach_the_application_exactly_as_counted():
+    n = 500
+    spec = LinkSpec(duplicate=0.1, reorder=0.1, reorder_ms=3, seed=5)
+    with EmulatedNetwork(spec, backend="nft-tun") as net:
+        port = start_udp_echo(net)
+        result = udp_ping(net, port, n, interval=0.0005, wait=0.2)
+        c = net.counters()
+    up, down = c["up"], c["down"]
+    assert up["fwd_seen"] == n and down["fwd_seen"] == up["forwarded"]
+    assert result["received"] == n
+    assert result["duplicates"] == down["forwarded"] - n            # every extra copy, exactly
+    assert up["reordered"] > 0 and result["reordered"] > 0
+
+
+# --------------------------------------------------------------------------- cleanup
+
+def test_nothing_left_after_normal_exit():
+    with EmulatedNetwork(LinkSpec(loss=0.1, delay_ms=1, rate_mbit=50), clients=2, backend="nft-tun") as net:
+        name = net.name
+        start_udp_echo(net)
+        inside = find_leftovers(name)
+        assert any(item.startswith("netns") for item in inside)
+        assert any(item.startswith("process") for item in inside)    # the forwarder
+    assert find_leftovers(name) == []
+
+
+def test_nothing_left_after_an_exception():
+    with pytest.raises(RuntimeError, match="boom"):
+        with EmulatedNetwork(LinkSpec(delay_ms=1), backend="nft-tun") as net:
+            name = net.name
+            net.popen(net.client_ns[0], ["sleep", "60"])
+            raise RuntimeError("boom")
+    assert find_leftovers(name) == []
+
+
+HOLD_SCRIPT = """
+import sys, time
+from bench.emulation import EmulatedNetwork, LinkSpec
+with EmulatedNetwork(LinkSpec(delay_ms=1, loss=0.1), backend="nft-tun") as net:
+    net.popen(net.server_ns, ["sleep", "60"])
+    print(net.name, flush=True)
+    time.sleep(60)
+"""
+
+
+def hold_network():
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env=ENV)
+    name = proc.stdout.readline().strip()
+    assert name.startswith("hh-"), name
+    assert find_leftovers(name)
+    return proc, name
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_nothing_left_after_sigterm_or_sigint(sig):
+    proc, name = hold_network()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=15) != 0
+    assert find_leftovers(name) == []
+
+
+def test_cleanup_command_removes_leftovers_of_a_killed_run():
+    proc, name = hold_network()
+    proc.kill()                      # SIGKILL: no chance to clean up
+    proc.wait()
+    # the forwarder notices its parent is gone (end of stdin) and stops by itself
+    deadline = time.monotonic() + 5
+    while any(i.startswith("process") for i in find_leftovers(name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = find_leftovers(name)
+    assert left and not any(i.startswith("process") for i in left), left
+    out = subprocess.run([sys.executable, "-m", "bench.emulation", "cleanup", "--prefix", name],
+                         capture_output=True, text=True, cwd=REPO, env=ENV)
+    assert out.returncode == 0 and f"removed {name}" in out.stdout, out
+    assert find_leftovers(name) == []
+
+
+def test_cli_up_status_down():
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bench.emulation", *args], capture_output=True,
+                              text=True, cwd=REPO, env=ENV, timeout=30)
+
+    up = cli("up", "--loss", "0.1", "--delay-ms", "5", "--backend", "nft-tun")
+    assert up.returncode == 0, up.stderr
+    name = up.stdout.split()[1]
+    try:
+        assert find_leftovers(name)
+        status = cli("status", "--prefix", name)
+        assert status.returncode == 0 and name in status.stdout and "fwd_seen=" in status.stdout
+        assert f"kept {name}" in cli("cleanup", "--prefix", name).stdout    # `up` runs stay until `down`
+    finally:
+        down = cli("down", name)
+    assert down.returncode == 0 and f"removed {name}" in down.stdout
+    assert find_leftovers(name) == []
+
+
+def test_cli_without_root_says_so_without_a_traceback():
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "bench.emulation", "up", "--loss", "0.1"],
+                         capture_output=True, text=True, cwd=REPO, env=ENV)
+    assert out.returncode == 2
+    assert "need root" in out.stderr and "sudo" in out.stderr
+    assert "Traceback" not in out.stderr
