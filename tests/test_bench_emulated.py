@@ -38,7 +38,8 @@ def test_emulated_delay_shows_in_hello_round_trip_and_nothing_is_left_behind():
     lat = result["figures"]["latency"]
     assert lat["measure"] == "round_trip"
     assert lat["min"] >= 2 * 15_000  # 15 ms each way, in microseconds
-    assert result["link"]["counters"]["up"]["forwarded"] > 0
+    if net.backend == "nft-tun":   # with netem the delay is a qdisc's; no forwarder counts packets
+        assert result["link"]["counters"]["up"]["forwarded"] > 0
     assert emulation.find_leftovers(name) == []
 
 

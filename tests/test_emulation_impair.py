@@ -1,11 +1,13 @@
 """The TUN forwarder's decisions (bench.emulation.impair): no root, fake clock, seeded randomness."""
 
 import math
+import sys
 
 import pytest
 
 from bench.emulation import EmulatedNetwork, EmulationError, Impairer, LinkSpec
 from bench.emulation import network
+from bench.emulation import __main__ as cli
 from bench.emulation.forwarder import packet_direction
 
 import ipaddress
@@ -123,7 +125,7 @@ def test_packet_direction_by_destination():
 
 def test_not_root_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(network.os, "geteuid", lambda: 1000)
-    with pytest.raises(EmulationError, match=r"need root.*sudo make bench-emulated"):
+    with pytest.raises(EmulationError, match=r"need root.*sudo .venv/bin/python -m bench.emulation up"):
         with EmulatedNetwork(LinkSpec(loss=0.1), backend="nft-tun"):
             pass
 
@@ -135,3 +137,20 @@ def test_nft_ruleset_counts_once_per_direction_and_drops_only_with_kernel_loss()
     assert "down_dropped drop" not in rules
     net = EmulatedNetwork(LinkSpec(loss=0.2), loss_in="forwarder", name="hh-0-test")
     assert " drop" not in net._nft_ruleset().replace("policy accept", "")
+
+
+def test_cli_without_root_says_so_and_what_to_run(monkeypatch, capsys):
+    # Simulated non-root Linux, in this process: every command that needs root refuses up front,
+    # before it runs any command (so nothing half-built can be left behind).
+    def no_commands(*args, **kwargs):
+        raise AssertionError(f"ran a command without root: {args}")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(network.subprocess, "run", no_commands)
+    for argv in (["up", "--loss", "0.1", "--delay-ms", "20"], ["status"], ["down", "hh-1-abcd"], ["cleanup"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "need root" in err
+        assert "run instead: sudo " in err and "-m bench.emulation " + " ".join(argv) in err
+    assert cli.main(["check"]) == 1 and "need root" in capsys.readouterr().out

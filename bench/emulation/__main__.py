@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
-from .network import (PREFIX, STATE_ROOT, EmulatedNetwork, EmulationError, check_environment, cleanup,
+from .network import (NOT_ROOT, PREFIX, STATE_ROOT, EmulatedNetwork, EmulationError, check_environment, cleanup,
                       combine_counters, list_namespaces, netem_available, read_forwarder_stats,
-                      read_nft_counters, remove_run, run_names)
+                      read_nft_counters, remove_run, run_names, run_owner_alive)
 from .spec import LinkSpec
 
 
@@ -74,7 +75,13 @@ def cmd_status(args) -> int:
         print(f"  server {meta.get('server_ns')} {meta.get('server_addr')}; clients "
               + ", ".join(f"{n} {a}" for n, a in zip(meta.get("client_ns", []), meta.get("client_addrs", []))))
         print(f"  up   {meta.get('up')}\n  down {meta.get('down')}")
-        fwd = read_forwarder_stats(STATE_ROOT / run, meta.get("forwarder_pid")) if meta.get("forwarder_pid") else {}
+        fwd = {}
+        if meta.get("forwarder_pid"):
+            if run_owner_alive(run) or not meta.get("detached"):
+                fwd = read_forwarder_stats(STATE_ROOT / run, meta.get("forwarder_pid"))
+            else:
+                print(f"  its TUN forwarder is gone, so the link drops every packet: "
+                      f"`python -m bench.emulation down {run}`")
         counters = combine_counters(read_nft_counters(router), fwd)
         for direction, c in counters.items():
             print(f"  {direction:<4} " + " ".join(f"{k}={v}" for k, v in c.items()))
@@ -145,10 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def as_root_command(argv: list[str]) -> str:
+    """The command line the user ran, prefixed with sudo: what to run instead without root."""
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else sys.executable
+    return shlex.join(["sudo", python, "-m", "bench.emulation", *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     handler = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "cleanup": cmd_cleanup,
                "check": cmd_check}[args.cmd]
+    if args.cmd != "check" and sys.platform.startswith("linux") and os.geteuid() != 0:
+        # Said before anything is tried, so nothing half-built is left and no traceback is shown.
+        print(f"error: {NOT_ROOT}\nrun instead: {as_root_command(argv)}", file=sys.stderr)
+        return 2
     try:
         return handler(args)
     except (EmulationError, ValueError) as e:

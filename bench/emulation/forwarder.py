@@ -14,8 +14,9 @@ Which direction a packet travels is told by its IPv4 destination: inside the ser
 
 Control: one line ``stats`` on stdin is answered by one JSON line of counters on stdout; end of
 stdin (the parent went away) stops the process, so a crashed parent never leaves a forwarder
-running.  With ``--detached`` (``python -m bench.emulation up``) stdin is not read; SIGUSR1 writes
-the counters to ``--stats-file`` instead.  SIGTERM stops it.
+running; SIGINT (a Ctrl-C meant for the parent) is ignored.  With ``--detached`` (``python -m
+bench.emulation up``) stdin is not read; SIGUSR1 writes the counters to ``--stats-file`` instead.
+SIGTERM (and, detached, SIGINT) stops it.
 
 When nothing is delayed the packet is written back in the same loop iteration it was read in,
 so the forwarder adds only two system calls' worth of latency (tens of microseconds).
@@ -141,10 +142,22 @@ def main(argv: list[str] | None = None) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    if args.detached:
+        signal.signal(signal.SIGINT, on_term)
+    else:
+        # Ctrl-C in a terminal reaches the whole process group, us included.  Our parent decides
+        # when the link goes away (it closes our stdin): a program that catches the Ctrl-C and
+        # carries on must not find its link dead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda s, f: write_stats_file())
 
-    watch = [fd] if args.detached else [fd, sys.stdin.fileno()]
+    # select() is restarted after a signal handler returns (PEP 475), so a SIGTERM alone would not
+    # end a select() that waits without a timeout.  The wake-up pipe makes the signal readable.
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+
+    watch = [fd, wake_read] if args.detached else [fd, wake_read, sys.stdin.fileno()]
     control = b""
     print("ready", flush=True)
     while not stopping:
@@ -154,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         if fd in readable:
             fwd.read_packets(now)
         fwd.write_due(now)
-        if len(watch) > 1 and watch[1] in readable:
+        if wake_read in readable:
+            os.read(wake_read, 512)         # the signal's handler has run already
+        if len(watch) > 2 and watch[2] in readable:
             # os.read, not sys.stdin: a buffered reader could swallow a line select() never reports
-            chunk = os.read(watch[1], 4096)
+            chunk = os.read(watch[2], 4096)
             if not chunk:
                 break                       # parent gone: stop, leave nothing behind
             control += chunk

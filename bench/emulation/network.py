@@ -70,6 +70,13 @@ class EmulationError(RuntimeError):
     """A problem the user can fix; the message says what it is and how to fix it."""
 
 
+# Said whenever something here runs without root; names commands that exist (see docs/emulation.md).
+NOT_ROOT = ("emulated hosts need root (they create network namespaces, veth links and nftables "
+            "rules). Run the same command as root, e.g. `sudo .venv/bin/python -m bench.emulation up "
+            "--loss 0.1` or `sudo .venv/bin/python -m bench --link loss=0.05,delay_ms=10`; without "
+            "root, the loopback bench `python -m bench` needs no privileges")
+
+
 # --------------------------------------------------------------------------- small helpers
 
 def _sh(argv: list[str], *, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
@@ -89,9 +96,7 @@ def check_environment(*, need_tun: bool = True, need_tc: bool = False) -> None:
         raise EmulationError("emulated hosts need Linux network namespaces; on this OS use the loopback "
                              "bench (python -m bench) or a Linux machine/VM")
     if os.geteuid() != 0:
-        raise EmulationError("emulated hosts need root (they create network namespaces, veth links and "
-                             "nftables rules). Run as root, e.g. `sudo make bench-emulated` or "
-                             "`sudo .venv/bin/python -m bench.emulation up`")
+        raise EmulationError(NOT_ROOT)
     missing = [f"`{cmd}` (Debian package {pkg})" for cmd, pkg in
                (("ip", "iproute2"), ("nft", "nftables"), ("sysctl", "procps"))
                + ((("tc", "iproute2"),) if need_tc else ())
@@ -521,6 +526,16 @@ def _processes_tagged(run: str) -> list[int]:
     return pids
 
 
+def _process_running(pid: int) -> bool:
+    """True while ``pid`` runs.  A zombie has finished: it only waits for its parent to reap it
+    (which, for an orphan in a container, may never happen), so it does not count."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"   # the state follows the command name in parentheses
+
+
 def _kill_pids(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -529,7 +544,7 @@ def _kill_pids(pids: list[int]) -> None:
             pass
     deadline = time.monotonic() + 2.0
     for pid in pids:
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        while time.monotonic() < deadline and _process_running(pid):
             time.sleep(0.01)
         try:
             os.kill(pid, signal.SIGKILL)
@@ -564,14 +579,21 @@ def run_names(prefix: str = PREFIX) -> set[str]:
 
 
 def run_owner_alive(run: str) -> bool:
-    """A run belongs to a live process if its creator pid lives, or it was made by `up` (detached)."""
+    """A run is in use if its creator pid lives, or if `up` made it (detached) and it still works.
+
+    A detached run has no creator to wait for; it counts as broken (a leftover) once its router
+    namespace is gone or, if it had a TUN forwarder, that forwarder has died (the link would then
+    drop everything: see the blackhole route in ``_start_forwarder``).
+    """
     meta_path = STATE_ROOT / run / "meta.json"
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("detached"):
-            return True
     except (OSError, ValueError):
-        pass
+        meta = {}
+    if meta.get("detached"):
+        if meta.get("router_ns") not in list_namespaces():
+            return False
+        return not meta.get("forwarder_pid") or bool(_processes_tagged(run))
     try:
         pid = int(run.split("-")[1])
     except (IndexError, ValueError):
