@@ -80,3 +80,70 @@ def parse_send(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise SystemExit(f"error: --send {text!r} should be NAME:TEXT, e.g. --send bob:hello")
     return name, message
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability; use 0 to 1, e.g. 0.2 for 20%")
+    return value
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def add_udp_arguments(parser: argparse.ArgumentParser, client: bool) -> None:
+    """The UDP-only flags: reliability tuning and in-process loss injection."""
+    from .reliable.config import PRESETS
+
+    group = parser.add_argument_group("reliability (UDP)")
+    if client:
+        group.add_argument("--plain", action="store_true", help="plain UDP: no acks, no retransmission (fire and forget)")
+    group.add_argument("--preset", choices=sorted(PRESETS), default="default", help="reliability tuning: default (TCP-like) or turbo (latency, like KCP's fast mode)")
+    group.add_argument("--min-rto", type=positive(float), metavar="SECONDS", help="retransmission timeout floor (preset's if not given)")
+    group.add_argument("--backoff", type=positive(float), metavar="FACTOR", help="RTO multiplier per timeout, e.g. 2 or 1.5")
+    group.add_argument("--ack-delay", type=non_negative, metavar="SECONDS", help="longest an ack waits to ride on data")
+    group.add_argument("--fast-retransmit", type=positive(int), metavar="N", help="retransmit once N later packets were acked")
+    group.add_argument("--max-retries", type=positive(int), metavar="N", help="retransmissions before the peer is given up")
+    group.add_argument("--max-datagram", type=positive(int), metavar="BYTES", help="UDP payload per datagram (default 1200)")
+    lossy = parser.add_argument_group("injected impairment (in this process, seeded; no root needed)")
+    lossy.add_argument("--loss", type=probability, default=0.0, metavar="P", help="drop each datagram with probability P")
+    lossy.add_argument("--duplicate", type=probability, default=0.0, metavar="P", help="deliver a datagram twice with probability P")
+    lossy.add_argument("--reorder", type=probability, default=0.0, metavar="P", help="hold a datagram back so later ones overtake it")
+    lossy.add_argument("--delay", type=non_negative, default=0.0, metavar="MS", help="extra one-way delay in milliseconds")
+    lossy.add_argument("--jitter", type=non_negative, default=0.0, metavar="MS", help="random extra delay up to MS")
+    lossy.add_argument("--seed", type=int, default=1, help="random seed: the same seed drops the same datagrams (default: %(default)s)")
+    lossy.add_argument("--impair", choices=("send", "receive", "both"), default="both", help="which direction to impair (default: %(default)s)")
+
+
+def reliability_from(args: argparse.Namespace):
+    """The ReliabilityConfig the UDP flags ask for; a clear error if they contradict each other."""
+    from .reliable.config import preset
+
+    changes = {
+        "min_rto": args.min_rto,
+        "backoff": args.backoff,
+        "ack_delay": args.ack_delay,
+        "fast_retransmit_threshold": args.fast_retransmit,
+        "max_retries": args.max_retries,
+        "max_datagram": args.max_datagram,
+    }
+    config = preset(args.preset)
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if "min_rto" in changes:
+        changes["initial_rto"] = max(config.initial_rto, changes["min_rto"])
+        changes["max_rto"] = max(config.max_rto, changes["initial_rto"])
+    try:
+        return config.with_changes(**changes)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}; check the reliability flags") from None

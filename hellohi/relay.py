@@ -162,11 +162,14 @@ class Relay:
     def on_timer(self, now: float) -> None:
         """Send heartbeats that are due and drop peers that went silent."""
         interval, timeout = self.limits.heartbeat_interval, self.limits.heartbeat_timeout
+        # Compared as sums, exactly as next_deadline() computes them: `now - last >= interval`
+        # can be False at the very deadline through floating-point rounding, and the
+        # timer would fire again and again at the same instant.
         for connection in list(self._connections.values()):
-            silent_for = now - connection.last_heard
-            if silent_for >= timeout:
+            if now >= connection.last_heard + timeout:
+                silent_for = now - connection.last_heard
                 self._refuse(connection, ErrorCode.TIMEOUT, f"nothing heard for {silent_for:.1f} s")
-            elif silent_for >= interval and now - connection.last_ping >= interval:
+            elif now >= max(connection.last_heard, connection.last_ping) + interval:
                 connection.last_ping = now
                 self._send(connection, Ping())
 
@@ -192,6 +195,10 @@ class Relay:
     @property
     def online(self) -> list[str]:
         return sorted(self._by_name)
+
+    def name_of(self, connection_id: int) -> str | None:
+        connection = self._connections.get(connection_id)
+        return connection.name if connection else None
 
     def waiting_for(self, name: str) -> int:
         return self._waiting.get(name, 0)

@@ -71,10 +71,11 @@ class TcpChatClient:
         """Connect and say Hello; returns the name the server registered."""
         try:
             await asyncio.wait_for(self._open(), timeout)
-        except OSError as error:
-            raise ConnectFailed(f"cannot reach {self.host}:{self.port}: {error.strerror or error}") from None
+        # First: asyncio.TimeoutError is an OSError too, since Python 3.11.
         except asyncio.TimeoutError:
             raise ConnectFailed(f"no HI from {self.host}:{self.port} within {timeout} s") from None
+        except OSError as error:
+            raise ConnectFailed(f"cannot reach {self.host}:{self.port}: {error.strerror or error}") from None
         self._tasks.append(asyncio.create_task(self._keep_alive()))
         assert self.name is not None
         return self.name

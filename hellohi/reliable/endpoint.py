@@ -221,6 +221,11 @@ class ReliableEndpoint:
         return self._queued_bytes
 
     @property
+    def largest_received(self) -> int:
+        """The highest packet number that has arrived from the peer (0: none yet)."""
+        return self._largest_received
+
+    @property
     def idle(self) -> bool:
         """Nothing queued, nothing unacknowledged, no ack owed."""
         return not self._fragments_left and not self._unacked and not self._ack_owed()

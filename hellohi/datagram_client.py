@@ -1,0 +1,176 @@
+"""The client's end of a datagram session, sans-I/O (see datagram_relay.py for the server's).
+
+It turns frames into datagrams and datagrams into frames, reliably or plainly:
+
+    link = DatagramLink(DEFAULT)            # or DatagramLink(None) for plain UDP
+    link.start(now)                         # a new session: token 0 until the server answers
+    link.send_frame(Hello("alice"), now)
+    for datagram in link.datagrams_to_send(now): sock.send(datagram)
+    for item in link.receive(datagram, now): ...   # Frame, SessionReset or LinkFailed
+    # at link.next_deadline(): link.handle_timer(now), then send again
+
+The session rules it follows:
+- Until the server has given us a token, every datagram we send carries token
+  0 and is padded to a full datagram, so the server, which never sends an
+  unverified address more bytes than it received, has room to answer HI.
+- The first datagram that carries a token gives us our token; from then on a
+  datagram with any other token is a leftover of an old session and ignored.
+- RESET with our token means the server no longer knows us (it restarted, or
+  timed us out): the glue starts a new session and says Hello again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from .codec import Decoder, Frame, Hello, encode
+from .errors import ProtocolError
+from .reliable import ReliabilityConfig, ReliableEndpoint
+from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived
+from .reliable.packet import PacketError, decode, is_reliable
+
+# A plain Hello is padded with blank lines (which the decoder skips) to this size,
+# for the same reason as the reliable padding: room for the server's answer.
+PLAIN_HELLO_SIZE = 1200
+
+
+@dataclass(frozen=True)
+class SessionReset:
+    """The server does not know our session any more."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LinkFailed:
+    """The server stopped acknowledging, or sent something we cannot read."""
+
+    reason: str
+
+
+Received = Union[Frame, SessionReset, LinkFailed]
+
+
+class DatagramLink:
+    def __init__(
+        self,
+        config: ReliabilityConfig | None,
+        max_line: int = 1024,
+        max_body: int = 64 * 1024,
+        trace: Callable[[str], None] | None = None,
+    ):
+        self.config = config  # None: plain mode, no acks and no retransmission
+        self.max_line, self.max_body = max_line, max_body
+        self.trace = trace
+        self.endpoint: ReliableEndpoint | None = None
+        self.ignored = 0  # datagrams that were malformed or from an old session
+        self._decoder = Decoder(max_line, max_body)
+        self._plain_out: list[bytes] = []
+        self._failed = False
+
+    @property
+    def plain(self) -> bool:
+        return self.config is None
+
+    @property
+    def token(self) -> int:
+        return self.endpoint.token if self.endpoint else 0
+
+    @property
+    def stats(self) -> EndpointStats | None:
+        """The reliability counters of the current session (None in plain mode)."""
+        return self.endpoint.stats if self.endpoint else None
+
+    def start(self, now: float) -> None:
+        """Begin a new session: everything of the old one is forgotten."""
+        self._decoder = Decoder(self.max_line, self.max_body)
+        self._plain_out.clear()
+        self._failed = False
+        if self.config is not None:
+            self.endpoint = ReliableEndpoint(self.config, token=0, now=now, trace=self.trace)
+
+    # ------------------------------------------------------------ out
+
+    def send_frame(self, frame: Frame, now: float) -> None:
+        data = encode(frame)
+        if self.endpoint is not None:
+            self.endpoint.send_message(data, now)
+        else:
+            if isinstance(frame, Hello):
+                data = data.ljust(PLAIN_HELLO_SIZE, b"\n")
+            self._plain_out.append(data)
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        if self.endpoint is None:
+            out, self._plain_out = self._plain_out, []
+            return out
+        datagrams = self.endpoint.datagrams_to_send(now)
+        if self.endpoint.token == 0:
+            # Zero padding is part of the packet format; see the module docstring.
+            datagrams = [d.ljust(self.endpoint.config.max_datagram, b"\0") for d in datagrams]
+        return datagrams
+
+    # ------------------------------------------------------------ in
+
+    def receive(self, datagram: bytes, now: float) -> list[Received]:
+        if self.endpoint is None:
+            return self._receive_plain(datagram)
+        try:
+            packet = decode(datagram)
+        except PacketError:
+            self.ignored += 1
+            return []
+        endpoint = self.endpoint
+        if packet.is_reset:
+            if packet.token == endpoint.token and packet.token != 0:
+                return [SessionReset("the server does not know this session (it restarted or timed us out)")]
+            self.ignored += 1
+            return []
+        if endpoint.token == 0 and packet.token != 0:
+            endpoint.token = packet.token  # the server's answer: our session from now on
+        elif packet.token != endpoint.token:
+            self.ignored += 1
+            return []
+        endpoint.receive_packet(packet, now, len(datagram))
+        return self._take_events()
+
+    def handle_timer(self, now: float) -> list[Received]:
+        if self.endpoint is not None:
+            self.endpoint.handle_timer(now)
+            return self._take_events()
+        return []
+
+    def next_deadline(self) -> float | None:
+        return self.endpoint.next_deadline() if self.endpoint is not None else None
+
+    def _take_events(self) -> list[Received]:
+        assert self.endpoint is not None
+        out: list[Received] = []
+        for event in self.endpoint.pop_events():
+            if isinstance(event, MessageReceived):
+                out += self._decode(event.data)
+            elif isinstance(event, MessageFailed) and not self._failed:
+                self._failed = True
+                out.append(LinkFailed(f"the server stopped answering: {event.reason}"))
+        return out
+
+    def _receive_plain(self, datagram: bytes) -> list[Received]:
+        if is_reliable(datagram):
+            self.ignored += 1
+            return []
+        self._decoder = Decoder(self.max_line, self.max_body)  # each plain datagram stands alone
+        return self._decode(datagram)
+
+    def _decode(self, data: bytes) -> list[Received]:
+        self._decoder.feed(data)
+        frames: list[Received] = []
+        try:
+            while (frame := self._decoder.next_frame()) is not None:
+                frames.append(frame)
+        except ProtocolError as error:
+            if self.endpoint is None:
+                self.ignored += 1  # plain: one bad datagram, the next may be fine
+            else:
+                frames.append(LinkFailed(f"the server sent bad data: {error}"))
+        return frames

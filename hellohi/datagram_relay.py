@@ -1,0 +1,337 @@
+"""The relay over datagrams: sessions, tokens, address checks, and reliability.
+
+TCP hands the relay one connection per client, already verified by its
+three-way handshake, with a reliable ordered byte stream. UDP hands us loose
+datagrams from addresses that may be spoofed. This object builds what the relay
+needs on top of them, sans-I/O like the rest of hellohi: the glue (udp/server.py)
+passes in each datagram with its source address and the time, and sends what
+`outgoing()` returns.
+
+Two kinds of datagram share one port; byte 0 tells them apart:
+
+- RELIABLE (byte 0 is 0xB1, hellohi.reliable.packet): a session with a token.
+  The first datagrams from a client carry token 0 and are padded to a full
+  datagram; the server answers with a fresh random 64-bit token in every
+  datagram. A datagram with a known token belongs to that session whatever
+  address it comes from, so a client whose NAT mapping changes keeps its
+  session, and someone who can only spoof addresses (and never sees our
+  answers) cannot guess a token to take one over.
+- PLAIN (printable text): raw hellohi frames, one datagram holding whole
+  frames, no acks, no retransmission. Fire and forget, to show what UDP alone
+  loses. A session is just the source address.
+
+No amplification: until an address has proved it receives what we send to it,
+we send it no more bytes than it sent us (RFC 9000 section 8 uses 3x; we use
+1x, configurable). A reliable address is proved when a datagram carrying the
+token we issued comes from it; a plain one when it answers our `PING <secret>`
+with `PONG <secret>`. Clients pad their first datagrams so that HI fits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .codec import Decoder, Frame, Hi, Ping, Pong, encode
+from .errors import ErrorCode, ProtocolError
+from .reliable import ReliabilityConfig, ReliableEndpoint
+from .reliable.endpoint import MessageFailed, MessageReceived
+from .reliable.packet import FLAG_RESET, Packet, PacketError, decode, encode as encode_packet, is_reliable
+from .relay import Disconnect, Notice, Relay, Transmit
+
+Address = tuple  # (host, port) or (host, port, flowinfo, scope) for IPv6
+
+# A plain datagram never grows past this: the largest UDP payload over IPv4.
+MAX_UDP_PAYLOAD = 65507
+
+
+@dataclass
+class DatagramLimits:
+    # Bytes we may send to an unverified address per byte received from it.
+    amplification_factor: float = 1.0
+    # Datagrams held back for an unverified address (beyond that they are dropped:
+    # a reliable session sends them again; a plain one loses them, as plain UDP does).
+    max_held_datagrams: int = 64
+
+
+@dataclass
+class _Session:
+    connection: int  # the relay's connection id
+    address: Address
+    decoder: Decoder
+    token: int = 0  # reliable sessions only
+    endpoint: ReliableEndpoint | None = None  # None: a plain session
+    secret: str = ""  # plain sessions: the PING token that proves the address
+    verified: bool = False
+    received_bytes: int = 0  # from the address, while unverified
+    sent_bytes: int = 0  # to the address, while unverified
+    held: deque = field(default_factory=deque)  # datagrams waiting for more budget
+
+    @property
+    def plain(self) -> bool:
+        return self.endpoint is None
+
+
+@dataclass
+class DatagramStats:
+    datagrams_received: int = 0
+    malformed: int = 0  # not a hellohi datagram at all: ignored
+    unknown_token: int = 0  # answered with RESET
+    spoofed: int = 0  # a known token with stale data from another address: ignored
+    rebinds: int = 0  # a session moved to a new address
+    amplification_held: int = 0  # datagrams delayed by the no-amplification rule
+    amplification_dropped: int = 0
+
+
+class DatagramRelay:
+    def __init__(
+        self,
+        relay: Relay,
+        config: ReliabilityConfig,
+        new_token: Callable[[], int],
+        limits: DatagramLimits | None = None,
+        max_line: int = 1024,
+        max_body: int = 64 * 1024,
+        trace: Callable[[str], None] | None = None,
+    ):
+        self.relay = relay
+        self.config = config
+        # Where tokens come from: the glue passes secrets.randbits(64); tests pass a counter.
+        self.new_token = new_token
+        self.limits = limits or DatagramLimits()
+        self.max_line, self.max_body = max_line, max_body
+        self.trace = trace
+        self.stats = DatagramStats()
+        self._by_token: dict[int, _Session] = {}
+        self._by_connection: dict[int, _Session] = {}
+        # Sessions not yet verified, and plain sessions, are found by address.
+        self._by_address: dict[Address, _Session] = {}
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._touched: set[int] = set()
+
+    # ------------------------------------------------------------ events in
+
+    def receive(self, datagram: bytes, address: Address, now: float) -> None:
+        """One datagram arrived from `address`."""
+        self.stats.datagrams_received += 1
+        if is_reliable(datagram):
+            self._receive_reliable(datagram, address, now)
+        elif datagram:
+            self._receive_plain(datagram, address, now)
+        self._flush(now)
+
+    def on_timer(self, now: float) -> None:
+        """Time passed: heartbeats and timeouts (relay), retransmissions and acks (endpoints)."""
+        self.relay.on_timer(now)
+        for session in list(self._by_connection.values()):
+            endpoint = session.endpoint
+            if endpoint is None:
+                continue
+            deadline = endpoint.next_deadline()
+            if deadline is not None and deadline <= now:
+                endpoint.handle_timer(now)
+                self._touched.add(session.connection)
+                self._take_endpoint_events(session, now)
+        self._flush(now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [self.relay.next_deadline()]
+        deadlines += [s.endpoint.next_deadline() for s in self._by_connection.values() if s.endpoint is not None]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def outgoing(self) -> list[tuple[bytes, Address]]:
+        """Datagrams to send now, with their destination."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    # ------------------------------------------------------------ queries
+
+    def session_stats(self, name: str):
+        """The reliability counters of the session registered as `name`, or None."""
+        for session in self._by_connection.values():
+            if session.endpoint is not None and self.relay.name_of(session.connection) == name:
+                return session.endpoint.stats
+        return None
+
+    @property
+    def sessions(self) -> int:
+        return len(self._by_connection)
+
+    # ------------------------------------------------------------ reliable datagrams
+
+    def _receive_reliable(self, datagram: bytes, address: Address, now: float) -> None:
+        try:
+            packet = decode(datagram)
+        except PacketError as error:
+            self.stats.malformed += 1
+            self._say(f"ignored a malformed datagram from {_show(address)}: {error}")
+            return
+        if packet.is_reset:
+            return  # only servers send RESET; never answer one (that could loop)
+        if packet.token == 0:
+            session = self._by_address.get(address)
+            if session is None or session.plain or session.verified:
+                session = self._new_reliable_session(address, now)
+        else:
+            session = self._by_token.get(packet.token)
+            if session is None:
+                # A session we do not know (we restarted, or it timed out): tell the
+                # client to start over. A 22-byte header is never more than we got.
+                self.stats.unknown_token += 1
+                self._outgoing.append((encode_packet(Packet(packet.token, 0, 1, flags=FLAG_RESET)), address))
+                return
+        assert session.endpoint is not None
+        if address != session.address:
+            if packet.token == 0 or packet.number <= session.endpoint.largest_received:
+                # Old news from a new address: a replay or a spoof, not the client moving.
+                self.stats.spoofed += 1
+                return
+            self.stats.rebinds += 1
+            self._say(f"session #{session.connection} moved from {_show(session.address)} to {_show(address)}")
+            self._by_address.pop(session.address, None)
+            session.address = address
+        if packet.token == session.token and not session.verified:
+            # The client echoed the token it could only have learned from us, here.
+            session.verified = True
+            self._by_address.pop(address, None)
+        if not session.verified:
+            session.received_bytes += len(datagram)
+        session.endpoint.receive_packet(packet, now, len(datagram))
+        self._touched.add(session.connection)
+        self._take_endpoint_events(session, now)
+
+    def _new_reliable_session(self, address: Address, now: float) -> _Session:
+        token = self.new_token()
+        while token == 0 or token in self._by_token:
+            token = self.new_token()
+        connection = self.relay.connect(_show(address), now)
+        endpoint = ReliableEndpoint(self.config, token=token, now=now)
+        session = _Session(connection, address, Decoder(self.max_line, self.max_body), token=token, endpoint=endpoint)
+        self._by_token[token] = session
+        self._by_connection[connection] = session
+        self._by_address[address] = session
+        self._say(f"new session #{connection} from {_show(address)}")
+        return session
+
+    def _take_endpoint_events(self, session: _Session, now: float) -> None:
+        assert session.endpoint is not None
+        for event in session.endpoint.pop_events():
+            if isinstance(event, MessageReceived):
+                self._frames_in(session, event.data, now)
+            elif isinstance(event, MessageFailed) and session.connection in self._by_connection:
+                # The client stopped acknowledging: it is gone, like a TCP connection
+                # timing out. What we sent it stays in the store for its return.
+                self._say(f"session #{session.connection}: {event.reason}")
+                self._forget(session)
+                self.relay.disconnected(session.connection)
+
+    # ------------------------------------------------------------ plain datagrams
+
+    def _receive_plain(self, datagram: bytes, address: Address, now: float) -> None:
+        session = self._by_address.get(address)
+        if session is None or not session.plain:
+            connection = self.relay.connect(_show(address), now)
+            session = _Session(connection, address, Decoder(self.max_line, self.max_body))
+            session.secret = f"{self.new_token():016x}"
+            self._by_connection[connection] = session
+            self._by_address[address] = session
+            self._say(f"new plain session #{connection} from {_show(address)}")
+        if not session.verified:
+            session.received_bytes += len(datagram)
+        # Each plain datagram stands alone: a frame never continues in the next one,
+        # because the next one may never come.
+        session.decoder = Decoder(self.max_line, self.max_body)
+        self._frames_in(session, datagram, now)
+        if session.decoder.buffered and session.connection in self._by_connection:
+            self.relay.reject(session.connection, ProtocolError(ErrorCode.BAD_FRAME, "a plain datagram must hold whole frames"))
+        self._touched.add(session.connection)
+
+    # ------------------------------------------------------------ frames
+
+    def _frames_in(self, session: _Session, data: bytes, now: float) -> None:
+        session.decoder.feed(data)
+        while session.connection in self._by_connection:
+            try:
+                frame = session.decoder.next_frame()
+            except ProtocolError as error:
+                self.relay.reject(session.connection, error)
+                if error.fatal:
+                    return
+                continue
+            if frame is None:
+                return
+            if session.plain and isinstance(frame, Pong) and frame.token == session.secret:
+                session.verified = True  # it answered the secret we sent to that address
+            self.relay.receive(session.connection, frame, now)
+
+    def _flush(self, now: float) -> None:
+        """Commit the relay's store, turn its actions into datagrams, send what is allowed."""
+        while actions := self.relay.flush():
+            for action in actions:
+                session = self._by_connection.get(action.connection)
+                if isinstance(action, Transmit) and session is not None:
+                    self._frame_out(session, action.frame, now)
+                elif isinstance(action, Disconnect) and session is not None:
+                    self._say(f"closing session #{session.connection} ({action.reason})")
+                    self._drain(session, now)
+                    self._forget(session)
+                elif isinstance(action, Notice):
+                    self._say(action.text)
+        for connection in self._touched:
+            session = self._by_connection.get(connection)
+            if session is not None:
+                self._drain(session, now)
+        self._touched.clear()
+
+    def _frame_out(self, session: _Session, frame: Frame, now: float) -> None:
+        data = encode(frame)
+        if session.endpoint is not None:
+            session.endpoint.send_message(data, now)
+        else:
+            self._send(session, data)
+            if not session.verified and isinstance(frame, Hi):
+                self._send(session, encode(Ping(session.secret)))
+        self._touched.add(session.connection)
+
+    def _drain(self, session: _Session, now: float) -> None:
+        if session.endpoint is not None:
+            for datagram in session.endpoint.datagrams_to_send(now):
+                self._send(session, datagram)
+        while session.held and self._may_send(session, len(session.held[0])):
+            self._emit(session, session.held.popleft())
+
+    def _send(self, session: _Session, datagram: bytes) -> None:
+        if len(datagram) > MAX_UDP_PAYLOAD:
+            self._say(f"session #{session.connection}: a {len(datagram)}-byte frame does not fit in one datagram; dropped")
+            return
+        if not session.held and self._may_send(session, len(datagram)):
+            self._emit(session, datagram)
+        elif len(session.held) < self.limits.max_held_datagrams:
+            self.stats.amplification_held += 1
+            session.held.append(datagram)
+        else:
+            self.stats.amplification_dropped += 1
+
+    def _may_send(self, session: _Session, size: int) -> bool:
+        return session.verified or session.sent_bytes + size <= session.received_bytes * self.limits.amplification_factor
+
+    def _emit(self, session: _Session, datagram: bytes) -> None:
+        if not session.verified:
+            session.sent_bytes += len(datagram)
+        self._outgoing.append((datagram, session.address))
+
+    def _forget(self, session: _Session) -> None:
+        self._by_connection.pop(session.connection, None)
+        self._by_token.pop(session.token, None)
+        if self._by_address.get(session.address) is session:
+            del self._by_address[session.address]
+
+    def _say(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(text)
+
+
+def _show(address: Address) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,349 @@
+"""The relay over datagrams, sans-I/O: sessions, tokens, spoofing, amplification, loss.
+
+A fake clock and seeded impaired paths move datagrams between a DatagramRelay
+(the UDP server without its socket) and DatagramLink clients (the UDP client
+without its socket). Addresses are plain tuples; nothing touches a network.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import pytest
+
+from hellohi.client_session import ClientSession, MessageReceived, Registered, StatusChanged
+from hellohi.codec import Bye, Hello, Send
+from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
+from hellohi.datagram_relay import DatagramLimits, DatagramRelay
+from hellohi.reliable import DEFAULT, TURBO, Impairment
+from hellohi.reliable.packet import Fragment, Packet, decode, encode as encode_packet
+from hellohi.relay import Relay, RelayLimits
+from hellohi.store import MessageStore
+
+SERVER = ("198.18.0.1", 5000)
+
+
+class Client:
+    def __init__(self, net: "Network", name: str, address, plain: bool, config):
+        self.net, self.name, self.address = net, name, address
+        self.link = DatagramLink(None if plain else config)
+        self.session = ClientSession(name)
+        self.events: list = []
+        self.lost: list = []
+
+    def hello(self) -> None:
+        self.link.start(self.net.now)
+        self.write(self.session.hello())
+
+    def send(self, to: str, body: bytes) -> str:
+        frame = self.session.send(to, body)
+        self.write(frame)
+        return frame.ref
+
+    def write(self, frame) -> None:
+        self.link.send_frame(frame, self.net.now)
+        self.pump()
+
+    def pump(self) -> None:
+        for datagram in self.link.datagrams_to_send(self.net.now):
+            self.net.transmit(datagram, self.address, SERVER)
+
+    def take(self, items) -> None:
+        for item in items:
+            if isinstance(item, (SessionReset, LinkFailed)):
+                self.lost.append(item)
+                continue
+            events, replies = self.session.receive(item)
+            self.events += events
+            for reply in replies:
+                self.write(reply)
+        self.pump()
+
+    def received(self) -> list[bytes]:
+        return [e.body for e in self.events if isinstance(e, MessageReceived)]
+
+    @property
+    def registered(self) -> bool:
+        return any(isinstance(e, Registered) for e in self.events)
+
+
+class Network:
+    """One server, many clients, a fake clock, and an impaired path per direction."""
+
+    def __init__(self, config=DEFAULT, up: Impairment | None = None, down: Impairment | None = None, **limits):
+        self.now = 0.0
+        self.config = config
+        self.store = MessageStore(":memory:")
+        tokens = itertools.count(0x1000)
+        self.server = DatagramRelay(
+            Relay(self.store, RelayLimits(**limits)), config, new_token=lambda: next(tokens), limits=DatagramLimits()
+        )
+        self.up, self.down = up, down
+        self.clients: dict[tuple, Client] = {}
+        self.sent_to: dict[tuple, int] = {}  # bytes the server sent to each address
+        self.datagrams_to: dict[tuple, list[bytes]] = {}
+        self.received_from: dict[tuple, int] = {}
+        self._wire: list = []
+        self._order = itertools.count()
+
+    def client(self, name: str, port: int, plain: bool = False) -> Client:
+        client = Client(self, name, ("198.18.0.2", port), plain, self.config)
+        self.clients[client.address] = client
+        return client
+
+    def transmit(self, datagram: bytes, source, destination) -> None:
+        link = self.up if destination == SERVER else self.down
+        copies = link.apply(datagram, self.now) if link else [(self.now, datagram)]
+        for arrival, copy in copies:
+            heapq.heappush(self._wire, (arrival, next(self._order), copy, source, destination))
+
+    def inject(self, datagram: bytes, source) -> None:
+        """A datagram from anyone (a spoofer, a fuzzer) straight to the server."""
+        heapq.heappush(self._wire, (self.now, next(self._order), datagram, source, SERVER))
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            deadlines = [self.server.next_deadline()] + [c.link.next_deadline() for c in self.clients.values()]
+            deadlines = [d for d in deadlines if d is not None]
+            if self._wire:
+                deadlines.append(self._wire[0][0])
+            if not deadlines or min(deadlines) > end:
+                self.now = end
+                return
+            self.now = max(self.now, min(deadlines))
+            while self._wire and self._wire[0][0] <= self.now:
+                _, _, datagram, source, destination = heapq.heappop(self._wire)
+                if destination == SERVER:
+                    self.received_from[source] = self.received_from.get(source, 0) + len(datagram)
+                    self.server.receive(datagram, source, self.now)
+                    self._server_out()
+                elif destination in self.clients:
+                    client = self.clients[destination]
+                    client.take(client.link.receive(datagram, self.now))
+            deadline = self.server.next_deadline()
+            if deadline is not None and deadline <= self.now:
+                self.server.on_timer(self.now)
+                self._server_out()
+            for client in list(self.clients.values()):
+                deadline = client.link.next_deadline()
+                if deadline is not None and deadline <= self.now:
+                    client.take(client.link.handle_timer(self.now))
+
+    def _server_out(self) -> None:
+        for datagram, address in self.server.outgoing():
+            self.sent_to[address] = self.sent_to.get(address, 0) + len(datagram)
+            self.datagrams_to.setdefault(address, []).append(datagram)
+            self.transmit(datagram, SERVER, address)
+
+
+# ------------------------------------------------------------ sessions
+
+
+def test_hello_hi_and_live_relay_over_reliable_datagrams():
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    assert alice.registered and bob.registered
+    ref = alice.send("bob", b"hi bob")
+    net.run(1)
+    assert bob.received() == [b"hi bob"]
+    states = [e.state for e in alice.events if isinstance(e, StatusChanged) and e.ref == ref]
+    assert states == ["stored", "delivered"]
+
+
+def test_plain_clients_share_the_port_with_reliable_ones():
+    net = Network()
+    alice, bob = net.client("alice", 1, plain=True), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    alice.send("bob", b"fire and forget")
+    net.run(1)
+    assert bob.received() == [b"fire and forget"]
+
+
+@pytest.mark.parametrize("config", [DEFAULT, TURBO], ids=["default", "turbo"])
+def test_exactly_once_in_order_through_the_relay_under_heavy_loss(config):
+    up = Impairment(loss=0.3, duplicate=0.05, reorder=0.1, delay=0.02, jitter=0.01, seed=7)
+    down = Impairment(loss=0.3, duplicate=0.05, reorder=0.1, delay=0.02, jitter=0.01, seed=8)
+    net = Network(config, up, down)
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(20)
+    assert alice.registered and bob.registered
+    bodies = [f"message {i}".encode() for i in range(200)]
+    for body in bodies:
+        alice.send("bob", body)
+    net.run(120)
+    assert bob.received() == bodies
+    assert alice.lost == [] and bob.lost == []
+
+
+def test_offline_message_waits_for_the_recipient():
+    net = Network()
+    alice, carol = net.client("alice", 1), net.client("carol", 3)
+    alice.hello(), carol.hello()
+    net.run(1)
+    carol.write(Bye())  # carol has been here before, so her name is known
+    net.run(1)
+    carol.events.clear()
+    ref = alice.send("carol", b"for later")
+    net.run(1)
+    assert [e.state for e in alice.events if isinstance(e, StatusChanged) and e.ref == ref] == ["stored"]
+    carol.hello()
+    net.run(1)
+    assert carol.received() == [b"for later"]
+
+
+def test_a_silent_client_is_dropped_and_its_messages_are_stored():
+    net = Network(heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(0.5)
+    del net.clients[bob.address]  # bob's machine vanishes without a word
+    net.run(10)
+    assert net.server.relay.online == ["alice"] or net.server.relay.online == []
+    assert "bob" not in net.server.relay.online
+    alice.send("bob", b"you were gone")
+    net.run(1)
+    assert net.store.waiting_counts() == {"bob": 1}
+
+
+def test_unknown_token_is_answered_with_reset_and_the_client_starts_over():
+    net = Network()
+    alice = net.client("alice", 1)
+    alice.hello()
+    net.run(1)
+    # The server restarts: same store, no sessions.
+    net.server = DatagramRelay(Relay(net.store, RelayLimits()), DEFAULT, new_token=iter(range(0x9000, 0x9999)).__next__)
+    alice.write(Send("bob", "r1", b"after restart"))
+    net.run(5)
+    assert alice.lost and isinstance(alice.lost[0], SessionReset)
+
+
+# ------------------------------------------------------------ safety
+
+
+def test_no_amplification_before_the_address_is_verified():
+    """A spoofer sends Hellos 'from' a victim; the victim never gets more bytes than were sent in its name."""
+    net = Network()
+    alice, carol = net.client("alice", 1), net.client("carol", 3)
+    alice.hello(), carol.hello()
+    net.run(1)
+    carol.write(Bye())
+    net.run(1)
+    for i in range(20):  # stored for carol: a big answer waits for whoever says Hello carol
+        alice.send("carol", b"x" * 1000)
+    net.run(2)
+    assert net.store.waiting_counts() == {"carol": 20}
+    victim = ("198.18.0.66", 9)
+    spoofer = DatagramLink(DEFAULT)
+    spoofer.start(net.now)
+    spoofer.send_frame(Hello("carol"), net.now)
+    for datagram in spoofer.datagrams_to_send(net.now):
+        net.inject(datagram, victim)
+    net.run(30)  # the server retransmits HI and the stored messages, within budget
+    assert net.received_from[victim] > 0
+    assert 0 < net.sent_to[victim] <= net.received_from[victim]
+    assert net.server.stats.amplification_held > 0
+
+
+def test_plain_hello_is_not_amplified_either():
+    net = Network()
+    victim = ("198.18.0.66", 9)
+    net.inject(b"Hello\n", victim)  # short and unpadded: HI would be bigger
+    net.run(1)
+    assert net.sent_to.get(victim, 0) <= 6
+
+
+def test_plain_client_is_verified_by_answering_the_ping_secret():
+    net = Network()
+    alice = net.client("alice", 1, plain=True)
+    alice.hello()
+    net.run(1)
+    assert alice.registered
+    session = net.server._by_address[alice.address]
+    assert session.verified
+
+
+def test_spoofed_datagram_with_a_stolen_token_but_old_data_does_not_move_the_session():
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    token = alice.link.token
+    # Replaying alice's first packet (number 1) from another address: old news.
+    replay = encode_packet(Packet(token, 1, 1, fragments=(Fragment(1, 0, 1, b"PING\n"),)))
+    net.inject(replay, ("198.18.0.99", 4444))
+    net.run(1)
+    assert net.server.stats.spoofed == 1
+    alice.send("bob", b"still mine")
+    net.run(1)
+    assert bob.received() == [b"still mine"]
+    assert net.server._by_token[token].address == alice.address
+    assert decode(replay).number == 1
+
+
+def test_nat_rebinding_keeps_the_session():
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    del net.clients[alice.address]
+    alice.address = ("198.18.0.3", 7777)  # the NAT gave alice a new public address
+    net.clients[alice.address] = alice
+    alice.send("bob", b"from my new address")
+    net.run(1)
+    assert bob.received() == [b"from my new address"]
+    bob.send("alice", b"reply")
+    net.run(1)
+    assert alice.received() == [b"reply"]
+    assert net.server.stats.rebinds == 1
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"\xb1",  # truncated header
+        b"\xb1" + bytes(10),  # still truncated
+        b"\xb1\x80" + bytes(20),  # unknown flag
+        bytes([0xB1, 0, *bytes(8), 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]) + b"\x00\x00\x00\x01\x00\x00\x00\x02\x00\x05abc",  # fragment data truncated
+        b"\x00\x01\x02garbage",  # neither kind
+        b"SEND bob r1 5\nab",  # plain frame cut short
+        b"BOGUS\n",  # unknown verb
+        b"x" * 60000,  # oversized line
+    ],
+)
+def test_malformed_datagrams_hurt_no_one(datagram):
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    net.inject(datagram, ("198.18.0.50", 5050))
+    net.run(1)
+    alice.send("bob", b"unaffected")
+    net.run(1)
+    assert bob.received() == [b"unaffected"]
+    assert sorted(net.server.relay.online)[:2] == ["alice", "bob"]
+
+
+def test_plain_garbage_gets_an_err_frame():
+    net = Network()
+    source = ("198.18.0.50", 5050)
+    net.inject(b"Hello mallory" + b"\n" * 200 + b"BOGUS\n", source)
+    net.run(0.1)
+    answer = b"".join(net.datagrams_to[source])
+    assert answer.startswith(b"HI mallory")
+    assert b"ERR 405 unknown-command" in answer
+
+
+def test_reset_is_never_longer_than_what_provoked_it():
+    net = Network()
+    source = ("198.18.0.50", 5050)
+    probe = encode_packet(Packet(0xDEAD, 0, 1))
+    net.inject(probe, source)
+    net.run(0.1)
+    assert net.server.stats.unknown_token == 1
+    assert net.sent_to[source] <= len(probe)
