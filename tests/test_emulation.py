@@ -170,6 +170,21 @@ def test_duplicates_and_reordering_reach_the_application_exactly_as_counted():
     assert up["reordered"] > 0 and result["reordered"] > 0
 
 
+def test_configured_rate_limits_tcp_throughput():
+    rate_mbit = 20
+    with EmulatedNetwork(LinkSpec(rate_mbit=rate_mbit), backend="nft-tun") as net:
+        sink = net.popen(net.server_ns, [*PROBE, "tcp-sink", "--bind", net.server_addr, "--port", "9"],
+                         stdout=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+        assert sink.stdout.readline().strip() == "ready"
+        # 1.25 MB is half a second at 20 Mbit/s; the sender alone could do far more on this link
+        result = json.loads(net.run(net.client_ns[0], [*PROBE, "tcp-send", "--to", f"{net.server_addr}:9",
+                                                       "--bytes", "1250000", "--chunk", "65536"],
+                                    cwd=REPO, env=ENV).stdout)
+    assert result["sink_bytes"] == result["sent_bytes"]
+    mbit_per_s = result["sink_bytes"] * 8 / result["seconds"] / 1e6
+    assert 0.6 * rate_mbit <= mbit_per_s <= 1.1 * rate_mbit, (mbit_per_s, result)
+
+
 # --------------------------------------------------------------------------- cleanup
 
 def test_nothing_left_after_normal_exit():
