@@ -1,0 +1,1 @@
+"""Turn a bench run (results.json) into a report: tables, charts and a lab handout."""

@@ -1,0 +1,120 @@
+"""The report's charts, drawn with matplotlib to PNG files (no screen needed).
+
+Each function returns the path it wrote, or None when the run has nothing to draw
+(the report then says so in words instead of showing an empty chart).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # draw to files only: works over SSH, in CI and without a display
+import matplotlib.pyplot as plt  # noqa: E402  (must come after use("Agg"))
+
+from .load import describe_link, latency, link_of, measured  # noqa: E402
+
+PROTOCOL_COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "udp-raw": "tab:red",
+                    "kcp-default": "tab:gray", "kcp-normal": "tab:olive", "kcp-fast": "tab:green"}
+
+# The percentiles drawn on the latency chart, with their markers.
+PERCENTILE_MARKERS = (("p50", "o", "p50"), ("p90", "^", "p90"), ("p99", "s", "p99"), ("p99_9", "D", "p99.9"))
+
+
+def _colour(protocol: str) -> str:
+    return PROTOCOL_COLOURS.get(protocol, "tab:purple")
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)  # free the memory: a report draws several charts in one process
+    return path
+
+
+def latency_chart(run: dict, path: Path) -> Path | None:
+    """One row per scenario: a line from min to max, markers at p50/p90/p99/p99.9 (log scale,
+    because a loopback round trip and a lossy-link round trip differ by a factor of 1000)."""
+    scenarios = [s for s in measured(run) if latency(s)]
+    if not scenarios:
+        return None
+    figure, axes = plt.subplots(figsize=(10, 0.42 * len(scenarios) + 1.8))
+    for row, scenario in enumerate(scenarios):
+        lat, colour = latency(scenario), _colour(scenario["config"]["protocol"])
+        if lat.get("min") is not None and lat.get("max") is not None:
+            axes.plot([lat["min"], lat["max"]], [row, row], color=colour, linewidth=1, alpha=0.5)
+        for key, marker, label in PERCENTILE_MARKERS:
+            if lat.get(key) is not None:
+                axes.plot(lat[key], row, marker=marker, color=colour, linestyle="none",
+                          label=label if row == 0 else None)
+    labels = [f"{s['id']} ({latency(s)['measure'].replace('_', ' ')})" for s in scenarios]
+    axes.set_yticks(range(len(scenarios)), labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlabel("latency, µs (log scale); line: min to max")
+    axes.set_title("Latency percentiles by scenario (colour: protocol)")
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(True, axis="x", which="both", alpha=0.3)
+    return _save(figure, path)
+
+
+def throughput_chart(run: dict, path: Path) -> Path | None:
+    """Messages per second and MB/s against payload size, one line per protocol and link."""
+    lines: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for scenario in measured(run):
+        config, figures = scenario["config"], scenario["figures"]
+        if config["workload"] == "throughput" and figures.get("messages_per_s"):
+            key = (config["protocol"], describe_link(config))
+            lines.setdefault(key, []).append(
+                (config.get("payload", 0), figures["messages_per_s"], figures.get("goodput_MB_per_s") or 0.0))
+    if not lines:
+        return None
+    figure, (rate_axes, goodput_axes) = plt.subplots(1, 2, figsize=(12, 5))
+    for (protocol, link), points in sorted(lines.items()):
+        points.sort()
+        style, marker = ("-", "o") if link == "loopback" else ("--", "s")
+        payloads = [p for p, _, _ in points]
+        rate_axes.plot(payloads, [r for _, r, _ in points], style, marker=marker, color=_colour(protocol),
+                       label=f"{protocol} ({link})")
+        goodput_axes.plot(payloads, [g for _, _, g in points], style, marker=marker, color=_colour(protocol),
+                          label=f"{protocol} ({link})")
+    for axes, ylabel in ((rate_axes, "messages per second"), (goodput_axes, "goodput, MB/s (bodies only)")):
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel("payload, bytes")
+        axes.set_ylabel(ylabel)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle("Relay throughput, alice → server → bob")
+    return _save(figure, path)
+
+
+def _could_lose(scenario: dict) -> bool:
+    """Worth a bar on the delivery chart: an impaired link, UDP without acks, or anything that did lose."""
+    d = scenario["figures"]["delivery"]
+    return (link_of(scenario["config"]) != "loopback" or scenario["config"]["protocol"] == "udp-raw"
+            or d["lost"] > 0 or d["duplicates"] > 0)
+
+
+def delivery_chart(run: dict, path: Path) -> Path | None:
+    """Delivered and lost as shares of sent (they add up to 100 %); duplicates written beside the bar."""
+    scenarios = [s for s in measured(run) if s["figures"].get("delivery") and _could_lose(s)]
+    if not scenarios:
+        return None
+    figure, axes = plt.subplots(figsize=(10, 0.42 * len(scenarios) + 1.8))
+    for row, scenario in enumerate(scenarios):
+        d = scenario["figures"]["delivery"]
+        sent = max(d["sent"], 1)
+        delivered, lost = 100.0 * d["delivered"] / sent, 100.0 * d["lost"] / sent
+        axes.barh(row, delivered, color=_colour(scenario["config"]["protocol"]), label="delivered" if row == 0 else None)
+        axes.barh(row, lost, left=delivered, color="lightgray", hatch="//", label="lost" if row == 0 else None)
+        axes.text(101, row, f"{d['delivered']}/{d['sent']}, {d['duplicates']} dup", va="center", fontsize=7)
+    # The id already names an emulated link's impairments (e.g. ...-emulated-delay_ms10-loss0.05).
+    axes.set_yticks(range(len(scenarios)), [s["id"] for s in scenarios], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 130)
+    axes.set_xlabel("% of messages sent (sent = delivered + lost; duplicates counted apart)", fontsize=9)
+    axes.set_title("What arrives when messages can be lost")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
+    return _save(figure, path)

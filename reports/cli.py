@@ -1,0 +1,110 @@
+"""python -m reports RESULTS_DIR [--out DIR]: report.md, charts and a lab handout from a bench run.
+
+    python -m bench --out results/latest     # measure (or: make bench)
+    python -m reports results/latest         # results/latest/report/{report.md, *.png, handout.md}
+
+Exit status: 0 the report was written; 2 the input or the output folder is unusable
+(the message says what is wrong and what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .load import BadResults, describe_link, link_of, load_run, results_file
+from .tables import (baseline_table, delivery_table, kcp_table, latency_table, not_measured_table, ratio_table,
+                     throughput_table)
+
+NOT_IN_RUN = "No scenario in this run measured this."
+
+
+def _section(title: str, table: str | None, intro: str = "", empty: str = NOT_IN_RUN) -> list[str]:
+    body = [intro, ""] if intro else []
+    return [f"## {title}", "", *body, table if table else empty, ""]
+
+
+def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> str:
+    environment = run["environment"]
+    links = sorted({describe_link(s["config"]) for s in run["scenarios"] if link_of(s["config"]) != "loopback"})
+    parts = [
+        "# hellohi bench report",
+        "",
+        f"- run: started {run.get('started_utc', '(not recorded)')}, finished {run.get('finished_utc', '(not recorded)')}",
+        f"- command: `{' '.join(map(str, run.get('command') or ['(not recorded)']))}`",
+        f"- machine: {environment.get('cpu_model')} × {environment.get('cpu_count')} CPUs, {environment.get('os')} "
+        f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
+        f"- links: loopback{''.join(', ' + link for link in links)}",
+        "",
+        "Latencies are in microseconds and each says whether it is a round trip or one way; jitter is the",
+        "RFC 3550 interarrival jitter of the same samples. A \"-\" means the scenario has no such figure.",
+        "",
+        *_section("Targets, as ratios measured in this run", ratio_table(run), empty="This run lists no ratios."),
+        *_section("Latency", latency_table(run)),
+        *_section("Delivery", delivery_table(run),
+                  "Counted by the receiving application: sent = delivered + lost exactly; a late message is "
+                  "delivered (and counted as reordered), not lost; duplicates are counted apart."),
+        *_section("Throughput", throughput_table(run),
+                  "Goodput counts message bodies only. `seconds` is the transfer time (for a drain: from the "
+                  "offline client's connect to its last message)."),
+        *_section("KCP's test scenario, replayed (virtual time)", kcp_table(run)),
+        *_section("Baselines, same run", baseline_table(run), empty="Baselines were skipped in this run."),
+        *_section("Scenarios not measured", not_measured_table(run),
+                  empty="Every scenario of the matrix was measured."),
+    ]
+    for title, caption, path in charts:
+        parts += [f"## Chart: {title}", "", f"{caption}", "", f"![{title}]({path.name})" if path else NOT_IN_RUN, ""]
+    return "\n".join(parts)
+
+
+def build_report(run: dict, out: Path) -> list[Path]:
+    """Write report.md, handout.md and the charts into `out`; returns the files written."""
+    # Imported here, not at the top: matplotlib takes half a second to load, and a bad
+    # input should get its error message without that wait.
+    from .charts import delivery_chart, latency_chart, throughput_chart
+    from .handout import handout
+
+    out.mkdir(parents=True, exist_ok=True)
+    charts = [
+        ("latency", "Percentiles p50/p90/p99/p99.9 per scenario, on a line from min to max.",
+         latency_chart(run, out / "latency.png")),
+        ("throughput", "Messages per second and goodput against payload size.",
+         throughput_chart(run, out / "throughput.png")),
+        ("delivery", "Delivered and lost shares of sent, where messages could be lost.",
+         delivery_chart(run, out / "delivery.png")),
+    ]
+    report_path, handout_path = out / "report.md", out / "handout.md"
+    report_path.write_text(report_markdown(run, charts), encoding="utf-8")
+    handout_path.write_text(handout(run), encoding="utf-8")
+    return [report_path, handout_path] + [path for _, _, path in charts if path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reports", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, metavar="RESULTS_DIR",
+                        help="the folder the bench wrote (python -m bench --out DIR), or its results.json")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="where to write the report (default: RESULTS_DIR/report)")
+    args = parser.parse_args(argv)
+    try:
+        run = load_run(args.results)
+    except BadResults as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = args.out or results_file(args.results).parent / "report"
+    try:
+        written = build_report(run, out)
+    except OSError as error:
+        print(f"error: cannot write the report to {out} ({error}); choose another folder with --out DIR",
+              file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        # load_run checks every field the report relies on; this catches a field of an odd
+        # type that slipped past it, so the user still gets one line instead of a traceback.
+        print(f"error: {results_file(args.results)} has a field this report cannot read ({type(error).__name__}: "
+              f"{error}); run the bench again to get a well-formed results.json", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0

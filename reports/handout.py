@@ -1,0 +1,269 @@
+"""Lab 3, a handout built around the figures of one bench run.
+
+Students get their own numbers, not a textbook's: every figure quoted below is read
+from the run's results.json (or is a quotient of two such figures, shown with both
+operands). A figure the run did not measure is said to be not measured, with the
+bench's reason, instead of being left out or filled in.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .load import baseline, describe_link, find, latency, link_of, measured
+from .tables import number, ratio_target, ratio_value, verdict
+
+
+def _us(value) -> str:
+    return f"{number(value)} µs"
+
+
+def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", link_config: dict | None = None) -> str:
+    """Why a scenario has no figures: the bench's own reason, or that it was not in the matrix."""
+    for scenario in run["scenarios"]:
+        config = scenario["config"]
+        if (config["workload"], config["protocol"], link_of(config)) == (workload, protocol, link) \
+                and (link_config is None or config.get("link_config") == link_config):
+            reason = scenario.get("reason") or "no figures"
+            return f"not measured in this run ({scenario['status']}: {reason})"
+    return "not measured in this run (not in its scenario matrix)"
+
+
+def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback",
+                  link_config: dict | None = None) -> str:
+    scenario = find(run, workload, protocol, link, link_config=link_config)
+    lat = latency(scenario) if scenario else None
+    if not lat:
+        return _missing(run, workload, protocol, link, link_config)
+    measure = lat["measure"].replace("_", " ")
+    return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples)"
+
+
+def _baseline_p50(run: dict, test: str):
+    entry = baseline(run, test)
+    if entry is None:
+        return None, "not measured in this run (baselines were skipped)"
+    if entry["status"] != "ok":
+        return None, f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
+    p50 = entry["figures"]["latency"]["p50"]
+    return p50, f"{_us(p50)} round trip"
+
+
+def _quotient(numerator, denominator, what: str) -> str:
+    if numerator is None or denominator is None or not denominator:
+        return f"  - {what}: cannot be computed, one of the two figures is not measured"
+    return f"  - {what}: {number(numerator)} ÷ {number(denominator)} = {numerator / denominator:.2f}×"
+
+
+def _delivery(scenario: dict | None) -> str:
+    d = scenario["figures"].get("delivery") if scenario else None
+    if not d:
+        return "delivery not measured"
+    return (f"{d['delivered']} of {d['sent']} delivered, {d['lost']} lost, {d['duplicates']} duplicates, "
+            f"{d['reordered']} reordered")
+
+
+def _floor_section(run: dict) -> list[str]:
+    tcp_floor, tcp_floor_text = _baseline_p50(run, "ping-pong-tcp")
+    udp_floor, udp_floor_text = _baseline_p50(run, "ping-pong-udp")
+    hello_tcp = latency(find(run, "hello", "tcp") or {"figures": {}})
+    hello_udp = latency(find(run, "hello", "udp") or {"figures": {}})
+    return [
+        "## 1. The floor: how fast can a round trip be?",
+        "",
+        f"- sockperf TCP ping-pong, p50: {tcp_floor_text}",
+        f"- sockperf UDP ping-pong, p50: {udp_floor_text}",
+        f"- hellohi Hello/HI over TCP (client library): {_latency_line(run, 'hello', 'tcp')}",
+        f"- hellohi Hello/HI over TCP (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'tcp')}",
+        f"- hellohi Hello/HI over UDP with acks: {_latency_line(run, 'hello', 'udp')}",
+        f"- hellohi Hello/HI over plain UDP: {_latency_line(run, 'hello', 'udp-raw')}",
+        "- How many times the floor (p50 ÷ p50):",
+        _quotient(hello_tcp["p50"] if hello_tcp else None, tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),
+        _quotient(hello_udp["p50"] if hello_udp else None, udp_floor, "Hello/HI over UDP ÷ sockperf UDP"),
+        "",
+        "**Questions.** (a) sockperf is C and does nothing with the bytes. List what hellohi does between",
+        "receiving `HELLO` and sending `HI` (read `tcp/server.py` and `hellohi/relay.py`). Which step would",
+        "you expect to cost the most? (b) `hello-raw` and `hello` differ only on the client side. What does",
+        "their difference tell you about where the time goes? (c) Compare TCP and UDP here. On loopback",
+        "nothing is lost: what does UDP save, and what does our UDP layer add back?",
+        "",
+    ]
+
+
+def _relay_section(run: dict) -> list[str]:
+    return [
+        "## 2. A relay round trip",
+        "",
+        f"- alice → server → bob → server → alice over TCP: {_latency_line(run, 'relay', 'tcp')}",
+        f"- the same over UDP with acks: {_latency_line(run, 'relay', 'udp')}",
+        f"- the same over plain UDP: {_latency_line(run, 'relay', 'udp-raw')}",
+        "",
+        "**Questions.** (a) Why does the bench measure a round trip back to alice instead of alice → bob",
+        "one way, when alice and bob may be on different computers? (b) How many network crossings does",
+        "one relay round trip make, and how does that compare with the Hello/HI p50 of part 1?",
+        "",
+    ]
+
+
+def _throughput_section(run: dict) -> list[str]:
+    lines = ["## 3. How many messages per second?", ""]
+    for protocol in ("tcp", "udp", "udp-raw"):
+        rates = sorted(((s["config"].get("payload", 0), s) for s in measured(run)
+                        if s["config"]["workload"] == "throughput" and s["config"]["protocol"] == protocol
+                        and link_of(s["config"]) == "loopback"), key=lambda item: item[0])
+        if not rates:
+            lines.append(f"- {protocol}: {_missing(run, 'throughput', protocol)}")
+            continue
+        parts = [f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
+                 f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s" for payload, s in rates]
+        lines.append(f"- {protocol}, alice → bob on loopback: " + "; ".join(parts))
+    iperf = baseline(run, "tcp-throughput")
+    if iperf and iperf["status"] == "ok":
+        lines.append(f"- iperf3, raw TCP bytes on loopback: {number(iperf['figures']['goodput_MB_per_s'], 0)} MB/s")
+    else:
+        reason = f"{iperf['status']}: {iperf.get('reason', '')}" if iperf else "baselines were skipped"
+        lines.append(f"- iperf3: not measured in this run ({reason})")
+    lines += [
+        "",
+        "**Questions.** (a) Messages per second falls as the payload grows, but MB/s rises. Why? What",
+        "fixed cost does every message pay, whatever its size? (b) iperf3 moves raw bytes. Name two",
+        "things every hellohi message costs that iperf3's bytes do not.",
+        "",
+    ]
+    return lines
+
+
+def _link_counters(run: dict, link_config: dict) -> str | None:
+    """The share of packets the emulated link really dropped, from its own counters (when it has them)."""
+    seen = dropped = 0
+    for scenario in run["scenarios"]:
+        if link_of(scenario["config"]) == "loopback" or scenario["config"].get("link_config") != link_config:
+            continue
+        for direction in ((scenario.get("link") or {}).get("counters") or {}).values():
+            if isinstance(direction, dict) and "nft_seen" in direction and "nft_dropped" in direction:
+                seen += direction["nft_seen"]
+                dropped += direction["nft_dropped"]
+    if not seen:
+        return None
+    return f"the link's own counters: {dropped} of {seen} packets dropped ({100 * dropped / seen:.1f} %), both directions, all scenarios"
+
+
+def _lossy_section(run: dict) -> list[str]:
+    lines = ["## 4. When the network loses packets", ""]
+    configs = []
+    for scenario in run["scenarios"]:
+        config = scenario["config"]
+        if link_of(config) != "loopback" and config.get("link_config") not in [c.get("link_config") for c in configs]:
+            configs.append(config)
+    if not configs:
+        lines += [
+            "This run had no emulated link: `make bench` measures on loopback only. As root on Linux,",
+            "`make bench-full`, or `make bench BENCH_ARGS=\"--link issue4\"`, adds two emulated hosts joined",
+            "by a link with 5 % loss and 10 ms delay each way. Run one of them to fill in this part.",
+            "",
+        ]
+    for config in configs:
+        link, spec = link_of(config), config.get("link_config")
+        lines += [f"Link `{describe_link(config)}` (seed {(spec or {}).get('seed', '-')}, configuration "
+                  f"`{json.dumps(spec, sort_keys=True)}`):", ""]
+        if (counted := _link_counters(run, spec)) is not None:
+            lines.append(f"- {counted}")
+        for protocol, title in (("tcp", "TCP"), ("udp", "UDP with ack/retry"), ("udp-raw", "plain UDP, no acks")):
+            relay = find(run, "relay", protocol, link, link_config=spec)
+            if relay:
+                lines.append(f"- {title} relay round trip: {_delivery(relay)}; "
+                             f"{_latency_line(run, 'relay', protocol, link, spec)}")
+            else:
+                lines.append(f"- {title} relay round trip: {_missing(run, 'relay', protocol, link, spec)}")
+        for protocol in ("kcp-normal", "kcp-fast"):
+            if find(run, "kcp-pingpong", protocol, link, link_config=spec):
+                lines.append(f"- KCP echo ({protocol}): {_latency_line(run, 'kcp-pingpong', protocol, link, spec)}")
+        lines.append("")
+    lines += [
+        "**Questions.** (a) With loss p on each crossing, what share of relay round trips should plain UDP",
+        "lose (a round trip crosses the link four times)? Does the measured count match? (b) Compare the",
+        "p50 and the p99 of TCP and of UDP with ack/retry: which one is hurt more by a loss, and which",
+        "mechanism decides that (look at the minimum RTO and fast retransmit in `hellohi/reliable/rtt.py`",
+        "and `hellohi/reliable/endpoint.py`)? (c) Why must a UDP application that sends in bulk have",
+        "congestion control (RFC 8085)?",
+        "",
+    ]
+    return lines
+
+
+def _kcp_section(run: dict) -> list[str]:
+    lines = ["## 5. KCP's own test, replayed", ""]
+    found = False
+    for protocol in ("kcp-default", "kcp-normal", "kcp-fast", "udp-turbo", "udp"):
+        scenario = find(run, "kcp-test", protocol)
+        if not scenario:
+            continue
+        if not found and (kcp := scenario["config"].get("kcp_scenario")):
+            # The scenario's own parameters, as the bench recorded them.
+            lines += [
+                "The bench replays the test of KCP's README on a simulated link (virtual clock, so it takes no",
+                f"real time): {kcp.get('loss_round_trip_percent')} % loss per round trip, round trip "
+                f"{kcp.get('rtt_min_ms')}-{kcp.get('rtt_max_ms')} ms, a {kcp.get('payload')}-byte echo every "
+                f"{kcp.get('send_interval_ms')} ms, {kcp.get('echoes')} echoes, seed {kcp.get('seed')}.",
+                "",
+            ]
+        found = True
+        f = scenario["figures"]
+        readme = f.get("kcp_readme_avg_max_rtt_ms")
+        quoted = f" (KCP's README: {number(readme[0])} / {number(readme[1])} ms)" if readme else ""
+        lines.append(f"- {protocol}: average RTT {number(f.get('avg_rtt_ms'))} ms, maximum {number(f.get('max_rtt_ms'))} ms"
+                     f"{quoted}; {_delivery(scenario)}")
+    if not found:
+        lines.append(f"- {_missing(run, 'kcp-test', 'kcp-fast')}")
+    lines += [
+        "",
+        "**Question.** KCP's fast mode gives up some fairness to the rest of the network for latency.",
+        "Which of its settings do that, and which of them does our UDP layer have too?",
+        "",
+    ]
+    return lines
+
+
+def _targets_section(run: dict) -> list[str]:
+    lines = ["## 6. The targets of the project, as measured in this run", ""]
+    ratios = run.get("ratios", [])
+    if not ratios:
+        lines.append("This run's results.json lists no ratios.")
+    for ratio in ratios:
+        target = ratio_target(ratio)
+        target_text = "" if target == "-" else f" (target {target})"
+        lines.append(f"- {ratio['name']}: **{ratio_value(ratio)}**{target_text}, {verdict(ratio)} "
+                     f"[{ratio.get('detail', '')}]")
+    lines += [
+        "",
+        "**Question.** Pick one target that is not met and one that is. For each, say what in the code or",
+        "in the machine decides the figure, and what you would change to move it.",
+        "",
+    ]
+    return lines
+
+
+def handout(run: dict) -> str:
+    environment = run["environment"]
+    lines = [
+        "# Lab 3 — Measuring TCP against UDP",
+        "",
+        f"Run of {run.get('started_utc', '(start time not recorded)')} on {environment.get('cpu_count', '?')} "
+        f"cores ({environment.get('cpu_model', 'unknown CPU')}), kernel {environment.get('kernel', '?')}, "
+        f"Python {environment.get('python', '?')}. Every figure below is from this run's `results.json`; "
+        "the full tables and the charts are in `report.md` beside this file. Latencies are in µs (KCP's",
+        "test in ms) and each says whether it is a round trip or one way.",
+        "",
+        *_floor_section(run),
+        *_relay_section(run),
+        *_throughput_section(run),
+        *_lossy_section(run),
+        *_kcp_section(run),
+        *_targets_section(run),
+        "## 7. Your conclusions",
+        "",
+        "Write three sentences: when would you choose TCP for a chat relay, when UDP with your own",
+        "reliability, and when plain UDP? Quote one figure from this handout for each.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""The report's tables, as Markdown (tabulate's GitHub format).
+
+One table per question a reader asks (how fast, how much arrived, how much per
+second), rather than one table with every column: a student comparing p99 of TCP
+and UDP should not have to scan past goodput and CPU time to find it.
+A "-" in a cell means the scenario does not have that figure (a drain has no
+latency, a ping-pong has no throughput); it is never a stand-in for a number.
+"""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from .load import describe_link, latency, measured, not_measured
+
+
+def number(value, digits: int = 1) -> str:
+    """1234.5 -> '1,234.5'; None -> '-' (the figure does not exist for this scenario)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def _markdown(rows: list[list], headers: list[str]) -> str:
+    # disable_numparse: keep our own formatting ("1,234.5"), tabulate must not re-parse it.
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def latency_table(run: dict) -> str | None:
+    rows = []
+    for scenario in measured(run):
+        lat = latency(scenario)
+        if not lat:
+            continue
+        rows.append([
+            scenario["id"], describe_link(scenario["config"]), lat["measure"].replace("_", " "), number(lat.get("count")),
+            number(lat.get("min")), number(lat.get("p50")), number(lat.get("p90")), number(lat.get("p99")),
+            number(lat.get("p99_9")), number(lat.get("max")), number(lat.get("jitter_rfc3550")),
+        ])
+    if not rows:
+        return None
+    return _markdown(rows, ["scenario", "link", "latency is", "samples", "min µs", "p50 µs", "p90 µs", "p99 µs",
+                            "p99.9 µs", "max µs", "jitter µs (RFC 3550)"])
+
+
+def delivery_table(run: dict) -> str | None:
+    rows = []
+    for scenario in measured(run):
+        d = scenario["figures"].get("delivery")
+        if not d:
+            continue
+        rows.append([
+            scenario["id"], describe_link(scenario["config"]), number(d["sent"]), number(d["delivered"]),
+            number(d["lost"]), number(d["duplicates"]), number(d["reordered"]), number(d.get("foreign")),
+        ])
+    if not rows:
+        return None
+    return _markdown(rows, ["scenario", "link", "sent", "delivered", "lost", "duplicates", "reordered", "foreign"])
+
+
+def throughput_table(run: dict) -> str | None:
+    rows = []
+    for scenario in measured(run):
+        f = scenario["figures"]
+        if f.get("messages_per_s") is None and f.get("goodput_MB_per_s") is None:
+            continue
+        server = scenario.get("server") or {}
+        rss = server.get("peak_rss_bytes")
+        rows.append([
+            scenario["id"], describe_link(scenario["config"]), number(scenario["config"].get("payload")),
+            number(f.get("messages_per_s"), 0), number(f.get("goodput_MB_per_s"), 2),
+            number(f.get("elapsed_s", f.get("drain_s")), 3), number(server.get("cpu_s"), 2),
+            number(rss / 1e6 if rss is not None else None, 1),
+        ])
+    if not rows:
+        return None
+    return _markdown(rows, ["scenario", "link", "payload B", "msg/s", "goodput MB/s", "seconds", "server CPU s",
+                            "server peak RSS MB"])
+
+
+def kcp_table(run: dict) -> str | None:
+    """KCP's own test replayed: average and maximum RTT next to the figures KCP's README reports."""
+    rows = []
+    for scenario in measured(run):
+        f = scenario["figures"]
+        if scenario["config"]["workload"] != "kcp-test":
+            continue
+        readme = f.get("kcp_readme_avg_max_rtt_ms") or [None, None]
+        rows.append([scenario["config"]["protocol"], number(f.get("avg_rtt_ms")), number(f.get("max_rtt_ms")),
+                     number(readme[0]), number(readme[1])])
+    if not rows:
+        return None
+    return _markdown(rows, ["protocol", "avg RTT ms", "max RTT ms", "KCP README avg ms", "KCP README max ms"])
+
+
+def not_measured_table(run: dict) -> str | None:
+    rows = [[s["id"], s["status"], s.get("reason", "")] for s in not_measured(run)]
+    if not rows:
+        return None
+    return _markdown(rows, ["scenario", "status", "why"])
+
+
+def baseline_table(run: dict) -> str | None:
+    rows = []
+    for entry in run["baselines"]:
+        figures = entry.get("figures") or {}
+        lat = figures.get("latency") or {}
+        rows.append([
+            entry["tool"], entry["test"], entry["status"],
+            number(lat.get("p50"), 2), number(lat.get("p99"), 2), number(figures.get("goodput_MB_per_s"), 0),
+            "" if entry["status"] == "ok" else entry.get("reason", ""),
+        ])
+    if not rows:
+        return None
+    return _markdown(rows, ["tool", "test", "status", "RTT p50 µs", "RTT p99 µs", "MB/s", "note"])
+
+
+def verdict(ratio: dict) -> str:
+    if ratio.get("target") is None:
+        return "information"
+    return {True: "met", False: "NOT met", None: "not measured"}[ratio.get("met")]
+
+
+def ratio_value(ratio: dict) -> str:
+    return "-" if ratio.get("value") is None else f"{ratio['value']:.2f}x"
+
+
+def ratio_target(ratio: dict) -> str:
+    if ratio.get("target") is None:
+        return "-"
+    return f"{'≤' if ratio.get('better') == 'lower' else '≥'} {ratio['target']}x"
+
+
+def ratio_table(run: dict) -> str | None:
+    rows = [[r["name"], ratio_value(r), ratio_target(r), verdict(r), r.get("detail", "")] for r in run.get("ratios", [])]
+    if not rows:
+        return None
+    return _markdown(rows, ["ratio (same run)", "measured", "target", "verdict", "from"])

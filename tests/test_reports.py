@@ -1,0 +1,252 @@
+"""reports/: a bench run (results.json) -> report.md, PNG charts and the Lab 3 handout.
+
+The input is a small synthetic run built with the bench's own code (bench.results for
+the envelope, bench.stats for the figures, bench.cli.compute_ratios for the ratios),
+so it has exactly the schema a real `python -m bench` writes, without running one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import results as bench_results
+from bench.cli import compute_ratios
+from bench.stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder
+from bench.workloads import Scenario
+from reports.cli import build_report, main
+from reports.load import BadResults, load_run
+
+REPO = Path(__file__).resolve().parent.parent
+ISSUE4_LINK = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
+
+
+def figures(measure: str, samples_us: list[float], sent: int, arrived: list[int], **extra) -> dict:
+    """Latency and delivery figures as the bench computes them, from samples and arrivals."""
+    recorder = LatencyRecorder(measure)
+    for sample in samples_us:
+        recorder.add(round(sample * 1000))
+    ledger = DeliveryLedger()
+    for _ in range(sent):
+        ledger.next_id()
+    for message_id in arrived:
+        ledger.arrived(message_id)
+    return {"latency": recorder.summary(), "delivery": ledger.summary().as_dict(), **extra}
+
+
+def scenario(status: str = "ok", figures_: dict | None = None, reason: str | None = None, **config) -> dict:
+    sc = Scenario(**config)
+    entry = {"id": sc.id, "config": sc.as_dict(), "status": status}
+    if figures_ is not None:
+        entry.update(figures=figures_, server={"cpu_s": 0.25, "peak_rss_bytes": 30_000_000}, wall_s=0.5)
+    if reason:
+        entry["reason"] = reason
+    if sc.link != "loopback":
+        entry["link"] = {"kind": "emulated", "backend": "nft-tun", "counters": {
+            "up": {"nft_seen": 200, "nft_dropped": 10}, "down": {"nft_seen": 180, "nft_dropped": 9}}}
+    return entry
+
+
+def synthetic_run(hello_p50_us: float = 123.4) -> dict:
+    run = bench_results.new_run(["python", "-m", "bench", "--synthetic"], {"sockperf": "3.7", "iperf3": None})
+    run["scenarios"] = [
+        scenario(workload="hello", protocol="tcp", count=5,
+                 figures_=figures(ROUND_TRIP, [hello_p50_us] * 3 + [400.0, 500.0], 5, range(5))),
+        scenario(workload="relay", protocol="tcp", count=4,
+                 figures_=figures(ROUND_TRIP, [700.0, 810.5, 900.0, 1000.0], 4, range(4))),
+        scenario(workload="throughput", protocol="tcp", payload=64, count=4,
+                 figures_=figures(ONE_WAY, [50.0, 60.0, 70.0, 80.0], 4, range(4),
+                                  elapsed_s=0.0001, messages_per_s=43_210.0, goodput_MB_per_s=2.77)),
+        scenario(workload="drain", protocol="tcp", count=3,
+                 figures_={"delivery": figures(ONE_WAY, [], 3, range(3))["delivery"], "messages_per_s": 3000.0,
+                           "goodput_MB_per_s": 0.19, "stored_confirmed": 3, "drain_s": 0.001}),
+        scenario(workload="hello", protocol="udp", count=5, status="unavailable",
+                 reason="udp: udp.client.UdpChatClient is not available (No module named 'udp.client')"),
+        # Across the issue's link: TCP delivers all 4; plain UDP loses 2 of 10, one arrives twice, one late.
+        scenario(workload="relay", protocol="tcp", count=4, link="emulated", link_config=ISSUE4_LINK,
+                 figures_=figures(ROUND_TRIP, [21_000.0, 22_000.0, 40_000.0, 350_000.0], 4, range(4))),
+        scenario(workload="relay", protocol="udp-raw", count=10, link="emulated", link_config=ISSUE4_LINK,
+                 figures_=figures(ROUND_TRIP, [20_000.0] * 8, 10, [0, 1, 2, 4, 3, 5, 6, 7, 7])),
+        scenario(workload="kcp-test", protocol="kcp-fast", payload=8, count=3,
+                 figures_={**figures(ROUND_TRIP, [110_000.0, 150_000.0, 390_000.0], 3, range(3)),
+                           "avg_rtt_ms": 216.7, "max_rtt_ms": 390.0, "kcp_readme_avg_max_rtt_ms": [138, 392]}),
+    ]
+    run["baselines"] = [
+        {"tool": "sockperf", "test": "ping-pong-tcp", "config": {"protocol": "tcp"}, "status": "ok",
+         "figures": {"latency": {"measure": "round_trip", "unit": "us", "count": 1000, "min": 10.0, "mean": 15.0,
+                                 "p50": 15.5, "p90": 20.0, "p99": 40.0, "p99_9": 90.0, "max": 300.0}}},
+        {"tool": "sockperf", "test": "ping-pong-udp", "config": {"protocol": "udp"}, "status": "missing",
+         "reason": "sockperf not installed; apt-get install sockperf"},
+        {"tool": "iperf3", "test": "tcp-throughput", "config": {}, "status": "ok",
+         "figures": {"goodput_MB_per_s": 2500.0, "bits_per_second": 2e10}},
+    ]
+    run["finished_utc"] = run["started_utc"]
+    run["ratios"] = compute_ratios(run)
+    return run
+
+
+def write_run(folder: Path, run: dict) -> Path:
+    bench_results.write(run, folder)  # results.json and results.csv, as the bench writes them
+    return folder
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reports", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+
+
+# --------------------------------------------------------------------- the public CLI
+
+
+def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
+    run = synthetic_run()
+    folder = write_run(tmp_path / "results", run)
+    done = run_cli(str(folder))
+    assert done.returncode == 0, done.stderr
+    out = folder / "report"
+    report = (out / "report.md").read_text()
+    handout = (out / "handout.md").read_text()
+
+    # Figures from the input file, formatted as the report formats them.
+    assert "| hello-tcp-64B-n5 " in report and "123.4" in report        # hello p50
+    assert "810.5" in report                                            # relay p50
+    assert "43,210" in report and "2.77" in report                      # msg/s, MB/s
+    assert "15.50" in report and "2,500" in report                      # sockperf p50, iperf3 MB/s
+    assert "216.7" in report and "138" in report                        # KCP test and its README figure
+    # The loss ledger of plain UDP: 10 sent, 8 delivered, 2 lost, 1 duplicate, 1 reordered.
+    udp_raw_row = next(line for line in report.splitlines() if line.startswith("| relay-udp-raw") and "| 10 " in line)
+    assert [cell.strip() for cell in udp_raw_row.split("|")[3:9]] == ["10", "8", "2", "1", "1", "0"]
+    # Scenarios that produced nothing are listed with the bench's reason.
+    assert "Scenarios not measured" in report and "No module named 'udp.client'" in report
+    assert "emulated: loss 5 %, delay 10 ms one way" in report
+
+    for name in ("latency.png", "throughput.png", "delivery.png"):
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000, name
+    for name in ("report.md", "handout.md", "latency.png"):
+        assert f"wrote {out / name}" in done.stdout
+
+    # The handout quotes the ratios of the run and says what was not measured.
+    hello_ratio = next(r for r in run["ratios"] if r["name"].startswith("hello tcp"))
+    assert f"**{hello_ratio['value']:.2f}x**" in handout
+    assert f"{123.4 / 15.5:.2f}×" in handout                             # the same quotient, worked out
+    assert "Hello/HI over UDP with acks: not measured in this run (unavailable: udp:" in handout
+    assert "8 of 10 delivered, 2 lost, 1 duplicates" in handout
+    assert "38 of 760 packets dropped (5.0 %)" in handout  # the link's own counters, 2 scenarios
+    assert "sockperf UDP ping-pong, p50: not measured in this run (missing: sockperf not installed" in handout
+
+
+def test_changing_an_input_value_changes_the_output(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_report(synthetic_run(hello_p50_us=123.4), first)
+    build_report(synthetic_run(hello_p50_us=987.6), second)
+    for name in ("report.md", "handout.md"):
+        before, after = (first / name).read_text(), (second / name).read_text()
+        assert "123.4" in before and "987.6" not in before
+        assert "987.6" in after and "123.4" not in after
+    # The hello ratio follows the input too.
+    assert f"{987.6 / 15.5:.2f}x" in (second / "report.md").read_text()
+
+
+def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
+    run = synthetic_run()
+    run["scenarios"] = [s for s in run["scenarios"] if s["config"]["link"] == "loopback"
+                        and s["config"]["protocol"] != "udp-raw"]
+    run["baselines"] = []
+    run["ratios"] = compute_ratios(run)
+    written = build_report(run, tmp_path)
+    report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
+    assert tmp_path / "delivery.png" not in written and not (tmp_path / "delivery.png").exists()
+    assert "## Chart: delivery\n\nDelivered and lost shares of sent, where messages could be lost.\n\n" \
+           "No scenario in this run measured this." in report
+    assert "Baselines were skipped in this run." in report
+    assert "This run had no emulated link" in handout
+    assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
+
+
+def test_a_real_bench_csv_beside_the_json_does_not_matter_and_a_json_path_works(tmp_path):
+    folder = write_run(tmp_path / "r", synthetic_run())
+    assert main([str(folder / "results.json"), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "report.md").exists()
+
+
+# --------------------------------------------------------------------- bad inputs
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path given to the CLI, a phrase the error message must contain)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.json").write_text('{"schema": "hellohi-bench/1", "scenarios": [')
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({"schema": "hellohi-bench/0", "scenarios": []}))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.json").write_text("[1, 2, 3]")
+    mangled = tmp_path / "mangled"
+    run = synthetic_run()
+    del run["scenarios"][1]["config"]["workload"]
+    write_run(mangled, run)
+    return {
+        "missing folder": (tmp_path / "nowhere", "does not exist, so there are no bench results to report; run the bench first: `make bench`"),
+        "no results.json": (empty, "has no results.json; run the bench first: `make bench`"),
+        "invalid JSON": (broken, "is not valid JSON"),
+        "wrong schema": (other, "has schema 'hellohi-bench/0' but this report reads 'hellohi-bench/1'; run the bench"),
+        "not a bench file": (foreign, "has no \"schema\" field, so it was not written by `python -m bench`"),
+        "wrong shape": (mangled, "does not follow schema hellohi-bench/1: scenarios[1].config has no \"workload\""),
+    }
+
+
+def test_bad_inputs_exit_2_with_a_clear_message_and_no_traceback(tmp_path):
+    for name, (path, phrase) in _bad_inputs(tmp_path).items():
+        done = run_cli(str(path))
+        assert done.returncode == 2, name
+        assert done.stderr.startswith("error: "), (name, done.stderr)
+        assert phrase in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stderr, name
+        assert done.stdout == "", name
+
+
+def test_library_raises_bad_results_for_each_bad_input(tmp_path):
+    for name, (path, phrase) in _bad_inputs(tmp_path).items():
+        with pytest.raises(BadResults) as caught:
+            load_run(path)
+        assert phrase in str(caught.value), name
+
+
+def test_every_wrongly_typed_figure_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    cases = {
+        "scenarios[0].figures.latency.p50 is not a number": lambda r: r["scenarios"][0]["figures"]["latency"].update(p50="fast"),
+        "scenarios[0].figures.delivery.sent is missing or not a whole number":
+            lambda r: r["scenarios"][0]["figures"]["delivery"].pop("sent"),
+        "\"scenarios\" is missing or not a list": lambda r: r.update(scenarios={}),
+        "baselines[0] has no \"tool\", \"test\" and \"status\"": lambda r: r["baselines"][0].pop("tool"),
+        "ratios[0].value is not a number": lambda r: r["ratios"][0].update(value="9x"),
+    }
+    base = synthetic_run()
+    for i, (phrase, spoil) in enumerate(cases.items()):
+        run = copy.deepcopy(base)
+        spoil(run)
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(run))  # JSON only: the CSV writer needs a sound run
+        assert main([str(folder)]) == 2, phrase
+        err = capsys.readouterr().err
+        assert phrase in err, (phrase, err)
+
+
+def test_an_unwritable_output_folder_is_a_clear_error(tmp_path, capsys):
+    folder = write_run(tmp_path / "r", synthetic_run())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main([str(folder), "--out", str(blocker / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the report to {blocker / 'report'}") and "--out DIR" in err
