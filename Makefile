@@ -19,6 +19,9 @@ help:
 	@echo "make test          run the test suite"
 	@echo "make server-tcp HOST=0.0.0.0 PORT=5000"
 	@echo "make client-tcp SERVER=host:5000 NAME=alice"
+	@echo "make bench         quick TCP/UDP bench on loopback into results/latest (about 1.5 min)"
+	@echo "make bench-full    the larger --full matrix (+ emulated hosts when run as root)"
+	@echo "make report        report.md, charts and lab handout from results/latest"
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "hellohi needs Python 3.10 or newer; found " + sys.version.split()[0])'
@@ -39,6 +42,24 @@ server-tcp: $(STAMP)
 
 client-tcp: $(STAMP)
 	$(PY) -m tcp.client --server $(SERVER) $(if $(NAME),--name $(NAME))
+
+# The bench: results/latest/results.json (+ .csv), then `make report` turns it into
+# results/latest/report/{report.md, *.png, handout.md}. The quick matrix stays on loopback
+# (--no-emulation) so it finishes in about 1.5 minutes on 2 cores with tcp, udp and udp-raw; as root,
+# add emulated hosts with BENCH_ARGS="--link issue4". See docs/bench.md.
+RESULTS    ?= results/latest
+BENCH_ARGS ?=
+
+.PHONY: bench bench-full report
+
+bench: $(STAMP)
+	$(PY) -m bench --no-emulation --out $(RESULTS) $(BENCH_ARGS)
+
+bench-full: $(STAMP)
+	$(PY) -m bench --full --out $(RESULTS) $(BENCH_ARGS)
+
+report: $(STAMP)
+	$(PY) -m reports $(RESULTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
