@@ -10,7 +10,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 SERVER ?= 127.0.0.1:5000
 NAME   ?=
-STORE  ?= hellohi-tcp.sqlite3
+STORE  ?=
+ARGS   ?=
 
 .PHONY: help venv test demo-tcp demo-udp server-tcp client-tcp server-udp client-udp bench report clean
 
@@ -19,6 +20,9 @@ help:
 	@echo "make test          run the test suite"
 	@echo "make server-tcp HOST=0.0.0.0 PORT=5000"
 	@echo "make client-tcp SERVER=host:5000 NAME=alice"
+	@echo "make demo-udp      narrated UDP demo: acks, retransmission, 20% loss, plain mode"
+	@echo "make server-udp HOST=0.0.0.0 PORT=5000 [ARGS='--loss 0.1']"
+	@echo "make client-udp SERVER=host:5000 NAME=alice [ARGS='--plain' or '--loss 0.2']"
 	@echo "make bench         quick TCP/UDP bench on loopback into results/latest (about 1.5 min)"
 	@echo "make bench-full    the larger --full matrix (+ emulated hosts when run as root)"
 	@echo "make report        report.md, charts and lab handout from results/latest"
@@ -38,10 +42,19 @@ demo-tcp: $(STAMP)
 	$(PY) -m tcp.demo
 
 server-tcp: $(STAMP)
-	$(PY) -m tcp.server --host $(HOST) --port $(PORT) --store $(STORE)
+	$(PY) -m tcp.server --host $(HOST) --port $(PORT) --store $(or $(STORE),hellohi-tcp.sqlite3) $(ARGS)
 
 client-tcp: $(STAMP)
-	$(PY) -m tcp.client --server $(SERVER) $(if $(NAME),--name $(NAME))
+	$(PY) -m tcp.client --server $(SERVER) $(if $(NAME),--name $(NAME)) $(ARGS)
+
+demo-udp: $(STAMP)
+	$(PY) -m udp.demo
+
+server-udp: $(STAMP)
+	$(PY) -m udp.server --host $(HOST) --port $(PORT) --store $(or $(STORE),hellohi-udp.sqlite3) $(ARGS)
+
+client-udp: $(STAMP)
+	$(PY) -m udp.client --server $(SERVER) $(if $(NAME),--name $(NAME)) $(ARGS)
 
 # The bench: results/latest/results.json (+ .csv), then `make report` turns it into
 # results/latest/report/{report.md, *.png, handout.md}. The quick matrix stays on loopback

@@ -15,6 +15,8 @@ The session rules it follows:
   unverified address more bytes than it received, has room to answer HI.
 - The first datagram that carries a token gives us our token; from then on a
   datagram with any other token is a leftover of an old session and ignored.
+  We answer it at once with an empty reliable message, which proves to the
+  server that we receive at this address.
 - RESET with our token means the server no longer knows us (it restarted, or
   timed us out): the glue starts a new session and says Hello again.
 """
@@ -129,6 +131,11 @@ class DatagramLink:
             return []
         if endpoint.token == 0 and packet.token != 0:
             endpoint.token = packet.token  # the server's answer: our session from now on
+            # Until the server sees this token come from our address, it may send us
+            # no more bytes than we sent it, and it may have much to send (stored
+            # messages). An empty message is carried reliably, retransmitted until
+            # acknowledged, so the server is sure to see the token soon.
+            endpoint.send_message(b"", now)
         elif packet.token != endpoint.token:
             self.ignored += 1
             return []

@@ -119,6 +119,8 @@ class UdpChatClient:
             return None
 
     async def close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         if self._transport is not None and self.connected:
             self._write(Bye())
@@ -134,6 +136,7 @@ class UdpChatClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._transport is not None:
             self._transport.close()
+        self._registered.clear()
 
     async def rebind(self) -> None:
         """Carry on from a new local port, as if a NAT had changed our address."""

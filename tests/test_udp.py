@@ -1,0 +1,366 @@
+"""The UDP server and client for real: a server process, datagrams on 127.0.0.1.
+
+Loss is injected inside the processes (seeded), so none of this needs root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, StatusChanged
+from hellohi.launcher import REPO_ROOT, start_server
+from hellohi.reliable import TURBO, Impairment
+from hellohi.reliable.packet import Packet, encode as encode_packet
+from udp.client import ConnectFailed, UdpChatClient
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = []
+
+    def start(*extra: str, port: int = 0):
+        log = open(tmp_path / "server.log", "a")
+        process = start_server("udp", ["--store", str(tmp_path / "store.sqlite3"), *extra], port=port, stderr=log)
+        log.close()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def raw_exchange(port: int, datagram: bytes, read_for: float = 0.5) -> list[bytes]:
+    """The datagrams a plain UDP socket (like `nc -u`) gets back for `datagram`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(datagram, ("127.0.0.1", port))
+        sock.settimeout(read_for)
+        replies = []
+        try:
+            while True:
+                replies.append(sock.recv(65536))
+        except socket.timeout:
+            return replies
+
+
+async def next_of(client, kind: type, timeout: float = 5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        event = await client.next_event(timeout=left)
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"{client.name} got no {kind.__name__} within {timeout} s")
+
+
+async def collect(client, count: int, quiet_for: float) -> tuple[list[bytes], int]:
+    bodies, duplicates = [], 0
+    while len(bodies) < count:
+        event = await client.next_event(timeout=quiet_for)
+        if event is None:
+            break
+        if isinstance(event, MessageReceived):
+            bodies.append(event.body)
+        elif isinstance(event, DuplicateDropped):
+            duplicates += 1
+    return bodies, duplicates
+
+
+def lossy(loss: float, seed: int) -> dict:
+    return dict(
+        impair_send=Impairment(loss=loss, duplicate=0.05, reorder=0.05, delay=0.002, jitter=0.002, seed=seed),
+        impair_receive=Impairment(loss=loss, duplicate=0.05, reorder=0.05, delay=0.002, jitter=0.002, seed=seed + 1),
+    )
+
+
+def run_client(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{port}", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------ by hand
+
+
+def test_plain_hello_by_hand_gets_hi(server):
+    port = server().port
+    # Padded with blank lines, as the plain client does, so the answer fits the
+    # no-amplification budget.
+    replies = raw_exchange(port, b"Hello alice\n".ljust(200, b"\n"))
+    assert replies and replies[0].startswith(b"HI alice hellohi/1 ")
+    assert any(reply.startswith(b"PING ") for reply in replies)  # the secret that proves our address
+
+
+def test_short_hello_gets_no_amplified_answer(server):
+    port = server().port
+    assert raw_exchange(port, b"Hello\n") == []  # HI is longer than 6 bytes
+    loose = server("--amplification-limit", "3").port
+    assert raw_exchange(loose, b"Hello bob\n")[0].startswith(b"HI bob ")
+
+
+# ------------------------------------------------------------ relay
+
+
+def test_live_relay_and_ticks(server):
+    port = server().port
+
+    async def scenario():
+        alice, bob = UdpChatClient("127.0.0.1", port, "alice"), UdpChatClient("127.0.0.1", port, "bob")
+        await alice.connect(), await bob.connect()
+        ref = alice.send("bob", "hi bob")
+        message = await next_of(bob, MessageReceived)
+        states = [(await next_of(alice, StatusChanged)).state for _ in range(2)]
+        await alice.close(), await bob.close()
+        return message, ref, states
+
+    message, ref, states = asyncio.run(scenario())
+    assert (message.sender, message.body) == ("alice", b"hi bob")
+    assert states == ["stored", "delivered"]
+
+
+def test_offline_message_survives_sigkill_and_restart(server):
+    first = server()
+
+    async def before_crash():
+        carol = UdpChatClient("127.0.0.1", first.port, "carol", reconnect=False)
+        await carol.connect()
+        await carol.close()
+        alice = UdpChatClient("127.0.0.1", first.port, "alice", reconnect=False)
+        await alice.connect()
+        ref = alice.send("carol", b"\x00binary\nbody" + bytes(range(256)) * 20)  # several datagrams
+        status = await next_of(alice, StatusChanged)
+        assert (status.ref, status.state) == (ref, "stored")
+        first.kill()
+        await alice.close()
+
+    asyncio.run(before_crash())
+    second = server(port=first.port)
+
+    async def after_restart():
+        carol = UdpChatClient("127.0.0.1", second.port, "carol", reconnect=False)
+        await carol.connect()
+        got, _ = await collect(carol, 2, quiet_for=1.0)
+        await carol.close()
+        return got
+
+    assert asyncio.run(after_restart()) == [b"\x00binary\nbody" + bytes(range(256)) * 20]
+
+
+def test_client_starts_a_new_session_after_the_server_restarts(server):
+    first = server()
+
+    async def scenario():
+        bob = UdpChatClient("127.0.0.1", first.port, "bob", reconnect=False)
+        await bob.connect()
+        await bob.close()
+        alice = UdpChatClient("127.0.0.1", first.port, "alice", max_backoff=0.5)
+        await alice.connect()
+        first.kill()
+        second = server(port=first.port)
+        ref = alice.send("bob", "sent to a server that forgot me")  # answered with RESET
+        lost = await next_of(alice, ConnectionLost)
+        stored = await next_of(alice, StatusChanged, timeout=15)
+        await alice.close()
+        bob = UdpChatClient("127.0.0.1", second.port, "bob", reconnect=False)
+        await bob.connect()
+        message = await next_of(bob, MessageReceived)
+        await bob.close()
+        return lost, ref, stored, message
+
+    lost, ref, stored, message = asyncio.run(scenario())
+    assert lost.reconnecting and "does not know this session" in lost.reason
+    assert stored.ref == ref and message.body == b"sent to a server that forgot me"
+
+
+@pytest.mark.parametrize("config", ["default", "turbo"])
+def test_exactly_once_in_order_with_injected_loss(server, config):
+    port = server("--loss", "0.1", "--seed", "5").port  # the server's own datagrams are lost too
+    count = 150
+
+    async def scenario():
+        options = {"config": TURBO} if config == "turbo" else {}
+        alice = UdpChatClient("127.0.0.1", port, "alice", **options, **lossy(0.2, seed=11))
+        bob = UdpChatClient("127.0.0.1", port, "bob", **options, **lossy(0.2, seed=21))
+        await alice.connect(timeout=20), await bob.connect(timeout=20)
+        expected = [f"message {i:03d}".encode() for i in range(count)]
+        for body in expected:
+            alice.send("bob", body)
+        got, duplicates = await collect(bob, count, quiet_for=15)
+        retransmitted = alice.stats.retransmitted + bob.stats.retransmitted
+        dropped = sum(path.dropped for c in (alice, bob) for path in (c.impair_send, c.impair_receive))
+        await alice.close(), await bob.close()
+        return expected, got, retransmitted, dropped
+
+    expected, got, retransmitted, dropped = asyncio.run(scenario())
+    assert got == expected
+    assert dropped > 0 and retransmitted > 0
+
+
+def test_plain_mode_loses_messages_under_the_same_loss(server):
+    port = server().port
+    count = 60
+
+    async def scenario():
+        alice = UdpChatClient("127.0.0.1", port, "alice", plain=True, **lossy(0.0, seed=3))
+        bob = UdpChatClient("127.0.0.1", port, "bob", plain=True, **lossy(0.0, seed=4))
+        await alice.connect(), await bob.connect()
+        for client in (alice, bob):
+            client.impair_send.loss = client.impair_receive.loss = 0.2
+        for i in range(count):
+            alice.send("bob", f"m{i}")
+        got, _ = await collect(bob, count, quiet_for=1.0)
+        await alice.close(), await bob.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert 0 < len(got) < count  # some arrive, some are gone for good
+
+
+def test_fifty_concurrent_clients_lose_and_duplicate_nothing(server):
+    port = server().port
+    count, per_client = 50, 10
+
+    async def scenario():
+        clients = [UdpChatClient("127.0.0.1", port, f"c{n}") for n in range(count)]
+        await asyncio.gather(*(client.connect() for client in clients))
+        for n, client in enumerate(clients):
+            for k in range(per_client):
+                client.send(f"c{(n + 1) % count}", f"{n}:{k}")
+        inboxes = await asyncio.gather(*(collect(client, per_client, quiet_for=10) for client in clients))
+        extra = await asyncio.gather(*(client.next_event(timeout=0.3) for client in clients))
+        await asyncio.gather(*(client.close() for client in clients))
+        return inboxes, extra
+
+    inboxes, extra = asyncio.run(scenario())
+    for n, (inbox, duplicates) in enumerate(inboxes):
+        sender = (n - 1) % count
+        assert inbox == [f"{sender}:{k}".encode() for k in range(per_client)], f"c{n} got {inbox}"
+    assert not any(isinstance(event, MessageReceived) for event in extra)
+
+
+def test_nat_rebinding_keeps_the_session(server):
+    port = server().port
+
+    async def scenario():
+        alice, bob = UdpChatClient("127.0.0.1", port, "alice"), UdpChatClient("127.0.0.1", port, "bob")
+        await alice.connect(), await bob.connect()
+        token = alice.link.token
+        await alice.rebind()  # a new source port, as after a NAT mapping change
+        alice.send("bob", "from my new port")
+        first = await next_of(bob, MessageReceived)
+        bob.send("alice", "and back")
+        second = await next_of(alice, MessageReceived)
+        await alice.close(), await bob.close()
+        return token, alice.link.token, first, second
+
+    before, after, first, second = asyncio.run(scenario())
+    assert before == after
+    assert first.body == b"from my new port" and second.body == b"and back"
+
+
+# ------------------------------------------------------------ bad datagrams
+
+
+@pytest.mark.parametrize(
+    "datagram, answer",
+    [
+        (b"\xb1", None),  # truncated reliable header: ignored
+        (b"\xb1\x00" + bytes(30), None),  # cumulative ack 0: malformed, ignored
+        (encode_packet(Packet(0x1234, 0, 1)), b"\xb1\x02"),  # an unknown token: RESET
+        (b"\x01\x02garbage", None),  # neither kind: ignored
+        (b"FROBNICATE\n".ljust(100, b"\n"), b"ERR 405 unknown-command"),
+        (b"SEND bob r1 5\nab".ljust(100, b"\n"), b"ERR 401 hello-first"),
+        (b"x" * 5000, b"ERR 413"),  # a header line over --max-line
+    ],
+)
+def test_bad_datagrams_are_ignored_or_answered_and_hurt_no_one(server, datagram, answer):
+    port = server().port
+
+    async def scenario():
+        alice, bob = UdpChatClient("127.0.0.1", port, "alice"), UdpChatClient("127.0.0.1", port, "bob")
+        await alice.connect(), await bob.connect()
+        replies = await asyncio.to_thread(raw_exchange, port, datagram, 0.3)
+        alice.send("bob", "still fine")
+        message = await next_of(bob, MessageReceived)
+        await alice.close(), await bob.close()
+        return replies, message
+
+    replies, message = asyncio.run(scenario())
+    assert message.body == b"still fine"
+    if answer is None:
+        assert replies == []
+    else:
+        assert replies and replies[0].startswith(answer), replies
+
+
+def test_spoofed_token_from_another_address_does_not_take_the_session(server):
+    port = server().port
+
+    async def scenario():
+        alice, bob = UdpChatClient("127.0.0.1", port, "alice"), UdpChatClient("127.0.0.1", port, "bob")
+        await alice.connect(), await bob.connect()
+        # An attacker who somehow knows alice's token replays an old packet number from elsewhere.
+        forged = encode_packet(Packet(alice.link.token, 1, 1))
+        await asyncio.to_thread(raw_exchange, port, forged, 0.3)
+        bob.send("alice", "for alice only")
+        message = await next_of(alice, MessageReceived)
+        await alice.close(), await bob.close()
+        return message
+
+    assert asyncio.run(scenario()).body == b"for alice only"
+
+
+# ------------------------------------------------------------ command line
+
+
+def test_cli_scripted_mode_with_loss_and_json(server):
+    port = server().port
+    assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
+    sends = [arg for i in range(10) for arg in ("--send", f"bob:line {i}")]
+    sent = run_client(port, "--name", "alice", *sends, "--loss", "0.2", "--seed", "3", "--timeout", "20")
+    assert sent.returncode == 0, sent.stdout + sent.stderr  # every message confirmed stored
+    got = run_client(port, "--name", "bob", "--expect", "10", "--json", "--timeout", "20", "--loss", "0.2", "--seed", "4")
+    assert got.returncode == 0, got.stdout + got.stderr
+    events = [json.loads(line) for line in got.stdout.splitlines()]
+    assert [e["text"] for e in events if e["event"] == "message"] == [f"line {i}" for i in range(10)]
+
+
+def test_cli_says_what_is_wrong(server):
+    port = server().port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
+        unused.bind(("127.0.0.1", 0))
+        free_port = unused.getsockname()[1]
+    absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
+    assert absent.returncode == 2 and "Is the server running?" in absent.stdout
+    assert "Traceback" not in absent.stdout + absent.stderr
+    bad_loss = run_client(port, "--loss", "20")
+    assert bad_loss.returncode != 0 and "not a probability" in bad_loss.stderr
+    bad_preset = run_client(port, "--preset", "warp")
+    assert bad_preset.returncode != 0 and "turbo" in bad_preset.stderr
+    busy = subprocess.run([sys.executable, "-m", "udp.server", "--port", str(port), "--store", ":memory:"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert busy.returncode != 0 and "pick another --port" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_demo_runs():
+    result = subprocess.run([sys.executable, "-m", "udp.demo", "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "40 of 40 delivered exactly once, in order" in result.stdout
+    assert "plain UDP:" in result.stdout and "lost for good" in result.stdout
+
+
+def test_connect_to_nothing_fails_clearly():
+    async def scenario():
+        client = UdpChatClient("127.0.0.1", 9, "alice", reconnect=False)  # discard port: nothing listens
+        with pytest.raises(ConnectFailed):
+            await client.connect(timeout=2)
+        await client.close()
+
+    asyncio.run(scenario())
