@@ -205,6 +205,11 @@ class Demo:
         verdict = "delivered exactly once, in order" if exact else "NOT delivered exactly once in order"
         say("demo", f"{len(bodies)} of {MESSAGES} {verdict}: {dropped} datagrams dropped, "
                     f"{retransmitted} retransmissions, {suppressed} duplicates suppressed")
+        for client, stat in zip((sender, receiver), stats):
+            srtt = f"{stat.srtt * 1000:.1f} ms" if stat.srtt is not None else "no sample yet"
+            say(client.name, f"sent {stat.packets_sent} data packets, retransmitted {stat.retransmitted} "
+                             f"({stat.fast_retransmits} fast), {stat.out_of_order_buffered} buffered out of order, "
+                             f"{stat.duplicates_dropped} duplicates dropped; SRTT {srtt}, RTO {stat.rto * 1000:.0f} ms")
         for client in (sender, receiver):
             client.impair_send.loss = client.impair_receive.loss = 0.0
             client.impair_receive.duplicate = 0.0
