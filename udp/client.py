@@ -19,21 +19,20 @@ Command line: python -m udp.client --server 127.0.0.1:5000 --name alice [--plain
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Callable
 
-from hellohi.client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
-from hellohi.codec import Bye, Frame, Ping, Who
+from hellohi.chat_client import ChatClient, ConnectFailed
+from hellohi.codec import Bye, Frame
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
 from udp.lossy import LossyPath
 
-
-class ConnectFailed(Exception):
-    pass
+__all__ = ["ConnectFailed", "UdpChatClient"]
 
 
-class UdpChatClient:
+class UdpChatClient(ChatClient):
+    """A ChatClient whose frames travel in datagrams (hellohi/chat_client.py has the rest)."""
+
     transport_name = "udp"
 
     def __init__(
@@ -42,81 +41,28 @@ class UdpChatClient:
         port: int,
         name: str | None = None,
         *,
-        reconnect: bool = True,
-        heartbeat: float | None = None,
-        max_backoff: float = 5.0,
-        trace: Callable[[str, Frame], None] | None = None,
         plain: bool = False,
         config: ReliabilityConfig = DEFAULT,
         impair_send: Impairment | None = None,
         impair_receive: Impairment | None = None,
         link_trace: Callable[[str], None] | None = None,
+        **options,
     ):
-        self.host, self.port = host, port
-        self.session = ClientSession(name)
-        self.reconnect = reconnect
-        self.heartbeat = heartbeat
-        self.max_backoff = max_backoff
-        self.trace = trace  # ("->" | "<-", frame), as in the TCP client
+        super().__init__(host, port, name, **options)
+        # link_trace gets a sentence for each retransmission, duplicate, out-of-order packet.
         self.link = DatagramLink(None if plain else config, trace=link_trace)
         if plain:
             self.transport_name = "udp (plain, no acks)"
         self.impair_send, self.impair_receive = impair_send, impair_receive
         self._send_path = LossyPath(impair_send, self._sendto)
         self._receive_path = LossyPath(impair_receive, self._datagram_in)
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._transport: asyncio.DatagramTransport | None = None
-        self._registered = asyncio.Event()
-        self._hello_answer: asyncio.Future[Event] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._closing = False
-        self._last_heard = 0.0
-
-    @property
-    def name(self) -> str | None:
-        return self.session.registered_as
-
-    @property
-    def connected(self) -> bool:
-        return self._registered.is_set()
 
     @property
     def stats(self):
         """Reliability counters of the current session (None in plain mode)."""
         return self.link.stats
-
-    # ------------------------------------------------------------ public API
-
-    async def connect(self, timeout: float = 10.0) -> str:
-        try:
-            await asyncio.wait_for(self._open(), timeout)
-        # First: asyncio.TimeoutError is an OSError too, since Python 3.11.
-        except asyncio.TimeoutError:
-            raise ConnectFailed(f"no HI from {self.host}:{self.port} within {timeout} s (UDP: nothing answered)") from None
-        except OSError as error:
-            raise ConnectFailed(f"cannot reach {self.host}:{self.port}: {error.strerror or error}") from None
-        self._tasks.append(asyncio.create_task(self._keep_alive()))
-        assert self.name is not None
-        return self.name
-
-    def send(self, to: str, body: bytes | str) -> str:
-        frame = self.session.send(to, body.encode() if isinstance(body, str) else body)
-        if self.connected:
-            self._write(frame)
-        return frame.ref
-
-    def request_who(self) -> None:
-        self._write(Who())
-
-    def say_hello(self) -> None:
-        self._write(self.session.hello())
-
-    async def next_event(self, timeout: float | None = None) -> Event | None:
-        try:
-            return await asyncio.wait_for(self._events.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
 
     async def close(self) -> None:
         if self._closing:
@@ -126,14 +72,13 @@ class UdpChatClient:
             self._write(Bye())
             # Give a reliable BYE a moment to be acknowledged; the server's
             # heartbeat timeout covers us if it never arrives.
-            deadline = asyncio.get_running_loop().time() + 0.5
-            while self.link.endpoint and self.link.endpoint.unacknowledged and asyncio.get_running_loop().time() < deadline:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 0.5
+            while self.link.endpoint and self.link.endpoint.unacknowledged and loop.time() < deadline:
                 await asyncio.sleep(0.01)
         if self._timer:
             self._timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_tasks()
         if self._transport is not None:
             self._transport.close()
         self._registered.clear()
@@ -145,26 +90,16 @@ class UdpChatClient:
         if old is not None:
             old.close()
 
-    # ------------------------------------------------------------ plumbing
-
-    async def _open_socket(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _ClientProtocol(self), remote_addr=(self.host, self.port)
-        )
+    # ------------------------------------------------------------ the transport's part
 
     async def _open(self) -> None:
         if self._transport is None:
             await self._open_socket()
-        loop = asyncio.get_running_loop()
-        self._registered.clear()
-        self._last_heard = loop.time()
-        self._hello_answer = loop.create_future()
-        self.link.start(loop.time())
+        # "Reconnecting" over UDP is a new session on the same socket.
+        self._expect_hello_answer()
+        self.link.start(asyncio.get_running_loop().time())
         self._write(self.session.hello())
-        answer = await self._hello_answer
-        if isinstance(answer, ErrorReceived):
-            raise ConnectFailed(f"the server refused Hello: {answer.code} {answer.reason}: {answer.detail}")
+        await self._await_hello_answer()
         # Anything the server never confirmed goes again; it drops repeats by ref.
         for frame in self.session.unconfirmed():
             self._write(frame)
@@ -176,6 +111,18 @@ class UdpChatClient:
             self.trace("->", frame)
         self.link.send_frame(frame, asyncio.get_running_loop().time())
         self._pump()
+
+    def _server_silent(self) -> None:
+        silent = asyncio.get_running_loop().time() - self._last_heard
+        self._connection_lost(f"nothing heard from the server for {silent:.0f} s")
+
+    # ------------------------------------------------------------ datagrams and the timer
+
+    async def _open_socket(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _ClientProtocol(self), remote_addr=(self.host, self.port)
+        )
 
     def _pump(self) -> None:
         """Send whatever the link has ready, and set the timer for its next deadline."""
@@ -200,68 +147,22 @@ class UdpChatClient:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._handle(self.link.handle_timer(asyncio.get_running_loop().time()))
+        self._take(self.link.handle_timer(asyncio.get_running_loop().time()))
         self._pump()
 
     def _datagram_in(self, datagram: bytes) -> None:
         now = asyncio.get_running_loop().time()
         items = self.link.receive(datagram, now)
         self._last_heard = now
-        self._handle(items)
+        self._take(items)
         self._pump()
 
-    def _handle(self, items) -> None:
+    def _take(self, items) -> None:
         for item in items:
             if isinstance(item, (SessionReset, LinkFailed)):
-                self._lost(item.reason)
+                self._connection_lost(item.reason)
                 return
-            if self.trace:
-                self.trace("<-", item)
-            events, replies = self.session.receive(item)
-            for reply in replies:
-                self._write(reply)
-            for event in events:
-                if isinstance(event, Registered):
-                    self._registered.set()
-                    if self.heartbeat is None:
-                        self.heartbeat = event.heartbeat_ms / 1000
-                waiting = self._hello_answer is not None and not self._hello_answer.done()
-                if waiting and isinstance(event, (Registered, ErrorReceived)) and not getattr(event, "ref", None):
-                    self._hello_answer.set_result(event)
-                self._events.put_nowait(event)
-
-    def _lost(self, reason: str) -> None:
-        was_registered = self._registered.is_set()
-        self._registered.clear()
-        if self._hello_answer is not None and not self._hello_answer.done():
-            self._hello_answer.set_exception(ConnectionResetError(reason))
-        if self._closing or not was_registered:
-            return
-        self._events.put_nowait(ConnectionLost(reason, reconnecting=self.reconnect))
-        if self.reconnect:
-            self._tasks.append(asyncio.create_task(self._reconnect()))
-
-    async def _reconnect(self) -> None:
-        delay = 0.1
-        while not self._closing:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            try:
-                await asyncio.wait_for(self._open(), 5.0)
-                return
-            except (OSError, asyncio.TimeoutError, ConnectFailed):
-                delay = min(delay * 2, self.max_backoff)
-
-    async def _keep_alive(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closing:
-            interval = self.heartbeat or 15.0
-            await asyncio.sleep(interval)
-            if not self.connected:
-                continue
-            if loop.time() - self._last_heard > 3 * interval:
-                self._lost(f"nothing heard from the server for {loop.time() - self._last_heard:.0f} s")
-            else:
-                self._write(Ping())
+            self._frame_in(item)
 
 
 class _ClientProtocol(asyncio.DatagramProtocol):

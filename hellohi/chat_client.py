@@ -1,0 +1,184 @@
+"""What the TCP and UDP chat clients have in common: everything but the transport.
+
+tcp/client.py and udp/client.py subclass ChatClient and add only how frames
+reach the server and come back (a stream, or datagrams through the
+reliability layer). The rest is here, once: saying Hello and waiting for HI,
+turning frames into events (hellohi.client_session does the protocol work),
+reconnecting with backoff, and heartbeats.
+
+A subclass provides:
+    async _open()         connect (or start a session) and send Hello; returns when the
+                          server answered, raising ConnectFailed if it refused
+    _write(frame)         send one frame now
+    _server_silent()      the server said nothing for 3 heartbeats: treat it as gone
+Like chat_cli.py this module uses asyncio; the protocol logic stays in the sans-I/O core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Callable
+
+from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
+from .codec import Frame, Ping, Who
+
+
+class ConnectFailed(Exception):
+    pass
+
+
+class ChatClient:
+    transport_name = "?"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str | None = None,
+        *,
+        reconnect: bool = True,
+        heartbeat: float | None = None,
+        max_backoff: float = 5.0,
+        trace: Callable[[str, Frame], None] | None = None,
+    ):
+        self.host, self.port = host, port
+        self.session = ClientSession(name)
+        self.reconnect = reconnect
+        self.heartbeat = heartbeat
+        self.max_backoff = max_backoff
+        # Called with ("->", frame) for each frame sent and ("<-", frame) for each received.
+        self.trace = trace
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._registered = asyncio.Event()
+        # Resolved by the server's answer to Hello: the HI, or the ERR refusing it.
+        self._hello_answer: asyncio.Future[Event] | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._closing = False
+        self._last_heard = 0.0
+
+    @property
+    def name(self) -> str | None:
+        return self.session.registered_as
+
+    @property
+    def connected(self) -> bool:
+        return self._registered.is_set()
+
+    # ------------------------------------------------------------ public API
+
+    async def connect(self, timeout: float = 10.0) -> str:
+        """Connect and say Hello; returns the name the server registered."""
+        try:
+            await asyncio.wait_for(self._open(), timeout)
+        # First: asyncio.TimeoutError is an OSError too, since Python 3.11.
+        except asyncio.TimeoutError:
+            raise ConnectFailed(f"no HI from {self.host}:{self.port} within {timeout} s") from None
+        except OSError as error:
+            raise ConnectFailed(f"cannot reach {self.host}:{self.port}: {error.strerror or error}") from None
+        self._tasks.append(asyncio.create_task(self._keep_alive()))
+        assert self.name is not None
+        return self.name
+
+    def send(self, to: str, body: bytes | str) -> str:
+        """Queue a message for `to`; returns its ref (STATUS events name it)."""
+        frame = self.session.send(to, body.encode() if isinstance(body, str) else body)
+        if self.connected:
+            self._write(frame)
+        return frame.ref  # if not connected, it goes out with the unconfirmed ones on reconnect
+
+    def request_who(self) -> None:
+        self._write(Who())
+
+    def say_hello(self) -> None:
+        """Send Hello again on a registered connection; the server answers HI (a ping)."""
+        self._write(self.session.hello())
+
+    async def next_event(self, timeout: float | None = None) -> Event | None:
+        try:
+            return await asyncio.wait_for(self._events.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    # ------------------------------------------------------------ for the subclasses
+
+    def _expect_hello_answer(self) -> None:
+        self._registered.clear()
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        self._hello_answer = loop.create_future()
+
+    async def _await_hello_answer(self) -> None:
+        assert self._hello_answer is not None
+        answer = await self._hello_answer
+        if isinstance(answer, ErrorReceived):
+            raise ConnectFailed(f"the server refused Hello: {answer.code} {answer.reason}: {answer.detail}")
+
+    def _frame_in(self, frame: Frame) -> None:
+        if self.trace:
+            self.trace("<-", frame)
+        events, replies = self.session.receive(frame)
+        for reply in replies:
+            self._write(reply)
+        for event in events:
+            if isinstance(event, Registered):
+                self._registered.set()
+                if self.heartbeat is None:
+                    self.heartbeat = event.heartbeat_ms / 1000
+            waiting_for_hello = self._hello_answer is not None and not self._hello_answer.done()
+            if waiting_for_hello and isinstance(event, (Registered, ErrorReceived)) and not getattr(event, "ref", None):
+                self._hello_answer.set_result(event)
+            self._events.put_nowait(event)
+
+    def _connection_lost(self, reason: str) -> None:
+        """The transport is gone: tell the application, and reconnect if asked to."""
+        was_registered = self._registered.is_set()
+        self._registered.clear()
+        if self._hello_answer is not None and not self._hello_answer.done():
+            self._hello_answer.set_exception(ConnectionResetError(reason))
+        if self._closing or not was_registered:
+            return  # a failed handshake is reported by whoever is waiting in _open()
+        self._events.put_nowait(ConnectionLost(reason, reconnecting=self.reconnect))
+        if self.reconnect:
+            self._tasks.append(asyncio.create_task(self._reconnect()))
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ background work
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        while not self._closing:
+            # Jitter spreads out a classroom of clients whose server just restarted.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await asyncio.wait_for(self._open(), 5.0)
+                return
+            except (OSError, asyncio.TimeoutError, ConnectFailed):
+                delay = min(delay * 2, self.max_backoff)
+
+    async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            interval = self.heartbeat or 15.0
+            await asyncio.sleep(interval)
+            if not self.connected:
+                continue
+            if loop.time() - self._last_heard > 3 * interval:
+                self._server_silent()
+            else:
+                self._write(Ping())
+
+    # ------------------------------------------------------------ the transport's part
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    def _write(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def _server_silent(self) -> None:
+        raise NotImplementedError
