@@ -22,36 +22,9 @@ import tempfile
 from pathlib import Path
 
 from hellohi.client_session import MessageReceived, StatusChanged
-from hellohi.codec import Frame, encode
 from hellohi.launcher import ServerProcess, start_server
+from hellohi.narration import frame_tracer, say, step, wait_for
 from tcp.client import TcpChatClient
-
-
-def say(actor: str, text: str) -> None:
-    print(f"[{actor}] {text}", flush=True)
-
-
-def step(number: int, text: str) -> None:
-    print(f"\n=== {number}. {text}", flush=True)
-
-
-def tracer(actor: str):
-    def show(direction: str, frame: Frame) -> None:
-        wire = encode(frame).decode("ascii", "replace").rstrip("\n").replace("\n", "\\n")
-        say(actor, f"{direction} {wire}")
-
-    return show
-
-
-async def wait_for(client: TcpChatClient, kind: type, timeout: float = 5.0, **match):
-    """The next event of `kind` whose fields equal `match`; fails after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (remaining := deadline - loop.time()) > 0:
-        event = await client.next_event(timeout=remaining)
-        if isinstance(event, kind) and all(getattr(event, key) == value for key, value in match.items()):
-            return event
-    raise SystemExit(f"demo failed: {client.name} saw no {kind.__name__} {match} within {timeout} s")
 
 
 def launch(store: Path, port: int = 0) -> ServerProcess:
@@ -67,17 +40,17 @@ async def demo(workdir: Path) -> int:
     clients: list[TcpChatClient] = []
     try:
         step(2, "bob connects: the server accepts, Hello -> HI")
-        bob = TcpChatClient(server.host, server.port, "bob", trace=tracer("bob"))
+        bob = TcpChatClient(server.host, server.port, "bob", trace=frame_tracer("bob"))
         clients.append(bob)
         await bob.connect()
 
         step(3, "carol connects, says Hello, and leaves")
-        carol = TcpChatClient(server.host, server.port, "carol", trace=tracer("carol"), reconnect=False)
+        carol = TcpChatClient(server.host, server.port, "carol", trace=frame_tracer("carol"), reconnect=False)
         await carol.connect()
         await carol.close()
 
         step(4, "alice -> bob, both online: relayed live")
-        alice = TcpChatClient(server.host, server.port, "alice", trace=tracer("alice"))
+        alice = TcpChatClient(server.host, server.port, "alice", trace=frame_tracer("alice"))
         clients.append(alice)
         await alice.connect()
         ref = alice.send("bob", "hi bob, this is alice")
@@ -100,7 +73,7 @@ async def demo(workdir: Path) -> int:
 
         step(7, "carol connects and receives the stored message")
         received: list[MessageReceived] = []
-        carol = TcpChatClient(server.host, server.port, "carol", trace=tracer("carol"), reconnect=False)
+        carol = TcpChatClient(server.host, server.port, "carol", trace=frame_tracer("carol"), reconnect=False)
         clients.append(carol)
         await carol.connect()
         received.append(await wait_for(carol, MessageReceived))

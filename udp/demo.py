@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 from hellohi.client_session import DuplicateDropped, MessageReceived, StatusChanged
-from hellohi.codec import Frame, encode
 from hellohi.datagram_relay import DatagramRelay
+from hellohi.narration import frame_tracer, say, step, wait_for
 from hellohi.reliable import DEFAULT, Impairment
 from hellohi.reliable.packet import PacketError, decode, is_reliable
 from hellohi.relay import Relay, RelayLimits
@@ -35,22 +35,6 @@ from udp.server import UdpRelayServer
 
 LOSS = 0.20
 MESSAGES = 40
-
-
-def say(actor: str, text: str) -> None:
-    print(f"[{actor}] {text}", flush=True)
-
-
-def step(number: int, text: str) -> None:
-    print(f"\n=== {number}. {text}", flush=True)
-
-
-def frame_tracer(actor: str):
-    def show(direction: str, frame: Frame) -> None:
-        wire = encode(frame).decode("ascii", "replace").rstrip("\n").replace("\n", "\\n")
-        say(actor, f"{direction} {wire}")
-
-    return show
 
 
 def describe(datagram: bytes) -> str:
@@ -75,16 +59,6 @@ def link_narrator(path: str, quiet: bool):
             say("network", f"{path}: {verbs.get(what, what)} {describe(datagram)}")
 
     return tell
-
-
-async def wait_for(client: UdpChatClient, kind: type, timeout: float = 5.0, **match):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (remaining := deadline - loop.time()) > 0:
-        event = await client.next_event(timeout=remaining)
-        if isinstance(event, kind) and all(getattr(event, key) == value for key, value in match.items()):
-            return event
-    raise SystemExit(f"demo failed: {client.name} saw no {kind.__name__} {match} within {timeout} s")
 
 
 async def collect(client: UdpChatClient, count: int, quiet_for: float, limit: float) -> tuple[list[bytes], int]:
