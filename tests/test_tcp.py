@@ -11,24 +11,16 @@ import sys
 import pytest
 
 from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
-from hellohi.launcher import REPO_ROOT, start_server
-from tcp.client import ConnectFailed, TcpChatClient
+from hellohi.launcher import REPO_ROOT
+from tests.support import Servers, next_of
+from tcp.client import TcpChatClient
 
 
 @pytest.fixture
 def server(tmp_path):
-    started = []
-
-    def start(*extra: str, port: int = 0):
-        log = open(tmp_path / "server.log", "a")
-        process = start_server("tcp", ["--store", str(tmp_path / "store.sqlite3"), *extra], port=port, stderr=log)
-        log.close()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+    servers = Servers("tcp", tmp_path)
+    yield servers
+    servers.stop_all()
 
 
 def raw_exchange(port: int, data: bytes, read_for: float = 0.5) -> bytes:
@@ -43,16 +35,6 @@ def raw_exchange(port: int, data: bytes, read_for: float = 0.5) -> bytes:
         except socket.timeout:
             pass
         return received
-
-
-async def next_of(client: TcpChatClient, kind: type, timeout: float = 5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (left := deadline - loop.time()) > 0:
-        event = await client.next_event(timeout=left)
-        if isinstance(event, kind):
-            return event
-    raise AssertionError(f"{client.name} got no {kind.__name__} within {timeout} s")
 
 
 def test_hello_by_hand_gets_hi(server):

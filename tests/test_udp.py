@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, StatusChanged
-from hellohi.launcher import REPO_ROOT, start_server
+from hellohi.launcher import REPO_ROOT
+from tests.support import Servers, next_of
 from hellohi.reliable import TURBO, Impairment
 from hellohi.reliable.packet import Packet, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
@@ -22,18 +23,9 @@ from udp.client import ConnectFailed, UdpChatClient
 
 @pytest.fixture
 def server(tmp_path):
-    started = []
-
-    def start(*extra: str, port: int = 0):
-        log = open(tmp_path / "server.log", "a")
-        process = start_server("udp", ["--store", str(tmp_path / "store.sqlite3"), *extra], port=port, stderr=log)
-        log.close()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+    servers = Servers("udp", tmp_path)
+    yield servers
+    servers.stop_all()
 
 
 def raw_exchange(port: int, datagram: bytes, read_for: float = 0.5) -> list[bytes]:
@@ -47,16 +39,6 @@ def raw_exchange(port: int, datagram: bytes, read_for: float = 0.5) -> list[byte
                 replies.append(sock.recv(65536))
         except socket.timeout:
             return replies
-
-
-async def next_of(client, kind: type, timeout: float = 5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (left := deadline - loop.time()) > 0:
-        event = await client.next_event(timeout=left)
-        if isinstance(event, kind):
-            return event
-    raise AssertionError(f"{client.name} got no {kind.__name__} within {timeout} s")
 
 
 async def collect(client, count: int, quiet_for: float) -> tuple[list[bytes], int]:
