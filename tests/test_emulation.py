@@ -90,10 +90,16 @@ def test_udp_flow_loses_the_configured_share():
 
 
 def test_tcp_flow_loses_the_configured_share_and_retransmits():
+    # Loss on the data direction only.  With 20 % loss both ways, lost ACKs and lost
+    # retransmissions now and then leave Linux TCP in backed-off timeouts for tens of seconds
+    # (measured here: up to a minute for 500 kB), which is worth showing a class but not worth
+    # waiting for in a test.  The UDP test above covers loss in both directions.
     p = 0.2
-    with EmulatedNetwork(LinkSpec(loss=p), backend="nft-tun") as net:
+    with EmulatedNetwork(up=LinkSpec(loss=p), down=LinkSpec(), backend="nft-tun") as net:
         # Linux's 200 ms minimum RTO would make a 20%-loss flow crawl through backed-off timeouts;
-        # 20 ms keeps this test to a couple of seconds and changes nothing about the loss.
+        # 20 ms keeps this test to about a second and changes nothing about the loss.  For the
+        # same reason the probe starts a new connection rather than wait for a lost SYN (see
+        # probe.connect: a retried handshake starts the connection with a 3 s RTO).
         for ns, gateway in ((net.client_ns[0], "198.18.1.1"), (net.server_ns, "198.18.2.1")):
             net.run(ns, ["ip", "route", "change", "default", "via", gateway, "rto_min", "20ms"])
         sink = net.popen(net.server_ns, [*PROBE, "tcp-sink", "--bind", net.server_addr, "--port", "9"],
@@ -101,17 +107,17 @@ def test_tcp_flow_loses_the_configured_share_and_retransmits():
         assert sink.stdout.readline().strip() == "ready"
         before = net.counters()
         out = net.run(net.client_ns[0], [*PROBE, "tcp-send", "--to", f"{net.server_addr}:9",
-                                         "--bytes", "500000"], cwd=REPO, env=ENV)
+                                         "--bytes", "500000", "--connect-retry", "0.25"], cwd=REPO, env=ENV)
         c = delta(net.counters(), before)
     result = json.loads(out.stdout)
+    up, down = c["up"], c["down"]
     assert result["sink_bytes"] == result["sent_bytes"] == 500000     # TCP repaired every loss
-    seen = c["up"]["nft_seen"] + c["down"]["nft_seen"]
-    dropped = c["up"]["nft_dropped"] + c["down"]["nft_dropped"]
-    assert c["up"]["nft_seen"] >= 345        # at least 500000 B / 1448 B MSS data segments
-    ok, why = within_binomial(dropped, seen, p)
+    assert up["nft_seen"] >= 345        # at least 500000 B / 1448 B MSS data segments
+    ok, why = within_binomial(up["nft_dropped"], up["nft_seen"], p)
     assert ok, why
+    assert down["nft_seen"] > 0 and down["nft_dropped"] == 0
     # nearly every packet dropped on the way up was a data segment the client had to send again
-    assert result["retrans_segs"] >= 0.8 * c["up"]["nft_dropped"], (result, c)
+    assert result["retrans_segs"] >= 0.8 * up["nft_dropped"], (result, c)
 
 
 def test_seeded_forwarder_loss_reproduces_packet_for_packet():
