@@ -34,7 +34,9 @@ from .reliable.packet import PacketError, decode, is_reliable
 
 # A plain Hello is padded with blank lines (which the decoder skips) to this size,
 # for the same reason as the reliable padding: room for the server's answer.
+# Lines of spaces rather than bare newlines: fewer lines for the server to skip.
 PLAIN_HELLO_SIZE = 1200
+_BLANK_LINE = b" " * 99 + b"\n"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class DatagramLink:
         self._decoder = Decoder(max_line, max_body)
         self._plain_out: list[bytes] = []
         self._failed = False
+        self._heard_from_server = False  # plain mode: until then, our address is unproven
 
     @property
     def plain(self) -> bool:
@@ -89,6 +92,7 @@ class DatagramLink:
         self._decoder = Decoder(self.max_line, self.max_body)
         self._plain_out.clear()
         self._failed = False
+        self._heard_from_server = False
         if self.config is not None:
             self.endpoint = ReliableEndpoint(self.config, token=0, now=now, trace=self.trace)
 
@@ -99,8 +103,9 @@ class DatagramLink:
         if self.endpoint is not None:
             self.endpoint.send_message(data, now)
         else:
-            if isinstance(frame, Hello):
-                data = data.ljust(PLAIN_HELLO_SIZE, b"\n")
+            if isinstance(frame, Hello) and not self._heard_from_server:
+                room = PLAIN_HELLO_SIZE - len(data)
+                data += _BLANK_LINE * (room // len(_BLANK_LINE)) + b"\n" * (room % len(_BLANK_LINE))
             self._plain_out.append(data)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
@@ -167,7 +172,9 @@ class DatagramLink:
             self.ignored += 1
             return []
         self._decoder = Decoder(self.max_line, self.max_body)  # each plain datagram stands alone
-        return self._decode(datagram)
+        frames = self._decode(datagram)
+        self._heard_from_server = self._heard_from_server or bool(frames)
+        return frames
 
     def _decode(self, data: bytes) -> list[Received]:
         self._decoder.feed(data)
