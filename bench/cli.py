@@ -18,8 +18,8 @@ import tomllib
 from pathlib import Path
 
 from . import baselines, results
-from .clients import PROTOCOLS
-from .runner import KCP_WORKLOADS, run_scenario
+from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
+from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, run_scenario
 from .workloads import WORKLOADS, Scenario
 
 KCP_PROTOCOLS = ("kcp-default", "kcp-normal", "kcp-fast")
@@ -41,10 +41,16 @@ def _count_for(workload: str, payload: int, scale: int) -> int:
     return base[workload] * scale
 
 
-def default_matrix(full: bool, protocols: list[str]) -> list[dict]:
+def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]:
+    """The matrix of `python -m bench` (quick) and `--full`. Without --protocols, the quick
+    matrix runs every workload for tcp, udp and udp-raw, and the latency preset udp-turbo
+    only for hello and relay (its bulk figures are in --full), to stay under 2 minutes."""
     scale = 5 if full else 1
     payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
     widths = [10, 50] if full else [10]
+    turbo_light = protocols is None and not full
+    if protocols is None:
+        protocols = list(PROTOCOLS) if full else list(DEFAULT_PROTOCOLS)
     cells: list[dict] = []
     for protocol in protocols:
         cells.append({"workload": "hello", "protocol": protocol})
@@ -54,8 +60,14 @@ def default_matrix(full: bool, protocols: list[str]) -> list[dict]:
         cells += [{"workload": "throughput", "protocol": protocol, "payload": p} for p in payloads]
         cells += [{"workload": w, "protocol": protocol, "clients": c} for w in ("fanin", "fanout") for c in widths]
         cells.append({"workload": "drain", "protocol": protocol})
+    if turbo_light:
+        cells += [{"workload": w, "protocol": "udp-turbo"} for w in ("hello", "relay")]
     cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast")]
-    cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in KCP_PROTOCOLS]
+    # KCP's own test (8-byte echoes), with KCP and with hellohi's reliability layer
+    # (udp: default preset, udp-turbo: latency preset) on the same simulated link.
+    kcp_test_protocols = list(KCP_PROTOCOLS) + [p for p in RELIABLE_ON_KCP_LINK
+                                                if p in protocols or (turbo_light and p == "udp-turbo")]
+    cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in kcp_test_protocols]
     for cell in cells:
         cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), scale))
     return cells
@@ -64,8 +76,11 @@ def default_matrix(full: bool, protocols: list[str]) -> list[dict]:
 def flag_matrix(args) -> list[dict]:
     cells = []
     for workload, protocol, payload, clients in itertools.product(
-            args.workloads, args.protocols, args.payloads or [64], args.clients or [1]):
-        if workload in KCP_WORKLOADS and not protocol.startswith("kcp-"):
+            args.workloads, args.protocols, args.payloads or [None], args.clients or [1]):
+        if payload is None:
+            payload = 8 if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes
+        on_kcp_link = workload == "kcp-test" and protocol in RELIABLE_ON_KCP_LINK
+        if workload in KCP_WORKLOADS and not protocol.startswith("kcp-") and not on_kcp_link:
             continue
         if workload not in KCP_WORKLOADS and protocol.startswith("kcp-"):
             continue
@@ -149,14 +164,14 @@ def _fmt(value, digits=1) -> str:
 
 def print_table(run: dict, out=None) -> None:
     out = out or sys.stdout
-    header = f"{'scenario':34s} {'status':11s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
+    header = f"{'scenario':34s} {'status':14s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
     print(header, file=out)
     for r in run["scenarios"]:
         f = r.get("figures") or {}
         lat = f.get("latency") or {}
         d = f.get("delivery") or {}
         deliv = f"{d['delivered']}/{d['sent']}" if d else "-"
-        print(f"{r['id'][:34]:34s} {r['status']:11s} {lat.get('measure') or '-':10s} {_fmt(lat.get('p50')):>10s} "
+        print(f"{r['id'][:34]:34s} {r['status']:14s} {lat.get('measure') or '-':10s} {_fmt(lat.get('p50')):>10s} "
               f"{_fmt(lat.get('p99')):>10s} {_fmt(lat.get('max')):>11s} {deliv:>13s} {_fmt(f.get('messages_per_s'), 0):>10s} "
               f"{_fmt(f.get('goodput_MB_per_s'), 2):>8s} {_fmt((r.get('server') or {}).get('cpu_s'), 2):>9s}", file=out)
         if r["status"] != "ok":
@@ -322,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", type=lambda s: s.split(","), metavar="LIST",
                    help=f"comma-separated, from: {', '.join(WORKLOADS + KCP_WORKLOADS)}")
     p.add_argument("--protocols", type=lambda s: s.split(","), metavar="LIST",
-                   help=f"comma-separated, from: {', '.join(PROTOCOLS + KCP_PROTOCOLS)} (default: tcp,udp,udp-raw)")
+                   help=f"comma-separated, from: {', '.join(PROTOCOLS + KCP_PROTOCOLS)} (default: tcp,udp,udp-raw, "
+                        "and udp-turbo for hello, relay and kcp-test; --full: all). kcp-test also takes udp and "
+                        "udp-turbo: hellohi's reliability layer on KCP's simulated link")
     p.add_argument("--payloads", type=lambda s: [int(x) for x in s.split(",")], metavar="BYTES,...")
     p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], metavar="N,...",
                    help="fan-in/fan-out widths")
@@ -357,10 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = load_config(args.config)
     elif args.workloads or args.payloads or args.clients or (args.protocols and not args.full):
         args.workloads = args.workloads or list(WORKLOADS)
-        args.protocols = args.protocols or list(PROTOCOLS)
+        args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
         cells = flag_matrix(args)
     else:
-        cells = default_matrix(args.full, args.protocols or list(PROTOCOLS))
+        cells = default_matrix(args.full, args.protocols)
     if args.count and not args.config:
         for cell in cells:
             cell["count"] = args.count
@@ -379,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --link needs emulated hosts, which cannot run here: {problem}\n"
                   "Instead: run the loopback bench without --link, or run this as root on Linux.", file=sys.stderr)
             return 2
-        protocols = [p for p in (args.protocols or list(PROTOCOLS)) if not p.startswith("kcp-")]
+        protocols = [p for p in (args.protocols or list(DEFAULT_PROTOCOLS)) if not p.startswith("kcp-")]
         if args.workloads:
             emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
                         if c["workload"] != "kcp-test"]

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import importlib
 
-PROTOCOLS = ("tcp", "udp", "udp-raw")
+PROTOCOLS = ("tcp", "udp", "udp-raw", "udp-turbo")
+# What the default matrices run when --protocols is not given; udp-turbo is added
+# to a few workloads only (see bench/cli.py), to keep `make bench` quick.
+DEFAULT_PROTOCOLS = ("tcp", "udp", "udp-raw")
+# Protocols whose client sends each frame as one bare datagram: no acks, no
+# retransmission, so a message can be lost for good.
+PLAIN_PROTOCOLS = ("udp-raw",)
+
+# The largest UDP payload over IPv4 (65,535 - 8 UDP header - 20 IP header bytes).
+MAX_UDP_PAYLOAD = 65_507
 
 
 class ProtocolUnavailable(RuntimeError):
@@ -17,13 +26,32 @@ class ProtocolUnavailable(RuntimeError):
 
 
 # protocol -> (client module, client class, extra client kwargs, server package, extra server args)
+# A kwarg value written as "preset:NAME" is replaced by hellohi.reliable.preset(NAME)
+# when the client is made (so importing this module never imports udp/ or hellohi.reliable).
 _TABLE = {
     "tcp": ("tcp.client", "TcpChatClient", {}, "tcp", []),
     "udp": ("udp.client", "UdpChatClient", {}, "udp", []),
     # The plain mode without acks: same programs, reliability switched off in the
     # client (the UDP server serves plain and reliable clients on one port).
     "udp-raw": ("udp.client", "UdpChatClient", {"plain": True}, "udp", []),
+    # The latency preset (KCP "fast mode"-like) on both sides: client and server.
+    "udp-turbo": ("udp.client", "UdpChatClient", {"config": "preset:turbo"}, "udp", ["--preset", "turbo"]),
 }
+
+
+def is_plain(protocol: str) -> bool:
+    return protocol in PLAIN_PROTOCOLS
+
+
+def _resolve(kwargs: dict) -> dict:
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, str) and value.startswith("preset:"):
+            from hellohi.reliable import preset
+
+            value = preset(value.removeprefix("preset:"))
+        out[key] = value
+    return out
 
 
 def client_factory(protocol: str):
@@ -34,7 +62,8 @@ def client_factory(protocol: str):
     try:
         module = importlib.import_module(module_name)
         cls = getattr(module, class_name)
-    except (ImportError, AttributeError) as error:
+        kwargs = _resolve(kwargs)
+    except (ImportError, AttributeError, ValueError) as error:
         raise ProtocolUnavailable(f"{protocol}: {module_name}.{class_name} is not available ({error})") from None
 
     def make(host: str, port: int, name: str | None):
@@ -51,3 +80,28 @@ def server_program(protocol: str) -> tuple[str, list[str]]:
     except ImportError as error:
         raise ProtocolUnavailable(f"{protocol}: {package}.server is not available ({error})") from None
     return package, list(args)
+
+
+def plain_frame_problem(protocol: str, payload: int, sender: str = "bench-alice",
+                        recipient: str = "bench-bob") -> str | None:
+    """Why a plain-UDP scenario with bodies of `payload` bytes cannot run, or None.
+
+    Plain UDP sends each frame as exactly one datagram (no fragmentation, unlike the
+    reliable mode), so a frame longer than the largest UDP payload can never be sent:
+    the kernel refuses it (EMSGSIZE). Running such a scenario would only show 100 %
+    "loss" that is really a size limit, so the bench reports it as not applicable.
+    Both frames a message becomes are checked: SEND (client -> server) and MSG
+    (server -> recipient), with the longest ids the bench will use.
+    """
+    if not is_plain(protocol):
+        return None
+    from hellohi.codec import Msg, Send, encode
+
+    body = b"." * payload
+    send = len(encode(Send(recipient, "9" * 20, body)))
+    deliver = len(encode(Msg(10**20, sender, body)))
+    largest = max(send, deliver)
+    if largest <= MAX_UDP_PAYLOAD:
+        return None
+    return (f"not applicable: plain UDP carries one frame per datagram, and a {payload:,}-byte body "
+            f"makes a {largest:,}-byte frame, more than the {MAX_UDP_PAYLOAD:,} bytes one UDP datagram can carry")

@@ -196,6 +196,104 @@ def simulate_kcp(mode: str, sc: KcpScenario) -> dict:
     return figures
 
 
+# --------------------------------------------------------------------- hellohi on KCP's link
+
+
+class ReliablePeer:
+    """hellohi's own reliability layer (hellohi.reliable.ReliableEndpoint, the one under
+    udp/client.py and udp/server.py) behind KcpPeer's interface, so that KCP's test
+    runs it on *exactly* the same simulated link, seed and virtual clock as KCP.
+
+    Like the real UDP glue, it sends whatever the endpoint has ready at once after
+    every send and every datagram in (udp/client.py's _pump), and its timers are
+    checked on every 1 ms tick of the virtual clock.
+    """
+
+    def __init__(self, config, output):
+        from hellohi.reliable import ReliableEndpoint
+
+        self.endpoint = ReliableEndpoint(config, now=0.0)
+        self.output = output
+        self.now_s = 0.0
+        self.failed = 0
+
+    def _pump(self) -> None:
+        deadline = self.endpoint.next_deadline()
+        if deadline is not None and deadline <= self.now_s:
+            self.endpoint.handle_timer(self.now_s)
+        for datagram in self.endpoint.datagrams_to_send(self.now_s):
+            self.output(datagram)
+
+    def send(self, message: bytes) -> None:
+        self.endpoint.send_message(message, self.now_s)
+        self._pump()
+
+    def input(self, datagram: bytes) -> None:
+        self.endpoint.receive_datagram(datagram, self.now_s)
+        self._pump()
+
+    def update(self, now_ms: int) -> None:
+        self.now_s = now_ms / 1000
+        self._pump()
+
+    def received(self) -> list[bytes]:
+        from hellohi.reliable import MessageFailed, MessageReceived
+
+        out = []
+        for event in self.endpoint.pop_events():
+            if isinstance(event, MessageReceived):
+                out.append(event.data)
+            elif isinstance(event, MessageFailed):
+                self.failed += 1  # the retry budget ran out: reported, never silent
+        return out
+
+    def flush(self) -> None:
+        self._pump()
+
+
+def loss_implied_minimum(packets_sent: int, loss: float) -> float:
+    """Fewest retransmissions `packets_sent` data packets need on a link that drops a
+    share `loss` of them: each transmission gets through with probability 1 - loss, so
+    a packet needs 1 / (1 - loss) transmissions on average, i.e. loss / (1 - loss)
+    retransmissions (see tests/test_reliable_endpoint.py). Acks lost on the way back
+    are not counted: the minimum is the stricter data-only figure."""
+    if not 0 <= loss < 1:
+        raise ValueError(f"loss must be in [0, 1), got {loss}")
+    return packets_sent * loss / (1 - loss)
+
+
+def simulate_reliable(preset_name: str, sc: KcpScenario) -> dict:
+    """KCP's test with hellohi's reliability layer (preset "default" or "turbo") on both ends."""
+    from hellohi.reliable import preset
+
+    from .workloads import SUMMED_COUNTERS
+
+    config = preset(preset_name)
+    peers: dict[str, ReliablePeer] = {}
+
+    def make_peer(output):
+        peer = ReliablePeer(config, output)
+        peers["client" if not peers else "echo"] = peer
+        return peer
+
+    figures = simulate_echo(make_peer, sc)
+    stats = {name: peer.endpoint.stats for name, peer in peers.items()}
+    counters: dict = {"scope": "client and echo endpoints", "clients": len(stats)}
+    for key in SUMMED_COUNTERS:
+        counters[key] = sum(getattr(st, key) for st in stats.values())
+    counters["srtt_ms"] = {n: st.srtt * 1000 if st.srtt is not None else None for n, st in stats.items()}
+    counters["rto_ms"] = {n: st.rto * 1000 for n, st in stats.items()}
+    figures["udp_counters"] = counters
+    figures["messages_failed"] = sum(peer.failed for peer in peers.values())
+    # Both ends send data (requests one way, echoes back) and both directions drop
+    # exactly loss_round_trip_percent / 2 % of datagrams (test.h's shuffle bag).
+    loss = sc.loss_round_trip_percent / 2 / 100
+    minimum = loss_implied_minimum(counters["packets_sent"], loss)
+    figures["loss_implied_min_retransmissions"] = minimum
+    figures["retransmission_ratio"] = counters["retransmitted"] / minimum if minimum else None
+    return figures
+
+
 # --------------------------------------------------------------------- real UDP
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from hellohi.launcher import REPO_ROOT, start_server
 
 from . import procstats
-from .clients import ProtocolUnavailable, client_factory, server_program
+from .clients import ProtocolUnavailable, client_factory, plain_frame_problem, server_program
 from .workloads import RUNNERS, Endpoint, Scenario
 
 # KCP workloads: protocol is "kcp-<mode>" (mode: default, normal, fast).
@@ -27,13 +27,23 @@ from .workloads import RUNNERS, Endpoint, Scenario
 #   kcp-pingpong  echo ping-pong over real UDP to `python -m bench.kcp_peer serve`
 KCP_WORKLOADS = ("kcp-test", "kcp-pingpong")
 
+# Workloads whose messages carry a body of `payload` bytes (hello and the KCP ones do not
+# go through a hellohi message body).
+BODY_WORKLOADS = ("relay", "throughput", "fanin", "fanout", "drain")
+
 # Bench servers accept a deep backlog so a fast sender is measured, not refused (429).
 SERVER_ARGS = ["--max-waiting", "1000000"]
 
 
 def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
                  command_prefix: list[str] | None = None, host: str = "127.0.0.1", net=None) -> dict:
+    """Run one scenario and return its result; never raises for a scenario's own failure
+    (a server that does not start, a workload that crashes): those become status "error"
+    with the reason, so the rest of the run goes on and its results are still written."""
     result: dict = {"id": sc.id, "config": sc.as_dict(), "status": "ok"}
+    if sc.workload in BODY_WORKLOADS and (why := plain_frame_problem(sc.protocol, sc.payload)) is not None:
+        result.update(status="not_applicable", reason=why)
+        return result
     if net is not None:
         return run_emulated(sc, net, result)
     if sc.workload in KCP_WORKLOADS:
@@ -45,39 +55,75 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
         result.update(status="unavailable", reason=str(error))
         return result
     runner = RUNNERS[sc.workload]
+    wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hellohi-bench-") as tmp:
         server = None
+        log_path = Path(tmp) / "server.log"
         if remote is None:
             server_args = ["--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS, *extra]
-            log = open(Path(tmp) / "server.log", "w")
-            server = start_server(package, server_args, host=host, stderr=log,
-                                  command_prefix=command_prefix)
+            try:
+                with open(log_path, "w") as log:
+                    server = start_server(package, server_args, host=host, stderr=log,
+                                          command_prefix=command_prefix)
+            except Exception as error:  # the server did not start: say why, run the next scenario
+                result.update(status="error", reason=f"server did not start: {type(error).__name__}: {error}"
+                              + _log_tail(log_path), wall_s=time.perf_counter() - wall)
+                return result
             endpoint = Endpoint(server.host, server.port)
             result["server"] = {"argv": server.args, "pid": server.process.pid}
         else:
             endpoint = Endpoint(*remote)
             result["server"] = {"remote": f"{remote[0]}:{remote[1]}"}
         cpu_before = procstats.cpu_seconds(server.process.pid) if server else None
-        wall = time.perf_counter()
         try:
             result["figures"] = asyncio.run(runner(endpoint, sc))
         except Exception as error:  # a failed scenario is reported, the run goes on
             result.update(status="error", reason=f"{type(error).__name__}: {error}",
                           traceback=traceback.format_exc(limit=5))
+            result.pop("figures", None)
+        finally:
+            if server:
+                cpu_after = procstats.cpu_seconds(server.process.pid)
+                result["server"]["cpu_s"] = (cpu_after - cpu_before
+                                             if cpu_after is not None and cpu_before is not None else None)
+                result["server"]["peak_rss_bytes"] = procstats.peak_rss_bytes(server.process.pid)
+                server.stop()
         result["wall_s"] = time.perf_counter() - wall
-        if server:
-            cpu_after = procstats.cpu_seconds(server.process.pid)
-            result["server"]["cpu_s"] = (cpu_after - cpu_before
-                                         if cpu_after is not None and cpu_before is not None else None)
-            result["server"]["peak_rss_bytes"] = procstats.peak_rss_bytes(server.process.pid)
-            server.stop()
-            log.close()
     return result
+
+
+def _log_tail(path: Path, chars: int = 400) -> str:
+    """The end of a server's stderr, which usually says why it stopped."""
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return f"; its stderr ends: {text[-chars:]}" if text else ""
+
+
+# kcp-test can also replay KCP's test with hellohi's own reliability layer on the same
+# simulated link: protocol -> preset of hellohi.reliable (no kcp package needed).
+RELIABLE_ON_KCP_LINK = {"udp": "default", "udp-turbo": "turbo"}
 
 
 def _run_kcp(sc: Scenario, result: dict, command_prefix, host: str) -> dict:
     from . import kcp_peer
 
+    if sc.protocol in RELIABLE_ON_KCP_LINK:
+        if sc.workload != "kcp-test":
+            result.update(status="unavailable",
+                          reason=f"{sc.workload} is KCP's own echo server; measure {sc.protocol} with hello or relay")
+            return result
+        wall = time.perf_counter()
+        try:
+            scenario = kcp_peer.KcpScenario(echoes=sc.count, payload=sc.payload, seed=sc.seed)
+            result["config"]["kcp_scenario"] = scenario.as_dict()
+            result["figures"] = kcp_peer.simulate_reliable(RELIABLE_ON_KCP_LINK[sc.protocol], scenario)
+        except Exception as error:
+            result.update(status="error", reason=f"{type(error).__name__}: {error}",
+                          traceback=traceback.format_exc(limit=5))
+        result["wall_s"] = time.perf_counter() - wall
+        return result
     why = kcp_peer.kcp_available()
     mode = sc.protocol.removeprefix("kcp-")
     if why is None and mode not in kcp_peer.MODES:
@@ -162,13 +208,22 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             server_argv = [sys.executable, "-m", f"{package}.server", "--host", net.server_addr, "--port", "0",
                            "--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS, *extra]
         log = open(Path(tmp) / "server.log", "w")
-        server = net.popen(net.server_ns, server_argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                           stderr=log, text=True)
+        try:
+            server = net.popen(net.server_ns, server_argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=log, text=True)
+        except Exception as error:  # could not even start it: report, go on with the run
+            log.close()
+            result.update(status="error", reason=f"server did not start: {type(error).__name__}: {error}",
+                          wall_s=time.perf_counter() - wall)
+            return result
         try:
             banner = server.stdout.readline()
             match = LISTENING.search(banner)
             if not match:
-                raise RuntimeError(f"server did not start: {banner.strip()!r}")
+                server.wait(timeout=5)  # it exited (or is about to): its stderr says why
+                log.flush()
+                raise RuntimeError(f"server did not start: {banner.strip()!r}"
+                                   + _log_tail(Path(tmp) / "server.log"))
             port = int(match.group(2))
             result["server"] = {"argv": server_argv, "pid": server.pid}
             cpu_before = procstats.cpu_seconds(server.pid)
@@ -180,6 +235,7 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             if done.returncode != 0:
                 raise RuntimeError(f"worker failed ({done.returncode}): {done.stderr[-800:]}")
             result["figures"] = json.loads(done.stdout.strip().splitlines()[-1])
+            add_retransmission_ratio(result["figures"], net.up.loss)
             cpu_after = procstats.cpu_seconds(server.pid)
             result["server"]["cpu_s"] = (cpu_after - cpu_before) if None not in (cpu_after, cpu_before) else None
             result["server"]["peak_rss_bytes"] = procstats.peak_rss_bytes(server.pid)
@@ -196,3 +252,23 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             log.close()
     result["wall_s"] = time.perf_counter() - wall
     return result
+
+
+def add_retransmission_ratio(figures: dict, loss: float) -> None:
+    """figures.retransmission_ratio = retransmissions / the loss-implied minimum, where the
+    link's loss share is known (emulated links: the client -> server direction's loss).
+
+    The clients' data packets all cross the client -> server link, which drops a share
+    `loss` of them, so together they need at least
+        minimum = sum over senders of packets_sent * loss / (1 - loss)
+    retransmissions (bench.kcp_peer.loss_implied_minimum). 1.0 is the ideal sender;
+    above it are spurious retransmissions (or lost acks). Nothing is added without UDP
+    counters (tcp, plain UDP) or without loss."""
+    from .kcp_peer import loss_implied_minimum
+
+    counters = figures.get("udp_counters")
+    if not counters or not loss:
+        return
+    minimum = loss_implied_minimum(counters["packets_sent"], loss)
+    figures["loss_implied_min_retransmissions"] = minimum
+    figures["retransmission_ratio"] = counters["retransmitted"] / minimum if minimum else None

@@ -184,6 +184,15 @@ class DeliveryLedger:
     def delivered(self) -> int:
         return len(self._delivered)
 
+    @property
+    def settled(self) -> int:
+        """Ids sent up to and including the newest one delivered: each of them has
+        arrived or, if it is still missing, was overtaken by a later one. A sender
+        without retransmission (plain UDP) may treat them as no longer in flight."""
+        if self._highest_delivered is None:
+            return 0
+        return self._highest_delivered - self.first_id + 1
+
     def was_sent(self, message_id: int) -> bool:
         return self.first_id <= message_id < self._next
 

@@ -19,11 +19,17 @@ from dataclasses import asdict, dataclass, field
 
 from hellohi.client_session import MessageReceived, Registered, StatusChanged
 
-from .clients import client_factory
+from .clients import client_factory, is_plain
 from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
 
 WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "fanin", "fanout", "drain")
 ID_WIDTH = 20  # decimal digits of the message id at the start of each body
+
+# Plain UDP never retransmits: a message that has not arrived within this many seconds
+# will not arrive at all, so waiting the full `timeout` for it (5 s by default) only
+# makes the run slow. One second is far more than any round trip on loopback or on
+# the emulated links (tens of ms); reliable protocols keep the full `timeout`.
+PLAIN_LOSS_WAIT = 1.0
 
 now_ns = time.perf_counter_ns
 
@@ -57,6 +63,16 @@ class Scenario:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def plain(self) -> bool:
+        """True for protocols without acks or retries (udp-raw)."""
+        return is_plain(self.protocol)
+
+    @property
+    def loss_wait(self) -> float:
+        """Seconds to wait for a message before counting it lost (see PLAIN_LOSS_WAIT)."""
+        return min(self.timeout, PLAIN_LOSS_WAIT) if self.plain else self.timeout
 
 
 @dataclass
@@ -96,8 +112,44 @@ async def _event(client, kinds, timeout: float):
 
 async def _connected(endpoint: Endpoint, protocol: str, name: str):
     client = client_factory(protocol)(endpoint.host, endpoint.port, name)
+    client.bench_name = name  # for udp_counters: which client each SRTT/RTO belongs to
     await client.connect(timeout=10.0)
     return client
+
+
+# What the UDP reliability layer counted (hellohi.reliable.endpoint.EndpointStats),
+# summed over the clients of a scenario.
+SUMMED_COUNTERS = ("messages_sent", "messages_failed", "packets_sent", "retransmitted", "fast_retransmits",
+                   "timeouts", "duplicates_dropped", "out_of_order_buffered", "datagrams_sent",
+                   "datagrams_received")
+
+
+def udp_counters(clients) -> dict | None:
+    """The reliability counters of the scenario's UDP clients, or None (tcp, plain UDP).
+
+    They are the *clients'* counters only: packets_sent and retransmitted count
+    client -> server data packets (the direction the loss-implied minimum of
+    bench/runner.py is computed for); the server's own retransmissions towards the
+    clients happen in the server process and are not visible here. SRTT and RTO are
+    per client, in milliseconds, as they were at the end of the scenario.
+    """
+    stats = {getattr(c, "bench_name", f"client{i}"): getattr(c, "stats", None) for i, c in enumerate(clients)}
+    stats = {name: st for name, st in stats.items() if st is not None}
+    if not stats:
+        return None
+    out: dict = {"scope": "clients", "clients": len(stats)}
+    for key in SUMMED_COUNTERS:
+        out[key] = sum(getattr(st, key) for st in stats.values())
+    out["srtt_ms"] = {name: st.srtt * 1000 if st.srtt is not None else None for name, st in stats.items()}
+    out["rto_ms"] = {name: st.rto * 1000 for name, st in stats.items()}
+    return out
+
+
+def _with_counters(figures: dict, clients) -> dict:
+    counters = udp_counters(clients)
+    if counters is not None:
+        figures["udp_counters"] = counters
+    return figures
 
 
 # --------------------------------------------------------------------- Hello / HI
@@ -117,14 +169,14 @@ async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
             ping = ledger.next_id() if measured else None
             start = now_ns()
             client.say_hello()
-            answer = await _event(client, Registered, sc.timeout)
+            answer = await _event(client, Registered, sc.loss_wait)
             end = now_ns()
             if answer is not None and measured:
                 ledger.arrived(ping)
                 rtt.add(end - start)
     finally:
         await client.close()
-    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+    return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [client])
 
 
 def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
@@ -196,7 +248,7 @@ async def relay(endpoint: Endpoint, sc: Scenario) -> dict:
             message_id = ledger.next_id() if measured else warm.next_id()
             start = now_ns()
             alice.send("bench-bob", make_body(message_id, max(sc.payload, ID_WIDTH)))
-            deadline = time.monotonic() + sc.timeout
+            deadline = time.monotonic() + sc.loss_wait
             while (left := deadline - time.monotonic()) > 0:
                 event = await _event(alice, MessageReceived, left)
                 if event is None:
@@ -217,22 +269,26 @@ async def relay(endpoint: Endpoint, sc: Scenario) -> dict:
         await asyncio.gather(echo, return_exceptions=True)
         await alice.close()
         await bob.close()
-    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+    return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [alice, bob])
 
 
 # --------------------------------------------------------------------- bulk transfers
 
 
 async def _receive_all(client, ledger: DeliveryLedger, sent_at: dict, one_way: LatencyRecorder,
-                       expected: int, idle_timeout: float, progress: asyncio.Event | None = None) -> float:
-    """Collect messages until `expected` distinct ones arrived or nothing came for
-    `idle_timeout` s; returns the arrival time (ns) of the last new message.
+                       expected: int, idle_timeout: float, progress: asyncio.Event | None = None,
+                       done_sending: asyncio.Event | None = None) -> float:
+    """Collect messages until `expected` distinct ones arrived, or nothing came for
+    `idle_timeout` s once the sender is done (`done_sending` set, or not given);
+    returns the arrival time (ns) of the last new message.
     `progress` is set at every new message (the sender's window waits on it)."""
     last_new = now_ns()
     while ledger.delivered < expected:
         event = await _event(client, MessageReceived, idle_timeout)
         if event is None:
-            break
+            if done_sending is None or done_sending.is_set():
+                break
+            continue  # the sender is still at work (perhaps waiting out a lost window)
         arrived = now_ns()
         message_id = body_id(event.body)
         if message_id is None:
@@ -258,19 +314,35 @@ async def _pace(i: int) -> None:
 class Window:
     """At most `size` messages in flight (sent, not yet received): without it the
     sender queues everything at once and the one-way latency measures only how long
-    that queue was. Like the server's own delivery window (default 256)."""
+    that queue was. Like the server's own delivery window (default 256).
+
+    `timeout` bounds each wait: when nothing arrives for that long the sender goes on
+    anyway, so a lost window (plain UDP) costs one `timeout`, not one per message."""
 
     def __init__(self, size: int, timeout: float):
         self.size, self.timeout = size, timeout
         self.progress = asyncio.Event()
 
-    async def wait(self, sent: int, delivered) -> None:
-        while sent - delivered() >= self.size:
+    async def wait(self, sent: int, settled) -> None:
+        while sent - settled() >= self.size:
             self.progress.clear()
             try:
                 await asyncio.wait_for(self.progress.wait(), self.timeout)
             except asyncio.TimeoutError:
                 return  # nothing is moving (loss without retries): stop waiting
+
+
+def _settled(ledgers, plain: bool) -> int:
+    """Messages no longer in flight, for the sender's window.
+
+    Reliable protocols: the messages delivered. Plain UDP: every message up to the
+    newest one delivered, because on this path (one sender, one server) plain
+    datagrams arrive in order or not at all, so an older message still missing is
+    almost surely lost (if it does turn up, the ledger counts it as delivered and
+    reordered; this only decides when the sender may send more)."""
+    if plain:
+        return sum(led.settled for led in ledgers)
+    return sum(led.delivered for led in ledgers)
 
 
 def _transfer_figures(delivery: dict, one_way, first_send, last_arrival, payload, extra=None) -> dict:
@@ -287,86 +359,69 @@ def _transfer_figures(delivery: dict, one_way, first_send, last_arrival, payload
     return figures
 
 
-async def throughput(endpoint: Endpoint, sc: Scenario) -> dict:
-    """alice sends `count` messages of `payload` bytes to bob as fast as she can."""
-    alice = await _connected(endpoint, sc.protocol, "bench-alice")
-    bob = await _connected(endpoint, sc.protocol, "bench-bob")
-    ledger = DeliveryLedger()
+async def _bulk(sc: Scenario, senders: list, receivers: list, route) -> dict:
+    """Send `count` messages from `senders` to `receivers` within a window, and time them.
+
+    route(i) -> (sender, recipient name, receiver index) for the i-th message. Each
+    receiver has its own ledger (ids from disjoint ranges), so each checks exactly the
+    messages meant for it and the merged totals still add up: sent = delivered + lost.
+    """
+    ledgers = [DeliveryLedger(first_id=k * 10**12) for k in range(len(receivers))]
+    expected = [0] * len(receivers)
+    for i in range(sc.count):
+        expected[route(i)[2]] += 1
     one_way = LatencyRecorder(ONE_WAY)
     sent_at: dict[int, int] = {}
-    window = Window(sc.window, sc.timeout)
+    window = Window(sc.window * len(receivers), sc.loss_wait)
+    done_sending = asyncio.Event()
+    tasks = [asyncio.create_task(_receive_all(r, led, sent_at, one_way, n, sc.loss_wait,
+                                              window.progress, done_sending))
+             for r, led, n in zip(receivers, ledgers, expected)]
     try:
-        receiver = asyncio.create_task(
-            _receive_all(bob, ledger, sent_at, one_way, sc.count, sc.timeout, window.progress))
         first_send = now_ns()
         for i in range(sc.count):
-            await window.wait(i, lambda: ledger.delivered)
-            message_id = ledger.next_id()
+            await window.wait(i, lambda: _settled(ledgers, sc.plain))
+            sender, recipient, k = route(i)
+            message_id = ledgers[k].next_id()
             sent_at[message_id] = now_ns()
-            alice.send("bench-bob", make_body(message_id, sc.payload))
+            sender.send(recipient, make_body(message_id, sc.payload))
             await _pace(i)
-        last_arrival = await receiver
+        done_sending.set()
+        last_arrival = max(await asyncio.gather(*tasks))
     finally:
-        await alice.close()
-        await bob.close()
-    return _transfer_figures(ledger.summary().as_dict(), one_way, first_send, last_arrival, sc.payload)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in [*senders, *receivers]:
+            await client.close()
+    merged = _merged([led.summary() for led in ledgers])
+    figures = _transfer_figures(merged, one_way, first_send, last_arrival, sc.payload)
+    return _with_counters(figures, [*senders, *receivers])
+
+
+async def throughput(endpoint: Endpoint, sc: Scenario) -> dict:
+    """alice sends `count` messages of `payload` bytes to bob as fast as the window allows."""
+    alice = await _connected(endpoint, sc.protocol, "bench-alice")
+    bob = await _connected(endpoint, sc.protocol, "bench-bob")
+    return await _bulk(sc, [alice], [bob], lambda i: (alice, "bench-bob", 0))
 
 
 async def fanin(endpoint: Endpoint, sc: Scenario) -> dict:
-    """`clients` senders each send count/clients messages to one receiver."""
+    """`clients` senders take turns sending `count` messages in all to one receiver."""
     n = max(sc.clients, 1)
-    receiver_client = await _connected(endpoint, sc.protocol, "bench-sink")
+    sink = await _connected(endpoint, sc.protocol, "bench-sink")
     senders = [await _connected(endpoint, sc.protocol, f"bench-src{k}") for k in range(n)]
-    ledger = DeliveryLedger()
-    one_way = LatencyRecorder(ONE_WAY)
-    sent_at: dict[int, int] = {}
-    window = Window(sc.window, sc.timeout)
-    try:
-        receiving = asyncio.create_task(
-            _receive_all(receiver_client, ledger, sent_at, one_way, sc.count, sc.timeout, window.progress))
-        first_send = now_ns()
-        for i in range(sc.count):
-            await window.wait(i, lambda: ledger.delivered)
-            message_id = ledger.next_id()
-            sent_at[message_id] = now_ns()
-            senders[i % n].send("bench-sink", make_body(message_id, sc.payload))
-            await _pace(i)
-        last_arrival = await receiving
-    finally:
-        for client in [receiver_client, *senders]:
-            await client.close()
-    return _transfer_figures(ledger.summary().as_dict(), one_way, first_send, last_arrival, sc.payload)
+    return await _bulk(sc, senders, [sink], lambda i: (senders[i % n], "bench-sink", 0))
 
 
 async def fanout(endpoint: Endpoint, sc: Scenario) -> dict:
-    """One sender sends count/clients messages to each of `clients` receivers."""
+    """One sender sends `count` messages in all, in turn to each of `clients` receivers."""
     n = max(sc.clients, 1)
-    sender = await _connected(endpoint, sc.protocol, "bench-source")
+    source = await _connected(endpoint, sc.protocol, "bench-source")
     receivers = [await _connected(endpoint, sc.protocol, f"bench-dst{k}") for k in range(n)]
-    ledgers = [DeliveryLedger(first_id=k * 10**12) for k in range(n)]
-    one_way = LatencyRecorder(ONE_WAY)
-    sent_at: dict[int, int] = {}
-    per_receiver = max(sc.count // n, 1)
-    window = Window(sc.window * n, sc.timeout)
-    try:
-        tasks = [asyncio.create_task(_receive_all(r, led, sent_at, one_way, per_receiver, sc.timeout,
-                                                  window.progress))
-                 for r, led in zip(receivers, ledgers)]
-        first_send = now_ns()
-        for i in range(per_receiver * n):
-            await window.wait(i, lambda: sum(led.delivered for led in ledgers))
-            k = i % n
-            message_id = ledgers[k].next_id()
-            sent_at[message_id] = now_ns()
-            sender.send(f"bench-dst{k}", make_body(message_id, sc.payload))
-            await _pace(i)
-        last_arrival = max(await asyncio.gather(*tasks))
-    finally:
-        for client in [sender, *receivers]:
-            await client.close()
-    # One ledger per receiver (each checks its own ids); the totals add up exactly.
-    merged = _merged([led.summary() for led in ledgers])
-    return _transfer_figures(merged, one_way, first_send, last_arrival, sc.payload)
+    # Whole rounds only, as before: count // n messages for each receiver.
+    sc_rounds = Scenario(**dict(sc.as_dict(), count=max(sc.count // n, 1) * n))
+    return await _bulk(sc_rounds, [source], receivers, lambda i: (source, f"bench-dst{i % n}", i % n))
 
 
 def _merged(summaries) -> dict:
@@ -389,9 +444,10 @@ async def drain(endpoint: Endpoint, sc: Scenario) -> dict:
         for i in range(sc.count):
             alice.send("bench-carol", make_body(ledger.next_id(), sc.payload))
             await _pace(i)
-        # Wait until the server has confirmed every message as stored.
+        # Wait until the server has confirmed every message as stored (plain UDP: a
+        # message or its STATUS may be lost, so stop once none came for loss_wait).
         while stored < sc.count:
-            event = await _event(alice, StatusChanged, sc.timeout)
+            event = await _event(alice, StatusChanged, sc.loss_wait)
             if event is None:
                 break
             stored += event.state == "stored"
@@ -401,14 +457,14 @@ async def drain(endpoint: Endpoint, sc: Scenario) -> dict:
     start = now_ns()
     carol = await _connected(endpoint, sc.protocol, "bench-carol")
     try:
-        last = await _receive_all(carol, ledger, {}, one_way, sc.count, sc.timeout)
+        last = await _receive_all(carol, ledger, {}, one_way, sc.count, sc.loss_wait)
     finally:
         await carol.close()
     figures = _transfer_figures(ledger.summary().as_dict(), one_way, start, last, sc.payload,
                                 {"stored_confirmed": stored})
     figures["drain_s"] = figures.pop("elapsed_s")
     del figures["latency"]
-    return figures
+    return _with_counters(figures, [alice, carol])
 
 
 RUNNERS = {

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from bench import cli, results
+from bench import cli, results, runner
 from bench.baselines import parse_sockperf
-from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, simulate_kcp
-from bench.runner import run_scenario
+from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
+from bench.runner import add_retransmission_ratio, run_scenario
 from bench.workloads import Scenario, body_id, make_body
 
 
@@ -136,3 +136,157 @@ def test_kcp_pingpong_over_real_udp():
     result = run_scenario(Scenario("kcp-pingpong", "kcp-fast", count=20, warmup=2))
     assert result["status"] == "ok", result.get("traceback")
     assert result["figures"]["delivery"]["delivered"] == 20
+
+
+# --------------------------------------------------------------------- the UDP side
+
+
+UDP_COUNTERS = ("packets_sent", "retransmitted", "duplicates_dropped", "out_of_order_buffered", "srtt_ms", "rto_ms")
+
+
+@pytest.mark.parametrize("workload", ["hello", "relay", "throughput", "fanin", "fanout", "drain"])
+@pytest.mark.parametrize("protocol", ["udp", "udp-turbo"])
+def test_each_workload_against_the_real_udp_server(workload, protocol):
+    sc = Scenario(workload, protocol, count=30, warmup=2, clients=3, payload=64, timeout=5.0)
+    result = run_scenario(sc)
+    assert result["status"] == "ok", result.get("traceback") or result.get("reason")
+    d = _balanced(result["figures"])
+    assert d["delivered"] == d["sent"] == 30 and d["duplicates"] == 0  # acks and retries: nothing lost
+    counters = result["figures"]["udp_counters"]
+    for key in UDP_COUNTERS:
+        assert key in counters
+    assert counters["packets_sent"] > 0 and counters["retransmitted"] >= 0
+    assert all(v is None or v > 0 for v in counters["rto_ms"].values())
+    if protocol == "udp-turbo":
+        assert "turbo" in result["server"]["argv"]
+
+
+@pytest.mark.parametrize("workload", ["hello", "relay", "throughput", "fanout", "drain"])
+def test_plain_udp_runs_and_its_books_balance(workload):
+    # Plain UDP may lose on loopback (socket buffers); the books must balance anyway,
+    # and a lost message costs at most PLAIN_LOSS_WAIT, not the full timeout.
+    sc = Scenario(workload, "udp-raw", count=30, warmup=2, clients=3, payload=64, timeout=30.0)
+    result = run_scenario(sc)
+    assert result["status"] == "ok", result.get("traceback") or result.get("reason")
+    d = _balanced(result["figures"])
+    assert d["sent"] == 30 and d["duplicates"] == 0
+    assert "udp_counters" not in result["figures"]  # no reliability layer, no counters
+    assert result["wall_s"] < 15
+
+
+def test_plain_udp_with_a_body_too_big_for_one_datagram_is_not_applicable():
+    result = run_scenario(Scenario("throughput", "udp-raw", count=5, payload=65536))
+    assert result["status"] == "not_applicable"
+    assert result["reason"].startswith("not applicable: plain UDP carries one frame per datagram")
+    assert "figures" not in result
+    # ...while the reliable mode splits it into fragments and delivers it.
+    result = run_scenario(Scenario("throughput", "udp", count=3, payload=65536))
+    assert result["status"] == "ok", result.get("traceback")
+    assert result["figures"]["delivery"]["delivered"] == 3
+
+
+def test_window_lets_a_plain_sender_past_losses():
+    from bench.stats import DeliveryLedger
+    from bench.workloads import _settled
+
+    ledger = DeliveryLedger()
+    for _ in range(10):
+        ledger.next_id()
+    ledger.arrived(0)
+    ledger.arrived(7)  # 1..6 lost (or still coming): overtaken by 7
+    assert _settled([ledger], plain=False) == 2
+    assert _settled([ledger], plain=True) == 8
+
+
+def test_a_server_that_does_not_start_is_an_error_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    real = runner.server_program
+
+    def broken_udp(protocol):
+        package, extra = real(protocol)
+        if protocol == "udp":
+            extra = [*extra, "--no-such-flag"]  # argparse refuses it: the server exits at once
+        return package, extra
+
+    monkeypatch.setattr(runner, "server_program", broken_udp)
+    code = cli.main(["--workloads", "hello", "--protocols", "udp,tcp", "--count", "5",
+                     "--no-baselines", "--out", str(tmp_path)])
+    assert code == 1  # a scenario failed
+    run = json.loads((tmp_path / "results.json").read_text())
+    by_protocol = {s["config"]["protocol"]: s for s in run["scenarios"]}
+    assert by_protocol["udp"]["status"] == "error"
+    assert "did not start" in by_protocol["udp"]["reason"] and "no-such-flag" in by_protocol["udp"]["reason"]
+    assert by_protocol["tcp"]["status"] == "ok"  # the next scenario still ran
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["error", "ok"]
+
+
+def test_cli_runs_tcp_udp_and_udp_raw_end_to_end(tmp_path, capsys):
+    code = cli.main(["--workloads", "relay,throughput", "--protocols", "tcp,udp,udp-raw", "--count", "20",
+                     "--payloads", "64,65536", "--no-baselines", "--out", str(tmp_path)])
+    assert code == 0
+    run = json.loads((tmp_path / "results.json").read_text())
+    status = {s["id"]: s["status"] for s in run["scenarios"]}
+    assert status["throughput-udp-raw-65536B-n20"] == "not_applicable"
+    assert status["relay-udp-raw-64B-n20"] == "ok" and status["throughput-udp-65536B-n20"] == "ok"
+    for s in run["scenarios"]:
+        if s["status"] == "ok":
+            _balanced(s["figures"])
+            assert ("udp_counters" in s["figures"]) == (s["config"]["protocol"] == "udp")
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    udp_row = next(r for r in rows if r["id"] == "relay-udp-64B-n20")
+    assert int(udp_row["figures.udp_counters.packets_sent"]) > 0
+    assert udp_row["figures.udp_counters.retransmitted"] != ""
+
+
+def test_retransmission_ratio_formula():
+    assert loss_implied_minimum(950, 0.05) == pytest.approx(50.0)
+    figures = {"udp_counters": {"packets_sent": 950, "retransmitted": 60}}
+    add_retransmission_ratio(figures, 0.05)
+    assert figures["loss_implied_min_retransmissions"] == pytest.approx(50.0)
+    assert figures["retransmission_ratio"] == pytest.approx(1.2)
+    clean = {"udp_counters": {"packets_sent": 950, "retransmitted": 0}}
+    add_retransmission_ratio(clean, 0.0)  # no loss: no minimum, no ratio
+    assert "retransmission_ratio" not in clean
+
+
+def test_ratios_read_the_udp_figures():
+    link = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
+
+    def scenario(workload, protocol, figures, **config):
+        return {"config": dict({"workload": workload, "protocol": protocol, "payload": 64}, **config),
+                "status": "ok", "figures": figures}
+
+    relay = {"latency": {"p99": 100.0}, "delivery": {"sent": 10, "delivered": 10, "duplicates": 0}}
+    run = {"baselines": [], "scenarios": [
+        scenario("relay", "tcp", relay, link="emulated", link_config=link),
+        scenario("relay", "udp", dict(relay, retransmission_ratio=1.1), link="emulated", link_config=link),
+        scenario("kcp-test", "kcp-fast", {"avg_rtt_ms": 140.0, "max_rtt_ms": 400.0}, payload=8),
+        scenario("kcp-test", "udp-turbo", {"avg_rtt_ms": 70.0, "max_rtt_ms": 600.0}, payload=8),
+    ]}
+    ratios = {r["name"]: r for r in cli.compute_ratios(run)}
+    retrans = next(r for name, r in ratios.items() if "loss-implied minimum" in name)
+    assert retrans["value"] == 1.1 and retrans["met"] is True
+    assert ratios["KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms"]["value"] == 0.5
+    assert ratios["KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms"]["met"] is False
+
+
+def test_kcp_test_replays_udp_turbo_on_the_same_seeded_link():
+    sc = KcpScenario(echoes=100, seed=5)
+    a, b = simulate_reliable("turbo", sc), simulate_reliable("turbo", sc)
+    assert a == b  # seeded link, virtual clock: the same run packet for packet
+    d = _balanced(a)
+    assert d["delivered"] >= 100 and a["datagrams_dropped"] > 0
+    assert a["udp_counters"]["retransmitted"] > 0 and a["retransmission_ratio"] > 0
+    assert a["messages_failed"] == 0
+
+
+def test_kcp_test_matrix_has_udp_turbo_beside_kcp_fast():
+    cells = cli.default_matrix(full=False)
+    kcp_test = {c["protocol"]: c for c in cells if c["workload"] == "kcp-test"}
+    assert {"kcp-fast", "kcp-normal", "udp-turbo"} <= set(kcp_test)
+    assert {c["payload"] for c in kcp_test.values()} == {8} and {c["count"] for c in kcp_test.values()} == {1000}
+    args = cli.build_parser().parse_args(["--workloads", "kcp-test", "--protocols", "kcp-fast,udp-turbo"])
+    assert [(c["protocol"], c["payload"]) for c in cli.flag_matrix(args)] == [("kcp-fast", 8), ("udp-turbo", 8)]
+    result = run_scenario(Scenario("kcp-test", "udp-turbo", count=50, payload=8))
+    assert result["status"] == "ok", result.get("traceback")
+    assert result["config"]["kcp_scenario"]["loss_round_trip_percent"] == 10
