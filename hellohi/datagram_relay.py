@@ -114,11 +114,28 @@ class DatagramRelay:
 
     def receive(self, datagram: bytes, address: Address, now: float) -> None:
         """One datagram arrived from `address`."""
-        self.stats.datagrams_received += 1
-        if is_reliable(datagram):
-            self._receive_reliable(datagram, address, now)
-        elif datagram:
-            self._receive_plain(datagram, address, now)
+        self.receive_many([(datagram, address)], now)
+
+    def receive_many(self, datagrams: list[tuple[bytes, Address]], now: float) -> None:
+        """Several datagrams arrived together (the glue read all the socket held).
+
+        Handling them as one batch is what makes a busy server fast: the store
+        is committed once for the whole batch, not once per datagram, and each
+        session's replies (acks, MSGs) are packed into as few datagrams as they
+        fit in. Nothing anyone hears about is sent before that one commit.
+        """
+        for datagram, address in datagrams:
+            self.stats.datagrams_received += 1
+            session = None
+            if is_reliable(datagram):
+                session = self._receive_reliable(datagram, address, now)
+            elif datagram:
+                session = self._receive_plain(datagram, address, now)
+            if session is not None and session.connection in self._by_connection and not self.relay.is_connected(session.connection):
+                # The relay closed this session (BYE, a fatal ERR, server full): carry that
+                # out now, so that a later datagram of the batch from the same client meets
+                # a closed session, exactly as it would have one datagram at a time.
+                self._flush(now)
         self._flush(now)
 
     def on_timer(self, now: float) -> None:
@@ -160,15 +177,15 @@ class DatagramRelay:
 
     # ------------------------------------------------------------ reliable datagrams
 
-    def _receive_reliable(self, datagram: bytes, address: Address, now: float) -> None:
+    def _receive_reliable(self, datagram: bytes, address: Address, now: float) -> _Session | None:
         try:
             packet = decode(datagram)
         except PacketError as error:
             self.stats.malformed += 1
             self._say(f"ignored a malformed datagram from {_show(address)}: {error}")
-            return
+            return None
         if packet.is_reset:
-            return  # only servers send RESET; never answer one (that could loop)
+            return None  # only servers send RESET; never answer one (that could loop)
         if packet.token == 0:
             session = self._by_address.get(address)
             if session is None or session.plain or session.verified:
@@ -180,13 +197,13 @@ class DatagramRelay:
                 # client to start over. A 22-byte header is never more than we got.
                 self.stats.unknown_token += 1
                 self._outgoing.append((encode_packet(Packet(packet.token, 0, 1, flags=FLAG_RESET)), address))
-                return
+                return None
         assert session.endpoint is not None
         if address != session.address:
             if packet.token == 0 or packet.number <= session.endpoint.largest_received:
                 # Old news from a new address: a replay or a spoof, not the client moving.
                 self.stats.spoofed += 1
-                return
+                return None
             self.stats.rebinds += 1
             self._say(f"session #{session.connection} moved from {_show(session.address)} to {_show(address)}")
             self._by_address.pop(session.address, None)
@@ -200,6 +217,7 @@ class DatagramRelay:
         session.endpoint.receive_packet(packet, now, len(datagram))
         self._touched.add(session.connection)
         self._take_endpoint_events(session, now)
+        return session
 
     def _new_reliable_session(self, address: Address, now: float) -> _Session:
         token = self.new_token()
@@ -228,7 +246,7 @@ class DatagramRelay:
 
     # ------------------------------------------------------------ plain datagrams
 
-    def _receive_plain(self, datagram: bytes, address: Address, now: float) -> None:
+    def _receive_plain(self, datagram: bytes, address: Address, now: float) -> _Session:
         session = self._by_address.get(address)
         if session is None or not session.plain:
             connection = self.relay.connect(_show(address), now)
@@ -246,6 +264,7 @@ class DatagramRelay:
         if session.decoder.buffered and session.connection in self._by_connection:
             self.relay.reject(session.connection, ProtocolError(ErrorCode.BAD_FRAME, "a plain datagram must hold whole frames"))
         self._touched.add(session.connection)
+        return session
 
     # ------------------------------------------------------------ frames
 

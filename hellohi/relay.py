@@ -196,6 +196,10 @@ class Relay:
     def online(self) -> list[str]:
         return sorted(self._by_name)
 
+    def is_connected(self, connection_id: int) -> bool:
+        """False once the connection was closed (by either side) or never existed."""
+        return connection_id in self._connections
+
     def name_of(self, connection_id: int) -> str | None:
         connection = self._connections.get(connection_id)
         return connection.name if connection else None

@@ -16,7 +16,9 @@ import asyncio
 import logging
 import secrets
 import signal
+import socket
 import sys
+from collections import deque
 
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, reliability_from
@@ -27,42 +29,95 @@ from udp.lossy import LossyPath, impairments_from
 log = logging.getLogger("hellohi.udp.server")
 
 
-class UdpRelayServer(asyncio.DatagramProtocol):
+class UdpRelayServer:
+    """Owns the UDP socket, the clock and the one timer; DatagramRelay does the rest.
+
+    The socket is non-blocking and watched by the event loop. When it becomes
+    readable we read every datagram it holds (up to MAX_BATCH), hand them to the
+    relay as one batch, and only then send what the relay answered. Under load a
+    read brings many datagrams, so the store's commit and the acks are paid once
+    per batch instead of once per datagram; when traffic is light a batch is one
+    datagram and nothing waits.
+    """
+
+    MAX_BATCH = 256  # datagrams per batch: bounds how long timers and sends wait behind reads
+    MAX_DATAGRAM = 65535
+
     def __init__(self, relay: DatagramRelay, impair_send=None, impair_receive=None):
         self.relay = relay
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._send_path = LossyPath(impair_send, self._sendto)
         self._receive_path = LossyPath(impair_receive, self._datagram_in)
+        self._batch: list[tuple[bytes, tuple]] | None = None  # set while reading a batch
+        # Datagrams the kernel had no room for yet (EAGAIN), sent when the socket is writable.
+        self._unsent: deque[tuple[bytes, tuple]] = deque()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        address = self._transport.get_extra_info("sockname")
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        error: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            self._socket = sock
+            break
+        if self._socket is None:
+            raise error or OSError(f"cannot bind {host}:{port}")
+        loop.add_reader(self._socket.fileno(), self._on_readable)
+        address = self._socket.getsockname()
         return address[0], address[1]
 
     def close(self) -> None:
         if self._timer:
             self._timer.cancel()
-        if self._transport:
-            self._transport.close()
+        if self._socket is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._socket.fileno())
+            loop.remove_writer(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
         self.relay.relay.store.close()
 
-    # ------------------------------------------------------------ asyncio callbacks
+    # ------------------------------------------------------------ reading
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        self._receive_path(data, addr)
+    def _on_readable(self) -> None:
+        assert self._socket is not None
+        self._batch = []
+        try:
+            for _ in range(self.MAX_BATCH):
+                try:
+                    data, address = self._socket.recvfrom(self.MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break  # the socket is empty: the batch is complete
+                except OSError as exc:
+                    # An ICMP error for an earlier datagram (a client went away): the
+                    # session's retransmissions, then its timeout, take care of it.
+                    log.debug("socket error: %s", exc)
+                    continue
+                self._receive_path(data, address)
+            batch = self._batch
+        finally:
+            self._batch = None
+        if batch:
+            self.relay.receive_many(batch, asyncio.get_running_loop().time())
+            self._send_all()
 
-    def error_received(self, exc: Exception) -> None:
-        # An ICMP error for an earlier datagram (a client went away): the
-        # session's retransmissions, then its timeout, take care of it.
-        log.debug("socket error: %s", exc)
+    def _datagram_in(self, data: bytes, address) -> None:
+        if self._batch is not None:
+            self._batch.append((data, address))
+        else:
+            # Delivered later by the in-process loss injection (a delayed datagram).
+            self.relay.receive(data, address, asyncio.get_running_loop().time())
+            self._send_all()
 
-    # ------------------------------------------------------------ plumbing
-
-    def _datagram_in(self, data: bytes, addr) -> None:
-        self.relay.receive(data, addr, asyncio.get_running_loop().time())
-        self._send_all()
+    # ------------------------------------------------------------ sending
 
     def _send_all(self) -> None:
         for datagram, address in self.relay.outgoing():
@@ -70,8 +125,33 @@ class UdpRelayServer(asyncio.DatagramProtocol):
         self._arm_timer()
 
     def _sendto(self, datagram: bytes, address) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(datagram, address)
+        if self._socket is None:
+            return
+        if self._unsent:
+            self._unsent.append((datagram, address))  # keep the order
+            return
+        try:
+            self._socket.sendto(datagram, address)
+        except (BlockingIOError, InterruptedError):
+            self._unsent.append((datagram, address))
+            asyncio.get_running_loop().add_writer(self._socket.fileno(), self._on_writable)
+        except OSError as exc:
+            log.debug("socket error sending to %s: %s", format_peer(address), exc)
+
+    def _on_writable(self) -> None:
+        assert self._socket is not None
+        while self._unsent:
+            datagram, address = self._unsent[0]
+            try:
+                self._socket.sendto(datagram, address)
+            except (BlockingIOError, InterruptedError):
+                return  # still full; we are called again when there is room
+            except OSError as exc:
+                log.debug("socket error sending to %s: %s", format_peer(address), exc)
+            self._unsent.popleft()
+        asyncio.get_running_loop().remove_writer(self._socket.fileno())
+
+    # ------------------------------------------------------------ the timer
 
     def _arm_timer(self) -> None:
         deadline = self.relay.next_deadline()
