@@ -190,13 +190,19 @@ class ReliableEndpoint:
         if len(data) > self.config.max_message:
             raise ValueError(f"a message of {len(data)} bytes is larger than max_message ({self.config.max_message})")
         size = self._fragment_size
-        pieces = [data[start : start + size] for start in range(0, len(data), size)] or [b""]
-        if len(pieces) > 0xFFFF:
-            raise ValueError("message needs more than 65535 fragments; raise max_datagram")
-        for index, piece in enumerate(pieces):
-            self._queue.append(Fragment(message_id, index, len(pieces), piece))
+        if len(data) <= size:
+            # Most chat frames fit in one fragment: skip the slicing (this runs per message).
+            self._queue.append(Fragment(message_id, 0, 1, data))
+            pieces = 1
+        else:
+            chunks = [data[start : start + size] for start in range(0, len(data), size)]
+            if len(chunks) > 0xFFFF:
+                raise ValueError("message needs more than 65535 fragments; raise max_datagram")
+            for index, piece in enumerate(chunks):
+                self._queue.append(Fragment(message_id, index, len(chunks), piece))
+            pieces = len(chunks)
         self._queued_bytes += len(data)
-        self._fragments_left[message_id] = len(pieces)
+        self._fragments_left[message_id] = pieces
         return message_id
 
     def pop_events(self) -> list[Event]:
@@ -409,6 +415,12 @@ class ReliableEndpoint:
         threshold = self.config.fast_retransmit_threshold
         for sent in self._unacked.values():
             if sent.serial + threshold > self._largest_acked_serial:
+                if sent.retries == 0:
+                    # Packets are numbered in the order they were first sent, and a
+                    # retransmission is sent later still: every packet after this one
+                    # has a larger serial and cannot pass this test either. Stopping
+                    # here keeps an ack from scanning the whole send window.
+                    break
                 continue
             if sent.number in self._to_retransmit:
                 continue
