@@ -113,12 +113,14 @@ class TcpRelayServer:
             transport.close()  # sends what is buffered (the ERR or BYE), then FIN
 
     def _arm_timer(self) -> None:
-        deadline = self.relay.next_deadline()
         if self._timer is not None:
-            if deadline is not None and self._timer.when() <= deadline:
-                return  # already set early enough
-            self._timer.cancel()
-            self._timer = None
+            # Already set, and never too late: every relay deadline is some event's time
+            # plus the heartbeat interval or timeout, so traffic only moves deadlines
+            # later and a new connection's deadline is never earlier than one computed
+            # before it. At worst the timer fires early; on_timer() then has nothing to
+            # do and we arm it again. This saves a scan of every connection per read.
+            return
+        deadline = self.relay.next_deadline()
         if deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
 
