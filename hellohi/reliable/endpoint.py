@@ -518,9 +518,15 @@ class ReliableEndpoint:
         return tuple(ranges[: self._ranges_budget])
 
     def _encode(self, number: int, fragments: tuple[Fragment, ...], now: float, flags: int = 0) -> bytes:
-        # Every datagram carries our latest ack, so it is no longer owed.
+        # Every datagram carries our latest ack, so it is no longer owed...
         self._ack_now = False
         self._ack_deadline = None
+        if self._unacked_received and self.config.ack_repeat_delay is not None:
+            # ...but an ack is never retransmitted: if this datagram, the only one
+            # saying "it arrived", is lost, the peer sends the data again after its
+            # RTO. One more copy shortly after (unless another datagram repeats the
+            # ack first) makes that p^2 instead of p, for a few bytes.
+            self._ack_deadline = now + self.config.ack_repeat_delay
         self._unacked_received = 0
         packet = Packet(
             token=self.token,
