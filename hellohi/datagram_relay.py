@@ -249,7 +249,10 @@ class DatagramRelay:
     def _receive_plain(self, datagram: bytes, address: Address, now: float) -> _Session:
         session = self._by_address.get(address)
         if session is None or not session.plain:
-            connection = self.relay.connect(_show(address), now)
+            # Fire and forget: nothing paces a plain client, as nothing paces plain UDP.
+            # (A lost MSG or ACK would otherwise stay "in flight" for good and, once
+            # there were a window's worth, stop all delivery to this client.)
+            connection = self.relay.connect(_show(address), now, window=self.relay.limits.max_waiting_per_recipient)
             session = _Session(connection, address, Decoder(self.max_line, self.max_body))
             session.secret = f"{self.new_token():016x}"
             self._by_connection[connection] = session

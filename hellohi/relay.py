@@ -94,6 +94,8 @@ class _Connection:
     in_flight_bytes: int = 0
     # Highest message id sent on this connection; the store is read after it.
     cursor: int = 0
+    # MSGs that may await an ACK at once; None: the relay's delivery_window.
+    window: int | None = None
 
 
 class Relay:
@@ -121,9 +123,14 @@ class Relay:
 
     # ------------------------------------------------------------ events in
 
-    def connect(self, peer: str, now: float) -> int:
-        """A transport accepted a peer ("IP:PORT"). Returns its connection id."""
-        connection = _Connection(self._next_connection, peer, last_heard=now, last_ping=now)
+    def connect(self, peer: str, now: float, window: int | None = None) -> int:
+        """A transport accepted a peer ("IP:PORT"). Returns its connection id.
+
+        `window` overrides the delivery window for this connection: plain UDP
+        passes the store's whole backlog, because a transport that loses ACKs
+        for good would otherwise fill the window with them and stall.
+        """
+        connection = _Connection(self._next_connection, peer, last_heard=now, last_ping=now, window=window)
         self._next_connection += 1
         self._connections[connection.id] = connection
         if len(self._connections) > self.limits.max_clients:
@@ -269,7 +276,7 @@ class Relay:
     def _deliver(self, connection: _Connection) -> None:
         """Send stored messages to an online recipient, in id order, up to the window."""
         assert connection.name is not None
-        room = self.limits.delivery_window - len(connection.in_flight)
+        room = self._window(connection) - len(connection.in_flight)
         unsent = self._waiting.get(connection.name, 0) - len(connection.in_flight)
         if unsent <= 0 or not self._has_room(connection):
             return
@@ -282,9 +289,12 @@ class Relay:
         if not connection.in_flight:
             return True  # one message always fits, however large
         return (
-            len(connection.in_flight) < self.limits.delivery_window
-            and connection.in_flight_bytes < self.limits.delivery_window_bytes
+            len(connection.in_flight) < self._window(connection)
+            and (connection.window is not None or connection.in_flight_bytes < self.limits.delivery_window_bytes)
         )
+
+    def _window(self, connection: _Connection) -> int:
+        return self.limits.delivery_window if connection.window is None else connection.window
 
     def _put_in_flight(self, connection: _Connection, message_id: int, sender: str, ref: str, body: bytes) -> None:
         connection.in_flight[message_id] = (sender, ref, len(body))

@@ -13,7 +13,7 @@ import itertools
 import pytest
 
 from hellohi.client_session import ClientSession, MessageReceived, Registered, StatusChanged
-from hellohi.codec import Bye, Hello, Send
+from hellohi.codec import Ack, Bye, Hello, Send
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
@@ -347,3 +347,17 @@ def test_reset_is_never_longer_than_what_provoked_it():
     net.run(0.1)
     assert net.server.stats.unknown_token == 1
     assert net.sent_to[source] <= len(probe)
+
+
+def test_plain_recipient_whose_acks_are_lost_is_not_stalled_by_the_window():
+    net = Network(delivery_window=4)
+    alice, bob = net.client("alice", 1, plain=True), net.client("bob", 2, plain=True)
+    alice.hello(), bob.hello()
+    net.run(1)
+    send_frame = bob.write
+    bob.write = lambda frame: None if isinstance(frame, Ack) else send_frame(frame)  # every ACK lost
+    for i in range(10):
+        alice.send("bob", f"m{i}".encode())
+    net.run(1)
+    assert bob.received() == [f"m{i}".encode() for i in range(10)]  # not just the first 4
+    assert net.store.waiting_counts() == {"bob": 10}  # unacknowledged, so still stored
