@@ -89,3 +89,20 @@ def _kill_after(process: subprocess.Popen, seconds: float) -> threading.Timer:
     timer.daemon = True
     timer.start()
     return timer
+
+
+def announce(transport: str, host: str, port: int, store: str) -> None:
+    """Print the line start_server() reads (so --port 0 works): keep the two in step."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"hellohi {transport} server listening on {shown} (store: {store})", flush=True)
+
+
+async def until_stopped() -> None:
+    """Return when the server process gets SIGINT (Ctrl-C) or SIGTERM."""
+    import asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sqlite3
 import sys
 
 from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi.errors import ErrorCode, ProtocolError
+from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit
 from hellohi.store import MessageStore
@@ -194,13 +194,8 @@ async def serve(args: argparse.Namespace, limits: RelayLimits) -> None:
     except OSError as error:
         relay.store.close()
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; pick another --port or --host") from None
-    # This exact line is how scripts and tests learn the port when --port 0.
-    print(f"hellohi tcp server listening on {format_peer((host, port))} (store: {args.store})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    announce("tcp", host, port, args.store)
+    await until_stopped()
     log.info("shutting down; waiting messages stay in %s", args.store)
     await server.close()
 

@@ -25,6 +25,7 @@ from hellohi.chat_client import ChatClient, ConnectFailed
 from hellohi.codec import Bye, Frame
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
+from udp.deadline import DeadlineTimer
 from udp.lossy import LossyPath
 
 __all__ = ["ConnectFailed", "UdpChatClient"]
@@ -57,7 +58,7 @@ class UdpChatClient(ChatClient):
         self._send_path = LossyPath(impair_send, self._sendto)
         self._receive_path = LossyPath(impair_receive, self._datagram_in)
         self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._on_timer)
 
     @property
     def stats(self):
@@ -76,8 +77,7 @@ class UdpChatClient(ChatClient):
             deadline = loop.time() + 0.5
             while self.link.endpoint and self.link.endpoint.unacknowledged and loop.time() < deadline:
                 await asyncio.sleep(0.01)
-        if self._timer:
-            self._timer.cancel()
+        self._timer.cancel()
         await self._stop_tasks()
         if self._transport is not None:
             self._transport.close()
@@ -136,17 +136,9 @@ class UdpChatClient(ChatClient):
             self._transport.sendto(datagram)
 
     def _arm_timer(self) -> None:
-        deadline = self.link.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self._timer.set(self.link.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
         self._take(self.link.handle_timer(asyncio.get_running_loop().time()))
         self._pump()
 

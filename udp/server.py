@@ -15,15 +15,16 @@ import argparse
 import asyncio
 import logging
 import secrets
-import signal
 import socket
 import sys
 from collections import deque
 
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
+from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, reliability_from
 from hellohi.relay import Relay
 from tcp.server import format_peer, open_store
+from udp.deadline import DeadlineTimer
 from udp.lossy import LossyPath, impairments_from
 
 log = logging.getLogger("hellohi.udp.server")
@@ -46,7 +47,7 @@ class UdpRelayServer:
     def __init__(self, relay: DatagramRelay, impair_send=None, impair_receive=None):
         self.relay = relay
         self._socket: socket.socket | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._on_timer)
         self._send_path = LossyPath(impair_send, self._sendto)
         self._receive_path = LossyPath(impair_receive, self._datagram_in)
         self._batch: list[tuple[bytes, tuple]] | None = None  # set while reading a batch
@@ -75,8 +76,7 @@ class UdpRelayServer:
         return address[0], address[1]
 
     def close(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._socket is not None:
             loop = asyncio.get_running_loop()
             loop.remove_reader(self._socket.fileno())
@@ -154,17 +154,9 @@ class UdpRelayServer:
     # ------------------------------------------------------------ the timer
 
     def _arm_timer(self) -> None:
-        deadline = self.relay.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self._timer.set(self.relay.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.relay.on_timer(asyncio.get_running_loop().time())
         self._send_all()
 
@@ -198,13 +190,8 @@ async def serve(args: argparse.Namespace) -> None:
     except OSError as error:
         relay.store.close()
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; pick another --port or --host") from None
-    # This exact line is how scripts and tests learn the port when --port 0.
-    print(f"hellohi udp server listening on {format_peer((host, port))} (store: {args.store})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    announce("udp", host, port, args.store)
+    await until_stopped()
     log.info("shutting down; waiting messages stay in %s", args.store)
     server.close()
 

@@ -1,0 +1,34 @@
+"""One asyncio timer, kept set for a sans-I/O object's next deadline.
+
+The reliability layer and the relay never sleep; they say when they next need
+to be called (`next_deadline()`). The UDP glue keeps exactly one timer armed
+for that moment, moving it only when the deadline changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+
+class DeadlineTimer:
+    def __init__(self, on_deadline: Callable[[], None]):
+        self.on_deadline = on_deadline
+        self._handle: asyncio.TimerHandle | None = None
+
+    def set(self, deadline: float | None) -> None:
+        """Fire at `deadline` (event-loop time), or never if None."""
+        if self._handle is not None:
+            if deadline is not None and self._handle.when() == deadline:
+                return
+            self._handle.cancel()
+            self._handle = None
+        if deadline is not None:
+            self._handle = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def cancel(self) -> None:
+        self.set(None)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.on_deadline()
