@@ -31,12 +31,17 @@ class TcpChatClient(ChatClient):
     def __init__(self, host: str, port: int, name: str | None = None, **options):
         super().__init__(host, port, name, **options)
         self._writer: asyncio.StreamWriter | None = None
+        # Frames written during one turn of the event loop leave in one write():
+        # a burst of SENDs, or the ACKs for everything one read brought, costs
+        # one system call and reaches the server as one segment, not one each.
+        self._pending: list[bytes] = []
 
     async def close(self) -> None:
         self._closing = True
         if self._writer and not self._writer.is_closing():
             try:
                 self._write(Bye())
+                self._flush_writes()  # now, not on the next turn: we are about to close
                 await self._writer.drain()
             except (ConnectionError, RuntimeError):
                 pass
@@ -49,10 +54,18 @@ class TcpChatClient(ChatClient):
         if self._writer is not None and not self._writer.is_closing():
             if self.trace:
                 self.trace("->", frame)
-            self._writer.write(encode(frame))
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._flush_writes)
+            self._pending.append(encode(frame))
+
+    def _flush_writes(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if data and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
 
     async def _open(self) -> None:
         reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._pending.clear()  # meant for the old connection; what matters goes again below
         self._expect_hello_answer()
         self._write(self.session.hello())
         # Anything the server never confirmed goes again; it drops repeats by ref.
