@@ -59,6 +59,7 @@ class UdpChatClient(ChatClient):
         self._receive_path = LossyPath(impair_receive, self._datagram_in)
         self._transport: asyncio.DatagramTransport | None = None
         self._timer = DeadlineTimer(self._on_timer)
+        self._pump_scheduled = False
 
     @property
     def stats(self):
@@ -71,6 +72,7 @@ class UdpChatClient(ChatClient):
         self._closing = True
         if self._transport is not None and self.connected:
             self._write(Bye())
+            self._pump()  # now: the socket closes below
             # Give a reliable BYE a moment to be acknowledged; the server's
             # heartbeat timeout covers us if it never arrives.
             loop = asyncio.get_running_loop()
@@ -110,7 +112,11 @@ class UdpChatClient(ChatClient):
         if self.trace:
             self.trace("->", frame)
         self.link.send_frame(frame, asyncio.get_running_loop().time())
-        self._pump()
+        # Not at once: frames written in this turn of the event loop (a burst of
+        # SENDs, the ACKs for one datagram's MSGs) then share datagrams.
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
 
     def _server_silent(self) -> None:
         silent = asyncio.get_running_loop().time() - self._last_heard
@@ -125,6 +131,7 @@ class UdpChatClient(ChatClient):
         )
 
     def _pump(self) -> None:
+        self._pump_scheduled = False
         """Send whatever the link has ready, and set the timer for its next deadline."""
         now = asyncio.get_running_loop().time()
         for datagram in self.link.datagrams_to_send(now):
