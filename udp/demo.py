@@ -161,6 +161,9 @@ class Demo:
         expected = [f"message {i:02d}".encode() for i in range(MESSAGES)]
         for body in expected:
             sender.send(receiver.name, body)
+            # Typed one by one, as in a chat: each message travels in its own datagram
+            # (a burst would share datagrams, and fewer would be at risk).
+            await asyncio.sleep(0.02)
         bodies, duplicates = await collect(receiver, MESSAGES, quiet_for=3.0 if plain else 8.0, limit=15.0)
         dropped = sum(c.impair_send.dropped + c.impair_receive.dropped for c in (sender, receiver))
         if plain:
