@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from hellohi.datagram_relay import MAX_UDP_PAYLOAD
+
 PROTOCOLS = ("tcp", "udp", "udp-raw", "udp-turbo")
 # What the default matrices run when --protocols is not given; udp-turbo is added
 # to a few workloads only (see bench/cli.py), to keep `make bench` quick.
@@ -16,9 +18,6 @@ DEFAULT_PROTOCOLS = ("tcp", "udp", "udp-raw")
 # Protocols whose client sends each frame as one bare datagram: no acks, no
 # retransmission, so a message can be lost for good.
 PLAIN_PROTOCOLS = ("udp-raw",)
-
-# The largest UDP payload over IPv4 (65,535 - 8 UDP header - 20 IP header bytes).
-MAX_UDP_PAYLOAD = 65_507
 
 
 class ProtocolUnavailable(RuntimeError):

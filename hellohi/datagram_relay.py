@@ -38,11 +38,12 @@ from .errors import ErrorCode, ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import MessageFailed, MessageReceived
 from .reliable.packet import FLAG_RESET, Packet, PacketError, decode, encode as encode_packet, is_reliable
-from .relay import Disconnect, Notice, Relay, Transmit
+from .relay import Disconnect, Notice, Relay, Transmit, format_peer
 
 Address = tuple  # (host, port) or (host, port, flowinfo, scope) for IPv6
 
-# A plain datagram never grows past this: the largest UDP payload over IPv4.
+# The largest UDP payload over IPv4 (65,535 - 8 UDP header - 20 IP header bytes):
+# a plain datagram never grows past it.
 MAX_UDP_PAYLOAD = 65507
 
 
@@ -171,10 +172,6 @@ class DatagramRelay:
                 return session.endpoint.stats
         return None
 
-    @property
-    def sessions(self) -> int:
-        return len(self._by_connection)
-
     # ------------------------------------------------------------ reliable datagrams
 
     def _receive_reliable(self, datagram: bytes, address: Address, now: float) -> _Session | None:
@@ -182,7 +179,7 @@ class DatagramRelay:
             packet = decode(datagram)
         except PacketError as error:
             self.stats.malformed += 1
-            self._say(f"ignored a malformed datagram from {_show(address)}: {error}")
+            self._say(f"ignored a malformed datagram from {format_peer(address)}: {error}")
             return None
         if packet.is_reset:
             return None  # only servers send RESET; never answer one (that could loop)
@@ -205,7 +202,7 @@ class DatagramRelay:
                 self.stats.spoofed += 1
                 return None
             self.stats.rebinds += 1
-            self._say(f"session #{session.connection} moved from {_show(session.address)} to {_show(address)}")
+            self._say(f"session #{session.connection} moved from {format_peer(session.address)} to {format_peer(address)}")
             self._by_address.pop(session.address, None)
             session.address = address
         if packet.token == session.token and not session.verified:
@@ -223,13 +220,13 @@ class DatagramRelay:
         token = self.new_token()
         while token == 0 or token in self._by_token:
             token = self.new_token()
-        connection = self.relay.connect(_show(address), now)
+        connection = self.relay.connect(format_peer(address), now)
         endpoint = ReliableEndpoint(self.config, token=token, now=now)
         session = _Session(connection, address, Decoder(self.max_line, self.max_body), token=token, endpoint=endpoint)
         self._by_token[token] = session
         self._by_connection[connection] = session
         self._by_address[address] = session
-        self._say(f"new session #{connection} from {_show(address)}")
+        self._say(f"new session #{connection} from {format_peer(address)}")
         return session
 
     def _take_endpoint_events(self, session: _Session, now: float) -> None:
@@ -252,12 +249,12 @@ class DatagramRelay:
             # Fire and forget: nothing paces a plain client, as nothing paces plain UDP.
             # (A lost MSG or ACK would otherwise stay "in flight" for good and, once
             # there were a window's worth, stop all delivery to this client.)
-            connection = self.relay.connect(_show(address), now, window=self.relay.limits.max_waiting_per_recipient)
+            connection = self.relay.connect(format_peer(address), now, window=self.relay.limits.max_waiting_per_recipient)
             session = _Session(connection, address, Decoder(self.max_line, self.max_body))
             session.secret = f"{self.new_token():016x}"
             self._by_connection[connection] = session
             self._by_address[address] = session
-            self._say(f"new plain session #{connection} from {_show(address)}")
+            self._say(f"new plain session #{connection} from {format_peer(address)}")
         if not session.verified:
             session.received_bytes += len(datagram)
         # Each plain datagram stands alone: a frame never continues in the next one,
@@ -352,8 +349,3 @@ class DatagramRelay:
     def _say(self, text: str) -> None:
         if self.trace is not None:
             self.trace(text)
-
-
-def _show(address: Address) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

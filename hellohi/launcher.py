@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .relay import format_peer
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
 
@@ -93,8 +95,7 @@ def _kill_after(process: subprocess.Popen, seconds: float) -> threading.Timer:
 
 def announce(transport: str, host: str, port: int, store: str) -> None:
     """Print the line start_server() reads (so --port 0 works): keep the two in step."""
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    print(f"hellohi {transport} server listening on {shown} (store: {store})", flush=True)
+    print(f"hellohi {transport} server listening on {format_peer((host, port))} (store: {store})", flush=True)
 
 
 async def until_stopped() -> None:

@@ -78,6 +78,12 @@ class Notice:
 
 Action = Union[Transmit, Disconnect, Notice]
 
+
+def format_peer(address: tuple) -> str:
+    """A socket address as the peer string the relay uses: "IP:PORT", or "[IPv6]:PORT"."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
 _SERVER_ONLY = (Hi, Msg, Status, Online)
 _BEFORE_HELLO = (Hello, Ping, Pong, Err, Bye)
 

@@ -20,7 +20,7 @@ from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, limits_from
-from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit
+from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
 from hellohi.store import MessageStore
 
 log = logging.getLogger("hellohi.tcp.server")
@@ -29,11 +29,6 @@ log = logging.getLogger("hellohi.tcp.server")
 # we drop it rather than let it eat the server's memory. Its messages stay stored.
 # It must exceed the relay's delivery window in bytes, or a normal burst would trip it.
 DEFAULT_MAX_OUTBOUND = 4 * 1024 * 1024
-
-
-def format_peer(address) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class TcpRelayServer:

@@ -22,8 +22,8 @@ from collections import deque
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, reliability_from
-from hellohi.relay import Relay
-from tcp.server import format_peer, open_store
+from hellohi.relay import Relay, format_peer
+from tcp.server import open_store
 from udp.deadline import DeadlineTimer
 from udp.lossy import LossyPath, impairments_from
 

@@ -118,10 +118,6 @@ class _SentPacket:
     first_serial: int = 0  # transmission counter at the first transmission
 
 
-class EndpointFailed(Exception):
-    pass
-
-
 class ReliableEndpoint:
     def __init__(
         self,
@@ -160,7 +156,6 @@ class ReliableEndpoint:
         self._serial = 0
         self._largest_acked_serial = 0
         self._queue: deque[Fragment] = deque()  # fragments not yet in a packet
-        self._queued_bytes = 0
         self._unacked: OrderedDict[int, _SentPacket] = OrderedDict()  # by packet number
         self._to_retransmit: OrderedDict[int, None] = OrderedDict()
         self._fragments_left: dict[int, int] = {}  # message id -> fragments not yet acked
@@ -201,7 +196,6 @@ class ReliableEndpoint:
             for index, piece in enumerate(chunks):
                 self._queue.append(Fragment(message_id, index, len(chunks), piece))
             pieces = len(chunks)
-        self._queued_bytes += len(data)
         self._fragments_left[message_id] = pieces
         return message_id
 
@@ -222,19 +216,9 @@ class ReliableEndpoint:
         return len(self._fragments_left)
 
     @property
-    def queued_bytes(self) -> int:
-        """Bytes of messages waiting for room in the windows (for back-pressure)."""
-        return self._queued_bytes
-
-    @property
     def largest_received(self) -> int:
         """The highest packet number that has arrived from the peer (0: none yet)."""
         return self._largest_received
-
-    @property
-    def idle(self) -> bool:
-        """Nothing queued, nothing unacknowledged, no ack owed."""
-        return not self._fragments_left and not self._unacked and not self._ack_owed()
 
     # ------------------------------------------------------------ network side
 
@@ -340,7 +324,6 @@ class ReliableEndpoint:
             if size > room:
                 break
             fragment = self._queue.popleft()
-            self._queued_bytes -= len(fragment.data)
             fragments.append(fragment)
             room -= size
         packet = _SentPacket(self._next_packet, tuple(fragments), now, 0, now)
@@ -438,7 +421,6 @@ class ReliableEndpoint:
         self._unacked.clear()
         self._to_retransmit.clear()
         self._queue.clear()
-        self._queued_bytes = 0
 
     def _fail_message(self, message_id: int, reason: str) -> None:
         self._stats.messages_failed += 1
@@ -496,9 +478,6 @@ class ReliableEndpoint:
                 self._stats.messages_received += 1
                 self._events.append(MessageReceived(fragment.message_id, data))
 
-    def _ack_owed(self) -> bool:
-        return self._ack_now or self._ack_deadline is not None
-
     def _ack_ranges(self) -> tuple[tuple[int, int], ...]:
         """Runs of packets received above the gap, newest first, as many as fit."""
         if not self._early:
@@ -543,7 +522,3 @@ class ReliableEndpoint:
         if self.trace is not None:
             self.trace(text)
 
-
-def peek(datagram: bytes) -> Packet:
-    """Decode without an endpoint (the glue uses it to read the token first)."""
-    return decode(datagram)
