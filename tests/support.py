@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from hellohi.client_session import MessageReceived, StatusChanged
 from hellohi.launcher import start_server
 
 
@@ -34,3 +35,35 @@ async def next_of(client, kind: type, timeout: float = 5.0):
         if isinstance(event, kind):
             return event
     raise AssertionError(f"{client.name} got no {kind.__name__} within {timeout} s")
+
+
+async def live_relay(make_client, port: int):
+    """alice -> bob, both online: (bob's MessageReceived, alice's ref, alice's two STATUS states)."""
+    alice, bob = make_client("127.0.0.1", port, "alice"), make_client("127.0.0.1", port, "bob")
+    await alice.connect(), await bob.connect()
+    ref = alice.send("bob", "hi bob")
+    message = await next_of(bob, MessageReceived)
+    states = [(await next_of(alice, StatusChanged)).state for _ in range(2)]
+    await alice.close(), await bob.close()
+    return message, ref, states
+
+
+async def ring_of_clients(make_client, port: int, count: int, per_client: int):
+    """`count` clients each send `per_client` messages to the next one in a ring.
+
+    Returns each client's received bodies, in arrival order, and the one event
+    (if any) each got in a further 0.3 s: a duplicate would show up there.
+    """
+    clients = [make_client("127.0.0.1", port, f"c{n}") for n in range(count)]
+    await asyncio.gather(*(client.connect() for client in clients))
+    for n, client in enumerate(clients):
+        for k in range(per_client):
+            client.send(f"c{(n + 1) % count}", f"{n}:{k}")
+
+    async def collect(client):
+        return [(await next_of(client, MessageReceived, timeout=20)).body for _ in range(per_client)]
+
+    inboxes = await asyncio.gather(*(collect(client) for client in clients))
+    extra = await asyncio.gather(*(client.next_event(timeout=0.3) for client in clients))
+    await asyncio.gather(*(client.close() for client in clients))
+    return inboxes, extra

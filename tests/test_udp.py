@@ -15,7 +15,7 @@ import pytest
 
 from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, StatusChanged
 from hellohi.launcher import REPO_ROOT
-from tests.support import Servers, next_of
+from tests.support import Servers, live_relay, next_of, ring_of_clients
 from hellohi.reliable import TURBO, Impairment
 from hellohi.reliable.packet import Packet, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
@@ -91,18 +91,7 @@ def test_short_hello_gets_no_amplified_answer(server):
 
 
 def test_live_relay_and_ticks(server):
-    port = server().port
-
-    async def scenario():
-        alice, bob = UdpChatClient("127.0.0.1", port, "alice"), UdpChatClient("127.0.0.1", port, "bob")
-        await alice.connect(), await bob.connect()
-        ref = alice.send("bob", "hi bob")
-        message = await next_of(bob, MessageReceived)
-        states = [(await next_of(alice, StatusChanged)).state for _ in range(2)]
-        await alice.close(), await bob.close()
-        return message, ref, states
-
-    message, ref, states = asyncio.run(scenario())
+    message, ref, states = asyncio.run(live_relay(UdpChatClient, server().port))
     assert (message.sender, message.body) == ("alice", b"hi bob")
     assert states == ["stored", "delivered"]
 
@@ -206,22 +195,9 @@ def test_plain_mode_loses_messages_under_the_same_loss(server):
 
 
 def test_fifty_concurrent_clients_lose_and_duplicate_nothing(server):
-    port = server().port
     count, per_client = 50, 10
-
-    async def scenario():
-        clients = [UdpChatClient("127.0.0.1", port, f"c{n}") for n in range(count)]
-        await asyncio.gather(*(client.connect() for client in clients))
-        for n, client in enumerate(clients):
-            for k in range(per_client):
-                client.send(f"c{(n + 1) % count}", f"{n}:{k}")
-        inboxes = await asyncio.gather(*(collect(client, per_client, quiet_for=10) for client in clients))
-        extra = await asyncio.gather(*(client.next_event(timeout=0.3) for client in clients))
-        await asyncio.gather(*(client.close() for client in clients))
-        return inboxes, extra
-
-    inboxes, extra = asyncio.run(scenario())
-    for n, (inbox, duplicates) in enumerate(inboxes):
+    inboxes, extra = asyncio.run(ring_of_clients(UdpChatClient, server().port, count, per_client))
+    for n, inbox in enumerate(inboxes):
         sender = (n - 1) % count
         assert inbox == [f"{sender}:{k}".encode() for k in range(per_client)], f"c{n} got {inbox}"
     assert not any(isinstance(event, MessageReceived) for event in extra)
