@@ -9,9 +9,11 @@ is caught.  The ledgers between nftables counters and what the programs saw are 
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -331,9 +333,20 @@ def test_cleanup_removes_an_up_run_whose_forwarder_died():
 
 
 def test_cli_as_a_real_unprivileged_user():
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          sys.executable, "-m", "bench.emulation", "up", "--loss", "0.1"],
-                         capture_output=True, text=True, cwd=REPO, env=ENV)
+    # `nobody` may not be able to enter the checkout (a clone under a private
+    # directory), so it runs a copy of bench.emulation (standard library only)
+    # from a directory it can read, with the interpreter the venv points at.
+    readable = Path(tempfile.mkdtemp(prefix="hellohi-nobody-"))
+    try:
+        readable.chmod(0o755)
+        shutil.copytree(REPO / "bench" / "emulation", readable / "bench" / "emulation",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(REPO / "bench" / "__init__.py", readable / "bench" / "__init__.py")
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              os.path.realpath(sys.executable), "-B", "-m", "bench.emulation", "up", "--loss", "0.1"],
+                             capture_output=True, text=True, cwd=readable, env={"PATH": ENV["PATH"]})
+    finally:
+        shutil.rmtree(readable)
     assert out.returncode == 2, out.stderr
     assert "need root" in out.stderr and "run instead: sudo" in out.stderr
     assert "Traceback" not in out.stderr
