@@ -15,38 +15,38 @@ from typing import Union
 from .codec import Ack, Bye, Err, Frame, Hello, Hi, Msg, Online, Ping, Pong, Send, Status
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Registered:
     name: str
     heartbeat_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MessageReceived:
     id: int
     sender: str
     body: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DuplicateDropped:
     id: int
     sender: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StatusChanged:
     ref: str
     state: str  # "stored" or "delivered"
     id: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OnlineList:
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ErrorReceived:
     code: int
     reason: str
@@ -54,17 +54,17 @@ class ErrorReceived:
     detail: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PongReceived:
     token: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ServerSaidBye:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ConnectionLost:
     """Reported by the transport glue, not by the server: the link went away."""
 

@@ -34,12 +34,16 @@ CHOSEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 ADDRESSABLE_NAME = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,64}\Z")
 REF = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 PING_TOKEN = re.compile(r"[!-~]{1,32}\Z")
-# Header lines are printable ASCII; tab is allowed between arguments.
-_NOT_HEADER_TEXT = re.compile(rb"[^\t\x20-\x7e]")
+CR, LF = 13, 10
 DELIVERY_STATES = ("stored", "delivered")
 
+# Frames, like the relay's actions and the client's events, are values: nothing
+# changes one after it is built. They are not frozen all the same, because a
+# frozen dataclass takes about three times as long to construct (0.4 us against
+# 0.14 us here) and the relay builds several for every message it moves.
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)
 class Hello:
     """Client -> server: register. No name means "call me by my address"."""
 
@@ -50,7 +54,7 @@ class Hello:
         return ["HELLO"] + [part for part in (self.name, self.version) if part]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hi:
     """Server -> client: registered as `name`; PING me every `heartbeat_ms`."""
 
@@ -62,7 +66,7 @@ class Hi:
         return ["HI", self.name, self.version, str(self.heartbeat_ms)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Send:
     """Client -> server: relay `body` to `to`. `ref` is the sender's own label."""
 
@@ -74,7 +78,7 @@ class Send:
         return ["SEND", self.to, self.ref, str(len(self.body))]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Msg:
     """Server -> recipient: a message; the recipient answers `ACK id`."""
 
@@ -86,7 +90,7 @@ class Msg:
         return ["MSG", str(self.id), self.sender, str(len(self.body))]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ack:
     """Recipient -> server: message `id` arrived; the server may forget it."""
 
@@ -96,7 +100,7 @@ class Ack:
         return ["ACK", str(self.id)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Status:
     """Server -> sender: message `ref` (server id `id`) is now `state`."""
 
@@ -108,7 +112,7 @@ class Status:
         return ["STATUS", self.ref, self.state, str(self.id)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Who:
     """Client -> server: who is online?"""
 
@@ -116,7 +120,7 @@ class Who:
         return ["WHO"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Online:
     """Server -> client: the names online now."""
 
@@ -126,7 +130,7 @@ class Online:
         return ["ONLINE", *self.names]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ping:
     """Either side: are you there? The token, if any, comes back in the PONG."""
 
@@ -136,7 +140,7 @@ class Ping:
         return ["PING"] + ([self.token] if self.token else [])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pong:
     token: str | None = None
 
@@ -144,7 +148,7 @@ class Pong:
         return ["PONG"] + ([self.token] if self.token else [])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Bye:
     """Either side: I am closing this connection on purpose."""
 
@@ -152,7 +156,7 @@ class Bye:
         return ["BYE"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Err:
     """Server -> client: something was wrong. `ref` names the SEND it concerns."""
 
@@ -347,54 +351,62 @@ class Decoder:
         self._broken = ProtocolError(error, detail, fatal=True)
         return self._broken
 
-    def _take_line(self) -> bytes | None:
+    def _take_line(self) -> bytearray | None:
         end = self._buffer.find(b"\n", 0, self.max_line + 1)
         if end < 0:
             if len(self._buffer) > self.max_line:
                 raise self._fail(ErrorCode.TOO_LARGE, f"header line longer than {self.max_line} bytes")
             return None
-        line = bytes(self._buffer[:end])
+        line = self._buffer[:end]
         del self._buffer[: end + 1]
-        return line[:-1] if line.endswith(b"\r") else line
+        if line.endswith(b"\r"):
+            del line[-1]
+        return line
 
-    def _parse_header(self, line: bytes) -> Frame | None:
-        if _NOT_HEADER_TEXT.search(line):
-            if not line.isascii():
-                raise _bad("header lines are ASCII; put other text in a body")
+    def _parse_header(self, line: bytearray) -> Frame | None:
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            raise _bad("header lines are ASCII; put other text in a body") from None
+        # Tabs may separate arguments; every other character must be printable.
+        if not text.isprintable() and not text.replace("\t", " ").isprintable():
             raise _bad("header line has control characters")
-        verb, *args = line.decode("ascii").split()
-        verb = verb.upper()
-        if verb in _LINE_FRAMES:
-            return _LINE_FRAMES[verb](args)
+        words = text.split()
+        verb = words[0].upper()
+        parse_line = _LINE_FRAMES.get(verb)
+        if parse_line is not None:
+            return parse_line(words[1:])
         if verb in _BODY_FRAMES:
             usage = _BODY_FRAMES[verb][0]
             # A header we cannot read leaves us unable to find the body's end:
             # the stream is lost, so these errors are fatal.
-            if len(args) != 3:
+            if len(words) != 4:
                 raise self._fail(ErrorCode.BAD_FRAME, f"usage: {usage}")
-            if not args[2].isdigit() or len(args[2]) > 18:
-                raise self._fail(ErrorCode.BAD_FRAME, f"LENGTH must be a whole number, got {args[2]!r}")
-            length = int(args[2])
+            length_text = words[3]
+            if not length_text.isdigit() or len(length_text) > 18:
+                raise self._fail(ErrorCode.BAD_FRAME, f"LENGTH must be a whole number, got {length_text!r}")
+            length = int(length_text)
             if length > self.max_body:
                 raise self._fail(ErrorCode.TOO_LARGE, f"body of {length} bytes; the limit is {self.max_body}")
-            self._pending_body = (verb, args[:2], length)
+            self._pending_body = (verb, words[1:3], length)
             return self._take_body()
         raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"{verb[:20]!r} is not a command; try HELLO, SEND, WHO, PING, BYE")
 
     def _take_body(self) -> Frame | None:
         assert self._pending_body is not None
         verb, args, length = self._pending_body
-        if len(self._buffer) < length + 1:
+        buffer = self._buffer
+        if len(buffer) <= length:
             return None
         end = length
-        if self._buffer[end : end + 1] == b"\r":  # typed by hand in telnet
-            if len(self._buffer) < length + 2:
+        if buffer[end] == CR:  # typed by hand in telnet
+            if len(buffer) <= end + 1:
                 return None
             end += 1
-        if self._buffer[end : end + 1] != b"\n":
+        if buffer[end] != LF:
             raise self._fail(ErrorCode.BAD_FRAME, f"body of {verb} is not followed by a newline after {length} bytes")
-        body = bytes(self._buffer[:length])
-        del self._buffer[: end + 1]
+        body = bytes(buffer[:length])
+        del buffer[: end + 1]
         self._pending_body = None
         return _BODY_FRAMES[verb][1](args, body)
 
