@@ -56,19 +56,19 @@ class RelayLimits:
     heartbeat_timeout: float = 45.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Transmit:
     connection: int
     frame: Frame
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Disconnect:
     connection: int
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Notice:
     """Something a person watching the server would want to read in its log."""
 
@@ -313,8 +313,8 @@ class Relay:
         owed = connection.in_flight.pop(message_id, None)
         if owed is None:
             return  # a repeated ACK; the message is already gone
-        if self.store.remove(message_id, connection.name):
-            self._waiting[connection.name] -= 1
+        self.store.remove(message_id, connection.name)
+        self._waiting[connection.name] -= 1
         sender_name, ref, size = owed
         connection.in_flight_bytes -= size
         if self.narrate:

@@ -1,0 +1,61 @@
+"""The message store through its public methods: what survives a restart, what is recognised as a repeat."""
+
+from __future__ import annotations
+
+import pytest
+
+from hellohi.store import MessageStore
+
+
+def test_a_repeated_ref_returns_the_first_copy_and_stores_nothing():
+    store = MessageStore()
+    assert store.add("alice", "r1", "bob", b"one", now=0) == (1, True)
+    assert store.add("alice", "r1", "bob", b"one again", now=1) == (1, False)
+    assert store.add("carol", "r1", "bob", b"same ref, other sender", now=2) == (2, True)
+    assert [(m.id, m.body) for m in store.waiting("bob")] == [(1, b"one"), (2, b"same ref, other sender")]
+
+
+def test_ids_are_not_reused_after_every_message_is_gone_and_the_store_reopens(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = MessageStore(path)
+    for number in range(3):
+        store.add("alice", f"r{number}", "bob", b"x", now=0)
+    for message_id in (1, 2, 3):
+        store.remove(message_id, "bob")
+    store.close()
+    reopened = MessageStore(path)
+    assert reopened.waiting("bob") == []
+    assert reopened.add("alice", "r9", "bob", b"new", now=1) == (4, True)
+    # A repeat of a message already delivered is still recognised after the restart.
+    assert reopened.add("alice", "r0", "bob", b"x", now=1) == (1, False)
+
+
+def test_writes_not_yet_committed_are_seen_by_reads_and_lost_only_without_commit(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = MessageStore(path)
+    store.add("alice", "r1", "bob", b"committed", now=0)
+    store.commit()
+    store.add("alice", "r2", "bob", b"pending", now=0)
+    assert [m.ref for m in store.waiting("bob")] == ["r1", "r2"]
+    assert store.waiting_counts() == {"bob": 2}
+    store.remove(1, "bob")
+    assert [m.ref for m in store.waiting("bob")] == ["r2"]
+    # A second reader sees only what was committed: r1, as the remove was not.
+    assert [m.ref for m in MessageStore(path).waiting("bob")] == ["r1"]
+
+
+def test_only_the_newest_refs_are_remembered(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = MessageStore(path, refs_kept=10)
+    for number in range(1012):  # pruning runs once more than refs_kept + 1000 refs are held
+        store.add("alice", f"r{number}", "bob", b"x", now=0)
+    store.close()
+    reopened = MessageStore(path, refs_kept=10)
+    assert reopened.add("alice", "r1011", "bob", b"x", now=0) == (1012, False)  # newest: still known
+    assert reopened.add("alice", "r1002", "bob", b"x", now=0) == (1003, False)  # tenth newest
+    assert reopened.add("alice", "r0", "bob", b"x", now=0) == (1013, True)  # long forgotten: stored anew
+
+
+def test_refs_kept_must_be_positive():
+    with pytest.raises(ValueError, match="refs_kept"):
+        MessageStore(refs_kept=0)
