@@ -53,6 +53,20 @@ def _resolve(kwargs: dict) -> dict:
     return out
 
 
+def reliability_config(protocol: str):
+    """The ReliabilityConfig a UDP protocol's client uses, or None for plain UDP."""
+    if protocol not in _TABLE or not protocol.startswith("udp"):
+        raise ProtocolUnavailable(f"{protocol!r} is not a UDP protocol; choose from udp, udp-raw, udp-turbo")
+    kwargs = _resolve(_TABLE[protocol][2])
+    if kwargs.get("plain"):
+        return None
+    if "config" in kwargs:
+        return kwargs["config"]
+    from hellohi.reliable import DEFAULT
+
+    return DEFAULT
+
+
 def client_factory(protocol: str):
     """Returns make(host, port, name) -> an unconnected client with the tcp.client API."""
     if protocol not in _TABLE:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from hellohi.client_session import MessageReceived, Registered, StatusChanged
 
-from .clients import client_factory, is_plain
+from .clients import client_factory, is_plain, reliability_config
 from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
 
 WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "fanin", "fanout", "drain")
@@ -181,7 +181,7 @@ async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
 
 def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
     """The same Hello/HI ping-pong from a minimal blocking socket: what the server
-    alone costs, without the client library's asyncio machinery (TCP only)."""
+    alone costs, without the client library's asyncio machinery (TCP)."""
     rtt = LatencyRecorder(ROUND_TRIP)
     ledger = DeliveryLedger()
     with socket.create_connection((endpoint.host, endpoint.port), timeout=sc.timeout) as sock:
@@ -217,10 +217,69 @@ def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
     return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
 
 
+def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
+    """The same for UDP: a blocking socket around the client's sans-I/O datagram
+    layer (hellohi.datagram_client.DatagramLink, the one under udp/client.py), so
+    acks and retransmissions (or, for udp-raw, the plain mode) are the real ones."""
+    from hellohi.codec import Hello, Hi, Ping, Pong
+    from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
+
+    clock = time.monotonic
+    link = DatagramLink(reliability_config(sc.protocol))
+    link.start(clock())
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    with socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((endpoint.host, endpoint.port))
+
+        def send_ready() -> None:
+            for datagram in link.datagrams_to_send(clock()):
+                sock.send(datagram)
+
+        def say_hello_and_wait_for_hi(hello: Hello, wait: float) -> bool:
+            link.send_frame(hello, clock())
+            send_ready()
+            give_up = clock() + wait
+            while (now := clock()) < give_up:
+                deadline = min(give_up, link.next_deadline() or give_up)
+                sock.settimeout(max(deadline - now, 1e-4))
+                try:
+                    items = link.receive(sock.recv(65535), clock())
+                except socket.timeout:
+                    items = link.handle_timer(clock())  # retransmissions, delayed acks
+                answered = False
+                for item in items:
+                    if isinstance(item, (LinkFailed, SessionReset)):
+                        raise ConnectionError(f"hello-raw over {sc.protocol}: {item.reason}")
+                    if isinstance(item, Ping):  # plain mode: the server checks our address
+                        link.send_frame(Pong(item.token), clock())
+                    answered = answered or isinstance(item, Hi)
+                send_ready()
+                if answered:
+                    return True
+            return False
+
+        if not say_hello_and_wait_for_hi(Hello("bench-raw"), sc.timeout):
+            raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
+        wait = PLAIN_LOSS_WAIT if is_plain(sc.protocol) else sc.timeout
+        for i in range(sc.warmup + sc.count):
+            measured = i >= sc.warmup
+            ping = ledger.next_id() if measured else None
+            start = now_ns()
+            if say_hello_and_wait_for_hi(Hello(), wait) and measured:
+                end = now_ns()
+                ledger.arrived(ping)
+                rtt.add(end - start)
+        stats = link.stats
+    figures = {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+    if stats is not None:
+        figures["udp_counters"] = {"scope": "clients", "clients": 1, **{key: getattr(stats, key) for key in SUMMED_COUNTERS}}
+    return figures
+
+
 async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
-    if sc.protocol != "tcp":
-        raise NotImplementedError("hello-raw is the TCP floor; use 'hello' for other protocols")
-    return await asyncio.to_thread(hello_raw_blocking, endpoint, sc)
+    blocking = hello_raw_blocking if sc.protocol == "tcp" else hello_raw_blocking_udp
+    return await asyncio.to_thread(blocking, endpoint, sc)
 
 
 # --------------------------------------------------------------------- relay echo

@@ -161,6 +161,22 @@ def test_each_workload_against_the_real_udp_server(workload, protocol):
         assert "turbo" in result["server"]["argv"]
 
 
+@pytest.mark.parametrize("protocol", ["udp", "udp-turbo", "udp-raw"])
+def test_hello_raw_over_udp_uses_the_real_datagram_layer(protocol):
+    result = run_scenario(Scenario("hello-raw", protocol, count=40, warmup=2, timeout=5.0))
+    assert result["status"] == "ok", result.get("traceback") or result.get("reason")
+    figures = result["figures"]
+    assert figures["latency"]["measure"] == "round_trip" and figures["latency"]["count"] == 40
+    d = _balanced(figures)
+    assert d["sent"] == 40 and d["duplicates"] == 0
+    if protocol == "udp-raw":
+        assert "udp_counters" not in figures
+    else:
+        assert d["delivered"] == 40
+        # Registration, warm-up and measured Hellos: one reliable message each.
+        assert figures["udp_counters"]["messages_sent"] >= 1 + 2 + 40
+
+
 @pytest.mark.parametrize("workload", ["hello", "relay", "throughput", "fanout", "drain"])
 def test_plain_udp_runs_and_its_books_balance(workload):
     # Plain UDP may lose on loopback (socket buffers); the books must balance anyway,
