@@ -9,7 +9,8 @@ The PyPI package `kcp` wraps the real ikcp.c. Two ways to run it here:
    direction in FIFO order; at most 1000 packets queued per direction), one 8-byte
    echo every 20 ms, until 1000 echoes came back. Deterministic and takes about a
    second of CPU instead of 20 s of waiting. Any peer with the small interface of
-   `KcpPeer` (send, input, update, received) can run on the same simulated link.
+   `KcpPeer` (send, input, update, received; optionally end_of_turn) can run on
+   the same simulated link.
 
 2. `python -m bench.kcp_peer serve --port 0` is a KCP echo server over real UDP, and
    `kcp_udp_pingpong()` measures its round trip from this process, like the Hello/HI
@@ -176,6 +177,12 @@ def simulate_echo(make_peer, sc: KcpScenario, max_ms: int = 600_000) -> dict:
             expected = message_id + 1
             if ledger.arrived(message_id) != "duplicate":
                 rtt.add((now - sent_ms) * 1_000_000)
+        # Both ends have taken in this millisecond's datagrams and answered: a peer that
+        # sends from its own event loop (not from a timer, as KCP does) sends now.
+        for peer in (client, echo):
+            end_of_turn = getattr(peer, "end_of_turn", None)
+            if end_of_turn is not None:
+                end_of_turn()
     summary = rtt.summary()
     return {
         "latency": summary,
@@ -204,9 +211,14 @@ class ReliablePeer:
     udp/client.py and udp/server.py) behind KcpPeer's interface, so that KCP's test
     runs it on *exactly* the same simulated link, seed and virtual clock as KCP.
 
-    Like the real UDP glue, it sends whatever the endpoint has ready at once after
-    every send and every datagram in (udp/client.py's _pump), and its timers are
-    checked on every 1 ms tick of the virtual clock.
+    Like the real UDP glue, it sends once per turn of its event loop what the
+    endpoint has ready: udp/client.py pumps once per turn (frames written in one
+    turn share datagrams), and the server (hellohi.datagram_relay) lets the relay
+    answer every datagram before it drains the endpoint, so an answer carries the
+    ack of its request. Here a turn is one 1 ms tick of the virtual clock: the
+    datagrams that arrived and the messages sent in it go out together at the end
+    (end_of_turn, after the echo end has answered). Timers are checked at the start
+    of every tick (update), like the glue's timer callback.
     """
 
     def __init__(self, config, output):
@@ -225,11 +237,12 @@ class ReliablePeer:
             self.output(datagram)
 
     def send(self, message: bytes) -> None:
-        self.endpoint.send_message(message, self.now_s)
-        self._pump()
+        self.endpoint.send_message(message, self.now_s)  # goes out at end_of_turn
 
     def input(self, datagram: bytes) -> None:
-        self.endpoint.receive_datagram(datagram, self.now_s)
+        self.endpoint.receive_datagram(datagram, self.now_s)  # acked at end_of_turn
+
+    def end_of_turn(self) -> None:
         self._pump()
 
     def update(self, now_ms: int) -> None:

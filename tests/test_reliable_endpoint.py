@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from bench.kcp_peer import KcpScenario, kcp_available, simulate_kcp, simulate_reliable
 from hellohi.reliable import DEFAULT, TURBO, Impairment, MessageFailed, ReliableEndpoint
 from hellohi.reliable.congestion import NewReno
+from hellohi.reliable.packet import Packet, decode, encode
 from hellohi.reliable.rtt import RttEstimator
 from hellohi.reliable.simulate import Simulation
 
@@ -147,9 +149,14 @@ def test_retransmissions_at_ten_percent_loss_stay_near_the_minimum():
     1 / ((1 - p_data)(1 - p_ack)) transmissions per packet. We hold ourselves
     to the stricter data-only figure.) Summed over several seeds so that one
     unlucky tail does not decide the test.
+
+    TURBO gets 2.5x instead: it resends a packet on KCP's skips without waiting
+    to learn whether the previous copy arrived (see config.py), which is what
+    buys its lower worst-case latency; about one copy in two of those is
+    redundant (2.24x here; KCP's fast mode sends about 3x on its own test).
     """
     loss = 0.10
-    for config in (DEFAULT, TURBO):
+    for config, bound in ((DEFAULT, 1.5), (TURBO, 2.5)):
         retransmitted = minimum = 0.0
         for seed in range(6):
             link = Impairment(loss=loss, delay=0.02, jitter=0.002, seed=100 + seed)
@@ -158,7 +165,65 @@ def test_retransmissions_at_ten_percent_loss_stay_near_the_minimum():
             stats = sim.endpoints["a"].stats
             retransmitted += stats.retransmitted
             minimum += stats.packets_sent * loss / (1 - loss)
-        assert retransmitted <= 1.5 * minimum, (config, retransmitted, minimum)
+        assert retransmitted <= bound * minimum, (config, retransmitted, minimum)
+
+
+def _ack(cumulative: int, *ranges: tuple[int, int]) -> bytes:
+    """A pure ack from the peer: everything below `cumulative`, plus selective ranges."""
+    return encode(Packet(token=0, number=0, cumulative_ack=cumulative, ranges=tuple(sorted(ranges, reverse=True))))
+
+
+def _sent_numbers(endpoint: ReliableEndpoint, now: float) -> list[int]:
+    return [decode(d).number for d in endpoint.datagrams_to_send(now) if decode(d).number]
+
+
+@pytest.mark.parametrize("skip_rule", [True, False], ids=["turbo", "turbo-without-skips"])
+def test_turbo_resends_a_retransmission_after_two_skips_and_half_an_rtt(skip_rule):
+    config = TURBO if skip_rule else TURBO.with_changes(resend_after_skips=None)
+    endpoint = ReliableEndpoint(config)
+    endpoint.send_message(b"m1", 0.0)
+    assert _sent_numbers(endpoint, 0.0) == [1]
+    endpoint.receive_datagram(_ack(2), 0.1)  # first RTT sample: SRTT 100 ms
+    assert endpoint.stats.srtt == pytest.approx(0.1)
+    for i, now in enumerate([0.10, 0.12, 0.14, 0.16, 0.18]):  # packets #2..#6; #2 is lost
+        endpoint.send_message(b"m%d" % (i + 2), now)
+        assert _sent_numbers(endpoint, now) == [i + 2]
+    # #3 arrived, #2 did not: fast retransmit of #2 after one later packet (threshold 1).
+    endpoint.receive_datagram(_ack(2, (3, 3)), 0.22)
+    assert _sent_numbers(endpoint, 0.22) == [2]
+    # Say that copy is lost too. Two skips (#4, #5 acked) come only 40 ms later,
+    # less than half an SRTT: no copy yet.
+    endpoint.receive_datagram(_ack(2, (3, 4)), 0.24)
+    endpoint.receive_datagram(_ack(2, (3, 5)), 0.26)
+    assert _sent_numbers(endpoint, 0.26) == []
+    # The third skip, 60 ms after the retransmission: sent again, a round trip
+    # before an ack of a packet sent after the retransmission could prove it lost.
+    endpoint.receive_datagram(_ack(2, (3, 6)), 0.28)
+    assert _sent_numbers(endpoint, 0.28) == ([2] if skip_rule else [])
+    assert endpoint.stats.skip_resends == (1 if skip_rule else 0)
+    # A repeated ack brings no news of a later packet: not a skip.
+    endpoint.receive_datagram(_ack(2, (3, 6)), 0.40)
+    assert _sent_numbers(endpoint, 0.40) == []
+
+
+def test_skip_rule_is_off_in_default_and_validated():
+    assert DEFAULT.resend_after_skips is None and TURBO.resend_after_skips == 2
+    with pytest.raises(ValueError):
+        TURBO.with_changes(resend_after_skips=0)
+    with pytest.raises(ValueError):
+        TURBO.with_changes(skip_resend_spacing=-0.1)
+
+
+@pytest.mark.skipif(kcp_available() is not None, reason="kcp package not installed")
+def test_turbo_meets_kcp_fast_mode_on_kcps_own_test():
+    """Issue 4: on KCP's test (10 % loss, RTT 60-125 ms, an echo every 20 ms), the
+    turbo preset's average and maximum RTT are no worse than KCP's fast mode, on
+    the same seeded link at the bench's default seed (bench --seed 1)."""
+    scenario = KcpScenario(seed=1)
+    kcp, turbo = simulate_kcp("fast", scenario), simulate_reliable("turbo", scenario)
+    assert turbo["delivery"]["delivered"] >= 1000 and turbo["messages_failed"] == 0
+    assert turbo["avg_rtt_ms"] <= kcp["avg_rtt_ms"], (turbo["avg_rtt_ms"], kcp["avg_rtt_ms"])
+    assert turbo["max_rtt_ms"] <= kcp["max_rtt_ms"], (turbo["max_rtt_ms"], kcp["max_rtt_ms"])
 
 
 # ------------------------------------------------------------ pieces

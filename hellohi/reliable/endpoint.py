@@ -21,8 +21,10 @@ How it works, in TCP terms:
   application strictly in order, each exactly once.
 - The sender retransmits a packet when its timer (RTO, rtt.py) expires, or
   sooner, "fast retransmit", when `fast_retransmit_threshold` packets sent
-  after it have been acked. It keeps at most `send_window` packets unacked
-  (the receiver's buffer) and at most the congestion window (congestion.py).
+  after it have been acked; with `resend_after_skips` (turbo) also when that
+  many acks brought news of later packets since it last went out (KCP's
+  skips). It keeps at most `send_window` packets unacked (the receiver's
+  buffer) and at most the congestion window (congestion.py).
 - A packet retransmitted `max_retries` times without an ack means the peer is
   unreachable: every message not yet acknowledged is reported MessageFailed
   and the endpoint stops (like a TCP connection timing out). A message is
@@ -91,6 +93,7 @@ class EndpointStats:
     packets_sent: int = 0  # data packets, first transmission only
     retransmitted: int = 0  # data packet retransmissions (timeouts + fast)
     fast_retransmits: int = 0
+    skip_resends: int = 0  # of the fast retransmits, those sent by KCP's skip rule (turbo)
     timeouts: int = 0  # retransmission timer expiries
     acks_sent: int = 0  # datagrams that carried only an ack
     keepalives_sent: int = 0
@@ -116,6 +119,7 @@ class _SentPacket:
     deadline: float
     retries: int = 0
     first_serial: int = 0  # transmission counter at the first transmission
+    skips: int = 0  # acks that brought news of a later-numbered packet since the last transmission
 
 
 class ReliableEndpoint:
@@ -341,6 +345,7 @@ class ReliableEndpoint:
         if first:
             packet.first_serial = self._serial
         packet.last_sent = now
+        packet.skips = 0  # KCP resets its fastack counter on every transmission too
         packet.deadline = now + self._timeout_for(packet)
         return self._encode(packet.number, packet.fragments, now)
 
@@ -392,6 +397,8 @@ class ReliableEndpoint:
         proven = max(p.serial if p.retries == 0 else p.first_serial for p in newly)
         self._largest_acked_serial = max(self._largest_acked_serial, proven)
         self._detect_losses()
+        if self.config.resend_after_skips is not None:
+            self._resend_skipped(max(p.number for p in newly), now)
 
     def _detect_losses(self) -> None:
         """Fast retransmit: a packet is lost once `threshold` packets sent after it were acked."""
@@ -411,6 +418,34 @@ class ReliableEndpoint:
             self._stats.fast_retransmits += 1
             self.cc.on_loss(sent.serial, self._serial)
             self._say(f"gap: packet #{sent.number} missing while later ones were acked; fast retransmit")
+
+    def _resend_skipped(self, newest_acked: int, now: float) -> None:
+        """KCP's skip rule (ikcp_parse_fastack): this ack brought news of packet
+        `newest_acked`, so every packet below it still unacknowledged was skipped
+        once more; at `resend_after_skips` skips it is sent again.
+
+        Unlike the rule in _detect_losses, this also fires for a packet that was
+        already retransmitted, without proof that the retransmission was lost:
+        proof takes a round trip (an ack of a packet sent after it), while skips
+        keep coming with every ack. Counted once per datagram, like KCP, and in
+        packet numbers, not transmissions. `skip_resend_spacing` keeps at least
+        that fraction of the smoothed RTT between two copies of a packet.
+        """
+        wanted = self.config.resend_after_skips
+        assert wanted is not None
+        srtt = self.rtt.srtt if self.rtt.srtt is not None else self.rtt.initial_rto
+        spacing = self.config.skip_resend_spacing * srtt
+        for sent in self._unacked.values():
+            if sent.number >= newest_acked:
+                break  # ordered by number: nothing further on was skipped
+            sent.skips += 1
+            if sent.skips < wanted or now - sent.last_sent < spacing or sent.number in self._to_retransmit:
+                continue
+            self._to_retransmit[sent.number] = None
+            self._stats.fast_retransmits += 1
+            self._stats.skip_resends += 1
+            self.cc.on_loss(sent.serial, self._serial)
+            self._say(f"skipped: packet #{sent.number} passed by {sent.skips} acks of later packets; sending it again")
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
