@@ -322,3 +322,24 @@ def test_connect_to_nothing_fails_clearly():
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_deadline_timer_keeps_an_earlier_deadline_and_moves_to_a_sooner_one():
+    from udp.deadline import DeadlineTimer
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        fired = []
+        timer = DeadlineTimer(lambda: fired.append(loop.time()))
+        start = loop.time()
+        timer.set(start + 0.05)
+        timer.set(start + 60)  # later: the armed timer stays; the glue re-arms when it fires
+        timer.set(start + 0.01)  # sooner: the timer moves
+        await asyncio.sleep(0.2)
+        assert len(fired) == 1 and start + 0.01 <= fired[0] < start + 1  # not postponed to +60 s
+        timer.set(loop.time() + 0.01)
+        timer.cancel()
+        await asyncio.sleep(0.05)
+        assert len(fired) == 1
+
+    asyncio.run(scenario())

@@ -131,8 +131,8 @@ class UdpChatClient(ChatClient):
         )
 
     def _pump(self) -> None:
-        self._pump_scheduled = False
         """Send whatever the link has ready, and set the timer for its next deadline."""
+        self._pump_scheduled = False
         now = asyncio.get_running_loop().time()
         for datagram in self.link.datagrams_to_send(now):
             self._send_path(datagram)

@@ -2,7 +2,7 @@
 
 The reliability layer and the relay never sleep; they say when they next need
 to be called (`next_deadline()`). The UDP glue keeps exactly one timer armed
-for that moment, moving it only when the deadline changes.
+for that moment, moving it only when the deadline comes sooner.
 """
 
 from __future__ import annotations
@@ -17,9 +17,16 @@ class DeadlineTimer:
         self._handle: asyncio.TimerHandle | None = None
 
     def set(self, deadline: float | None) -> None:
-        """Fire at `deadline` (event-loop time), or never if None."""
+        """Fire at `deadline` (event-loop time), or never if None.
+
+        A timer already armed for an earlier moment is left alone: firing early
+        costs one call that finds nothing due and sets the timer again, while
+        moving it costs a cancel and a new heap entry every time. That matters
+        because most datagrams push the deadline a little later (each new packet
+        sent restarts its retransmission timer).
+        """
         if self._handle is not None:
-            if deadline is not None and self._handle.when() == deadline:
+            if deadline is not None and self._handle.when() <= deadline:
                 return
             self._handle.cancel()
             self._handle = None
