@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from typing import Callable
 
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
@@ -26,6 +27,44 @@ from .codec import Frame, Ping, Who
 
 class ConnectFailed(Exception):
     pass
+
+
+class EventInbox:
+    """Events waiting for the application, and at most one reader waiting for them.
+
+    An asyncio.Queue read through asyncio.wait_for would do the same, but
+    wait_for runs the read as a task of its own with a timer, every call: on a
+    ping-pong that is a third of the client's time per round trip. Here the
+    reader awaits one plain future, which the next event resolves directly.
+    """
+
+    def __init__(self) -> None:
+        self._events: deque[Event] = deque()
+        self._reader: asyncio.Future[None] | None = None
+
+    def put(self, event: Event) -> None:
+        self._events.append(event)
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    async def get(self, timeout: float | None) -> Event | None:
+        """The oldest event; None if none came within `timeout` seconds (None: wait for ever)."""
+        if not self._events:
+            loop = asyncio.get_running_loop()
+            self._reader = loop.create_future()
+            timer = loop.call_later(timeout, self._time_up, self._reader) if timeout is not None else None
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+                if timer is not None:
+                    timer.cancel()
+        return self._events.popleft() if self._events else None
+
+    @staticmethod
+    def _time_up(reader: asyncio.Future[None]) -> None:
+        if not reader.done():
+            reader.set_result(None)
 
 
 class ChatClient:
@@ -49,7 +88,7 @@ class ChatClient:
         self.max_backoff = max_backoff
         # Called with ("->", frame) for each frame sent and ("<-", frame) for each received.
         self.trace = trace
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._events = EventInbox()
         self._registered = asyncio.Event()
         # Resolved by the server's answer to Hello: the HI, or the ERR refusing it.
         self._hello_answer: asyncio.Future[Event] | None = None
@@ -95,14 +134,8 @@ class ChatClient:
         self._write(self.session.hello())
 
     async def next_event(self, timeout: float | None = None) -> Event | None:
-        if not self._events.empty():
-            # Already here: skip wait_for, which costs a task and a timer per call
-            # (it shows when a client takes thousands of events a second).
-            return self._events.get_nowait()
-        try:
-            return await asyncio.wait_for(self._events.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+        """The next event; None if none came within `timeout` seconds."""
+        return await self._events.get(timeout)
 
     # ------------------------------------------------------------ for the subclasses
 
@@ -132,7 +165,7 @@ class ChatClient:
             waiting_for_hello = self._hello_answer is not None and not self._hello_answer.done()
             if waiting_for_hello and isinstance(event, (Registered, ErrorReceived)) and not getattr(event, "ref", None):
                 self._hello_answer.set_result(event)
-            self._events.put_nowait(event)
+            self._events.put(event)
 
     def _connection_lost(self, reason: str) -> None:
         """The transport is gone: tell the application, and reconnect if asked to."""
@@ -142,7 +175,7 @@ class ChatClient:
             self._hello_answer.set_exception(ConnectionResetError(reason))
         if self._closing or not was_registered:
             return  # a failed handshake is reported by whoever is waiting in _open()
-        self._events.put_nowait(ConnectionLost(reason, reconnecting=self.reconnect))
+        self._events.put(ConnectionLost(reason, reconnecting=self.reconnect))
         if self.reconnect:
             self._tasks.append(asyncio.create_task(self._reconnect()))
 

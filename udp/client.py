@@ -59,7 +59,8 @@ class UdpChatClient(ChatClient):
         self._receive_path = LossyPath(impair_receive, self._datagram_in)
         self._transport: asyncio.DatagramTransport | None = None
         self._timer = DeadlineTimer(self._on_timer)
-        self._pump_scheduled = False
+        self._pump_scheduled = False  # an end-of-turn pump is due
+        self._reading = False  # inside _datagram_in: replies wait for its pump
 
     @property
     def stats(self):
@@ -112,11 +113,18 @@ class UdpChatClient(ChatClient):
         if self.trace:
             self.trace("->", frame)
         self.link.send_frame(frame, asyncio.get_running_loop().time())
-        # Not at once: frames written in this turn of the event loop (a burst of
-        # SENDs, the ACKs for one datagram's MSGs) then share datagrams.
-        if not self._pump_scheduled:
+        # The first frame of a turn of the event loop leaves at once, so a lone
+        # request waits for nothing; frames written after it in the same turn (a
+        # burst of SENDs) leave together at the turn's end and share datagrams.
+        # Replies to a datagram (the ACKs for its MSGs) wait for _datagram_in's pump.
+        if not self._pump_scheduled and not self._reading:
             self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            self._pump()
+            asyncio.get_running_loop().call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self._pump_scheduled = False
+        self._pump()
 
     def _server_silent(self) -> None:
         silent = asyncio.get_running_loop().time() - self._last_heard
@@ -132,7 +140,6 @@ class UdpChatClient(ChatClient):
 
     def _pump(self) -> None:
         """Send whatever the link has ready, and set the timer for its next deadline."""
-        self._pump_scheduled = False
         now = asyncio.get_running_loop().time()
         for datagram in self.link.datagrams_to_send(now):
             self._send_path(datagram)
@@ -153,7 +160,11 @@ class UdpChatClient(ChatClient):
         now = asyncio.get_running_loop().time()
         items = self.link.receive(datagram, now)
         self._last_heard = now
-        self._take(items)
+        self._reading = True
+        try:
+            self._take(items)
+        finally:
+            self._reading = False
         self._pump()
 
     def _take(self, items) -> None:
