@@ -17,7 +17,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import baselines, results
+from . import baselines, python_floor, results
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
 from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, run_scenario
 from .workloads import WORKLOADS, Scenario
@@ -226,6 +226,13 @@ def compute_ratios(run: dict) -> list[dict]:
         add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50", value,
             TARGET_RTT_RATIO, "lower",
             f"{s['figures']['latency']['p50'] if s else None} us / {b['figures']['latency']['p50'] if b else None} us")
+    # Information: what CPython and asyncio cost with no protocol at all (bench/python_floor.py).
+    for kernel in ("tcp", "udp"):
+        floor, b = _baseline(run, f"python-echo-{kernel}"), _baseline(run, f"ping-pong-{kernel}")
+        if floor and b:
+            add(f"python asyncio echo {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
+                floor["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"], None, "lower",
+                f"{floor['figures']['latency']['p50']} us / {b['figures']['latency']['p50']} us")
     s = _find(run, "throughput", "tcp", 64)
     mps = s["figures"]["messages_per_s"] if s else None
     add("tcp relay throughput alice->bob 64 B (msg/s) / 50,000", mps / TARGET_MSGS_PER_S if mps else None,
@@ -421,12 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         for tool, hint in missing.items():
             print(f"note: {tool} is not installed, so its baseline is skipped; to measure it: {hint}", file=sys.stderr)
     run = results.new_run(["python", "-m", "bench", *argv], baselines.tool_versions())
-    steps = len(scenarios) + (0 if args.no_baselines or remote else 3)
+    steps = len(scenarios) + (0 if args.no_baselines or remote else 5)
     progress = Progress(steps)
     if not args.no_baselines and not remote:
         for name, job in (("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", args.baseline_seconds)),
                           ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", args.baseline_seconds)),
-                          ("iperf3 tcp", lambda: baselines.iperf3_throughput(args.baseline_seconds))):
+                          ("iperf3 tcp", lambda: baselines.iperf3_throughput(args.baseline_seconds)),
+                          ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", args.baseline_seconds)),
+                          ("python echo udp", lambda: python_floor.echo_pingpong("udp", args.baseline_seconds))):
             progress.step(name)
             run["baselines"].append(job())
             progress.advance()

@@ -306,3 +306,23 @@ def test_kcp_test_matrix_has_udp_turbo_beside_kcp_fast():
     result = run_scenario(Scenario("kcp-test", "udp-turbo", count=50, payload=8))
     assert result["status"] == "ok", result.get("traceback")
     assert result["config"]["kcp_scenario"]["loss_round_trip_percent"] == 10
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_python_floor_echo_is_a_measured_round_trip(protocol):
+    from bench.python_floor import echo_pingpong
+
+    result = echo_pingpong(protocol, seconds=0.3)
+    assert result["status"] == "ok", result.get("reason")
+    latency = result["figures"]["latency"]
+    assert latency["measure"] == "round_trip" and latency["count"] > 10
+    assert 0 < latency["min"] <= latency["p50"] <= latency["max"]
+
+
+def test_python_floor_ratio_is_information_next_to_sockperf():
+    def baseline(test, p50):
+        return {"test": test, "status": "ok", "figures": {"latency": {"p50": p50}}}
+
+    run = {"scenarios": [], "baselines": [baseline("ping-pong-tcp", 20.0), baseline("python-echo-tcp", 50.0)]}
+    ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("python asyncio echo tcp"))
+    assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
