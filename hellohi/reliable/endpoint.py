@@ -49,7 +49,7 @@ from .packet import (
     Fragment,
     Packet,
     decode,
-    encode,
+    encode_fields,
 )
 from .rtt import RttEstimator
 
@@ -250,9 +250,10 @@ class ReliableEndpoint:
         if self.failed:
             return []
         out: list[bytes] = []
-        for number in list(self._to_retransmit):
-            out.append(self._transmit(self._unacked[number], now))
-        self._to_retransmit.clear()
+        if self._to_retransmit:
+            for number in self._to_retransmit:
+                out.append(self._transmit(self._unacked[number], now))
+            self._to_retransmit.clear()
         while self._queue and self._may_send_new():
             out.append(self._send_new_packet(now))
         if self._ack_now or (self._ack_deadline is not None and now >= self._ack_deadline):
@@ -352,8 +353,11 @@ class ReliableEndpoint:
     def _timeout_for(self, packet: _SentPacket) -> float:
         # Karn's rule, second half: keep the backed-off timeout for every packet
         # until a fresh RTT sample; and a packet's own retries back it off further.
-        level = max(packet.retries, self.rtt.backoffs)
-        return min(self.rtt.base_rto * self.rtt.backoff_factor ** min(level, 64), self.rtt.max_rto)
+        rtt = self.rtt
+        level = max(packet.retries, rtt.backoffs)
+        if level == 0:
+            return rtt.base_rto  # the usual case: no backoff (base_rto is already capped)
+        return min(rtt.base_rto * rtt.backoff_factor ** min(level, 64), rtt.max_rto)
 
     def _take_ack(self, packet: Packet, now: float) -> None:
         # Ignore acknowledgements of packets we never sent (a confused or hostile peer).
@@ -372,12 +376,23 @@ class ReliableEndpoint:
             newly.extend(self._unacked.pop(n) for n in numbers)
         if not newly:
             return
-        # RTT sample from the most recently sent packet this ack covers, if it was
-        # never retransmitted (Karn's rule: otherwise we cannot tell which copy arrived).
-        latest = max(newly, key=lambda p: p.serial)
-        if latest.retries == 0:
-            self.rtt.on_sample(now - latest.last_sent, packet.ack_delay)
+        # One pass over the newly acknowledged packets does the bookkeeping and
+        # finds the three figures used below (instead of one max() scan each).
+        latest = newly[0]  # the most recently sent one
+        proven = 0  # the largest serial it proves was sent before this ack
+        newest = 0  # the largest packet number
         for sent in newly:
+            if sent.serial > latest.serial:
+                latest = sent
+            # For loss detection, an ack of a retransmitted packet only proves that its
+            # *first* copy was sent before the ack: it may be that copy that arrived.
+            # Counting it as the newer copy would make every packet sent in between
+            # look lost (a cascade of spurious fast retransmits).
+            serial = sent.serial if sent.retries == 0 else sent.first_serial
+            if serial > proven:
+                proven = serial
+            if sent.number > newest:
+                newest = sent.number
             self._to_retransmit.pop(sent.number, None)
             self.cc.on_ack(sent.serial)
             for fragment in sent.fragments:
@@ -390,15 +405,15 @@ class ReliableEndpoint:
                     self._events.append(MessageDelivered(fragment.message_id))
                 else:
                     self._fragments_left[fragment.message_id] = left - 1
-        # For loss detection, an ack of a retransmitted packet only proves that its
-        # *first* copy was sent before the ack: it may be that copy that arrived.
-        # Counting it as the newer copy would make every packet sent in between
-        # look lost (a cascade of spurious fast retransmits).
-        proven = max(p.serial if p.retries == 0 else p.first_serial for p in newly)
-        self._largest_acked_serial = max(self._largest_acked_serial, proven)
+        # RTT sample from the most recently sent packet this ack covers, if it was
+        # never retransmitted (Karn's rule: otherwise we cannot tell which copy arrived).
+        if latest.retries == 0:
+            self.rtt.on_sample(now - latest.last_sent, packet.ack_delay)
+        if proven > self._largest_acked_serial:
+            self._largest_acked_serial = proven
         self._detect_losses()
         if self.config.resend_after_skips is not None:
-            self._resend_skipped(max(p.number for p in newly), now)
+            self._resend_skipped(newest, now)
 
     def _detect_losses(self) -> None:
         """Fast retransmit: a packet is lost once `threshold` packets sent after it were acked."""
@@ -480,10 +495,15 @@ class ReliableEndpoint:
             self._stats.out_of_order_buffered += 1
             self._ack_now = True  # a gap: tell the sender at once (RFC 5681 4.2)
             self._say(f"out of order: packet #{number} buffered, waiting for #{self._expected}")
-        self._early[number] = packet.fragments
-        while self._expected in self._early:
-            self._reassemble(self._early.pop(self._expected))
+        if number == self._expected and not filled_gap:
+            # In order with nothing buffered (the usual case): hand it on directly.
+            self._reassemble(packet.fragments)
             self._expected += 1
+        else:
+            self._early[number] = packet.fragments
+            while self._expected in self._early:
+                self._reassemble(self._early.pop(self._expected))
+                self._expected += 1
         if filled_gap:
             self._ack_now = True
         self._unacked_received += 1
@@ -494,6 +514,12 @@ class ReliableEndpoint:
 
     def _reassemble(self, fragments: tuple[Fragment, ...]) -> None:
         for fragment in fragments:
+            if fragment.count == 1 and fragment.index == 0 and not self._partial and len(fragment.data) <= self.config.max_message:
+                # A whole message in one fragment (most chat frames), nothing half-built:
+                # the general path below would append it, join it and reset.
+                self._stats.messages_received += 1
+                self._events.append(MessageReceived(fragment.message_id, fragment.data))
+                continue
             if fragment.index == 0:
                 if self._partial:
                     self._stats.fragments_discarded += len(self._partial)
@@ -542,16 +568,8 @@ class ReliableEndpoint:
             # ack first) makes that p^2 instead of p, for a few bytes.
             self._ack_deadline = now + self.config.ack_repeat_delay
         self._unacked_received = 0
-        packet = Packet(
-            token=self.token,
-            number=number,
-            cumulative_ack=self._expected,
-            ack_delay=max(now - self._largest_received_at, 0.0),
-            ranges=self._ack_ranges(),
-            fragments=fragments,
-            flags=flags,
-        )
-        return encode(packet)
+        ack_delay = max(now - self._largest_received_at, 0.0)
+        return encode_fields(self.token, number, self._expected, ack_delay, self._ack_ranges(), fragments, flags)
 
     def _say(self, text: str) -> None:
         if self.trace is not None:

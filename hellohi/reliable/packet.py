@@ -87,29 +87,59 @@ def encoded_size(ranges: int, fragment_sizes: list[int] | tuple[int, ...]) -> in
 
 def encode(packet: Packet, pad_to: int = 0) -> bytes:
     """The datagram for `packet`, padded with zero bytes to `pad_to` bytes if shorter."""
-    if len(packet.ranges) > MAX_SACK_RANGES or len(packet.fragments) > 255:
+    return encode_fields(
+        packet.token,
+        packet.number,
+        packet.cumulative_ack,
+        packet.ack_delay,
+        packet.ranges,
+        packet.fragments,
+        packet.flags,
+        pad_to,
+    )
+
+
+# The most common datagram, one fragment and no ack ranges (a chat frame, or its
+# answer, with nothing lost), packs its header and fragment header in one call.
+_HEADER_AND_FRAGMENT = struct.Struct(HEADER.format + FRAGMENT.format[1:])
+
+
+def encode_fields(
+    token: int,
+    number: int,
+    cumulative_ack: int,
+    ack_delay: float,
+    ranges: tuple[tuple[int, int], ...],
+    fragments: tuple[Fragment, ...],
+    flags: int = 0,
+    pad_to: int = 0,
+) -> bytes:
+    """encode() without building a Packet first: the endpoint sends one datagram per
+    call and would otherwise make a Packet only to take it apart again."""
+    if len(ranges) > MAX_SACK_RANGES or len(fragments) > 255:
         raise PacketError("too many ranges or fragments for one packet")
-    if packet.number == 0 and packet.fragments:
+    if number == 0 and fragments:
         raise PacketError("data needs a packet number")
-    delay_units = min(int(round(packet.ack_delay / ACK_DELAY_UNIT)), 0xFFFF)
-    parts = [
-        HEADER.pack(
-            MAGIC,
-            packet.flags,
-            packet.token,
-            packet.number,
-            packet.cumulative_ack,
-            max(delay_units, 0),
-            len(packet.ranges),
-            len(packet.fragments),
-        )
-    ]
-    for first, last in packet.ranges:
-        parts.append(RANGE.pack(first, last))
-    for fragment in packet.fragments:
-        parts.append(FRAGMENT.pack(fragment.message_id, fragment.index, fragment.count, len(fragment.data)))
-        parts.append(fragment.data)
-    datagram = b"".join(parts)
+    # Clamped to what the 16-bit field holds.
+    delay_units = round(ack_delay / ACK_DELAY_UNIT)
+    if delay_units > 0xFFFF:
+        delay_units = 0xFFFF
+    elif delay_units < 0:
+        delay_units = 0
+    if not ranges and len(fragments) == 1:
+        fragment = fragments[0]
+        datagram = _HEADER_AND_FRAGMENT.pack(
+            MAGIC, flags, token, number, cumulative_ack, delay_units, 0, 1,
+            fragment.message_id, fragment.index, fragment.count, len(fragment.data),
+        ) + fragment.data
+    else:
+        parts = [HEADER.pack(MAGIC, flags, token, number, cumulative_ack, delay_units, len(ranges), len(fragments))]
+        for first, last in ranges:
+            parts.append(RANGE.pack(first, last))
+        for fragment in fragments:
+            parts.append(FRAGMENT.pack(fragment.message_id, fragment.index, fragment.count, len(fragment.data)))
+            parts.append(fragment.data)
+        datagram = b"".join(parts)
     if len(datagram) < pad_to:
         datagram += bytes(pad_to - len(datagram))
     return datagram
@@ -130,12 +160,13 @@ def decode(datagram: bytes) -> Packet:
         raise PacketError(f"{range_count} ack ranges; at most {MAX_SACK_RANGES}")
     if number == 0 and fragment_count:
         raise PacketError("packet number 0 cannot carry data")
+    size = len(datagram)
     offset = FIXED_HEADER
     ranges = []
     floor = cumulative_ack  # ranges lie above the cumulative ack, newest first, not touching
     previous_first = MAX_PACKET_NUMBER + 2
     for _ in range(range_count):
-        if offset + RANGE.size > len(datagram):
+        if offset + RANGE.size > size:
             raise PacketError("truncated in the ack ranges")
         first, last = RANGE.unpack_from(datagram, offset)
         offset += RANGE.size
@@ -145,7 +176,7 @@ def decode(datagram: bytes) -> Packet:
         ranges.append((first, last))
     fragments = []
     for _ in range(fragment_count):
-        if offset + FRAGMENT_HEADER > len(datagram):
+        if offset + FRAGMENT_HEADER > size:
             raise PacketError("truncated in a fragment header")
         message_id, index, count, length = FRAGMENT.unpack_from(datagram, offset)
         offset += FRAGMENT_HEADER
@@ -153,12 +184,13 @@ def decode(datagram: bytes) -> Packet:
             raise PacketError(f"fragment {index} of {count} is impossible")
         if message_id == 0:
             raise PacketError("message id 0 is not used")
-        if offset + length > len(datagram):
+        if offset + length > size:
             raise PacketError("truncated in fragment data")
         fragments.append(Fragment(message_id, index, count, bytes(datagram[offset : offset + length])))
         offset += length
-    if any(datagram[offset:]):
-        raise PacketError(f"{len(datagram) - offset} trailing bytes that are not zero padding")
+    # Most datagrams end right here; only padded ones have a tail to check.
+    if offset < size and any(datagram[offset:]):
+        raise PacketError(f"{size - offset} trailing bytes that are not zero padding")
     return Packet(
         token=token,
         number=number,
