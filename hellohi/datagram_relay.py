@@ -68,6 +68,10 @@ class _Session:
     received_bytes: int = 0  # from the address, while unverified
     sent_bytes: int = 0  # to the address, while unverified
     held: deque = field(default_factory=deque)  # datagrams waiting for more budget
+    # The endpoint's next_deadline() as of our last call into it. Only our calls
+    # change an endpoint, and every call is followed by _drain, which refreshes
+    # this; so next_deadline() and on_timer() need not ask every endpoint again.
+    deadline: float | None = None
 
     @property
     def plain(self) -> bool:
@@ -146,7 +150,7 @@ class DatagramRelay:
             endpoint = session.endpoint
             if endpoint is None:
                 continue
-            deadline = endpoint.next_deadline()
+            deadline = session.deadline
             if deadline is not None and deadline <= now:
                 endpoint.handle_timer(now)
                 self._touched.add(session.connection)
@@ -154,9 +158,14 @@ class DatagramRelay:
         self._flush(now)
 
     def next_deadline(self) -> float | None:
-        deadlines = [self.relay.next_deadline()]
-        deadlines += [s.endpoint.next_deadline() for s in self._by_connection.values() if s.endpoint is not None]
-        return min((d for d in deadlines if d is not None), default=None)
+        # Asked after every batch: a loop over the sessions' remembered deadlines,
+        # without a call into each endpoint (plain sessions have None).
+        soonest = self.relay.next_deadline()
+        for session in self._by_connection.values():
+            deadline = session.deadline
+            if deadline is not None and (soonest is None or deadline < soonest):
+                soonest = deadline
+        return soonest
 
     def outgoing(self) -> list[tuple[bytes, Address]]:
         """Datagrams to send now, with their destination."""
@@ -317,6 +326,7 @@ class DatagramRelay:
         if session.endpoint is not None:
             for datagram in session.endpoint.datagrams_to_send(now):
                 self._send(session, datagram)
+            session.deadline = session.endpoint.next_deadline()
         while session.held and self._may_send(session, len(session.held[0])):
             self._emit(session, session.held.popleft())
 

@@ -110,7 +110,7 @@ class EndpointStats:
     cwnd: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)  # one per packet in flight: no per-instance dict
 class _SentPacket:
     number: int
     fragments: tuple[Fragment, ...]
@@ -361,19 +361,22 @@ class ReliableEndpoint:
 
     def _take_ack(self, packet: Packet, now: float) -> None:
         # Ignore acknowledgements of packets we never sent (a confused or hostile peer).
+        unacked = self._unacked
+        if not unacked:
+            return  # nothing in flight: nothing to acknowledge
         cumulative = min(packet.cumulative_ack, self._next_packet)
         newly: list[_SentPacket] = []
-        while self._unacked:
-            number = next(iter(self._unacked))
+        while unacked:
+            number = next(iter(unacked))
             if number >= cumulative:
                 break
-            newly.append(self._unacked.pop(number))
+            newly.append(unacked.pop(number))
         for first, last in packet.ranges:
-            if last - first + 1 <= len(self._unacked):
-                numbers = [n for n in range(first, last + 1) if n in self._unacked]
+            if last - first + 1 <= len(unacked):
+                numbers = [n for n in range(first, last + 1) if n in unacked]
             else:
-                numbers = [n for n in self._unacked if first <= n <= last]
-            newly.extend(self._unacked.pop(n) for n in numbers)
+                numbers = [n for n in unacked if first <= n <= last]
+            newly.extend(unacked.pop(n) for n in numbers)
         if not newly:
             return
         # One pass over the newly acknowledged packets does the bookkeeping and
@@ -411,9 +414,10 @@ class ReliableEndpoint:
             self.rtt.on_sample(now - latest.last_sent, packet.ack_delay)
         if proven > self._largest_acked_serial:
             self._largest_acked_serial = proven
-        self._detect_losses()
-        if self.config.resend_after_skips is not None:
-            self._resend_skipped(newest, now)
+        if unacked:  # (with nothing left in flight, nothing can be lost or skipped)
+            self._detect_losses()
+            if self.config.resend_after_skips is not None:
+                self._resend_skipped(newest, now)
 
     def _detect_losses(self) -> None:
         """Fast retransmit: a packet is lost once `threshold` packets sent after it were acked."""

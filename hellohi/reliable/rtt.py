@@ -49,9 +49,12 @@ class RttEstimator:
         `ack_delay` is how long the peer says it held the ack; like RFC 9002
         5.3 we subtract it, but never below the smallest RTT ever seen.
         """
-        rtt = max(rtt, 0.0)
+        # (Comparisons rather than max()/min(): this runs for nearly every ack.)
+        if rtt < 0.0:
+            rtt = 0.0
         self.latest_rtt = rtt
-        self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
+        if self.min_rtt is None or rtt < self.min_rtt:
+            self.min_rtt = rtt
         if rtt - ack_delay >= self.min_rtt:
             rtt -= ack_delay
         if self.srtt is None or self.rttvar is None:
@@ -77,7 +80,12 @@ class RttEstimator:
             rto = self.initial_rto
         else:
             rto = self.srtt + max(self.granularity, 4 * self.rttvar) + self.peer_ack_delay
-        return min(max(rto, self.min_rto), self.max_rto)
+        # Clamped to [min_rto, max_rto]; comparisons, as this runs for every packet sent.
+        if rto < self.min_rto:
+            rto = self.min_rto
+        if rto > self.max_rto:
+            rto = self.max_rto
+        return rto
 
     @property
     def rto(self) -> float:
