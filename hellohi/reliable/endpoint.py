@@ -273,12 +273,19 @@ class ReliableEndpoint:
         """When handle_timer() (or datagrams_to_send()) next has work; None if never."""
         if self.failed:
             return None
-        times = [packet.deadline for packet in self._unacked.values()]
-        if self._ack_deadline is not None:
-            times.append(self._ack_deadline)
-        if self.config.keepalive_interval is not None and not self._unacked:
-            times.append(self._keepalive_due())
-        return min(times, default=None)
+        # The earliest of: every packet's retransmission timer (retransmissions
+        # leave them out of number order, so all are looked at), the delayed ack,
+        # and, with nothing in flight, the keepalive. Asked after every datagram.
+        soonest = self._ack_deadline
+        if self._unacked:
+            for packet in self._unacked.values():
+                if soonest is None or packet.deadline < soonest:
+                    soonest = packet.deadline
+        elif self.config.keepalive_interval is not None:
+            keepalive = self._keepalive_due()
+            if soonest is None or keepalive < soonest:
+                soonest = keepalive
+        return soonest
 
     def handle_timer(self, now: float) -> None:
         """Time has passed: find packets whose retransmission timer expired, keepalives due."""
