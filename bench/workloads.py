@@ -270,11 +270,8 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
                 end = now_ns()
                 ledger.arrived(ping)
                 rtt.add(end - start)
-        stats = link.stats
-    figures = {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
-    if stats is not None:
-        figures["udp_counters"] = {"scope": "clients", "clients": 1, **{key: getattr(stats, key) for key in SUMMED_COUNTERS}}
-    return figures
+    # The link has the client library's `stats` (None in plain mode), so the usual summing applies.
+    return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [link])
 
 
 async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
