@@ -48,7 +48,8 @@ class TcpChatClient(ChatClient):
             transport.close()  # sends what is buffered first, then FIN
             assert self._closed is not None
             await asyncio.wait([self._closed], timeout=5.0)
-            transport.abort()  # still there: the server stopped reading; no use waiting longer
+            if not self._closed.done():
+                transport.abort()  # the server stopped reading; no use waiting longer
         await self._stop_tasks()
 
     # ------------------------------------------------------------ the transport's part
