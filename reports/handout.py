@@ -73,9 +73,12 @@ def _floor_section(run: dict) -> list[str]:
         "",
         f"- sockperf TCP ping-pong, p50: {tcp_floor_text}",
         f"- sockperf UDP ping-pong, p50: {udp_floor_text}",
+        f"- Python asyncio echo, no protocol at all (`bench/python_floor.py`), p50: "
+        f"TCP {_baseline_p50(run, 'python-echo-tcp')[1]}; UDP {_baseline_p50(run, 'python-echo-udp')[1]}",
         f"- hellohi Hello/HI over TCP (client library): {_latency_line(run, 'hello', 'tcp')}",
         f"- hellohi Hello/HI over TCP (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'tcp')}",
         f"- hellohi Hello/HI over UDP with acks: {_latency_line(run, 'hello', 'udp')}",
+        f"- hellohi Hello/HI over UDP with acks (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'udp')}",
         f"- hellohi Hello/HI over plain UDP: {_latency_line(run, 'hello', 'udp-raw')}",
         "- How many times the floor (p50 ÷ p50):",
         _quotient(hello_tcp["p50"] if hello_tcp else None, tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),

@@ -167,6 +167,8 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
     assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
+    assert ("Python asyncio echo, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
+            "(baselines were skipped); UDP not measured in this run (baselines were skipped)") in handout
 
 
 def test_a_real_bench_csv_beside_the_json_does_not_matter_and_a_json_path_works(tmp_path):
