@@ -17,6 +17,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from hellohi import eventloop
+
 from . import baselines, python_floor, results
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
 from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, run_scenario
@@ -230,7 +232,8 @@ def compute_ratios(run: dict) -> list[dict]:
     for kernel in ("tcp", "udp"):
         floor, b = _baseline(run, f"python-echo-{kernel}"), _baseline(run, f"ping-pong-{kernel}")
         if floor and b:
-            add(f"python asyncio echo {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
+            loop = floor.get("config", {}).get("event_loop", "asyncio")
+            add(f"python echo ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
                 floor["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"], None, "lower",
                 f"{floor['figures']['latency']['p50']} us / {b['figures']['latency']['p50']} us")
     s = _find(run, "throughput", "tcp", 64)
@@ -364,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip sockperf and iperf3")
     p.add_argument("--baseline-seconds", type=float, default=2.0)
     p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
+    eventloop.add_loop_argument(p)  # for the servers it starts and its own clients
     p.add_argument("--list", action="store_true", help="print the scenarios and exit")
     return p
 
@@ -371,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    eventloop.apply_choice(args.loop)  # every process of the run inherits it
     remote = None
     if args.server:
         from hellohi.options import host_port

@@ -34,6 +34,8 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 
+from hellohi import eventloop
+
 CONV = 0x11223344
 
 # mode -> (no_delay, interval_ms, resend, no_congestion_control), as in test.cpp
@@ -428,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(why)
     if args.command == "serve":
         try:
-            asyncio.run(serve(args.host, args.port, args.mode))
+            eventloop.run(serve(args.host, args.port, args.mode))
         except KeyboardInterrupt:
             pass
     else:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from hellohi import eventloop
 from hellohi.launcher import REPO_ROOT
 
 from .baselines import free_port
@@ -67,7 +68,8 @@ def _connect(protocol: str, host: str, port: int, timeout: float = 5.0) -> socke
 def echo_pingpong(protocol: str, seconds: float = 2.0, host: str = "127.0.0.1") -> dict:
     """Round trips of a 6-byte request ("Hello\\n") for `seconds`, as a baseline result."""
     result = {"tool": "python-asyncio-echo", "test": f"python-echo-{protocol}",
-              "config": {"protocol": protocol, "seconds": seconds, "host": host, "python": sys.version.split()[0]}}
+              "config": {"protocol": protocol, "seconds": seconds, "host": host, "python": sys.version.split()[0],
+                         "event_loop": eventloop.resolve()}}
     port = free_port(socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM, host)
     server = subprocess.Popen([sys.executable, "-m", "bench.python_floor", "serve", protocol, host, str(port)],
                               cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -101,7 +103,7 @@ def echo_pingpong(protocol: str, seconds: float = 2.0, host: str = "127.0.0.1") 
 def main(argv: list[str]) -> None:
     if len(argv) != 4 or argv[0] != "serve" or argv[1] not in ("tcp", "udp"):
         raise SystemExit("usage: python -m bench.python_floor serve tcp|udp HOST PORT")
-    asyncio.run(_serve(argv[1], argv[2], int(argv[3])))
+    eventloop.run(_serve(argv[1], argv[2], int(argv[3])))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from hellohi import eventloop
+
 SCHEMA = "hellohi-bench/1"
 
 # Python packages whose versions are worth recording (the ones the bench relies on).
-PACKAGES = ("kcp", "pytest", "hypothesis")
+PACKAGES = ("kcp", "uvloop", "pytest", "hypothesis")
 
 
 def _package_versions() -> dict:
@@ -67,6 +69,8 @@ def environment(tool_versions: dict | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
+        # The asyncio event loop every hellohi process of the run used (hellohi.eventloop).
+        "event_loop": eventloop.resolve(),
         "packages": _package_versions(),
         "tools": tool_versions or {},
         "git_commit": _git_commit(),

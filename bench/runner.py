@@ -8,7 +8,6 @@ server-side figures are None.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from hellohi import eventloop
 from hellohi.launcher import REPO_ROOT, start_server
 
 from . import procstats
@@ -76,7 +76,7 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
             result["server"] = {"remote": f"{remote[0]}:{remote[1]}"}
         cpu_before = procstats.cpu_seconds(server.process.pid) if server else None
         try:
-            result["figures"] = asyncio.run(runner(endpoint, sc))
+            result["figures"] = eventloop.run(runner(endpoint, sc))
         except Exception as error:  # a failed scenario is reported, the run goes on
             result.update(status="error", reason=f"{type(error).__name__}: {error}",
                           traceback=traceback.format_exc(limit=5))
@@ -145,7 +145,7 @@ def _run_kcp(sc: Scenario, result: dict, command_prefix, host: str) -> dict:
                 port = int(banner.strip().rsplit(":", 1)[1])
                 result["server"] = {"argv": argv, "pid": server.pid}
                 cpu_before = procstats.cpu_seconds(server.pid)
-                result["figures"] = asyncio.run(kcp_peer.kcp_udp_pingpong(
+                result["figures"] = eventloop.run(kcp_peer.kcp_udp_pingpong(
                     host, port, mode, sc.count, sc.payload, sc.warmup, sc.timeout))
                 cpu_after = procstats.cpu_seconds(server.pid)
                 result["server"]["cpu_s"] = (cpu_after - cpu_before) if None not in (cpu_after, cpu_before) else None

@@ -7,9 +7,10 @@ there; it runs the workload against the server and prints the figures as one JSO
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
+
+from hellohi import eventloop
 
 from .workloads import RUNNERS, Endpoint, Scenario
 
@@ -23,10 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     if sc.workload == "kcp-pingpong":
         from .kcp_peer import kcp_udp_pingpong
 
-        figures = asyncio.run(kcp_udp_pingpong(host, port, sc.protocol.removeprefix("kcp-"),
+        figures = eventloop.run(kcp_udp_pingpong(host, port, sc.protocol.removeprefix("kcp-"),
                                                sc.count, sc.payload, sc.warmup, sc.timeout))
     else:
-        figures = asyncio.run(RUNNERS[sc.workload](Endpoint(host, port), sc))
+        figures = eventloop.run(RUNNERS[sc.workload](Endpoint(host, port), sc))
     print(json.dumps(figures))
 
 

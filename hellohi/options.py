@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE
+from .eventloop import add_loop_argument
 from .relay import RelayLimits
 
 
@@ -47,6 +48,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--max-body", type=positive(int), default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body (default: %(default)s)")
     parser.add_argument("--max-line", type=positive(int), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
+    add_loop_argument(parser)
 
 
 def limits_from(args: argparse.Namespace) -> RelayLimits:
@@ -73,6 +75,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll", nargs="?", const=1.0, type=positive(float), metavar="IDLE_SECONDS", help="poll mode: collect waiting messages, leave after IDLE_SECONDS of quiet (default 1)")
     parser.add_argument("--heartbeat", type=positive(float), default=None, metavar="SECONDS", help="keep-alive PING interval (default: what the server's HI says)")
     parser.add_argument("--no-reconnect", action="store_true", help="exit instead of reconnecting when the server goes away")
+    add_loop_argument(parser)
 
 
 def parse_send(text: str) -> tuple[str, str]:

@@ -68,12 +68,13 @@ def _floor_section(run: dict) -> list[str]:
     udp_floor, udp_floor_text = _baseline_p50(run, "ping-pong-udp")
     hello_tcp = latency(find(run, "hello", "tcp") or {"figures": {}})
     hello_udp = latency(find(run, "hello", "udp") or {"figures": {}})
+    loop = run.get("environment", {}).get("event_loop", "asyncio")  # runs before hellohi.eventloop existed: asyncio
     return [
         "## 1. The floor: how fast can a round trip be?",
         "",
         f"- sockperf TCP ping-pong, p50: {tcp_floor_text}",
         f"- sockperf UDP ping-pong, p50: {udp_floor_text}",
-        f"- Python asyncio echo, no protocol at all (`bench/python_floor.py`), p50: "
+        f"- Python echo server on the {loop} event loop, no protocol at all (`bench/python_floor.py`), p50: "
         f"TCP {_baseline_p50(run, 'python-echo-tcp')[1]}; UDP {_baseline_p50(run, 'python-echo-udp')[1]}",
         f"- hellohi Hello/HI over TCP (client library): {_latency_line(run, 'hello', 'tcp')}",
         f"- hellohi Hello/HI over TCP (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'tcp')}",

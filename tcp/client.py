@@ -134,14 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
 
+    from hellohi import eventloop
     from hellohi.chat_cli import run
+    from hellohi.eventloop import apply_choice
     from hellohi.options import add_client_arguments
 
     parser = argparse.ArgumentParser(prog="python -m tcp.client", description="hellohi chat client over TCP")
     add_client_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        sys.exit(asyncio.run(run(args, TcpChatClient)))
+        sys.exit(eventloop.run(run(args, TcpChatClient), apply_choice(args.loop)))
     except KeyboardInterrupt:
         sys.exit(130)
 

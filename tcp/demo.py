@@ -15,12 +15,14 @@ receive (<-) is printed as it crosses the wire. Steps:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from hellohi import eventloop
 from hellohi.client_session import MessageReceived, StatusChanged
 from hellohi.launcher import ServerProcess, start_server
 from hellohi.narration import frame_tracer, say, step, wait_for
@@ -94,10 +96,14 @@ async def demo(workdir: Path) -> int:
         server.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tcp.demo", description=__doc__.split("\n")[0])
+    eventloop.add_loop_argument(parser)
+    args = parser.parse_args(argv)
+    loop = eventloop.apply_choice(args.loop)  # the server process inherits the choice
     with tempfile.TemporaryDirectory(prefix="hellohi-demo-") as workdir:
         try:
-            sys.exit(asyncio.run(demo(Path(workdir))))
+            sys.exit(eventloop.run(demo(Path(workdir)), loop))
         except KeyboardInterrupt:
             sys.exit(130)
         except subprocess.SubprocessError as error:

@@ -17,7 +17,9 @@ import sqlite3
 import sys
 
 from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
+from hellohi import eventloop
 from hellohi.errors import ErrorCode, ProtocolError
+from hellohi.eventloop import apply_choice
 from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
@@ -134,7 +136,6 @@ class _ClientConnection(asyncio.Protocol):
         self.id = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         peer = format_peer(transport.get_extra_info("peername"))
         self.id = self.server.relay.connect(peer, asyncio.get_running_loop().time())
         self.server._transports[self.id] = transport
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_outbound <= args.window_bytes + args.max_body:
         raise SystemExit("error: --max-outbound must be larger than --window-bytes plus --max-body, or normal deliveries would trip it")
     logging.basicConfig(level=logging.INFO, format="[server] %(message)s", stream=sys.stderr)
-    asyncio.run(serve(args, limits))
+    eventloop.run(serve(args, limits), apply_choice(args.loop))
 
 
 if __name__ == "__main__":

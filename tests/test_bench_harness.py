@@ -323,6 +323,7 @@ def test_python_floor_ratio_is_information_next_to_sockperf():
     def baseline(test, p50):
         return {"test": test, "status": "ok", "figures": {"latency": {"p50": p50}}}
 
-    run = {"scenarios": [], "baselines": [baseline("ping-pong-tcp", 20.0), baseline("python-echo-tcp", 50.0)]}
-    ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("python asyncio echo tcp"))
+    floor = dict(baseline("python-echo-tcp", 50.0), config={"event_loop": "uvloop"})
+    run = {"scenarios": [], "baselines": [baseline("ping-pong-tcp", 20.0), floor]}
+    ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("python echo (uvloop) tcp"))
     assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None

@@ -158,6 +158,7 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     run["scenarios"] = [s for s in run["scenarios"] if s["config"]["link"] == "loopback"
                         and s["config"]["protocol"] != "udp-raw"]
     run["baselines"] = []
+    run["environment"]["event_loop"] = "uvloop"
     run["ratios"] = compute_ratios(run)
     written = build_report(run, tmp_path)
     report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
@@ -167,7 +168,7 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
     assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
-    assert ("Python asyncio echo, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
+    assert ("Python echo server on the uvloop event loop, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
             "(baselines were skipped); UDP not measured in this run (baselines were skipped)") in handout
 
 

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from hellohi import eventloop
 from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, StatusChanged
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, live_relay, next_of, ring_of_clients
@@ -94,6 +95,13 @@ def test_live_relay_and_ticks(server):
     message, ref, states = asyncio.run(live_relay(UdpChatClient, server().port))
     assert (message.sender, message.body) == ("alice", b"hi bob")
     assert states == ["stored", "delivered"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_live_relay_on_either_event_loop(server, loop):
+    # Server and clients both on `loop`: asyncio's own loop is what runs where uvloop does not.
+    message, ref, states = eventloop.run(live_relay(UdpChatClient, server("--loop", loop).port), loop)
+    assert (message.sender, message.body, states) == ("alice", b"hi bob", ["stored", "delivered"])
 
 
 def test_offline_message_survives_sigkill_and_restart(server):

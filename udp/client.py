@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
 
+    from hellohi import eventloop
     from hellohi.chat_cli import run
+    from hellohi.eventloop import apply_choice
     from hellohi.options import add_client_arguments, add_udp_arguments, reliability_from
     from udp.lossy import impairments_from
 
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                              impair_send=impair_send, impair_receive=impair_receive, **kwargs)
 
     try:
-        sys.exit(asyncio.run(run(args, make_client)))
+        sys.exit(eventloop.run(run(args, make_client), apply_choice(args.loop)))
     except KeyboardInterrupt:
         sys.exit(130)
 

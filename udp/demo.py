@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hellohi import eventloop
 from hellohi.client_session import DuplicateDropped, MessageReceived, StatusChanged
 from hellohi.datagram_relay import DatagramRelay
 from hellohi.narration import frame_tracer, say, step, wait_for
@@ -207,10 +208,12 @@ async def main_async(workdir: Path, quiet: bool) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m udp.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="do not narrate every dropped datagram and retransmission")
+    eventloop.add_loop_argument(parser)
     args = parser.parse_args(argv)
+    loop = eventloop.apply_choice(args.loop)
     with tempfile.TemporaryDirectory(prefix="hellohi-demo-") as workdir:
         try:
-            sys.exit(asyncio.run(main_async(Path(workdir), args.quiet)))
+            sys.exit(eventloop.run(main_async(Path(workdir), args.quiet), loop))
         except KeyboardInterrupt:
             sys.exit(130)
 

@@ -1,0 +1,90 @@
+"""The event loop under hellohi's asyncio glue: uvloop when installed, else asyncio's own.
+
+The servers and clients in tcp/ and udp/ use nothing but the asyncio API, so
+any event loop that implements it runs them unchanged. asyncio's own loop
+moves bytes through transports written in Python; uvloop (built on libuv, the
+loop under Node.js) implements the same transports in C. On the 2-core machine
+this project is built on, that took about a quarter off a Hello/HI round trip
+through the client library (README, "Why these dependencies").
+
+    --loop auto      uvloop if it is installed, else asyncio (the default)
+    --loop uvloop    uvloop, or a clear error if it is missing
+    --loop asyncio   asyncio's own loop, to compare, or where uvloop does not
+                     exist (Windows)
+
+The environment variable HELLOHI_LOOP gives the default, and a program that
+starts others (the demos, the bench) passes its choice on to them through it.
+
+One difference shows: uvloop's clock, `loop.time()`, counts whole milliseconds
+(asyncio's counts fractions of a microsecond). The UDP reliability layer takes
+its time from that clock, so on loopback its smoothed RTT reads 0 or 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any, Coroutine
+
+CHOICES = ("auto", "uvloop", "asyncio")
+ENVIRONMENT = "HELLOHI_LOOP"
+
+
+class LoopUnavailable(RuntimeError):
+    pass
+
+
+def _uvloop_module():
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop
+
+
+def resolve(choice: str | None = None) -> str:
+    """"uvloop" or "asyncio": what `choice` (default: $HELLOHI_LOOP, else auto) means here."""
+    choice = choice or os.environ.get(ENVIRONMENT) or "auto"
+    if choice not in CHOICES:
+        raise LoopUnavailable(f"event loop {choice!r} is not one of {', '.join(CHOICES)} (from --loop or ${ENVIRONMENT})")
+    if choice == "asyncio":
+        return "asyncio"
+    if _uvloop_module() is not None:
+        return "uvloop"
+    if choice == "uvloop":
+        raise LoopUnavailable("uvloop is not installed: run `make venv` (it installs requirements.txt), "
+                              "or use --loop asyncio")
+    return "asyncio"
+
+
+def run(main: Coroutine[Any, Any, Any], choice: str | None = None) -> Any:
+    """asyncio.run(main) on the chosen loop."""
+    try:
+        name = resolve(choice)
+    except LoopUnavailable:
+        main.close()  # never awaited: close it so Python does not warn about that
+        raise
+    if name == "uvloop":
+        return _uvloop_module().run(main)
+    return asyncio.run(main)
+
+
+def running_loop_name() -> str:
+    """The loop this code runs on now, for results and logs."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
+def add_loop_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--loop", choices=CHOICES, default=None,
+                        help=f"event loop: auto (uvloop if installed), uvloop or asyncio (default: ${ENVIRONMENT} or auto)")
+
+
+def apply_choice(choice: str | None) -> str:
+    """Resolve `choice` and hand it down to the processes this one starts; exits with a clear message if impossible."""
+    try:
+        name = resolve(choice)
+    except LoopUnavailable as error:
+        raise SystemExit(f"error: {error}") from None
+    os.environ[ENVIRONMENT] = name
+    return name
