@@ -153,3 +153,98 @@ def test_arbitrary_bytes_raise_nothing_but_protocol_error(garbage):
         except ProtocolError as error:
             if error.fatal:
                 break
+
+
+# The decoder reads STATUS, ACK, MSG and SEND written exactly as encode() writes them
+# with one regex, and every other line with the careful parser. A CRLF line always
+# takes the careful path, so a header decoding the same with LF and with CRLF shows
+# that both paths accept, build and refuse alike.
+near_canonical_words = st.one_of(
+    # Characters on both sides of every character class, lengths across 32 and 64.
+    st.text(alphabet="aZ09_.-:[]/+é", min_size=0, max_size=70),
+    st.integers(min_value=0, max_value=10**20).map(str),  # 18 digits and more
+    st.sampled_from(["stored", "delivered", "Stored", "007", "64", "65"]),
+)
+
+
+def outcomes(decoder: Decoder, data: bytes) -> list:
+    decoder.feed(data)
+    seen = []
+    for _ in range(4):
+        try:
+            frame = decoder.next_frame()
+        except ProtocolError as error:
+            seen.append((error.error.code, error.fatal))
+            if error.fatal:
+                break
+            continue
+        if frame is None:
+            break
+        seen.append(frame)
+    return seen
+
+
+common_frames = st.one_of(
+    st.builds(codec.Status, refs, st.sampled_from(codec.DELIVERY_STATES), ids),
+    st.builds(codec.Ack, ids),
+    st.builds(codec.Msg, ids, st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True), st.binary(max_size=70)),
+    st.builds(codec.Send, st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True), refs, st.binary(max_size=70)),
+)
+
+
+@given(common_frames, st.data())
+@settings(max_examples=500)
+def test_common_frames_decode_alike_on_the_fast_and_the_careful_path(frame, data):
+    # Start from a valid frame and perhaps spoil one word, drop the last or add one.
+    header, _, rest = encode(frame).partition(b"\n")
+    words = header.decode().split(" ")
+    change = data.draw(st.sampled_from(["none", "insert", "grow", "replace", "drop", "add"]))
+    at = data.draw(st.integers(1, len(words) - 1)) if len(words) > 1 else 0
+    if change == "insert":  # one character on either side of a character class
+        word = words[at]
+        where = data.draw(st.integers(0, len(word)))
+        words[at] = word[:where] + data.draw(st.sampled_from("/+é:[]aZ09_.-")) + word[where:]
+    elif change == "grow":  # across a length limit (32, 64, 18 digits)
+        words[at] += data.draw(st.sampled_from("a9")) * data.draw(st.integers(1, 40))
+    elif change == "replace":
+        words[at] = data.draw(near_canonical_words)
+    elif change == "drop":
+        words.pop()
+    elif change == "add":
+        words.append(data.draw(near_canonical_words))
+    rest += b"\nACK 1\n"  # whatever the header did, the next frame must decode alike too
+    header = " ".join(words).encode()
+    fast = outcomes(Decoder(max_body=64), header + b"\n" + rest)
+    careful = outcomes(Decoder(max_body=64), header + b"\r\n" + rest)
+    assert fast == careful
+
+
+BOUNDARY_WORDS = ["a" * 32, "a" * 33, "a" * 64, "a" * 65, "9" * 18, "9" * 19, "007", "0", "", "stored", "Stored",
+                  "delivered", "DELIVERED", "[::1]:5000", "64", "65", *(f"a{c}b" for c in "/+é:[]_.-\t")]
+
+
+def test_fast_and_careful_paths_agree_on_every_boundary():
+    # Every argument of each common frame, replaced in turn by a word at or just past a limit.
+    for wire in (encode(codec.Status("r1", "stored", 5)), encode(codec.Ack(5)),
+                 encode(codec.Msg(5, "alice", b"body")), encode(codec.Send("bob", "r1", b"body"))):
+        header, _, rest = wire.partition(b"\n")
+        words = header.decode().split(" ")
+        for at in range(1, len(words)):
+            for word in BOUNDARY_WORDS:
+                changed = " ".join(words[:at] + [word] + words[at + 1:]).encode()
+                tail = rest + b"\nACK 1\n"
+                fast = outcomes(Decoder(max_body=64), changed + b"\n" + tail)
+                careful = outcomes(Decoder(max_body=64), changed + b"\r\n" + tail)
+                assert fast == careful, changed
+
+
+def test_the_fast_path_keeps_the_line_and_body_limits():
+    line = b"SEND bob r1 4\n"  # 13 bytes before the LF
+    exact = Decoder(max_line=13, max_body=4)
+    exact.feed(line + b"body\n")
+    assert exact.frames() == [codec.Send("bob", "r1", b"body")]
+    for decoder, code in ((Decoder(max_line=12, max_body=4), 413), (Decoder(max_line=13, max_body=3), 413)):
+        decoder.feed(line + b"body\n")
+        with pytest.raises(ProtocolError) as refused:
+            decoder.next_frame()
+        assert (refused.value.error.code, refused.value.fatal) == (code, True)
