@@ -119,14 +119,28 @@ class MessageStore:
         newest_forgotten = self._next_id - 1 - self.refs_kept
         self._db.execute("DELETE FROM refs WHERE id <= ?", (newest_forgotten,))
 
-    def waiting(self, recipient: str, after_id: int = 0, limit: int = 1000) -> list[StoredMessage]:
-        """Messages for `recipient` with id > after_id, oldest first."""
+    def waiting(self, recipient: str, after_id: int = 0, limit: int = 1000, max_bytes: int | None = None) -> list[StoredMessage]:
+        """Messages for `recipient` with id > after_id, oldest first: at most `limit` of them,
+        and, given `max_bytes`, none after the bodies so far reach it (the first always comes).
+
+        The relay asks for as many as its window has room for, counted in messages and
+        in bytes. Stopping at the byte limit matters for large bodies: SQLite hands the
+        rows over one at a time, so rows after the break are never read at all.
+        """
         self._write_pending()
         rows = self._db.execute(
             "SELECT id, sender, ref, recipient, body FROM messages WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
             (recipient, after_id, limit),
         )
-        return [StoredMessage(*row) for row in rows]
+        found: list[StoredMessage] = []
+        size = 0
+        for row in rows:
+            if max_bytes is not None and found and size >= max_bytes:
+                break
+            found.append(StoredMessage(*row))
+            size += len(row[4])
+        rows.close()
+        return found
 
     def remove(self, message_id: int, recipient: str) -> None:
         """Forget a message its recipient acknowledged (the relay only passes ids it delivered)."""

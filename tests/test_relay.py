@@ -233,3 +233,42 @@ def test_byte_window_bounds_what_a_non_reader_costs():
     assert [frame.id for frame in world.take(bob)] == [1, 2, 3]  # 300 bytes: the third crossed 250
     world.send(bob, Ack(1), Ack(2))
     assert [frame.id for frame in world.take(bob)] == [4, 5]
+
+
+class CountingStore(MessageStore):
+    """A store that counts the rows the relay reads back."""
+
+    rows_read = 0
+
+    def waiting(self, *args, **kwargs):
+        found = super().waiting(*args, **kwargs)
+        self.rows_read += len(found)
+        return found
+
+
+def test_a_backlog_of_large_bodies_is_read_once_not_once_per_ack():
+    store = CountingStore(":memory:")
+    world = World(store, delivery_window_bytes=1000)
+    alice = world.connect("alice")
+    bob = world.connect("bob")
+    world.send(bob, Bye())
+    for number in range(60):
+        world.send(alice, Send("bob", f"r{number}", b"x" * 100))
+    bob = world.connect("bob")
+    delivered = []
+    while frames := [frame for frame in world.take(bob) if isinstance(frame, Msg)]:
+        delivered += [frame.id for frame in frames]
+        world.send(bob, *(Ack(frame.id) for frame in frames))
+    assert delivered == list(range(1, 61))
+    # The byte window (10 bodies) bounds each read, not only the count window (256).
+    assert store.rows_read <= 2 * 60
+
+
+def test_waiting_stops_at_the_byte_limit_but_always_gives_the_first():
+    store = MessageStore(":memory:")
+    for number in range(5):
+        store.add("alice", f"r{number}", "bob", b"x" * 100, 0.0)
+    assert [m.id for m in store.waiting("bob", max_bytes=250)] == [1, 2, 3]  # 300 bytes reach 250
+    assert [m.id for m in store.waiting("bob", max_bytes=1)] == [1]
+    assert [m.id for m in store.waiting("bob", after_id=3, max_bytes=10_000)] == [4, 5]
+    assert len(store.waiting("bob")) == 5
