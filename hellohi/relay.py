@@ -114,6 +114,10 @@ class Relay:
         self._by_name: dict[str, _Connection] = {}
         self._waiting = store.waiting_counts()
         self._outbox: list[Action] = []
+        # Recipients whose window opened (ACKs) or whose backlog grew since the last
+        # flush: their stored messages go out at the flush, with one read of the store
+        # per recipient for the whole batch instead of one per ACK.
+        self._to_deliver: dict[int, _Connection] = {}
         self._next_connection = 1
         # What each frame a client may send makes the relay do.
         self._handlers = {
@@ -199,6 +203,10 @@ class Relay:
 
     def flush(self) -> list[Action]:
         """Commit the store, then hand over everything to send and close."""
+        while self._to_deliver:
+            connection = self._to_deliver.pop(next(iter(self._to_deliver)))
+            if connection.id in self._connections:
+                self._deliver(connection)
         self.store.commit()
         actions, self._outbox = self._outbox, []
         return actions
@@ -277,7 +285,7 @@ class Relay:
                 # The common live case: nothing else is queued, so skip the store read.
                 self._put_in_flight(recipient, message_id, sender.name, send.ref, send.body)
             else:
-                self._deliver(recipient)
+                self._to_deliver[recipient.id] = recipient
 
     def _deliver(self, connection: _Connection) -> None:
         """Send stored messages to an online recipient, in id order, up to the window."""
@@ -325,7 +333,7 @@ class Relay:
         sender = self._by_name.get(sender_name)
         if sender is not None:
             self._send(sender, Status(ref, "delivered", message_id))
-        self._deliver(connection)
+        self._to_deliver[connection.id] = connection
 
     # ------------------------------------------------------------ plumbing
 

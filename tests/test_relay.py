@@ -239,10 +239,12 @@ class CountingStore(MessageStore):
     """A store that counts the rows the relay reads back."""
 
     rows_read = 0
+    reads = 0
 
     def waiting(self, *args, **kwargs):
         found = super().waiting(*args, **kwargs)
         self.rows_read += len(found)
+        self.reads += 1
         return found
 
 
@@ -272,3 +274,16 @@ def test_waiting_stops_at_the_byte_limit_but_always_gives_the_first():
     assert [m.id for m in store.waiting("bob", max_bytes=1)] == [1]
     assert [m.id for m in store.waiting("bob", after_id=3, max_bytes=10_000)] == [4, 5]
     assert len(store.waiting("bob")) == 5
+
+
+def test_a_batch_of_acks_refills_the_window_with_one_read_of_the_store():
+    store = CountingStore(":memory:")
+    world = World(store, delivery_window=10)
+    alice, bob = world.connect("alice"), world.connect("bob")
+    world.send(alice, *(Send("bob", f"r{number}", b"x") for number in range(25)))
+    first = [frame.id for frame in world.take(bob) if isinstance(frame, Msg)]
+    assert first == list(range(1, 11))  # the window; 15 wait in the store
+    reads_before = store.reads
+    world.send(bob, *(Ack(message_id) for message_id in first))  # one read (TCP segment) with 10 ACKs
+    assert [frame.id for frame in world.take(bob) if isinstance(frame, Msg)] == list(range(11, 21))
+    assert store.reads - reads_before == 1
