@@ -378,14 +378,18 @@ class Window:
     def __init__(self, size: int, timeout: float):
         self.size, self.timeout = size, timeout
         self.progress = asyncio.Event()
+        self._settled = 0  # as last counted: it only grows, so it is counted again only when it matters
 
     async def wait(self, sent: int, settled) -> None:
-        while sent - settled() >= self.size:
+        if sent - self._settled < self.size:
+            return  # room, even by the old count (this runs once per message: keep it cheap)
+        while sent - (settled_now := settled()) >= self.size:
             self.progress.clear()
             try:
                 await asyncio.wait_for(self.progress.wait(), self.timeout)
             except asyncio.TimeoutError:
                 return  # nothing is moving (loss without retries): stop waiting
+        self._settled = settled_now
 
 
 def _settled(ledgers, plain: bool) -> int:

@@ -158,14 +158,18 @@ class ChatClient:
         for reply in replies:
             self._write(reply)
         for event in events:
-            if isinstance(event, Registered):
-                self._registered.set()
-                if self.heartbeat is None:
-                    self.heartbeat = event.heartbeat_ms / 1000
-            waiting_for_hello = self._hello_answer is not None and not self._hello_answer.done()
-            if waiting_for_hello and isinstance(event, (Registered, ErrorReceived)) and not getattr(event, "ref", None):
-                self._hello_answer.set_result(event)
+            if isinstance(event, (Registered, ErrorReceived)):  # not the common MSG and STATUS
+                self._answer_hello(event)
             self._events.put(event)
+
+    def _answer_hello(self, event: Registered | ErrorReceived) -> None:
+        if isinstance(event, Registered):
+            self._registered.set()
+            if self.heartbeat is None:
+                self.heartbeat = event.heartbeat_ms / 1000
+        waiting_for_hello = self._hello_answer is not None and not self._hello_answer.done()
+        if waiting_for_hello and not getattr(event, "ref", None):  # an ERR about a SEND is no answer to Hello
+            self._hello_answer.set_result(event)
 
     def _connection_lost(self, reason: str) -> None:
         """The transport is gone: tell the application, and reconnect if asked to."""
