@@ -14,7 +14,6 @@ import itertools
 import json
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from hellohi import eventloop
@@ -93,11 +92,19 @@ def flag_matrix(args) -> list[dict]:
     return cells
 
 
+def _toml_module():
+    try:
+        import tomllib  # Python 3.11 and newer
+    except ImportError:
+        import tomli as tomllib  # its backport, installed by requirements.txt on Python 3.10
+    return tomllib
+
+
 def load_config(path: str) -> list[dict]:
     """TOML or JSON: optional [defaults] (any Scenario field), then either a list of
     [[scenario]] tables or a [matrix] of lists (workloads, protocols, payloads, clients)."""
     text = Path(path).read_text()
-    data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    data = _toml_module().loads(text) if path.endswith(".toml") else json.loads(text)
     defaults = data.get("defaults", {})
     cells = [dict(defaults, **s) for s in data.get("scenario", data.get("scenarios", []))]
     if "matrix" in data:
