@@ -89,7 +89,9 @@ def _floor_section(run: dict) -> list[str]:
         "receiving `HELLO` and sending `HI` (read `tcp/server.py` and `hellohi/relay.py`). Which step would",
         "you expect to cost the most? (b) `hello-raw` and `hello` differ only on the client side. What does",
         "their difference tell you about where the time goes? (c) Compare TCP and UDP here. On loopback",
-        "nothing is lost: what does UDP save, and what does our UDP layer add back?",
+        "nothing is lost: what does UDP save, and what does our UDP layer add back? (d) This run used the",
+        f"{loop} event loop. Run `make bench BENCH_ARGS=\"--loop asyncio\"` (or `--loop uvloop`) and compare:",
+        "which figures move, which stay, and what does that say about where a Python server spends its time?",
         "",
     ]
 

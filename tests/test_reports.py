@@ -168,6 +168,7 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
     assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
+    assert 'uvloop event loop. Run `make bench BENCH_ARGS="--loop asyncio"`' in handout  # question (d)
     assert ("Python echo server on the uvloop event loop, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
             "(baselines were skipped); UDP not measured in this run (baselines were skipped)") in handout
 
