@@ -313,12 +313,12 @@ _CAREFULLY = object()  # _canonical_frame's answer for "leave this one to the ca
 # path below, which says exactly what is wrong. The character classes are those
 # of REF, ADDRESSABLE_NAME and _integer, so both paths accept the same frames;
 # tests/test_codec.py checks that a frame decodes the same with LF and CRLF.
-_NAME, _REF, _NUMBER = rb"([A-Za-z0-9_.:\[\]-]{1,64})", rb"([A-Za-z0-9_.-]{1,32})", rb"([0-9]{1,18})"
+_NAME, _REF, _NUMBER = rb"[A-Za-z0-9_.:\[\]-]{1,64}", rb"[A-Za-z0-9_.-]{1,32}", rb"[0-9]{1,18}"
 _CANONICAL = re.compile(
-    rb"STATUS " + _REF + rb" (stored|delivered) " + _NUMBER + rb"\n"  # groups 1-3
-    rb"|ACK " + _NUMBER + rb"\n"  # group 4
-    rb"|MSG " + _NUMBER + b" " + _NAME + b" " + _NUMBER + rb"\n"  # groups 5-7
-    rb"|SEND " + _NAME + b" " + _REF + b" " + _NUMBER + rb"\n"  # groups 8-10
+    rb"STATUS (?P<status_ref>%s) (?P<status_state>stored|delivered) (?P<status_id>%s)\n" % (_REF, _NUMBER)
+    + rb"|ACK (?P<ack_id>%s)\n" % _NUMBER
+    + rb"|MSG (?P<msg_id>%s) (?P<msg_sender>%s) (?P<msg_length>%s)\n" % (_NUMBER, _NAME, _NUMBER)
+    + rb"|SEND (?P<send_to>%s) (?P<send_ref>%s) (?P<send_length>%s)\n" % (_NAME, _REF, _NUMBER)
 )
 
 
@@ -376,19 +376,19 @@ class Decoder:
 
     def _canonical_frame(self, match: re.Match[bytes]) -> Frame | None | object:
         """The frame a _CANONICAL match found (None: its body has not all arrived yet)."""
-        kind = match.lastindex
-        if kind == 3:
-            frame: Frame = Status(match[1].decode(), match[2].decode(), int(match[3]))
-        elif kind == 4:
-            frame = Ack(int(match[4]))
+        last = match.lastgroup  # the last group of the alternative that matched
+        if last == "status_id":
+            frame: Frame = Status(match["status_ref"].decode(), match["status_state"].decode(), int(match["status_id"]))
+        elif last == "ack_id":
+            frame = Ack(int(match["ack_id"]))
         else:
-            length = int(match[kind])
+            length = int(match[last])
             if length > self.max_body:
                 return _CAREFULLY  # which refuses it, with the usual message
-            if kind == 7:
-                self._pending_body = ("MSG", length, partial(Msg, int(match[5]), match[6].decode()))
+            if last == "msg_length":
+                self._pending_body = ("MSG", length, partial(Msg, int(match["msg_id"]), match["msg_sender"].decode()))
             else:
-                self._pending_body = ("SEND", length, partial(Send, match[8].decode(), match[9].decode()))
+                self._pending_body = ("SEND", length, partial(Send, match["send_to"].decode(), match["send_ref"].decode()))
             del self._buffer[: match.end()]
             return self._take_body()
         del self._buffer[: match.end()]
