@@ -29,7 +29,9 @@ KCP_WORKLOADS = ("kcp-test", "kcp-pingpong")
 
 # Workloads whose messages carry a body of `payload` bytes (hello and the KCP ones do not
 # go through a hellohi message body).
-BODY_WORKLOADS = ("relay", "throughput", "fanin", "fanout", "drain")
+BODY_WORKLOADS = ("relay", "throughput", "throughput-raw", "fanin", "fanout", "drain")
+# Workloads with a client of their own that speaks TCP only (bench/throughput_raw.py).
+TCP_ONLY_WORKLOADS = ("throughput-raw",)
 
 # Bench servers accept a deep backlog so a fast sender is measured, not refused (429).
 SERVER_ARGS = ["--max-waiting", "1000000"]
@@ -41,6 +43,9 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
     (a server that does not start, a workload that crashes): those become status "error"
     with the reason, so the rest of the run goes on and its results are still written."""
     result: dict = {"id": sc.id, "config": sc.as_dict(), "status": "ok"}
+    if sc.workload in TCP_ONLY_WORKLOADS and sc.protocol != "tcp":
+        result.update(status="unavailable", reason=f"{sc.workload} has a TCP client only; for {sc.protocol} use throughput")
+        return result
     if sc.workload in BODY_WORKLOADS and (why := plain_frame_problem(sc.protocol, sc.payload)) is not None:
         result.update(status="not_applicable", reason=why)
         return result

@@ -22,7 +22,7 @@ from hellohi.client_session import MessageReceived, Registered, StatusChanged
 from .clients import client_factory, is_plain, reliability_config
 from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
 
-WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "fanin", "fanout", "drain")
+WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "throughput-raw", "fanin", "fanout", "drain")
 ID_WIDTH = 20  # decimal digits of the message id at the start of each body
 
 # Plain UDP never retransmits: a message that has not arrived within this many seconds
@@ -466,6 +466,16 @@ async def throughput(endpoint: Endpoint, sc: Scenario) -> dict:
     return await _bulk(sc, [alice], [bob], lambda i: (alice, "bench-bob", 0))
 
 
+async def throughput_raw(endpoint: Endpoint, sc: Scenario) -> dict:
+    """The same transfer from two minimal sockets: what the server alone carries (bench/throughput_raw.py)."""
+    from . import throughput_raw as raw
+
+    delivery, one_way, first_send, last_arrival = await asyncio.to_thread(
+        raw.throughput_raw, endpoint.host, endpoint.port, sc.count, sc.payload, sc.window, sc.loss_wait,
+        make_body, body_id, now_ns)
+    return _transfer_figures(delivery, one_way, first_send, last_arrival, sc.payload)
+
+
 async def fanin(endpoint: Endpoint, sc: Scenario) -> dict:
     """`clients` senders take turns sending `count` messages in all to one receiver."""
     n = max(sc.clients, 1)
@@ -532,6 +542,7 @@ RUNNERS = {
     "hello-raw": hello_raw,
     "relay": relay,
     "throughput": throughput,
+    "throughput-raw": throughput_raw,
     "fanin": fanin,
     "fanout": fanout,
     "drain": drain,

@@ -7,6 +7,7 @@ balance and that it writes well-formed results; they never assert on speed.
 import csv
 import json
 import sys
+import tempfile
 
 import pytest
 
@@ -23,7 +24,7 @@ def _balanced(figures):
     return d
 
 
-@pytest.mark.parametrize("workload", ["hello", "hello-raw", "relay", "throughput", "fanin", "fanout", "drain"])
+@pytest.mark.parametrize("workload", ["hello", "hello-raw", "relay", "throughput", "throughput-raw", "fanin", "fanout", "drain"])
 def test_each_workload_against_the_real_tcp_server(workload):
     sc = Scenario(workload, "tcp", count=30, warmup=2, clients=3, payload=64, timeout=5.0)
     result = run_scenario(sc)
@@ -39,6 +40,28 @@ def test_each_workload_against_the_real_tcp_server(workload):
     server = result["server"]
     assert server["peak_rss_bytes"] is None or server["peak_rss_bytes"] > 0
     assert "--store" in server["argv"]
+
+
+def test_throughput_raw_is_tcp_only_and_says_so():
+    result = run_scenario(Scenario("throughput-raw", "udp", count=5))
+    assert result["status"] == "unavailable" and "TCP client only" in result["reason"]
+    args = cli.build_parser().parse_args(["--workloads", "throughput-raw", "--protocols", "tcp,udp"])
+    assert [(c["workload"], c["protocol"]) for c in cli.flag_matrix(args)] == [("throughput-raw", "tcp")]
+
+
+def test_throughput_raw_counts_a_refused_send_as_an_error_not_as_loss():
+    # A server that stores nothing for bob (queue limit 1): the raw client must say why it stopped.
+    from bench.throughput_raw import throughput_raw
+    from bench.workloads import body_id, make_body
+    from hellohi.launcher import start_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server("tcp", ["--store", f"{tmp}/s.sqlite3", "--max-waiting", "1", "--window", "1"])
+        try:
+            with pytest.raises(ConnectionError, match="refused a SEND: ERR 429"):
+                throughput_raw(server.host, server.port, 50, 64, 256, 2.0, make_body, body_id)
+        finally:
+            server.stop()
 
 
 def test_large_payload_throughput_figures():
