@@ -156,7 +156,9 @@ class MessageStore:
             self._new_refs.clear()
             self._new_messages.clear()
         if self._removed:
-            self._db.executemany("DELETE FROM messages WHERE id = ? AND recipient = ?", self._removed)
+            runs, singles = _consecutive_runs(self._removed)
+            self._db.executemany("DELETE FROM messages WHERE recipient = ? AND id BETWEEN ? AND ?", runs)
+            self._db.executemany("DELETE FROM messages WHERE id = ? AND recipient = ?", singles)
             self._removed.clear()
 
     def waiting_counts(self) -> dict[str, int]:
@@ -178,3 +180,32 @@ class MessageStore:
     def close(self) -> None:
         self.commit()
         self._db.close()
+
+
+def _consecutive_runs(removed: list[tuple[int, str]]) -> tuple[list[tuple[str, int, int]], list[tuple[int, str]]]:
+    """Split (id, recipient) pairs into runs of consecutive ids for one recipient, and the rest.
+
+    Acknowledged messages to one recipient mostly have consecutive ids (one sender
+    streaming to it, or its backlog drained in order). SQLite deletes a run with one
+    `id BETWEEN` statement for about half the cost per row of one DELETE per id.
+    A run holds only ids that were all acknowledged, so it never reaches another row.
+    """
+    by_recipient: dict[str, list[int]] = {}
+    for message_id, recipient in removed:
+        by_recipient.setdefault(recipient, []).append(message_id)
+    runs: list[tuple[str, int, int]] = []
+    singles: list[tuple[int, str]] = []
+    for recipient, ids in by_recipient.items():
+        ids.sort()
+        start = previous = ids[0]
+        for message_id in ids[1:] + [None]:
+            if message_id is not None and message_id == previous + 1:
+                previous = message_id
+                continue
+            if previous > start:
+                runs.append((recipient, start, previous))
+            else:
+                singles.append((start, recipient))
+            if message_id is not None:
+                start = previous = message_id
+    return runs, singles
