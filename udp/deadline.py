@@ -14,7 +14,10 @@ from typing import Callable
 class DeadlineTimer:
     def __init__(self, on_deadline: Callable[[], None]):
         self.on_deadline = on_deadline
-        self._handle: asyncio.TimerHandle | None = None
+        # The armed handle and its deadline. The deadline is kept here because uvloop
+        # returns a plain Handle, without when(), for a moment already past.
+        self._handle: asyncio.Handle | None = None
+        self._deadline = 0.0
 
     def set(self, deadline: float | None) -> None:
         """Fire at `deadline` (event-loop time), or never if None.
@@ -26,11 +29,12 @@ class DeadlineTimer:
         sent restarts its retransmission timer).
         """
         if self._handle is not None:
-            if deadline is not None and self._handle.when() <= deadline:
+            if deadline is not None and self._deadline <= deadline:
                 return
             self._handle.cancel()
             self._handle = None
         if deadline is not None:
+            self._deadline = deadline
             self._handle = asyncio.get_running_loop().call_at(deadline, self._fire)
 
     def cancel(self) -> None:
