@@ -123,6 +123,10 @@ def _throughput_section(run: dict) -> list[str]:
         parts = [f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
                  f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s" for payload, s in rates]
         lines.append(f"- {protocol}, alice → bob on loopback: " + "; ".join(parts))
+    raw = find(run, "throughput-raw", "tcp", payload=64)
+    if raw is not None:
+        lines.append(f"- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): "
+                     f"{number(raw['figures'].get('messages_per_s'), 0)} msg/s")
     iperf = baseline(run, "tcp-throughput")
     if iperf and iperf["status"] == "ok":
         lines.append(f"- iperf3, raw TCP bytes on loopback: {number(iperf['figures']['goodput_MB_per_s'], 0)} MB/s")
@@ -133,7 +137,9 @@ def _throughput_section(run: dict) -> list[str]:
         "",
         "**Questions.** (a) Messages per second falls as the payload grows, but MB/s rises. Why? What",
         "fixed cost does every message pay, whatever its size? (b) iperf3 moves raw bytes. Name two",
-        "things every hellohi message costs that iperf3's bytes do not.",
+        "things every hellohi message costs that iperf3's bytes do not. (c) `throughput-raw` drives the same",
+        "server from two bare sockets. Compare it with tcp at 64 B: which process limits the rate, the",
+        "server or the client? (Hint: the bench records the server's CPU seconds for each scenario.)",
         "",
     ]
     return lines

@@ -173,6 +173,20 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
             "(baselines were skipped); UDP not measured in this run (baselines were skipped)") in handout
 
 
+def test_the_handout_sets_the_minimal_client_throughput_beside_the_library_one(tmp_path):
+    run = synthetic_run()
+    build_report(run, tmp_path / "a")
+    assert "from two minimal sockets instead" not in (tmp_path / "a" / "handout.md").read_text()  # not measured: no line
+    run["scenarios"].append(scenario(workload="throughput-raw", protocol="tcp", payload=64, count=4,
+                                     figures_=figures(ONE_WAY, [40.0, 50.0, 60.0, 70.0], 4, range(4),
+                                                      elapsed_s=0.0001, messages_per_s=65_432.0, goodput_MB_per_s=4.19)))
+    run["ratios"] = compute_ratios(run)
+    build_report(run, tmp_path / "b")
+    handout = (tmp_path / "b" / "handout.md").read_text()
+    assert "- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): 65,432 msg/s" in handout
+    assert "(c) `throughput-raw` drives the same" in handout
+
+
 def test_a_real_bench_csv_beside_the_json_does_not_matter_and_a_json_path_works(tmp_path):
     folder = write_run(tmp_path / "r", synthetic_run())
     assert main([str(folder / "results.json"), "--out", str(tmp_path / "elsewhere")]) == 0
