@@ -70,11 +70,6 @@ def run(main: Coroutine[Any, Any, Any], choice: str | None = None) -> Any:
     return asyncio.run(main)
 
 
-def running_loop_name() -> str:
-    """The loop this code runs on now, for results and logs."""
-    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
-
-
 def add_loop_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", choices=CHOICES, default=None,
                         help=f"event loop: auto (uvloop if installed), uvloop or asyncio (default: ${ENVIRONMENT} or auto)")

@@ -136,14 +136,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from hellohi import eventloop
     from hellohi.chat_cli import run
-    from hellohi.eventloop import apply_choice
     from hellohi.options import add_client_arguments
 
     parser = argparse.ArgumentParser(prog="python -m tcp.client", description="hellohi chat client over TCP")
     add_client_arguments(parser)
     args = parser.parse_args(argv)
+    loop = eventloop.apply_choice(args.loop)
     try:
-        sys.exit(eventloop.run(run(args, TcpChatClient), apply_choice(args.loop)))
+        sys.exit(eventloop.run(run(args, TcpChatClient), loop))
     except KeyboardInterrupt:
         sys.exit(130)
 

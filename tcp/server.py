@@ -19,7 +19,6 @@ import sys
 from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi import eventloop
 from hellohi.errors import ErrorCode, ProtocolError
-from hellohi.eventloop import apply_choice
 from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
@@ -198,11 +197,12 @@ async def serve(args: argparse.Namespace, limits: RelayLimits) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    loop = eventloop.apply_choice(args.loop)
     limits = limits_from(args)
     if args.max_outbound <= args.window_bytes + args.max_body:
         raise SystemExit("error: --max-outbound must be larger than --window-bytes plus --max-body, or normal deliveries would trip it")
     logging.basicConfig(level=logging.INFO, format="[server] %(message)s", stream=sys.stderr)
-    eventloop.run(serve(args, limits), apply_choice(args.loop))
+    eventloop.run(serve(args, limits), loop)
 
 
 if __name__ == "__main__":

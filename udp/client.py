@@ -197,7 +197,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from hellohi import eventloop
     from hellohi.chat_cli import run
-    from hellohi.eventloop import apply_choice
     from hellohi.options import add_client_arguments, add_udp_arguments, reliability_from
     from udp.lossy import impairments_from
 
@@ -205,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     add_client_arguments(parser)
     add_udp_arguments(parser, client=True)
     args = parser.parse_args(argv)
+    loop = eventloop.apply_choice(args.loop)
     config = reliability_from(args)
     impair_send, impair_receive = impairments_from(args)
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                              impair_send=impair_send, impair_receive=impair_receive, **kwargs)
 
     try:
-        sys.exit(eventloop.run(run(args, make_client), apply_choice(args.loop)))
+        sys.exit(eventloop.run(run(args, make_client), loop))
     except KeyboardInterrupt:
         sys.exit(130)
 

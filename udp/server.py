@@ -21,7 +21,6 @@ from collections import deque
 
 from hellohi import eventloop
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
-from hellohi.eventloop import apply_choice
 from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, reliability_from
 from hellohi.relay import Relay, format_peer
@@ -200,10 +199,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    loop = eventloop.apply_choice(args.loop)
     if args.amplification_limit < 1:
         raise SystemExit("error: --amplification-limit below 1 would leave no room to answer Hello; use 1 or more")
     logging.basicConfig(level=logging.INFO, format="[server] %(message)s", stream=sys.stderr)
-    eventloop.run(serve(args), apply_choice(args.loop))
+    eventloop.run(serve(args), loop)
 
 
 if __name__ == "__main__":
