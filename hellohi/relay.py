@@ -203,8 +203,8 @@ class Relay:
 
     def flush(self) -> list[Action]:
         """Commit the store, then hand over everything to send and close."""
-        while self._to_deliver:
-            connection = self._to_deliver.pop(next(iter(self._to_deliver)))
+        to_deliver, self._to_deliver = self._to_deliver, {}
+        for connection in to_deliver.values():
             if connection.id in self._connections:
                 self._deliver(connection)
         self.store.commit()

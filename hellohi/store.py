@@ -195,18 +195,21 @@ def _consecutive_runs(removed: list[tuple[int, str]]) -> tuple[list[tuple[str, i
     for message_id, recipient in removed:
         by_recipient.setdefault(recipient, []).append(message_id)
     runs: list[tuple[str, int, int]] = []
-    singles: list[tuple[int, str]] = []
+    singles: list[tuple[int, str]] = []  # one row: `id = ?` costs SQLite a little less than a range
+
+    def finish(recipient: str, first: int, last: int) -> None:
+        if last > first:
+            runs.append((recipient, first, last))
+        else:
+            singles.append((first, recipient))
+
     for recipient, ids in by_recipient.items():
         ids.sort()
-        start = previous = ids[0]
-        for message_id in ids[1:] + [None]:
-            if message_id is not None and message_id == previous + 1:
-                previous = message_id
-                continue
-            if previous > start:
-                runs.append((recipient, start, previous))
-            else:
-                singles.append((start, recipient))
-            if message_id is not None:
-                start = previous = message_id
+        first = last = ids[0]
+        for message_id in ids[1:]:
+            if message_id > last + 1:  # a gap: the run so far is complete
+                finish(recipient, first, last)
+                first = message_id
+            last = message_id
+        finish(recipient, first, last)
     return runs, singles

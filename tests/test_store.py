@@ -67,11 +67,12 @@ def test_acknowledged_messages_are_removed_exactly_in_runs_and_alone():
         store.add("alice", f"r{number}", "bob" if number % 5 else "carol", b"x", 0.0)
     store.commit()
     # bob's 2-4, 7-9 and 11-12 go in runs, 12 again does no harm, and bob's 6 (not acknowledged, between
-    # two runs) must stay; carol's 5 and 10 are not consecutive: two deletes of one row.
-    for message_id in (4, 2, 3, 7, 8, 9, 11, 12, 12):
+    # two runs) must stay, as must 13, a gap of one id before bob's lone 14; carol's 5 and 10 are not
+    # consecutive: two deletes of one row.
+    for message_id in (4, 2, 3, 7, 8, 9, 11, 12, 12, 14):
         store.remove(message_id, "bob")
     for message_id in (5, 10):
         store.remove(message_id, "carol")
     store.commit()
-    assert [m.id for m in store.waiting("bob")] == [1, 6, 13, 14, 16, 17, 18, 19]
+    assert [m.id for m in store.waiting("bob")] == [1, 6, 13, 16, 17, 18, 19]
     assert [m.id for m in store.waiting("carol")] == [15, 20]
