@@ -22,6 +22,7 @@ import socket
 import time
 
 from .stats import ONE_WAY, DeliveryLedger, LatencyRecorder
+from .workloads import body_id, make_body, now_ns
 
 MSG_HEADER = re.compile(rb"MSG (\d+) (\S+) (\d+)\r?\n")
 BLOCK = 64  # SEND frames written at once (the client library's _pace yields as often)
@@ -72,8 +73,8 @@ def _refused(data: bytes) -> bytes | None:
     return data[at:data.find(b"\n", at)]
 
 
-def throughput_raw(host: str, port: int, count: int, payload: int, window: int, timeout: float,
-                   make_body, body_id, now_ns=time.perf_counter_ns) -> tuple[dict, LatencyRecorder, int, int]:
+def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
+                   timeout: float) -> tuple[dict, LatencyRecorder, int, int]:
     """Returns (delivery summary, one-way latencies, first send ns, last new arrival ns)."""
     alice = _Peer((host, port), "bench-alice", timeout)
     bob = _Peer((host, port), "bench-bob", timeout)
@@ -112,7 +113,7 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int, 
                         alice.outbox += b"PONG\n"
                     continue
                 bob.inbox += data
-                last_new = _take_messages(bob, ledger, sent_at, one_way, body_id, now_ns) or last_new
+                last_new = _take_messages(bob, ledger, sent_at, one_way) or last_new
         for peer in (alice, bob):
             peer.outbox += b"BYE\n"
             peer.sock.setblocking(True)
@@ -124,8 +125,7 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int, 
     return ledger.summary().as_dict(), one_way, first_send, last_new
 
 
-def _take_messages(bob: _Peer, ledger: DeliveryLedger, sent_at: dict, one_way: LatencyRecorder,
-                   body_id, now_ns) -> int | None:
+def _take_messages(bob: _Peer, ledger: DeliveryLedger, sent_at: dict, one_way: LatencyRecorder) -> int | None:
     """Cut every whole MSG out of bob's inbox, ACK it, and count it; the time of the last new one."""
     inbox, position, last_new, acks = bob.inbox, 0, None, []
     while True:

@@ -471,8 +471,7 @@ async def throughput_raw(endpoint: Endpoint, sc: Scenario) -> dict:
     from . import throughput_raw as raw
 
     delivery, one_way, first_send, last_arrival = await asyncio.to_thread(
-        raw.throughput_raw, endpoint.host, endpoint.port, sc.count, sc.payload, sc.window, sc.loss_wait,
-        make_body, body_id, now_ns)
+        raw.throughput_raw, endpoint.host, endpoint.port, sc.count, sc.payload, sc.window, sc.loss_wait)
     return _transfer_figures(delivery, one_way, first_send, last_arrival, sc.payload)
 
 

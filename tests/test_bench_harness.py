@@ -52,14 +52,13 @@ def test_throughput_raw_is_tcp_only_and_says_so():
 def test_throughput_raw_counts_a_refused_send_as_an_error_not_as_loss():
     # A server that stores nothing for bob (queue limit 1): the raw client must say why it stopped.
     from bench.throughput_raw import throughput_raw
-    from bench.workloads import body_id, make_body
     from hellohi.launcher import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server("tcp", ["--store", f"{tmp}/s.sqlite3", "--max-waiting", "1", "--window", "1"])
         try:
             with pytest.raises(ConnectionError, match="refused a SEND: ERR 429"):
-                throughput_raw(server.host, server.port, 50, 64, 256, 2.0, make_body, body_id)
+                throughput_raw(server.host, server.port, 50, 64, 256, 2.0)
         finally:
             server.stop()
 
