@@ -336,14 +336,19 @@ def test_cli_as_a_real_unprivileged_user():
     # `nobody` may not be able to enter the checkout (a clone under a private
     # directory), so it runs a copy of bench.emulation (standard library only)
     # from a directory it can read, with the interpreter the venv points at.
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.path.realpath(sys.executable)]
+    starts = subprocess.run([*as_nobody, "-c", "pass"], capture_output=True, text=True, env={"PATH": ENV["PATH"]})
+    if starts.returncode != 0:
+        # An interpreter under a private home (pyenv in /root) does not start for
+        # `nobody` at all; that says nothing about the CLI. CI uses the system Python.
+        pytest.skip(f"this Python does not start as nobody: {starts.stderr.strip()[:200]}")
     readable = Path(tempfile.mkdtemp(prefix="hellohi-nobody-"))
     try:
         readable.chmod(0o755)
         shutil.copytree(REPO / "bench" / "emulation", readable / "bench" / "emulation",
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(REPO / "bench" / "__init__.py", readable / "bench" / "__init__.py")
-        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                              os.path.realpath(sys.executable), "-B", "-m", "bench.emulation", "up", "--loss", "0.1"],
+        out = subprocess.run([*as_nobody, "-B", "-m", "bench.emulation", "up", "--loss", "0.1"],
                              capture_output=True, text=True, cwd=readable, env={"PATH": ENV["PATH"]})
     finally:
         shutil.rmtree(readable)
