@@ -15,9 +15,10 @@ through the client library (README, "Why these dependencies").
 The environment variable HELLOHI_LOOP gives the default, and a program that
 starts others (the demos, the bench) passes its choice on to them through it.
 
-One difference shows: uvloop's clock, `loop.time()`, counts whole milliseconds
-(asyncio's counts fractions of a microsecond). The UDP reliability layer takes
-its time from that clock, so on loopback its smoothed RTT reads 0 or 1 ms.
+One difference matters: uvloop's clock, `loop.time()`, counts whole milliseconds
+(asyncio's counts fractions of a microsecond). A round trip on loopback or a LAN
+takes less than one, so the UDP programs do not give that clock to the
+reliability layer: they read time.monotonic() (udp/deadline.py).
 """
 
 from __future__ import annotations

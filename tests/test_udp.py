@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from hellohi import eventloop
-from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, StatusChanged
+from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, Registered, StatusChanged
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, live_relay, next_of, ring_of_clients
 from hellohi.reliable import TURBO, Impairment
@@ -334,28 +334,43 @@ def test_connect_to_nothing_fails_clearly():
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 def test_deadline_timer_keeps_an_earlier_deadline_and_moves_to_a_sooner_one(loop_name):
-    from udp.deadline import DeadlineTimer
+    from udp.deadline import DeadlineTimer, clock
 
     async def scenario():
-        loop = asyncio.get_running_loop()
         fired = []
-        timer = DeadlineTimer(lambda: fired.append(loop.time()))
-        start = loop.time()
+        timer = DeadlineTimer(lambda: fired.append(clock()))
+        start = clock()
         timer.set(start + 0.05)
         timer.set(start + 60)  # later: the armed timer stays; the glue re-arms when it fires
         timer.set(start + 0.01)  # sooner: the timer moves
         await asyncio.sleep(0.2)
-        # Not before the deadline (less a millisecond: uvloop's clock counts whole ones), not postponed to +60 s.
-        assert len(fired) == 1 and start + 0.009 <= fired[0] < start + 1
-        timer.set(loop.time() + 0.01)
+        # Not before the deadline (also on uvloop, whose own clock counts whole milliseconds), not postponed to +60 s.
+        assert len(fired) == 1 and start + 0.01 <= fired[0] < start + 1
+        timer.set(clock() + 0.01)
         timer.cancel()
         await asyncio.sleep(0.05)
         assert len(fired) == 1
-        # A deadline already past, then a later one: uvloop arms the first as a plain
-        # Handle (no when()); the timer must still compare and fire once.
-        timer.set(loop.time() - 1)
-        timer.set(loop.time() + 60)
+        # A deadline already past, then a later one: the timer must still compare and fire once.
+        timer.set(clock() - 1)
+        timer.set(clock() + 60)
         await asyncio.sleep(0.05)
         assert len(fired) == 2
 
     eventloop.run(scenario(), loop_name)
+
+
+def test_rtt_samples_on_uvloop_keep_their_microseconds(server):
+    # uvloop's loop.time() counts whole milliseconds: a loopback round trip (well
+    # under one) taken from it measures 0. The UDP glue reads udp.deadline.clock.
+    async def scenario():
+        client = UdpChatClient("127.0.0.1", server("--loop", "uvloop").port, "alice")
+        await client.connect(timeout=5)
+        for _ in range(20):
+            client.say_hello()
+            await next_of(client, Registered)
+        rtt = client.link.endpoint.rtt
+        await client.close()
+        return rtt
+
+    rtt = eventloop.run(scenario(), "uvloop")
+    assert rtt.samples >= 20 and 0 < rtt.min_rtt < 1

@@ -25,7 +25,7 @@ from hellohi.chat_client import ChatClient, ConnectFailed
 from hellohi.codec import Bye, Frame
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
-from udp.deadline import DeadlineTimer
+from udp.deadline import DeadlineTimer, clock
 from udp.lossy import LossyPath
 
 __all__ = ["ConnectFailed", "UdpChatClient"]
@@ -100,7 +100,7 @@ class UdpChatClient(ChatClient):
             await self._open_socket()
         # "Reconnecting" over UDP is a new session on the same socket.
         self._expect_hello_answer()
-        self.link.start(asyncio.get_running_loop().time())
+        self.link.start(clock())
         self._write(self.session.hello())
         await self._await_hello_answer()
         # Anything the server never confirmed goes again; it drops repeats by ref.
@@ -112,7 +112,7 @@ class UdpChatClient(ChatClient):
             return
         if self.trace:
             self.trace("->", frame)
-        self.link.send_frame(frame, asyncio.get_running_loop().time())
+        self.link.send_frame(frame, clock())
         # The first frame of a turn of the event loop leaves at once, so a lone
         # request waits for nothing; frames written after it in the same turn (a
         # burst of SENDs) leave together at the turn's end and share datagrams.
@@ -140,7 +140,7 @@ class UdpChatClient(ChatClient):
 
     def _pump(self) -> None:
         """Send whatever the link has ready, and set the timer for its next deadline."""
-        now = asyncio.get_running_loop().time()
+        now = clock()
         for datagram in self.link.datagrams_to_send(now):
             self._send_path(datagram)
         self._arm_timer()
@@ -153,13 +153,12 @@ class UdpChatClient(ChatClient):
         self._timer.set(self.link.next_deadline())
 
     def _on_timer(self) -> None:
-        self._take(self.link.handle_timer(asyncio.get_running_loop().time()))
+        self._take(self.link.handle_timer(clock()))
         self._pump()
 
     def _datagram_in(self, datagram: bytes) -> None:
-        now = asyncio.get_running_loop().time()
-        items = self.link.receive(datagram, now)
-        self._last_heard = now
+        items = self.link.receive(datagram, clock())
+        self._last_heard = asyncio.get_running_loop().time()  # the heartbeat's clock (chat_client.py)
         self._reading = True
         try:
             self._take(items)

@@ -1,26 +1,36 @@
-"""One asyncio timer, kept set for a sans-I/O object's next deadline.
+"""The UDP glue's clock, and one asyncio timer kept set for a sans-I/O object's next deadline.
 
-The reliability layer and the relay never sleep; they say when they next need
-to be called (`next_deadline()`). The UDP glue keeps exactly one timer armed
-for that moment, moving it only when the deadline comes sooner.
+The reliability layer and the relay never sleep and never read a clock: the
+glue passes `now` into every call, and they say when they next need to be
+called (`next_deadline()`). Every `now` the glue passes comes from `clock()`,
+and the glue keeps exactly one timer armed for the next deadline, moving it
+only when the deadline comes sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Callable
+
+# Not the event loop's own clock: uvloop's loop.time() counts whole milliseconds,
+# which would make every RTT sample on a LAN or loopback read 0 or 1 ms.
+clock = time.monotonic
+
+# Timers are armed in the loop's clock. uvloop's, in whole milliseconds, can fire
+# up to a millisecond before the moment asked for; this much later, they never do.
+# (Every deadline of the reliability layer is tens of milliseconds away or more.)
+TIMER_SLACK = 0.001
 
 
 class DeadlineTimer:
     def __init__(self, on_deadline: Callable[[], None]):
         self.on_deadline = on_deadline
-        # The armed handle and its deadline. The deadline is kept here because uvloop
-        # returns a plain Handle, without when(), for a moment already past.
-        self._handle: asyncio.Handle | None = None
-        self._deadline = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # in clock() time, while armed
 
     def set(self, deadline: float | None) -> None:
-        """Fire at `deadline` (event-loop time), or never if None.
+        """Fire at `deadline` (clock() time) or soon after, or never if None.
 
         A timer already armed for an earlier moment is left alone: firing early
         costs one call that finds nothing due and sets the timer again, while
@@ -35,7 +45,8 @@ class DeadlineTimer:
             self._handle = None
         if deadline is not None:
             self._deadline = deadline
-            self._handle = asyncio.get_running_loop().call_at(deadline, self._fire)
+            delay = max(deadline - clock(), 0.0) + TIMER_SLACK
+            self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
 
     def cancel(self) -> None:
         self.set(None)

@@ -4,7 +4,7 @@ One socket serves every client. Compare tcp/server.py: there the kernel gave
 us one connection per client with a reliable ordered stream; here each
 datagram arrives on its own, and DatagramRelay sorts them into sessions and
 runs the reliability layer for each. This file only owns the socket, the
-clock and the one timer.
+clock and the one timer (udp/deadline.py).
 
     python -m udp.server --host 127.0.0.1 --port 5000 --store hellohi-udp.sqlite3
 """
@@ -25,7 +25,7 @@ from hellohi.launcher import announce, until_stopped
 from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, reliability_from
 from hellohi.relay import Relay, format_peer
 from tcp.server import open_store
-from udp.deadline import DeadlineTimer
+from udp.deadline import DeadlineTimer, clock
 from udp.lossy import LossyPath, impairments_from
 
 log = logging.getLogger("hellohi.udp.server")
@@ -107,7 +107,7 @@ class UdpRelayServer:
         finally:
             self._batch = None
         if batch:
-            self.relay.receive_many(batch, asyncio.get_running_loop().time())
+            self.relay.receive_many(batch, clock())
             self._send_all()
 
     def _datagram_in(self, data: bytes, address) -> None:
@@ -115,7 +115,7 @@ class UdpRelayServer:
             self._batch.append((data, address))
         else:
             # Delivered later by the in-process loss injection (a delayed datagram).
-            self.relay.receive(data, address, asyncio.get_running_loop().time())
+            self.relay.receive(data, address, clock())
             self._send_all()
 
     # ------------------------------------------------------------ sending
@@ -158,7 +158,7 @@ class UdpRelayServer:
         self._timer.set(self.relay.next_deadline())
 
     def _on_timer(self) -> None:
-        self.relay.on_timer(asyncio.get_running_loop().time())
+        self.relay.on_timer(clock())
         self._send_all()
 
 
