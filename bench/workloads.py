@@ -261,12 +261,11 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
 
         if not say_hello_and_wait_for_hi(Hello("bench-raw"), sc.timeout):
             raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
-        wait = PLAIN_LOSS_WAIT if is_plain(sc.protocol) else sc.timeout
         for i in range(sc.warmup + sc.count):
             measured = i >= sc.warmup
             ping = ledger.next_id() if measured else None
             start = now_ns()
-            if say_hello_and_wait_for_hi(Hello(), wait) and measured:
+            if say_hello_and_wait_for_hi(Hello(), sc.loss_wait) and measured:
                 end = now_ns()
                 ledger.arrived(ping)
                 rtt.add(end - start)

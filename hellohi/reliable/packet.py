@@ -54,8 +54,9 @@ def is_reliable(datagram: bytes) -> bool:
     return bool(datagram) and datagram[0] == MAGIC
 
 
-# Named tuples rather than frozen dataclasses: one of each is made for every
-# datagram sent or received, and a frozen dataclass takes twice as long to build.
+# Named tuples rather than frozen dataclasses: a Packet is built for every datagram
+# received and a Fragment for every piece of a message sent or received, and a
+# frozen dataclass takes twice as long to build.
 class Fragment(NamedTuple):
     message_id: int
     index: int
