@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hellohi import eventloop
 
-from . import baselines, python_floor, results
+from . import baselines, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
 from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, TCP_ONLY_WORKLOADS, run_scenario
 from .workloads import WORKLOADS, Scenario
@@ -194,6 +194,9 @@ def print_table(run: dict, out=None) -> None:
             line += f"  round_trip p50 {lat['p50']} us p99 {lat['p99']} us"
         if "goodput_MB_per_s" in f:
             line += f"  {f['goodput_MB_per_s']:,.0f} MB/s"
+        if "warm" in f:
+            line += (f"  p50 back to back {f['warm']['p50']} us, after a {b['config']['sleep_us']:g} us sleep "
+                     f"{f['after_sleep']['p50']} us")
         if b["status"] != "ok":
             line += f"  ({b.get('reason', '')[:200]})"
         print(line, file=out)
@@ -247,6 +250,14 @@ def compute_ratios(run: dict) -> list[dict]:
             add(f"python echo ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
                 floor["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"], None, "lower",
                 f"{floor['figures']['latency']['p50']} us / {b['figures']['latency']['p50']} us")
+    # Information: the same Python protocol work, no sockets, warm and after a sleep (bench/protocol_work.py).
+    for protocol in ("udp", "udp-raw"):
+        work = _baseline(run, f"protocol-work-{protocol}")
+        if work:
+            warm, slept = work["figures"]["warm"]["p50"], work["figures"]["after_sleep"]["p50"]
+            add(f"{protocol} protocol work per Hello/HI, no sockets, p50 after a "
+                f"{work['config']['sleep_us']:g} us sleep / back to back (information)", slept / warm, None, "lower",
+                f"{slept} us / {warm} us")
     # throughput: through the asyncio client library; throughput-raw: from two minimal
     # sockets, so the figure is what the server process alone carries (bench/throughput_raw.py).
     for workload in ("throughput", "throughput-raw"):
@@ -378,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'issue4' is loss=0.05,delay_ms=10")
     p.add_argument("--no-emulation", action="store_true",
                    help="never use emulated hosts (the default matrix adds the issue-4 link when running as root)")
-    p.add_argument("--no-baselines", action="store_true", help="skip sockperf and iperf3")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines: sockperf, iperf3, the Python echo and the in-process protocol work")
     p.add_argument("--baseline-seconds", type=float, default=2.0)
     p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
     eventloop.add_loop_argument(p)  # for the servers it starts and its own clients
@@ -447,14 +458,16 @@ def main(argv: list[str] | None = None) -> int:
         for tool, hint in missing.items():
             print(f"note: {tool} is not installed, so its baseline is skipped; to measure it: {hint}", file=sys.stderr)
     run = results.new_run(["python", "-m", "bench", *argv], baselines.tool_versions())
-    steps = len(scenarios) + (0 if args.no_baselines or remote else 5)
+    steps = len(scenarios) + (0 if args.no_baselines or remote else 7)
     progress = Progress(steps)
     if not args.no_baselines and not remote:
         for name, job in (("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", args.baseline_seconds)),
                           ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", args.baseline_seconds)),
                           ("iperf3 tcp", lambda: baselines.iperf3_throughput(args.baseline_seconds)),
                           ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", args.baseline_seconds)),
-                          ("python echo udp", lambda: python_floor.echo_pingpong("udp", args.baseline_seconds))):
+                          ("python echo udp", lambda: python_floor.echo_pingpong("udp", args.baseline_seconds)),
+                          ("protocol work udp", lambda: protocol_work.measure("udp")),
+                          ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw"))):
             progress.step(name)
             run["baselines"].append(job())
             progress.advance()

@@ -39,6 +39,17 @@ def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback
     return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples)"
 
 
+def _protocol_work(run: dict, protocol: str) -> str:
+    entry = baseline(run, f"protocol-work-{protocol}")
+    if entry is None:
+        return "not measured in this run (baselines were skipped)"
+    if entry["status"] != "ok":
+        return f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
+    figures = entry["figures"]
+    return (f"{_us(figures['warm']['p50'])} back to back, {_us(figures['after_sleep']['p50'])} after "
+            f"a {entry['config']['sleep_us']:g} µs sleep")
+
+
 def _baseline_p50(run: dict, test: str):
     entry = baseline(run, test)
     if entry is None:
@@ -81,6 +92,9 @@ def _floor_section(run: dict) -> list[str]:
         f"- hellohi Hello/HI over UDP with acks: {_latency_line(run, 'hello', 'udp')}",
         f"- hellohi Hello/HI over UDP with acks (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'udp')}",
         f"- hellohi Hello/HI over plain UDP: {_latency_line(run, 'hello', 'udp-raw')}",
+        "- The same UDP work with no sockets at all (`bench/protocol_work.py`: client and server joined by function",
+        "  calls), p50 per Hello/HI round trip, back to back and after a short sleep before each:",
+        f"  with acks {_protocol_work(run, 'udp')}; plain {_protocol_work(run, 'udp-raw')}",
         "- How many times the floor (p50 ÷ p50):",
         _quotient(hello_tcp["p50"] if hello_tcp else None, tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),
         _quotient(hello_udp["p50"] if hello_udp else None, udp_floor, "Hello/HI over UDP ÷ sockperf UDP"),
@@ -92,6 +106,10 @@ def _floor_section(run: dict) -> list[str]:
         "nothing is lost: what does UDP save, and what does our UDP layer add back? (d) This run used the",
         f"{loop} event loop. Run `make bench BENCH_ARGS=\"--loop asyncio\"` (or `--loop uvloop`) and compare:",
         "which figures move, which stay, and what does that say about where a Python server spends its time?",
+        "(e) The no-sockets figures time exactly the Python code a `hello-raw` round trip runs, yet sleeping",
+        "before each round trip makes it slower. What does a CPU lose while its process sleeps? Add the",
+        "slept figure to sockperf's round trip and compare with `hello-raw` over UDP: how much of the distance",
+        "to sockperf is protocol work, and how much is waking up? Why would sockperf, in C, suffer less from it?",
         "",
     ]
 

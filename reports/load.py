@@ -78,6 +78,9 @@ def _problem_in_figures(where: str, figures) -> str | None:
         for key in ("sent", "delivered", "lost", "duplicates", "reordered"):
             if not isinstance(delivery.get(key), int):
                 return f"{where}.figures.delivery.{key} is missing or not a whole number"
+    for key in ("warm", "after_sleep"):  # bench/protocol_work.py's two timings
+        if key in figures and not (isinstance(figures[key], dict) and isinstance(figures[key].get("p50"), _NUMBER)):
+            return f"{where}.figures.{key} has no p50"
     for key in ("messages_per_s", "goodput_MB_per_s", "elapsed_s", "drain_s", "avg_rtt_ms", "max_rtt_ms"):
         if figures.get(key) is not None and not isinstance(figures[key], _NUMBER):
             return f"{where}.figures.{key} is not a number"

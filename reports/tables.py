@@ -104,6 +104,16 @@ def not_measured_table(run: dict) -> str | None:
     return _markdown(rows, ["scenario", "status", "why"])
 
 
+def _baseline_note(entry: dict) -> str:
+    if entry["status"] != "ok":
+        return entry.get("reason", "")
+    figures = entry["figures"]
+    if "warm" in figures:  # bench/protocol_work.py: no round trip over a socket, two timings of the work
+        return (f"no sockets: p50 {number(figures['warm']['p50'], 2)} µs back to back, "
+                f"{number(figures['after_sleep']['p50'], 2)} µs after a {entry['config']['sleep_us']:g} µs sleep")
+    return ""
+
+
 def baseline_table(run: dict) -> str | None:
     rows = []
     for entry in run["baselines"]:
@@ -112,7 +122,7 @@ def baseline_table(run: dict) -> str | None:
         rows.append([
             entry["tool"], entry["test"], entry["status"],
             number(lat.get("p50"), 2), number(lat.get("p99"), 2), number(figures.get("goodput_MB_per_s"), 0),
-            "" if entry["status"] == "ok" else entry.get("reason", ""),
+            _baseline_note(entry),
         ])
     if not rows:
         return None

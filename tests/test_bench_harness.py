@@ -349,3 +349,36 @@ def test_python_floor_ratio_is_information_next_to_sockperf():
     run = {"scenarios": [], "baselines": [baseline("ping-pong-tcp", 20.0), floor]}
     ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("python echo (uvloop) tcp"))
     assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
+
+
+@pytest.mark.parametrize("protocol", ["udp", "udp-raw"])
+def test_protocol_work_times_real_hello_hi_round_trips_without_sockets(protocol):
+    from bench.protocol_work import measure
+
+    result = measure(protocol, round_trips=40, sleep=0.0001)
+    assert result["status"] == "ok", result.get("reason")
+    assert result["config"]["sleep_us"] == 100 and result["config"]["round_trips"] == 40
+    for timing in ("warm", "after_sleep"):
+        latency = result["figures"][timing]
+        assert latency["measure"] == "round_trip" and latency["count"] == 40
+        assert 0 < latency["min"] <= latency["p50"] <= latency["max"]
+
+
+def test_protocol_work_reports_hellos_left_unanswered(monkeypatch):
+    from bench import protocol_work
+
+    answers = iter([True] + [True, False] * 1000)  # the first Hello is answered, then every other one
+    monkeypatch.setattr(protocol_work._Pair, "round_trip", lambda self, hello: next(answers))
+    monkeypatch.setattr(protocol_work, "WARMUP", 0)
+    result = protocol_work.measure("udp", round_trips=10, sleep=0.0)
+    assert result["status"] == "error" and result["reason"] == "only 10 of 20 Hellos were answered with HI"
+
+
+def test_protocol_work_ratio_is_information():
+    work = {"test": "protocol-work-udp", "status": "ok", "config": {"sleep_us": 50.0},
+            "figures": {"warm": {"p50": 30.0}, "after_sleep": {"p50": 75.0}}}
+    ratio = next(r for r in cli.compute_ratios({"scenarios": [], "baselines": [work]})
+                 if r["name"].startswith("udp protocol work"))
+    assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
+    assert ratio["name"] == ("udp protocol work per Hello/HI, no sockets, p50 after a 50 us sleep / back to back "
+                             "(information)")

@@ -84,6 +84,9 @@ def synthetic_run(hello_p50_us: float = 123.4) -> dict:
          "reason": "sockperf not installed; apt-get install sockperf"},
         {"tool": "iperf3", "test": "tcp-throughput", "config": {}, "status": "ok",
          "figures": {"goodput_MB_per_s": 2500.0, "bits_per_second": 2e10}},
+        {"tool": "hellohi-in-process", "test": "protocol-work-udp", "config": {"protocol": "udp", "sleep_us": 50.0},
+         "status": "ok", "figures": {"warm": figures(ROUND_TRIP, [31.5] * 3, 3, range(3))["latency"],
+                                     "after_sleep": figures(ROUND_TRIP, [77.25] * 3, 3, range(3))["latency"]}},
     ]
     run["finished_utc"] = run["started_utc"]
     run["ratios"] = compute_ratios(run)
@@ -139,6 +142,11 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
     assert "8 of 10 delivered, 2 lost, 1 duplicates" in handout
     assert "38 of 760 packets dropped (5.0 %)" in handout  # the link's own counters, 2 scenarios
     assert "sockperf UDP ping-pong, p50: not measured in this run (missing: sockperf not installed" in handout
+    # The protocol work without sockets, in the handout and in the baseline table, with its ratio.
+    assert ("with acks 31.5 µs back to back, 77.2 µs after a 50 µs sleep; plain not measured in this run "
+            "(baselines were skipped)") in handout
+    assert "no sockets: p50 31.50 µs back to back, 77.25 µs after a 50 µs sleep" in report
+    assert f"{77.25 / 31.5:.2f}x" in report
 
 
 def test_changing_an_input_value_changes_the_output(tmp_path):
@@ -248,6 +256,7 @@ def test_every_wrongly_typed_figure_is_a_clear_error_not_a_traceback(tmp_path, c
         "\"scenarios\" is missing or not a list": lambda r: r.update(scenarios={}),
         "baselines[0] has no \"tool\", \"test\" and \"status\"": lambda r: r["baselines"][0].pop("tool"),
         "ratios[0].value is not a number": lambda r: r["ratios"][0].update(value="9x"),
+        "baselines[3].figures.after_sleep has no p50": lambda r: r["baselines"][3]["figures"].update(after_sleep=None),
     }
     base = synthetic_run()
     for i, (phrase, spoil) in enumerate(cases.items()):
