@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from hellohi import eventloop
 
@@ -172,6 +175,10 @@ def _fmt(value, digits=1) -> str:
     return f"{value:,}"
 
 
+def _round_label(number: int, run: dict) -> str:
+    return f" (round {number})" if run.get("rounds", 1) > 1 else ""
+
+
 def print_table(run: dict, out=None) -> None:
     out = out or sys.stdout
     header = f"{'scenario':34s} {'status':14s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
@@ -189,7 +196,7 @@ def print_table(run: dict, out=None) -> None:
     for b in run["baselines"]:
         f = b.get("figures") or {}
         lat = f.get("latency") or {}
-        line = f"{b['tool']} {b['test']}: {b['status']}"
+        line = f"{b['tool']} {b['test']}{_round_label(b.get('round', 1), run)}: {b['status']}"
         if lat:
             line += f"  round_trip p50 {lat['p50']} us p99 {lat['p99']} us"
         if "goodput_MB_per_s" in f:
@@ -220,16 +227,54 @@ def _baseline(run, test):
 
 
 def compute_ratios(run: dict) -> list[dict]:
-    """The performance targets of issue 4, as measured in this run (None: not measured)."""
+    """The performance targets of issue 4, as measured in this run (None: not measured).
+
+    With several rounds (--rounds), each ratio is computed within each round, from
+    figures measured minutes apart at most, and judged by the median of those values;
+    `per_round` lists them (None: not measured in that round) and `met_rounds` says in
+    how many rounds the target was met.
+    """
+    rounds = run.get("rounds", 1)
+    if rounds == 1:
+        return _ratios_of_one_round(run)
+    by_round = []
+    for number in range(1, rounds + 1):
+        view = {"scenarios": [s for s in run["scenarios"] if s["config"].get("round", 1) == number],
+                "baselines": [b for b in run["baselines"] if b.get("round", 1) == number]}
+        by_round.append({r["name"]: r for r in _ratios_of_one_round(view)})
+    names = list(dict.fromkeys(name for ratios in by_round for name in ratios))
+    merged = []
+    for name in names:
+        entries = [ratios.get(name) for ratios in by_round]
+        first = next(e for e in entries if e is not None)
+        values = [e["value"] if e else None for e in entries]
+        measured = [v for v in values if v is not None]
+        value = statistics.median(measured) if measured else None
+        met_rounds = sum(1 for e in entries if e and e["met"]) if first["target"] is not None else None
+        if not measured:
+            detail = f"not measured in any of {rounds} rounds"
+        else:
+            how = f"median of {len(measured)} rounds" if len(measured) > 1 else f"measured in 1 of {rounds} rounds"
+            detail = f"{how}: " + ", ".join(f"{v:.2f}x" for v in measured)
+            if met_rounds is not None:
+                detail += f"; met in {met_rounds} of {rounds}"
+        merged.append({**first, "value": value, "met": _met(value, first["target"], first["better"]),
+                       "detail": detail, "per_round": values, "met_rounds": met_rounds})
+    return merged
+
+
+def _met(value, target, better) -> bool | None:
+    if value is None or target is None:
+        return None
+    return value <= target if better == "lower" else value >= target
+
+
+def _ratios_of_one_round(run: dict) -> list[dict]:
     ratios = []
 
     def add(name, value, target, better, detail):
-        if value is None or target is None:
-            met = None
-        else:
-            met = value <= target if better == "lower" else value >= target
         ratios.append({"name": name, "value": value, "target": target, "better": better,
-                       "met": met, "detail": detail})
+                       "met": _met(value, target, better), "detail": detail})
 
     # hello: through the asyncio client library; hello-raw: from a blocking socket, so
     # the figure is the server's own cost (see bench/workloads.py).
@@ -303,7 +348,9 @@ def compute_ratios(run: dict) -> list[dict]:
 
 def print_ratios(ratios: list[dict], out=None) -> None:
     out = out or sys.stdout
-    print("\nIssue 4 targets, as measured in this run:", file=out)
+    rounds = max((len(r.get("per_round", ())) for r in ratios), default=0)
+    how = f" (the median of each ratio over {rounds} rounds)" if rounds > 1 else ""
+    print(f"\nIssue 4 targets, as measured in this run{how}:", file=out)
     for r in ratios:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[r["met"]]
         if r["target"] is None:
@@ -317,6 +364,44 @@ def print_ratios(ratios: list[dict], out=None) -> None:
 
 
 ISSUE4_LINK = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
+
+
+def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
+    """(name, job) for every baseline; each job returns one baseline entry of results.json."""
+    return [("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", seconds)),
+            ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", seconds)),
+            ("iperf3 tcp", lambda: baselines.iperf3_throughput(seconds)),
+            ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", seconds)),
+            ("python echo udp", lambda: python_floor.echo_pingpong("udp", seconds)),
+            ("protocol work udp", lambda: protocol_work.measure("udp")),
+            ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw"))]
+
+
+def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenario], remote, progress: Progress) -> None:
+    """One pass over the baselines and the matrix; every entry it adds to `run` says its round."""
+    prefix = f"round {number}/{rounds}: " if rounds > 1 else ""
+    for name, job in jobs:
+        progress.step(prefix + name)
+        run["baselines"].append({**job(), "round": number})
+        progress.advance()
+    for sc in [s for s in scenarios if s.link == "loopback"]:
+        progress.step(prefix + sc.id)
+        run["scenarios"].append(run_scenario(sc, remote=remote))
+        progress.advance()
+    # One emulated network per distinct link, shared by that link's scenarios.
+    by_link: dict[str, list[Scenario]] = {}
+    for sc in scenarios:
+        if sc.link != "loopback":
+            by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
+    for link_json, group in by_link.items():
+        from .emulation import EmulatedNetwork, LinkSpec
+
+        progress.step(f"{prefix}setting up emulated link {link_json}")
+        with EmulatedNetwork(LinkSpec(**json.loads(link_json))) as net:
+            for sc in group:
+                progress.step(prefix + sc.id)
+                run["scenarios"].append(run_scenario(sc, net=net))
+                progress.advance()
 
 
 def parse_link(text: str) -> dict:
@@ -365,6 +450,16 @@ def emulated_cells(links: list[dict], protocols: list[str], full: bool) -> list[
     return cells
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, help="messages or pings per scenario")
     p.add_argument("--window", type=int, help="bulk workloads: messages in flight (default 256)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rounds", type=_positive_int, default=1, metavar="N",
+                   help="run the whole matrix, baselines included, N times in a row, and judge each ratio by its "
+                        "median over the rounds (on a shared, noisy machine one round can be lucky or unlucky)")
     p.add_argument("--server", metavar="HOST:PORT", help="use this running server instead of starting one (real computers)")
     p.add_argument("--link", action="append", type=parse_link, metavar="SPEC",
                    help="also run the matrix across emulated hosts joined by this impaired link (root, Linux), "
@@ -448,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     if remote:
         # Against a remote server only the hellohi workloads make sense.
         scenarios = [s for s in scenarios if s.workload not in KCP_WORKLOADS]
+    scenarios = [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
     if args.list:
         for sc in scenarios:
             print(sc.id, json.dumps(sc.as_dict()))
@@ -458,37 +557,11 @@ def main(argv: list[str] | None = None) -> int:
         for tool, hint in missing.items():
             print(f"note: {tool} is not installed, so its baseline is skipped; to measure it: {hint}", file=sys.stderr)
     run = results.new_run(["python", "-m", "bench", *argv], baselines.tool_versions())
-    steps = len(scenarios) + (0 if args.no_baselines or remote else 7)
-    progress = Progress(steps)
-    if not args.no_baselines and not remote:
-        for name, job in (("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", args.baseline_seconds)),
-                          ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", args.baseline_seconds)),
-                          ("iperf3 tcp", lambda: baselines.iperf3_throughput(args.baseline_seconds)),
-                          ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", args.baseline_seconds)),
-                          ("python echo udp", lambda: python_floor.echo_pingpong("udp", args.baseline_seconds)),
-                          ("protocol work udp", lambda: protocol_work.measure("udp")),
-                          ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw"))):
-            progress.step(name)
-            run["baselines"].append(job())
-            progress.advance()
-    for sc in [s for s in scenarios if s.link == "loopback"]:
-        progress.step(sc.id)
-        run["scenarios"].append(run_scenario(sc, remote=remote))
-        progress.advance()
-    # One emulated network per distinct link, shared by that link's scenarios.
-    by_link: dict[str, list[Scenario]] = {}
-    for sc in scenarios:
-        if sc.link != "loopback":
-            by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
-    for link_json, group in by_link.items():
-        from .emulation import EmulatedNetwork, LinkSpec
-
-        progress.step(f"setting up emulated link {link_json}")
-        with EmulatedNetwork(LinkSpec(**json.loads(link_json))) as net:
-            for sc in group:
-                progress.step(sc.id)
-                run["scenarios"].append(run_scenario(sc, net=net))
-                progress.advance()
+    run["rounds"] = args.rounds
+    jobs = [] if args.no_baselines or remote else baseline_jobs(args.baseline_seconds)
+    progress = Progress(len(scenarios) + args.rounds * len(jobs))
+    for number in range(1, args.rounds + 1):
+        run_round(run, number, args.rounds, jobs, [sc for sc in scenarios if sc.round == number], remote, progress)
     progress.finish()
     run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run["ratios"] = compute_ratios(run)

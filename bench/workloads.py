@@ -49,6 +49,7 @@ class Scenario:
     seed: int = 1
     link: str = "loopback"
     link_config: dict = field(default_factory=dict)
+    round: int = 1  # which pass over the matrix (--rounds): the same configuration, measured again
 
     @property
     def id(self) -> str:
@@ -59,6 +60,8 @@ class Scenario:
             parts.append(self.link)
             parts += [f"{k}{v:g}" for k, v in sorted(self.link_config.items())
                       if k not in ("seed", "reorder_ms") and v]  # only the impairments in use
+        if self.round > 1:
+            parts.append(f"round{self.round}")
         return "-".join(parts)
 
     def as_dict(self) -> dict:

@@ -25,6 +25,14 @@ def _section(title: str, table: str | None, intro: str = "", empty: str = NOT_IN
     return [f"## {title}", "", *body, table if table else empty, ""]
 
 
+def _rounds_line(run: dict) -> list[str]:
+    rounds = run.get("rounds", 1)
+    if rounds == 1:
+        return []
+    return [f"- rounds: {rounds} (`--rounds`): every scenario and baseline was measured {rounds} times, each row says "
+            "its round (after round 1, ids end in `-roundN`), and each ratio is the median of its values in the rounds"]
+
+
 def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> str:
     environment = run["environment"]
     links = sorted({describe_link(s["config"]) for s in run["scenarios"] if link_of(s["config"]) != "loopback"})
@@ -36,6 +44,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"- machine: {environment.get('cpu_model')} × {environment.get('cpu_count')} CPUs, {environment.get('os')} "
         f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
         f"- links: loopback{''.join(', ' + link for link in links)}",
+        *_rounds_line(run),
         "",
         "Latencies are in microseconds and each says whether it is a round trip or one way; jitter is the",
         "RFC 3550 interarrival jitter of the same samples. A \"-\" means the scenario has no such figure.",

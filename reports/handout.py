@@ -273,6 +273,15 @@ def _targets_section(run: dict) -> list[str]:
     return lines
 
 
+def _rounds_note(run: dict) -> list[str]:
+    rounds = run.get("rounds", 1)
+    if rounds == 1:
+        return []
+    return [f"This run measured everything {rounds} times (`--rounds {rounds}`). The figures below are those of",
+            f"round 1; the ratios in part 6 are medians over the {rounds} rounds, with each round's value beside them.",
+            "How far apart are the rounds, and what does that say about a single run on this machine?"]
+
+
 def handout(run: dict) -> str:
     environment = run["environment"]
     lines = [
@@ -283,6 +292,7 @@ def handout(run: dict) -> str:
         f"Python {environment.get('python', '?')}. Every figure below is from this run's `results.json`; "
         "the full tables and the charts are in `report.md` beside this file. Latencies are in µs (KCP's",
         "test in ms) and each says whether it is a round trip or one way.",
+        *_rounds_note(run),
         "",
         *_floor_section(run),
         *_relay_section(run),

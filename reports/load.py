@@ -94,6 +94,9 @@ def shape_problem(run: dict) -> str | None:
     for key in ("scenarios", "baselines"):
         if not isinstance(run.get(key), list):
             return f"\"{key}\" is missing or not a list"
+    rounds = run.get("rounds", 1)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        return "\"rounds\" is not a whole number of at least 1"
     if not isinstance(run.get("ratios", []), list):
         return "\"ratios\" is not a list"
     for i, scenario in enumerate(run["scenarios"]):

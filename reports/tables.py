@@ -120,7 +120,8 @@ def baseline_table(run: dict) -> str | None:
         figures = entry.get("figures") or {}
         lat = figures.get("latency") or {}
         rows.append([
-            entry["tool"], entry["test"], entry["status"],
+            entry["tool"], entry["test"] + (f" (round {entry.get('round', 1)})" if run.get("rounds", 1) > 1 else ""),
+            entry["status"],
             number(lat.get("p50"), 2), number(lat.get("p99"), 2), number(figures.get("goodput_MB_per_s"), 0),
             _baseline_note(entry),
         ])

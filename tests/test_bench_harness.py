@@ -382,3 +382,57 @@ def test_protocol_work_ratio_is_information():
     assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
     assert ratio["name"] == ("udp protocol work per Hello/HI, no sockets, p50 after a 50 us sleep / back to back "
                              "(information)")
+
+
+# --------------------------------------------------------------------- rounds
+
+
+def test_a_scenario_measured_again_names_its_round():
+    assert Scenario("hello", "tcp", count=5).id == "hello-tcp-64B-n5"
+    assert Scenario("hello", "tcp", count=5, round=3).id == "hello-tcp-64B-n5-round3"
+
+
+def _hello_round(number: int, hello_p50: float | None, sockperf_p50: float) -> tuple[list, list]:
+    scenarios = []
+    if hello_p50 is not None:
+        scenarios.append({"id": "x", "status": "ok", "config": {"workload": "hello-raw", "protocol": "tcp", "round": number},
+                          "figures": {"latency": {"p50": hello_p50}}})
+    baselines = [{"test": "ping-pong-tcp", "status": "ok", "round": number, "figures": {"latency": {"p50": sockperf_p50}}}]
+    return scenarios, baselines
+
+
+def test_ratios_over_rounds_are_each_rounds_ratio_then_the_median():
+    run = {"rounds": 4, "scenarios": [], "baselines": []}
+    # Round 4 lost its hello-raw figure: the median is of the three rounds that measured it.
+    for number, hello, sockperf in ((1, 90.0, 60.0), (2, 200.0, 60.0), (3, 60.0, 50.0), (4, None, 55.0)):
+        scenarios, baselines = _hello_round(number, hello, sockperf)
+        run["scenarios"] += scenarios
+        run["baselines"] += baselines
+    ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("hello-raw tcp"))
+    assert ratio["per_round"] == [1.5, 200.0 / 60.0, 1.2, None]
+    assert ratio["value"] == 1.5 and ratio["met"] is True and ratio["met_rounds"] == 2
+    assert ratio["detail"] == "median of 3 rounds: 1.50x, 3.33x, 1.20x; met in 2 of 4"
+    never = next(r for r in cli.compute_ratios(run) if r["name"].startswith("hello tcp"))
+    assert never["value"] is None and never["met"] is None and never["detail"] == "not measured in any of 4 rounds"
+
+
+def test_cli_rounds_measure_the_matrix_again_and_say_which_round(tmp_path, capsys):
+    code = cli.main(["--workloads", "hello-raw", "--protocols", "tcp", "--count", "10", "--rounds", "2",
+                     "--no-baselines", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr()
+    assert "round 2/2: hello-raw-tcp-64B-n10-round2" in out.err
+    assert "(the median of each ratio over 2 rounds)" in out.out
+    run = json.loads((tmp_path / "results.json").read_text())
+    assert run["rounds"] == 2
+    assert [(s["id"], s["config"]["round"], s["status"]) for s in run["scenarios"]] == [
+        ("hello-raw-tcp-64B-n10", 1, "ok"), ("hello-raw-tcp-64B-n10-round2", 2, "ok")]
+    ratio = next(r for r in run["ratios"] if r["name"].startswith("hello-raw tcp"))
+    assert ratio["per_round"] == [None, None]  # no sockperf: --no-baselines
+
+
+def test_cli_rounds_must_be_at_least_one(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--rounds", "0", "--list"])
+    assert stop.value.code == 2
+    assert "--rounds: '0' is not a whole number of at least 1" in capsys.readouterr().err

@@ -248,6 +248,23 @@ def test_library_raises_bad_results_for_each_bad_input(tmp_path):
         assert phrase in str(caught.value), name
 
 
+def test_a_run_of_several_rounds_says_so_and_labels_each_baseline(tmp_path):
+    run = synthetic_run()
+    again = copy.deepcopy(run["baselines"][0])
+    run["baselines"] = [dict(b, round=1) for b in run["baselines"]] + [dict(again, round=2)]
+    run["rounds"] = 2
+    run["ratios"] = compute_ratios(run)
+    build_report(run, tmp_path)
+    report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
+    assert "- rounds: 2 (`--rounds`): every scenario and baseline was measured 2 times" in report
+    assert "| ping-pong-tcp (round 1) " in report and "| ping-pong-tcp (round 2) " in report
+    assert "This run measured everything 2 times (`--rounds 2`). The figures below are those of" in handout
+    # Round 2 has no hello scenario: its hello ratio is not measured, so the median is round 1's.
+    hello = next(r for r in run["ratios"] if r["name"].startswith("hello tcp"))
+    assert hello["per_round"] == [123.4 / 15.5, None]
+    assert f"measured in 1 of 2 rounds: {123.4 / 15.5:.2f}x; met in 0 of 2" in handout
+
+
 def test_every_wrongly_typed_figure_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     cases = {
         "scenarios[0].figures.latency.p50 is not a number": lambda r: r["scenarios"][0]["figures"]["latency"].update(p50="fast"),
@@ -257,6 +274,7 @@ def test_every_wrongly_typed_figure_is_a_clear_error_not_a_traceback(tmp_path, c
         "baselines[0] has no \"tool\", \"test\" and \"status\"": lambda r: r["baselines"][0].pop("tool"),
         "ratios[0].value is not a number": lambda r: r["ratios"][0].update(value="9x"),
         "baselines[3].figures.after_sleep has no p50": lambda r: r["baselines"][3]["figures"].update(after_sleep=None),
+        "\"rounds\" is not a whole number of at least 1": lambda r: r.update(rounds="two"),
     }
     base = synthetic_run()
     for i, (phrase, spoil) in enumerate(cases.items()):
