@@ -183,7 +183,11 @@ def print_table(run: dict, out=None) -> None:
     out = out or sys.stdout
     header = f"{'scenario':34s} {'status':14s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
     print(header, file=out)
+    shown_round = None
     for r in run["scenarios"]:
+        if run.get("rounds", 1) > 1 and r["config"].get("round", 1) != shown_round:
+            shown_round = r["config"].get("round", 1)
+            print(f"round {shown_round} of {run['rounds']}:", file=out)  # (long ids are cut short below)
         f = r.get("figures") or {}
         lat = f.get("latency") or {}
         d = f.get("delivery") or {}

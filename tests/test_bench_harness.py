@@ -423,6 +423,7 @@ def test_cli_rounds_measure_the_matrix_again_and_say_which_round(tmp_path, capsy
     out = capsys.readouterr()
     assert "round 2/2: hello-raw-tcp-64B-n10-round2" in out.err
     assert "(the median of each ratio over 2 rounds)" in out.out
+    assert "round 1 of 2:\nhello-raw-tcp-64B-n10 " in out.out and "round 2 of 2:\nhello-raw-tcp-64B-n10-round2 " in out.out
     run = json.loads((tmp_path / "results.json").read_text())
     assert run["rounds"] == 2
     assert [(s["id"], s["config"]["round"], s["status"]) for s in run["scenarios"]] == [
