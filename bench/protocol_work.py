@@ -3,10 +3,10 @@
 The client's sans-I/O half (hellohi.datagram_client.DatagramLink, under
 udp/client.py and the `hello-raw` workload) and the server's
 (hellohi.datagram_relay.DatagramRelay, under udp/server.py) are joined here by
-plain function calls, in this one process. Each round trip does everything a
-real one does (the client encodes Hello into a datagram, the server decodes it,
-runs the reliability layer and the relay, answers HI, the client decodes that)
-except crossing the kernel. What is left is the Python work alone.
+plain function calls, in this one process. Each round trip does the protocol
+work of a real one (the client encodes Hello into a datagram, the server decodes
+it, runs the reliability layer and the relay, answers HI, the client decodes
+that); the sockets, the kernel and the event loop of the glue are left out.
 
 It is timed in pairs: the bench sleeps a little, then runs two round trips at once.
 
