@@ -39,23 +39,29 @@ def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback
     return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples)"
 
 
-def _protocol_work(run: dict, protocol: str) -> str:
-    entry = baseline(run, f"protocol-work-{protocol}")
+def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
+    """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words)."""
+    entry = baseline(run, test)
     if entry is None:
-        return "not measured in this run (baselines were skipped)"
+        return None, "not measured in this run (baselines were skipped)"
     if entry["status"] != "ok":
-        return f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
+        return None, f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
+    return entry, ""
+
+
+def _protocol_work(run: dict, protocol: str) -> str:
+    entry, why_not = _measured_baseline(run, f"protocol-work-{protocol}")
+    if entry is None:
+        return why_not
     figures = entry["figures"]
     return (f"{_us(figures['warm']['p50'])} back to back, {_us(figures['after_sleep']['p50'])} after "
             f"a {entry['config']['sleep_us']:g} µs sleep")
 
 
 def _baseline_p50(run: dict, test: str):
-    entry = baseline(run, test)
+    entry, why_not = _measured_baseline(run, test)
     if entry is None:
-        return None, "not measured in this run (baselines were skipped)"
-    if entry["status"] != "ok":
-        return None, f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
+        return None, why_not
     p50 = entry["figures"]["latency"]["p50"]
     return p50, f"{_us(p50)} round trip"
 
@@ -146,12 +152,11 @@ def _throughput_section(run: dict) -> list[str]:
     if raw is not None:
         lines.append(f"- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): "
                      f"{number(raw['figures'].get('messages_per_s'), 0)} msg/s")
-    iperf = baseline(run, "tcp-throughput")
-    if iperf and iperf["status"] == "ok":
+    iperf, why_not = _measured_baseline(run, "tcp-throughput")
+    if iperf is not None:
         lines.append(f"- iperf3, raw TCP bytes on loopback: {number(iperf['figures']['goodput_MB_per_s'], 0)} MB/s")
     else:
-        reason = f"{iperf['status']}: {iperf.get('reason', '')}" if iperf else "baselines were skipped"
-        lines.append(f"- iperf3: not measured in this run ({reason})")
+        lines.append(f"- iperf3: {why_not}")
     lines += [
         "",
         "**Questions.** (a) Messages per second falls as the payload grows, but MB/s rises. Why? What",
