@@ -296,7 +296,8 @@ class Relay:
             return
         # Read no more than the byte window admits too: with 64 KiB bodies a count of
         # 256 would read 16 MiB from the store to send the 16 that fit, on every ACK.
-        room_bytes = None if connection.window is not None else self.limits.delivery_window_bytes - connection.in_flight_bytes
+        byte_window = self._byte_window(connection)
+        room_bytes = None if byte_window is None else byte_window - connection.in_flight_bytes
         for message in self.store.waiting(connection.name, after_id=connection.cursor, limit=room, max_bytes=room_bytes):
             if not self._has_room(connection):
                 break
@@ -305,13 +306,17 @@ class Relay:
     def _has_room(self, connection: _Connection) -> bool:
         if not connection.in_flight:
             return True  # one message always fits, however large
-        return (
-            len(connection.in_flight) < self._window(connection)
-            and (connection.window is not None or connection.in_flight_bytes < self.limits.delivery_window_bytes)
+        byte_window = self._byte_window(connection)
+        return len(connection.in_flight) < self._window(connection) and (
+            byte_window is None or connection.in_flight_bytes < byte_window
         )
 
     def _window(self, connection: _Connection) -> int:
         return self.limits.delivery_window if connection.window is None else connection.window
+
+    def _byte_window(self, connection: _Connection) -> int | None:
+        # A connection with a window of its own (plain UDP) counts messages only.
+        return self.limits.delivery_window_bytes if connection.window is None else None
 
     def _put_in_flight(self, connection: _Connection, message_id: int, sender: str, ref: str, body: bytes) -> None:
         connection.in_flight[message_id] = (sender, ref, len(body))
