@@ -10,130 +10,21 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
 from hellohi import eventloop
 
 from . import baselines, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
-from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, TCP_ONLY_WORKLOADS, run_scenario
+from .matrix import (ISSUE4_LINK, KCP_PROTOCOLS, default_matrix, emulated_cells, flag_matrix, load_config,
+                     parse_link, to_scenarios)
+from .ratios import compute_ratios, print_ratios
+from .runner import KCP_WORKLOADS, run_scenario
 from .workloads import WORKLOADS, Scenario
-
-KCP_PROTOCOLS = ("kcp-default", "kcp-normal", "kcp-fast")
-TARGET_RTT_RATIO = 1.6
-TARGET_MSGS_PER_S = 50_000
-
-
-# --------------------------------------------------------------------- matrix
-
-
-def _count_for(workload: str, payload: int, scale: int) -> int:
-    base = {"hello": 1000, "hello-raw": 2000, "relay": 300, "fanin": 5000, "fanout": 5000,
-            "drain": 2000, "kcp-pingpong": 500, "kcp-test": 1000}
-    if workload in ("throughput", "throughput-raw"):
-        # 20k messages of 64 B; bigger bodies: about 16 MB per scenario.
-        return (20_000 if payload <= 64 else max(200, min(5_000, 16_000_000 // payload))) * scale
-    if workload == "kcp-test":
-        return 1000  # KCP's own test: always 1000 echoes
-    return base[workload] * scale
-
-
-def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]:
-    """The matrix of `python -m bench` (quick) and `--full`. Without --protocols, the quick
-    matrix runs every workload for tcp, udp and udp-raw, and the latency preset udp-turbo
-    only for hello and relay (its bulk figures are in --full), to stay under 2 minutes."""
-    scale = 5 if full else 1
-    payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
-    widths = [10, 50] if full else [10]
-    turbo_light = protocols is None and not full
-    if protocols is None:
-        protocols = list(PROTOCOLS) if full else list(DEFAULT_PROTOCOLS)
-    cells: list[dict] = []
-    for protocol in protocols:
-        cells.append({"workload": "hello", "protocol": protocol})
-        cells.append({"workload": "hello-raw", "protocol": protocol})
-        cells.append({"workload": "relay", "protocol": protocol})
-        cells += [{"workload": "throughput", "protocol": protocol, "payload": p} for p in payloads]
-        if protocol == "tcp":  # the server alone, from a minimal client (bench/throughput_raw.py)
-            cells.append({"workload": "throughput-raw", "protocol": protocol, "payload": 64})
-        cells += [{"workload": w, "protocol": protocol, "clients": c} for w in ("fanin", "fanout") for c in widths]
-        cells.append({"workload": "drain", "protocol": protocol})
-    if turbo_light:
-        cells += [{"workload": w, "protocol": "udp-turbo"} for w in ("hello", "relay")]
-    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast")]
-    # KCP's own test (8-byte echoes), with KCP and with hellohi's reliability layer
-    # (udp: default preset, udp-turbo: latency preset) on the same simulated link.
-    kcp_test_protocols = list(KCP_PROTOCOLS) + [p for p in RELIABLE_ON_KCP_LINK
-                                                if p in protocols or (turbo_light and p == "udp-turbo")]
-    cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in kcp_test_protocols]
-    for cell in cells:
-        cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), scale))
-    return cells
-
-
-def flag_matrix(args) -> list[dict]:
-    cells = []
-    for workload, protocol, payload, clients in itertools.product(
-            args.workloads, args.protocols, args.payloads or [None], args.clients or [1]):
-        if payload is None:
-            payload = 8 if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes
-        on_kcp_link = workload == "kcp-test" and protocol in RELIABLE_ON_KCP_LINK
-        if workload in KCP_WORKLOADS and not protocol.startswith("kcp-") and not on_kcp_link:
-            continue
-        if workload not in KCP_WORKLOADS and protocol.startswith("kcp-"):
-            continue
-        if workload in TCP_ONLY_WORKLOADS and protocol != "tcp":
-            continue
-        if workload not in ("fanin", "fanout") and clients != (args.clients or [1])[0]:
-            continue  # the width only matters to fan-in/fan-out
-        cell = {"workload": workload, "protocol": protocol, "payload": payload, "clients": clients}
-        cell["count"] = args.count or _count_for(workload, payload, 5 if args.full else 1)
-        cells.append(cell)
-    return cells
-
-
-def _toml_module():
-    try:
-        import tomllib  # Python 3.11 and newer
-    except ImportError:
-        import tomli as tomllib  # its backport, installed by requirements.txt on Python 3.10
-    return tomllib
-
-
-def load_config(path: str) -> list[dict]:
-    """TOML or JSON: optional [defaults] (any Scenario field), then either a list of
-    [[scenario]] tables or a [matrix] of lists (workloads, protocols, payloads, clients)."""
-    text = Path(path).read_text()
-    data = _toml_module().loads(text) if path.endswith(".toml") else json.loads(text)
-    defaults = data.get("defaults", {})
-    cells = [dict(defaults, **s) for s in data.get("scenario", data.get("scenarios", []))]
-    if "matrix" in data:
-        m = data["matrix"]
-        for workload, protocol, payload, clients in itertools.product(
-                m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]),
-                m.get("payloads", [defaults.get("payload", 64)]), m.get("clients", [defaults.get("clients", 1)])):
-            cells.append(dict(defaults, workload=workload, protocol=protocol, payload=payload, clients=clients))
-    for cell in cells:
-        cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), 1))
-    return cells
-
-
-def to_scenarios(cells: list[dict], seed: int, window: int | None) -> list[Scenario]:
-    out = []
-    for cell in cells:
-        cell = dict(cell)
-        cell.setdefault("seed", seed)
-        if window:
-            cell.setdefault("window", window)
-        out.append(Scenario(**cell))
-    return out
 
 
 # --------------------------------------------------------------------- output
@@ -213,161 +104,8 @@ def print_table(run: dict, out=None) -> None:
         print(line, file=out)
 
 
-def _find(run, workload, protocol, payload=None, link="loopback", link_config=None):
-    for r in run["scenarios"]:
-        c = r["config"]
-        if c["workload"] == workload and c["protocol"] == protocol and r["status"] == "ok" \
-                and (payload is None or c["payload"] == payload) and c.get("link", "loopback") == link \
-                and (link_config is None or c.get("link_config") == link_config):
-            return r
-    return None
-
-
-def _baseline(run, test):
-    for b in run["baselines"]:
-        if b["test"] == test and b["status"] == "ok":
-            return b
-    return None
-
-
-def compute_ratios(run: dict) -> list[dict]:
-    """The performance targets of issue 4, as measured in this run (None: not measured).
-
-    With several rounds (--rounds), each ratio is computed within each round, from
-    figures measured minutes apart at most, and judged by the median of those values;
-    `per_round` lists them (None: not measured in that round) and `met_rounds` says in
-    how many rounds the target was met.
-    """
-    rounds = run.get("rounds", 1)
-    if rounds == 1:
-        return _ratios_of_one_round(run)
-    by_round = []
-    for number in range(1, rounds + 1):
-        view = {"scenarios": [s for s in run["scenarios"] if s["config"].get("round", 1) == number],
-                "baselines": [b for b in run["baselines"] if b.get("round", 1) == number]}
-        by_round.append({r["name"]: r for r in _ratios_of_one_round(view)})
-    names = list(dict.fromkeys(name for ratios in by_round for name in ratios))
-    merged = []
-    for name in names:
-        entries = [ratios.get(name) for ratios in by_round]
-        first = next(e for e in entries if e is not None)
-        values = [e["value"] if e else None for e in entries]
-        measured = [v for v in values if v is not None]
-        value = statistics.median(measured) if measured else None
-        met_rounds = sum(1 for e in entries if e and e["met"]) if first["target"] is not None else None
-        if not measured:
-            detail = f"not measured in any of {rounds} rounds"
-        else:
-            how = f"median of {len(measured)} rounds" if len(measured) > 1 else f"measured in 1 of {rounds} rounds"
-            detail = f"{how}: " + ", ".join(f"{v:.2f}x" for v in measured)
-            if met_rounds is not None:
-                detail += f"; met in {met_rounds} of {rounds}"
-        merged.append({**first, "value": value, "met": _met(value, first["target"], first["better"]),
-                       "detail": detail, "per_round": values, "met_rounds": met_rounds})
-    return merged
-
-
-def _met(value, target, better) -> bool | None:
-    if value is None or target is None:
-        return None
-    return value <= target if better == "lower" else value >= target
-
-
-def _ratios_of_one_round(run: dict) -> list[dict]:
-    ratios = []
-
-    def add(name, value, target, better, detail):
-        ratios.append({"name": name, "value": value, "target": target, "better": better,
-                       "met": _met(value, target, better), "detail": detail})
-
-    # hello: through the asyncio client library; hello-raw: from a blocking socket, so
-    # the figure is the server's own cost (see bench/workloads.py).
-    for protocol, workload in (("tcp", "hello"), ("tcp", "hello-raw"), ("udp", "hello"), ("udp", "hello-raw"),
-                               ("udp-raw", "hello-raw")):
-        s = _find(run, workload, protocol)
-        kernel = "tcp" if protocol == "tcp" else "udp"
-        b = _baseline(run, f"ping-pong-{kernel}")
-        value = (s["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"]) if s and b else None
-        add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50", value,
-            TARGET_RTT_RATIO, "lower",
-            f"{s['figures']['latency']['p50'] if s else None} us / {b['figures']['latency']['p50'] if b else None} us")
-    # Information: what CPython and asyncio cost with no protocol at all (bench/python_floor.py).
-    for kernel in ("tcp", "udp"):
-        floor, b = _baseline(run, f"python-echo-{kernel}"), _baseline(run, f"ping-pong-{kernel}")
-        if floor and b:
-            loop = floor.get("config", {}).get("event_loop", "asyncio")
-            add(f"python echo ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
-                floor["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"], None, "lower",
-                f"{floor['figures']['latency']['p50']} us / {b['figures']['latency']['p50']} us")
-    # Information: the same Python protocol work, no sockets, warm and after a sleep (bench/protocol_work.py).
-    for protocol in ("udp", "udp-raw"):
-        work = _baseline(run, f"protocol-work-{protocol}")
-        if work:
-            warm, slept = work["figures"]["warm"]["p50"], work["figures"]["after_sleep"]["p50"]
-            add(f"{protocol} protocol work per Hello/HI, no sockets, p50 after a "
-                f"{work['config']['sleep_us']:g} us sleep / back to back (information)", slept / warm, None, "lower",
-                f"{slept} us / {warm} us")
-    # throughput: through the asyncio client library; throughput-raw: from two minimal
-    # sockets, so the figure is what the server process alone carries (bench/throughput_raw.py).
-    for workload in ("throughput", "throughput-raw"):
-        s = _find(run, workload, "tcp", 64)
-        mps = s["figures"]["messages_per_s"] if s else None
-        add(f"{workload} tcp relay alice->bob 64 B (msg/s) / 50,000", mps / TARGET_MSGS_PER_S if mps else None,
-            1.0, "higher", f"{mps} msg/s")
-    big = max((r for r in run["scenarios"] if r["config"]["workload"] == "throughput"
-               and r["config"]["protocol"] == "tcp" and r["status"] == "ok"),
-              key=lambda r: r["config"]["payload"], default=None)
-    ip = _baseline(run, "tcp-throughput")
-    if big and ip:
-        value = big["figures"]["goodput_MB_per_s"] / ip["figures"]["goodput_MB_per_s"]
-        add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
-            f"{big['figures']['goodput_MB_per_s']:.1f} MB/s / {ip['figures']['goodput_MB_per_s']:.1f} MB/s")
-    # Across the issue's emulated link (5 % loss, 10 ms one way), tcp and udp on the same link.
-    for link in sorted({json.dumps(r["config"].get("link_config"), sort_keys=True) for r in run["scenarios"]
-                        if r["config"].get("link") == "emulated"}):
-        config = json.loads(link)
-        tcp = _find(run, "relay", "tcp", link="emulated", link_config=config)
-        udp = _find(run, "relay", "udp", link="emulated", link_config=config)
-        if udp:
-            d = udp["figures"]["delivery"]
-            exact = d["delivered"] == d["sent"] and d["duplicates"] == 0
-            add(f"emulated {link}: udp relay delivered exactly once (1 = all)", 1.0 if exact else d["delivered"] / d["sent"],
-                1.0, "higher", f"{d['delivered']}/{d['sent']} delivered, {d['duplicates']} duplicates")
-        value = (udp["figures"]["latency"]["p99"] / tcp["figures"]["latency"]["p99"]) if tcp and udp else None
-        add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", value, 1.0, "lower",
-            f"{udp['figures']['latency']['p99'] if udp else 'udp not measured'} us / "
-            f"{tcp['figures']['latency']['p99'] if tcp else None} us")
-        retrans = (udp or {}).get("figures", {}).get("retransmission_ratio")
-        add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
-            "from the udp client's counters" if retrans is not None else "udp counters not measured")
-    kfast = _find(run, "kcp-test", "kcp-fast")
-    udp_turbo = _find(run, "kcp-test", "udp-turbo")
-    for stat in ("avg_rtt_ms", "max_rtt_ms"):
-        value = (udp_turbo["figures"][stat] / kfast["figures"][stat]) if kfast and udp_turbo else None
-        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", value, 1.0, "lower",
-            f"{udp_turbo['figures'][stat] if udp_turbo else 'udp preset not measured'} / "
-            f"{kfast['figures'][stat] if kfast else None}")
-    return [r for r in ratios if r["target"] is not None or r["value"] is not None]
-
-
-def print_ratios(ratios: list[dict], out=None) -> None:
-    out = out or sys.stdout
-    rounds = max((len(r.get("per_round", ())) for r in ratios), default=0)
-    how = f" (the median of each ratio over {rounds} rounds)" if rounds > 1 else ""
-    print(f"\nIssue 4 targets, as measured in this run{how}:", file=out)
-    for r in ratios:
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[r["met"]]
-        if r["target"] is None:
-            verdict = "info"
-        value = "-" if r["value"] is None else f"{r['value']:.2f}x"
-        target = "" if r["target"] is None else f" (target {'<=' if r['better'] == 'lower' else '>='} {r['target']}x)"
-        print(f"  {value:>8s}  {r['name']}{target}: {verdict}  [{r['detail']}]", file=out)
-
-
 # --------------------------------------------------------------------- main
 
-
-ISSUE4_LINK = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
 
 
 def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
@@ -408,22 +146,6 @@ def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenari
                 progress.advance()
 
 
-def parse_link(text: str) -> dict:
-    """'loss=0.05,delay_ms=10' -> {'loss': 0.05, 'delay_ms': 10.0}; 'issue4' -> the issue's link."""
-    if text == "issue4":
-        return dict(ISSUE4_LINK)
-    spec = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10)")
-        try:
-            spec[key.strip()] = int(value) if key.strip() == "seed" else float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
-    return spec
-
-
 def emulation_problem() -> str | None:
     """None if emulated hosts can run here, else why not and what to do instead."""
     try:
@@ -435,23 +157,6 @@ def emulation_problem() -> str | None:
     except Exception as error:  # EmulationError: says what is missing and how to fix it
         return str(error)
     return None
-
-
-def emulated_cells(links: list[dict], protocols: list[str], full: bool) -> list[dict]:
-    """Across an impaired link: the relay round trip and a little throughput, per protocol,
-    and KCP's echo beside them."""
-    cells = []
-    for link in links:
-        for protocol in protocols:
-            cells.append({"workload": "hello", "protocol": protocol, "count": 500 if full else 100})
-            cells.append({"workload": "relay", "protocol": protocol, "count": 1000 if full else 200})
-            cells.append({"workload": "throughput", "protocol": protocol, "count": 10000 if full else 2000})
-        cells += [{"workload": "kcp-pingpong", "protocol": p, "count": 500 if full else 100}
-                  for p in ("kcp-normal", "kcp-fast")]
-        for cell in cells:
-            cell.setdefault("link", "emulated")
-            cell.setdefault("link_config", link)
-    return cells
 
 
 def _positive_int(text: str) -> int:

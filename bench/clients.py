@@ -13,7 +13,7 @@ from hellohi.datagram_relay import MAX_UDP_PAYLOAD
 
 PROTOCOLS = ("tcp", "udp", "udp-raw", "udp-turbo")
 # What the default matrices run when --protocols is not given; udp-turbo is added
-# to a few workloads only (see bench/cli.py), to keep `make bench` quick.
+# to a few workloads only (see bench/matrix.py), to keep `make bench` quick.
 DEFAULT_PROTOCOLS = ("tcp", "udp", "udp-raw")
 # Protocols whose client sends each frame as one bare datagram: no acks, no
 # retransmission, so a message can be lost for good.

@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from bench import cli, results, runner
+from bench import cli, matrix, ratios, results, runner
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
@@ -46,7 +46,7 @@ def test_throughput_raw_is_tcp_only_and_says_so():
     result = run_scenario(Scenario("throughput-raw", "udp", count=5))
     assert result["status"] == "unavailable" and "TCP client only" in result["reason"]
     args = cli.build_parser().parse_args(["--workloads", "throughput-raw", "--protocols", "tcp,udp"])
-    assert [(c["workload"], c["protocol"]) for c in cli.flag_matrix(args)] == [("throughput-raw", "tcp")]
+    assert [(c["workload"], c["protocol"]) for c in matrix.flag_matrix(args)] == [("throughput-raw", "tcp")]
 
 
 def test_throughput_raw_counts_a_refused_send_as_an_error_not_as_loss():
@@ -107,8 +107,8 @@ def test_config_file_matrix(tmp_path):
     cfg = tmp_path / "m.toml"
     cfg.write_text('[defaults]\ncount = 5\nseed = 7\n[matrix]\nworkloads = ["hello"]\n'
                    'protocols = ["tcp"]\npayloads = [16, 64]\n')
-    cells = cli.load_config(str(cfg))
-    scenarios = cli.to_scenarios(cells, seed=1, window=None)
+    cells = matrix.load_config(str(cfg))
+    scenarios = matrix.to_scenarios(cells, seed=1, window=None)
     assert [(s.payload, s.count, s.seed) for s in scenarios] == [(16, 5, 7), (64, 5, 7)]
 
 
@@ -117,9 +117,9 @@ def test_ratios_use_measured_values_only():
                           "status": "ok", "figures": {"latency": {"p50": 150.0}}}],
            "baselines": [{"test": "ping-pong-tcp", "status": "ok",
                           "figures": {"latency": {"p50": 100.0}}}]}
-    ratios = {r["name"].split(" round")[0]: r for r in cli.compute_ratios(run)}
-    assert ratios["hello tcp"]["value"] == 1.5 and ratios["hello tcp"]["met"] is True
-    assert ratios["hello udp"]["value"] is None and ratios["hello udp"]["met"] is None
+    by_name = {r["name"].split(" round")[0]: r for r in ratios.compute_ratios(run)}
+    assert by_name["hello tcp"]["value"] == 1.5 and by_name["hello tcp"]["met"] is True
+    assert by_name["hello udp"]["value"] is None and by_name["hello udp"]["met"] is None
 
 
 def test_parse_sockperf_output():
@@ -301,11 +301,11 @@ def test_ratios_read_the_udp_figures():
         scenario("kcp-test", "kcp-fast", {"avg_rtt_ms": 140.0, "max_rtt_ms": 400.0}, payload=8),
         scenario("kcp-test", "udp-turbo", {"avg_rtt_ms": 70.0, "max_rtt_ms": 600.0}, payload=8),
     ]}
-    ratios = {r["name"]: r for r in cli.compute_ratios(run)}
-    retrans = next(r for name, r in ratios.items() if "loss-implied minimum" in name)
+    by_name = {r["name"]: r for r in ratios.compute_ratios(run)}
+    retrans = next(r for name, r in by_name.items() if "loss-implied minimum" in name)
     assert retrans["value"] == 1.1 and retrans["met"] is True
-    assert ratios["KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms"]["value"] == 0.5
-    assert ratios["KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms"]["met"] is False
+    assert by_name["KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms"]["value"] == 0.5
+    assert by_name["KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms"]["met"] is False
 
 
 def test_kcp_test_replays_udp_turbo_on_the_same_seeded_link():
@@ -319,12 +319,12 @@ def test_kcp_test_replays_udp_turbo_on_the_same_seeded_link():
 
 
 def test_kcp_test_matrix_has_udp_turbo_beside_kcp_fast():
-    cells = cli.default_matrix(full=False)
+    cells = matrix.default_matrix(full=False)
     kcp_test = {c["protocol"]: c for c in cells if c["workload"] == "kcp-test"}
     assert {"kcp-fast", "kcp-normal", "udp-turbo"} <= set(kcp_test)
     assert {c["payload"] for c in kcp_test.values()} == {8} and {c["count"] for c in kcp_test.values()} == {1000}
     args = cli.build_parser().parse_args(["--workloads", "kcp-test", "--protocols", "kcp-fast,udp-turbo"])
-    assert [(c["protocol"], c["payload"]) for c in cli.flag_matrix(args)] == [("kcp-fast", 8), ("udp-turbo", 8)]
+    assert [(c["protocol"], c["payload"]) for c in matrix.flag_matrix(args)] == [("kcp-fast", 8), ("udp-turbo", 8)]
     result = run_scenario(Scenario("kcp-test", "udp-turbo", count=50, payload=8))
     assert result["status"] == "ok", result.get("traceback")
     assert result["config"]["kcp_scenario"]["loss_round_trip_percent"] == 10
@@ -347,7 +347,7 @@ def test_python_floor_ratio_is_information_next_to_sockperf():
 
     floor = dict(baseline("python-echo-tcp", 50.0), config={"event_loop": "uvloop"})
     run = {"scenarios": [], "baselines": [baseline("ping-pong-tcp", 20.0), floor]}
-    ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("python echo (uvloop) tcp"))
+    ratio = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("python echo (uvloop) tcp"))
     assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
 
 
@@ -377,7 +377,7 @@ def test_protocol_work_reports_hellos_left_unanswered(monkeypatch):
 def test_protocol_work_ratio_is_information():
     work = {"test": "protocol-work-udp", "status": "ok", "config": {"sleep_us": 50.0},
             "figures": {"warm": {"p50": 30.0}, "after_sleep": {"p50": 75.0}}}
-    ratio = next(r for r in cli.compute_ratios({"scenarios": [], "baselines": [work]})
+    ratio = next(r for r in ratios.compute_ratios({"scenarios": [], "baselines": [work]})
                  if r["name"].startswith("udp protocol work"))
     assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
     assert ratio["name"] == ("udp protocol work per Hello/HI, no sockets, p50 after a 50 us sleep / back to back "
@@ -408,11 +408,11 @@ def test_ratios_over_rounds_are_each_rounds_ratio_then_the_median():
         scenarios, baselines = _hello_round(number, hello, sockperf)
         run["scenarios"] += scenarios
         run["baselines"] += baselines
-    ratio = next(r for r in cli.compute_ratios(run) if r["name"].startswith("hello-raw tcp"))
+    ratio = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello-raw tcp"))
     assert ratio["per_round"] == [1.5, 200.0 / 60.0, 1.2, None]
     assert ratio["value"] == 1.5 and ratio["met"] is True and ratio["met_rounds"] == 2
     assert ratio["detail"] == "median of 3 rounds: 1.50x, 3.33x, 1.20x; met in 2 of 4"
-    never = next(r for r in cli.compute_ratios(run) if r["name"].startswith("hello tcp"))
+    never = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello tcp"))
     assert never["value"] is None and never["met"] is None and never["detail"] == "not measured in any of 4 rounds"
 
 

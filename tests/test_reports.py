@@ -1,7 +1,7 @@
 """reports/: a bench run (results.json) -> report.md, PNG charts and the Lab 3 handout.
 
 The input is a small synthetic run built with the bench's own code (bench.results for
-the envelope, bench.stats for the figures, bench.cli.compute_ratios for the ratios),
+the envelope, bench.stats for the figures, bench.ratios.compute_ratios for the ratios),
 so it has exactly the schema a real `python -m bench` writes, without running one.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import results as bench_results
-from bench.cli import compute_ratios
+from bench.ratios import compute_ratios
 from bench.stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder
 from bench.workloads import Scenario
 from reports.cli import build_report, main

@@ -1,0 +1,168 @@
+"""The performance targets of issue 4, as ratios of figures measured in the same run.
+
+Each ratio divides one of hellohi's figures by a baseline or a target measured
+or set beside it (sockperf's round trip, 50,000 msg/s, TCP on the same emulated
+link, KCP on the same simulated link), so a noisy machine slows both sides of
+the fraction alike. Ratios marked "information" have no target: they show where
+the time goes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+TARGET_RTT_RATIO = 1.6
+TARGET_MSGS_PER_S = 50_000
+
+
+def _find(run, workload, protocol, payload=None, link="loopback", link_config=None):
+    for r in run["scenarios"]:
+        c = r["config"]
+        if c["workload"] == workload and c["protocol"] == protocol and r["status"] == "ok" \
+                and (payload is None or c["payload"] == payload) and c.get("link", "loopback") == link \
+                and (link_config is None or c.get("link_config") == link_config):
+            return r
+    return None
+
+
+def _baseline(run, test):
+    for b in run["baselines"]:
+        if b["test"] == test and b["status"] == "ok":
+            return b
+    return None
+
+
+def compute_ratios(run: dict) -> list[dict]:
+    """The performance targets of issue 4, as measured in this run (None: not measured).
+
+    With several rounds (--rounds), each ratio is computed within each round, from
+    figures measured minutes apart at most, and judged by the median of those values;
+    `per_round` lists them (None: not measured in that round) and `met_rounds` says in
+    how many rounds the target was met.
+    """
+    rounds = run.get("rounds", 1)
+    if rounds == 1:
+        return _ratios_of_one_round(run)
+    by_round = []
+    for number in range(1, rounds + 1):
+        view = {"scenarios": [s for s in run["scenarios"] if s["config"].get("round", 1) == number],
+                "baselines": [b for b in run["baselines"] if b.get("round", 1) == number]}
+        by_round.append({r["name"]: r for r in _ratios_of_one_round(view)})
+    names = list(dict.fromkeys(name for ratios in by_round for name in ratios))
+    merged = []
+    for name in names:
+        entries = [ratios.get(name) for ratios in by_round]
+        first = next(e for e in entries if e is not None)
+        values = [e["value"] if e else None for e in entries]
+        measured = [v for v in values if v is not None]
+        value = statistics.median(measured) if measured else None
+        met_rounds = sum(1 for e in entries if e and e["met"]) if first["target"] is not None else None
+        if not measured:
+            detail = f"not measured in any of {rounds} rounds"
+        else:
+            how = f"median of {len(measured)} rounds" if len(measured) > 1 else f"measured in 1 of {rounds} rounds"
+            detail = f"{how}: " + ", ".join(f"{v:.2f}x" for v in measured)
+            if met_rounds is not None:
+                detail += f"; met in {met_rounds} of {rounds}"
+        merged.append({**first, "value": value, "met": _met(value, first["target"], first["better"]),
+                       "detail": detail, "per_round": values, "met_rounds": met_rounds})
+    return merged
+
+
+def _met(value, target, better) -> bool | None:
+    if value is None or target is None:
+        return None
+    return value <= target if better == "lower" else value >= target
+
+
+def _ratios_of_one_round(run: dict) -> list[dict]:
+    ratios = []
+
+    def add(name, value, target, better, detail):
+        ratios.append({"name": name, "value": value, "target": target, "better": better,
+                       "met": _met(value, target, better), "detail": detail})
+
+    # hello: through the asyncio client library; hello-raw: from a blocking socket, so
+    # the figure is the server's own cost (see bench/workloads.py).
+    for protocol, workload in (("tcp", "hello"), ("tcp", "hello-raw"), ("udp", "hello"), ("udp", "hello-raw"),
+                               ("udp-raw", "hello-raw")):
+        s = _find(run, workload, protocol)
+        kernel = "tcp" if protocol == "tcp" else "udp"
+        b = _baseline(run, f"ping-pong-{kernel}")
+        value = (s["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"]) if s and b else None
+        add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50", value,
+            TARGET_RTT_RATIO, "lower",
+            f"{s['figures']['latency']['p50'] if s else None} us / {b['figures']['latency']['p50'] if b else None} us")
+    # Information: what CPython and asyncio cost with no protocol at all (bench/python_floor.py).
+    for kernel in ("tcp", "udp"):
+        floor, b = _baseline(run, f"python-echo-{kernel}"), _baseline(run, f"ping-pong-{kernel}")
+        if floor and b:
+            loop = floor.get("config", {}).get("event_loop", "asyncio")
+            add(f"python echo ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
+                floor["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"], None, "lower",
+                f"{floor['figures']['latency']['p50']} us / {b['figures']['latency']['p50']} us")
+    # Information: the same Python protocol work, no sockets, warm and after a sleep (bench/protocol_work.py).
+    for protocol in ("udp", "udp-raw"):
+        work = _baseline(run, f"protocol-work-{protocol}")
+        if work:
+            warm, slept = work["figures"]["warm"]["p50"], work["figures"]["after_sleep"]["p50"]
+            add(f"{protocol} protocol work per Hello/HI, no sockets, p50 after a "
+                f"{work['config']['sleep_us']:g} us sleep / back to back (information)", slept / warm, None, "lower",
+                f"{slept} us / {warm} us")
+    # throughput: through the asyncio client library; throughput-raw: from two minimal
+    # sockets, so the figure is what the server process alone carries (bench/throughput_raw.py).
+    for workload in ("throughput", "throughput-raw"):
+        s = _find(run, workload, "tcp", 64)
+        mps = s["figures"]["messages_per_s"] if s else None
+        add(f"{workload} tcp relay alice->bob 64 B (msg/s) / 50,000", mps / TARGET_MSGS_PER_S if mps else None,
+            1.0, "higher", f"{mps} msg/s")
+    big = max((r for r in run["scenarios"] if r["config"]["workload"] == "throughput"
+               and r["config"]["protocol"] == "tcp" and r["status"] == "ok"),
+              key=lambda r: r["config"]["payload"], default=None)
+    ip = _baseline(run, "tcp-throughput")
+    if big and ip:
+        value = big["figures"]["goodput_MB_per_s"] / ip["figures"]["goodput_MB_per_s"]
+        add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
+            f"{big['figures']['goodput_MB_per_s']:.1f} MB/s / {ip['figures']['goodput_MB_per_s']:.1f} MB/s")
+    # Across the issue's emulated link (5 % loss, 10 ms one way), tcp and udp on the same link.
+    for link in sorted({json.dumps(r["config"].get("link_config"), sort_keys=True) for r in run["scenarios"]
+                        if r["config"].get("link") == "emulated"}):
+        config = json.loads(link)
+        tcp = _find(run, "relay", "tcp", link="emulated", link_config=config)
+        udp = _find(run, "relay", "udp", link="emulated", link_config=config)
+        if udp:
+            d = udp["figures"]["delivery"]
+            exact = d["delivered"] == d["sent"] and d["duplicates"] == 0
+            add(f"emulated {link}: udp relay delivered exactly once (1 = all)", 1.0 if exact else d["delivered"] / d["sent"],
+                1.0, "higher", f"{d['delivered']}/{d['sent']} delivered, {d['duplicates']} duplicates")
+        value = (udp["figures"]["latency"]["p99"] / tcp["figures"]["latency"]["p99"]) if tcp and udp else None
+        add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", value, 1.0, "lower",
+            f"{udp['figures']['latency']['p99'] if udp else 'udp not measured'} us / "
+            f"{tcp['figures']['latency']['p99'] if tcp else None} us")
+        retrans = (udp or {}).get("figures", {}).get("retransmission_ratio")
+        add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
+            "from the udp client's counters" if retrans is not None else "udp counters not measured")
+    kfast = _find(run, "kcp-test", "kcp-fast")
+    udp_turbo = _find(run, "kcp-test", "udp-turbo")
+    for stat in ("avg_rtt_ms", "max_rtt_ms"):
+        value = (udp_turbo["figures"][stat] / kfast["figures"][stat]) if kfast and udp_turbo else None
+        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", value, 1.0, "lower",
+            f"{udp_turbo['figures'][stat] if udp_turbo else 'udp preset not measured'} / "
+            f"{kfast['figures'][stat] if kfast else None}")
+    return [r for r in ratios if r["target"] is not None or r["value"] is not None]
+
+
+def print_ratios(ratios: list[dict], out=None) -> None:
+    out = out or sys.stdout
+    rounds = max((len(r.get("per_round", ())) for r in ratios), default=0)
+    how = f" (the median of each ratio over {rounds} rounds)" if rounds > 1 else ""
+    print(f"\nIssue 4 targets, as measured in this run{how}:", file=out)
+    for r in ratios:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[r["met"]]
+        if r["target"] is None:
+            verdict = "info"
+        value = "-" if r["value"] is None else f"{r['value']:.2f}x"
+        target = "" if r["target"] is None else f" (target {'<=' if r['better'] == 'lower' else '>='} {r['target']}x)"
+        print(f"  {value:>8s}  {r['name']}{target}: {verdict}  [{r['detail']}]", file=out)
