@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 from hellohi import eventloop
+from hellohi.codec import DEFAULT_MAX_BODY
 
 from . import baselines, protocol_work, python_floor, results
-from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
-from .matrix import (ISSUE4_LINK, KCP_PROTOCOLS, default_matrix, emulated_cells, flag_matrix, load_config,
-                     parse_link, to_scenarios)
+from .clients import DEFAULT_PROTOCOLS
+from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, default_matrix, emulated_cells,
+                     flag_matrix, load_config, parse_link, to_scenarios)
 from .ratios import compute_ratios, print_ratios
 from .runner import KCP_WORKLOADS, run_scenario
-from .workloads import WORKLOADS, Scenario
+from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
 
 # --------------------------------------------------------------------- output
@@ -169,22 +173,48 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_ints(text: str) -> list[int]:
+    return [_positive_int(item) for item in text.split(",")]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def _names(allowed: tuple[str, ...], what: str):
+    """An argparse type for a comma-separated list of names, each one of `allowed`."""
+    def parse(text: str) -> list[str]:
+        names = text.split(",")
+        for name in names:
+            if name not in allowed:
+                raise argparse.ArgumentTypeError(f"{name!r} is not a {what}; choose from {', '.join(allowed)}")
+        return names
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="the larger matrix for the report")
     p.add_argument("--config", metavar="FILE", help="scenario matrix from a TOML or JSON file (see docs/bench.md)")
-    p.add_argument("--workloads", type=lambda s: s.split(","), metavar="LIST",
-                   help=f"comma-separated, from: {', '.join(WORKLOADS + KCP_WORKLOADS)}")
-    p.add_argument("--protocols", type=lambda s: s.split(","), metavar="LIST",
-                   help=f"comma-separated, from: {', '.join(PROTOCOLS + KCP_PROTOCOLS)} (default: tcp,udp,udp-raw, "
+    p.add_argument("--workloads", type=_names(ALL_WORKLOADS, "workload"), metavar="LIST",
+                   help=f"comma-separated, from: {', '.join(ALL_WORKLOADS)}")
+    p.add_argument("--protocols", type=_names(ALL_PROTOCOLS, "protocol"), metavar="LIST",
+                   help=f"comma-separated, from: {', '.join(ALL_PROTOCOLS)} (default: tcp,udp,udp-raw, "
                         "and udp-turbo for hello, relay and kcp-test; --full: all). kcp-test also takes udp and "
                         "udp-turbo: hellohi's reliability layer on KCP's simulated link")
-    p.add_argument("--payloads", type=lambda s: [int(x) for x in s.split(",")], metavar="BYTES,...")
-    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], metavar="N,...",
+    p.add_argument("--payloads", type=_positive_ints, metavar="BYTES,...",
+                   help=f"body sizes, from {ID_WIDTH} (room for the message id) to {DEFAULT_MAX_BODY}")
+    p.add_argument("--clients", type=_positive_ints, metavar="N,...",
                    help="fan-in/fan-out widths")
-    p.add_argument("--count", type=int, help="messages or pings per scenario")
-    p.add_argument("--window", type=int, help="bulk workloads: messages in flight (default 256)")
+    p.add_argument("--count", type=_positive_int, help="messages or pings per scenario")
+    p.add_argument("--window", type=_positive_int, help="bulk workloads: messages in flight (default 256)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rounds", type=_positive_int, default=1, metavar="N",
                    help="run the whole matrix, baselines included, N times in a row, and judge each ratio by its "
@@ -197,11 +227,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-emulation", action="store_true",
                    help="never use emulated hosts (the default matrix adds the issue-4 link when running as root)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines: sockperf, iperf3, the Python echo and the in-process protocol work")
-    p.add_argument("--baseline-seconds", type=float, default=2.0)
+    p.add_argument("--baseline-seconds", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="how long each of sockperf, iperf3 and the Python echo runs (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
     eventloop.add_loop_argument(p)  # for the servers it starts and its own clients
     p.add_argument("--list", action="store_true", help="print the scenarios and exit")
     return p
+
+
+def build_scenarios(args, remote) -> list[Scenario]:
+    """Every scenario of the run, all rounds; a MatrixError says why there can be none."""
+    if args.config:
+        given = [flag for flag, value in (("--full", args.full), ("--workloads", args.workloads),
+                                          ("--protocols", args.protocols), ("--payloads", args.payloads),
+                                          ("--clients", args.clients), ("--count", args.count)) if value]
+        if given:
+            raise MatrixError(f"--config {args.config} describes the matrix, so {given[0]} cannot be added to it; "
+                              "put it in the file's [defaults] or [matrix] instead")
+        cells = load_config(args.config)
+    elif args.workloads or args.payloads or args.clients or (args.protocols and not args.full):
+        args.workloads = args.workloads or list(WORKLOADS)
+        args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
+        cells = flag_matrix(args)
+    else:
+        cells = default_matrix(args.full, args.protocols)
+    if args.count:
+        for cell in cells:
+            cell["count"] = args.count
+    links = args.link or []
+    if not links and not args.config and not remote and not args.no_emulation \
+            and not (args.workloads or args.payloads or args.clients):
+        # The default matrix includes the issue's impaired link when this machine can emulate it.
+        if (note := emulation_problem()) is None:
+            links = [dict(ISSUE4_LINK)]
+        else:
+            print(f"note: emulated hosts skipped: {note}", file=sys.stderr)
+    if links:
+        if (problem := emulation_problem()) is not None:
+            raise MatrixError(f"--link needs emulated hosts, which cannot run here: {problem}\n"
+                              "Instead: run the loopback bench without --link, or run this as root on Linux.")
+        if args.workloads or args.config:  # the matrix asked for, across the link too
+            emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
+                        if c["workload"] != "kcp-test"]
+        else:
+            protocols = [p for p in (args.protocols or list(DEFAULT_PROTOCOLS)) if not p.startswith("kcp-")]
+            emulated = emulated_cells(links, protocols, args.full)
+        if args.count:
+            for cell in emulated:
+                cell["count"] = args.count
+        cells = cells + emulated
+    scenarios = to_scenarios(cells, args.seed, args.window)
+    if remote:
+        # Against a remote server only the hellohi workloads make sense.
+        scenarios = [s for s in scenarios if s.workload not in KCP_WORKLOADS]
+    if not scenarios:
+        raise MatrixError("no scenario to run: kcp-test and kcp-pingpong need a kcp-* protocol (kcp-test also "
+                          "takes udp and udp-turbo), the other workloads need tcp, udp, udp-raw or udp-turbo, "
+                          "throughput-raw needs tcp, and --server runs no KCP workload; see --help")
+    return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
+
+
+def _unwritable(directory: str) -> str | None:
+    """Why results cannot be written to `directory` (checked before a run of many minutes), or None."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return error.strerror or str(error)
+    if not os.access(directory, os.W_OK):
+        return "it is not writable"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,51 +309,18 @@ def main(argv: list[str] | None = None) -> int:
             remote = host_port(args.server)
         except argparse.ArgumentTypeError as error:
             build_parser().error(str(error))
-    if args.config:
-        cells = load_config(args.config)
-    elif args.workloads or args.payloads or args.clients or (args.protocols and not args.full):
-        args.workloads = args.workloads or list(WORKLOADS)
-        args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
-        cells = flag_matrix(args)
-    else:
-        cells = default_matrix(args.full, args.protocols)
-    if args.count and not args.config:
-        for cell in cells:
-            cell["count"] = args.count
-    links = args.link or []
-    emulation_note = None
-    if not links and not args.config and not remote and not args.no_emulation \
-            and not (args.workloads or args.payloads or args.clients):
-        # The default matrix includes the issue's impaired link when this machine can emulate it.
-        emulation_note = emulation_problem()
-        if emulation_note is None:
-            links = [dict(ISSUE4_LINK)]
-        else:
-            print(f"note: emulated hosts skipped: {emulation_note}", file=sys.stderr)
-    if links:
-        if (problem := emulation_problem()) is not None:
-            print(f"error: --link needs emulated hosts, which cannot run here: {problem}\n"
-                  "Instead: run the loopback bench without --link, or run this as root on Linux.", file=sys.stderr)
-            return 2
-        protocols = [p for p in (args.protocols or list(DEFAULT_PROTOCOLS)) if not p.startswith("kcp-")]
-        if args.workloads:
-            emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
-                        if c["workload"] != "kcp-test"]
-        else:
-            emulated = emulated_cells(links, protocols, args.full)
-        if args.count:
-            for cell in emulated:
-                cell["count"] = args.count
-        cells = cells + emulated
-    scenarios = to_scenarios(cells, args.seed, args.window)
-    if remote:
-        # Against a remote server only the hellohi workloads make sense.
-        scenarios = [s for s in scenarios if s.workload not in KCP_WORKLOADS]
-    scenarios = [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
+    try:
+        scenarios = build_scenarios(args, remote)
+    except MatrixError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.list:
         for sc in scenarios:
             print(sc.id, json.dumps(sc.as_dict()))
         return 0
+    if args.out and (problem := _unwritable(args.out)):
+        print(f"error: cannot write results to --out {args.out}: {problem}; pick another directory", file=sys.stderr)
+        return 2
 
     missing = baselines.missing_tools()
     if not args.no_baselines and not remote:

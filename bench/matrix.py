@@ -11,13 +11,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
+from dataclasses import fields
 from pathlib import Path
 
+from hellohi.codec import DEFAULT_MAX_BODY
+
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
+from .emulation.spec import LinkSpec
 from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, TCP_ONLY_WORKLOADS
-from .workloads import Scenario
+from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
 KCP_PROTOCOLS = ("kcp-default", "kcp-normal", "kcp-fast")
+ALL_WORKLOADS = WORKLOADS + KCP_WORKLOADS
+ALL_PROTOCOLS = PROTOCOLS + KCP_PROTOCOLS
 
 
 def _count_for(workload: str, payload: int, scale: int) -> int:
@@ -93,22 +100,128 @@ def _toml_module():
     return tomllib
 
 
+class MatrixError(ValueError):
+    """A matrix that cannot run; the message names the problem and what to write instead."""
+
+
+CONFIG_SECTIONS = ("defaults", "scenario", "scenarios", "matrix")
+MATRIX_LISTS = {"workloads": str, "protocols": str, "payloads": int, "clients": int}
+SCENARIO_FIELDS = tuple(f.name for f in fields(Scenario))
+MAX_CLIENTS = 1000  # fan-in/fan-out width: the server's default limit (RelayLimits.max_clients)
+KCP_MIN_PAYLOAD = 8  # KCP's echo carries an 8-byte id and timestamp
+
+
 def load_config(path: str) -> list[dict]:
     """TOML or JSON: optional [defaults] (any Scenario field), then either a list of
     [[scenario]] tables or a [matrix] of lists (workloads, protocols, payloads, clients)."""
-    text = Path(path).read_text()
-    data = _toml_module().loads(text) if path.endswith(".toml") else json.loads(text)
+    kind = "TOML" if path.endswith(".toml") else "JSON"
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise MatrixError(f"cannot read --config {path}: {error.strerror or error}") from None
+    try:
+        data = _toml_module().loads(text) if kind == "TOML" else json.loads(text)
+    except ValueError as error:  # TOMLDecodeError and JSONDecodeError are both ValueErrors
+        raise MatrixError(f"--config {path} is not valid {kind} ({error}); "
+                          "a file not ending in .toml is read as JSON") from None
+    where = f"--config {path}"
+    if not isinstance(data, dict):
+        raise MatrixError(f"{where}: the top level must be a table (TOML) or an object (JSON)")
+    unknown = sorted(set(data) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise MatrixError(f"{where}: unknown section {unknown[0]!r}; the sections are defaults, scenario "
+                          "(a list of scenarios) and matrix")
     defaults = data.get("defaults", {})
-    cells = [dict(defaults, **s) for s in data.get("scenario", data.get("scenarios", []))]
+    if not isinstance(defaults, dict):
+        raise MatrixError(f"{where}: [defaults] must be a table of scenario fields")
+    listed = data.get("scenario", data.get("scenarios", []))
+    if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+        raise MatrixError(f"{where}: scenarios are a list of tables: [[scenario]] in TOML, "
+                          '"scenarios": [{...}] in JSON')
+    cells = [dict(defaults, **item) for item in listed]
     if "matrix" in data:
-        m = data["matrix"]
-        for workload, protocol, payload, clients in itertools.product(
-                m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]),
-                m.get("payloads", [defaults.get("payload", 64)]), m.get("clients", [defaults.get("clients", 1)])):
-            cells.append(dict(defaults, workload=workload, protocol=protocol, payload=payload, clients=clients))
-    for cell in cells:
+        cells += _matrix_cells(data["matrix"], defaults, where)
+    if not cells:
+        raise MatrixError(f"{where} describes no scenario: add [[scenario]] tables or a [matrix]")
+    for number, cell in enumerate(cells, 1):
+        check_cell(cell, f"{where}, scenario {number}")
         cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), 1))
     return cells
+
+
+def _matrix_cells(m, defaults: dict, where: str) -> list[dict]:
+    if not isinstance(m, dict):
+        raise MatrixError(f"{where}: [matrix] must be a table of lists")
+    unknown = sorted(set(m) - set(MATRIX_LISTS))
+    if unknown:
+        raise MatrixError(f"{where}: [matrix] has no field {unknown[0]!r}; its fields are "
+                          f"{', '.join(MATRIX_LISTS)}")
+    for key, kind in MATRIX_LISTS.items():
+        if key in m and (not isinstance(m[key], list) or not m[key]
+                         or not all(isinstance(v, kind) and not isinstance(v, bool) for v in m[key])):
+            example = '["hello", "relay"]' if kind is str else "[64, 1024]"
+            raise MatrixError(f"{where}: [matrix] {key} must be a non-empty list, e.g. {key} = {example}")
+    return [dict(defaults, workload=workload, protocol=protocol, payload=payload, clients=clients)
+            for workload, protocol, payload, clients in itertools.product(
+                m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]),
+                m.get("payloads", [defaults.get("payload", 64)]), m.get("clients", [defaults.get("clients", 1)]))]
+
+
+def check_cell(cell: dict, where: str) -> None:
+    """Refuse, with a MatrixError naming the field, a cell that could not run as meant."""
+    unknown = sorted(set(cell) - set(SCENARIO_FIELDS))
+    if unknown:
+        raise MatrixError(f"{where}: unknown field {unknown[0]!r}; the fields are {', '.join(SCENARIO_FIELDS)}")
+    workload, protocol = cell.get("workload"), cell.get("protocol", "tcp")
+    if workload is None:
+        raise MatrixError(f"{where} has no workload; add one, e.g. workload = \"hello\" (the workloads are "
+                          f"{', '.join(ALL_WORKLOADS)})")
+    if workload not in ALL_WORKLOADS:
+        raise MatrixError(f"{where}: workload {workload!r} is not one of {', '.join(ALL_WORKLOADS)}")
+    if protocol not in ALL_PROTOCOLS:
+        raise MatrixError(f"{where}: protocol {protocol!r} is not one of {', '.join(ALL_PROTOCOLS)}")
+
+    def whole(name: str, low: int, high: int | None = None) -> None:
+        value = cell.get(name)
+        if value is None:
+            return  # the Scenario default
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise MatrixError(f"{where}: {name} must be a whole number {bound}, got {value!r}")
+
+    whole("count", 1)
+    whole("clients", 1, MAX_CLIENTS)
+    whole("window", 1)
+    whole("warmup", 0)
+    whole("seed", 0)
+    whole("round", 1)
+    if workload in KCP_WORKLOADS:
+        whole("payload", KCP_MIN_PAYLOAD, DEFAULT_MAX_BODY)
+    elif workload not in ("hello", "hello-raw"):  # Hello has no body; the rest carry an id in theirs
+        whole("payload", ID_WIDTH, DEFAULT_MAX_BODY)
+    timeout = cell.get("timeout", 1.0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
+        raise MatrixError(f"{where}: timeout is in seconds, more than 0, got {timeout!r}")
+    link = cell.get("link", "loopback")
+    if link not in ("loopback", "emulated"):
+        raise MatrixError(f"{where}: link is \"loopback\" or \"emulated\", got {link!r}")
+    if link == "emulated":
+        link_spec(cell.get("link_config", {}), where)
+
+
+def link_spec(config, where: str) -> LinkSpec:
+    """The LinkSpec for a link_config dict, or a MatrixError that says what is wrong with it."""
+    if not isinstance(config, dict):
+        raise MatrixError(f"{where}: link_config must be a table of LinkSpec fields")
+    try:
+        return LinkSpec(**config)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(LinkSpec))
+        unknown = sorted(set(config) - {f.name for f in fields(LinkSpec)})
+        raise MatrixError(f"{where}: {unknown[0] if unknown else 'a field'!r} is not a link field; "
+                          f"the fields are {known}") from None
+    except ValueError as error:
+        raise MatrixError(f"{where}: {error}") from None
 
 
 def to_scenarios(cells: list[dict], seed: int, window: int | None) -> list[Scenario]:
@@ -118,6 +231,7 @@ def to_scenarios(cells: list[dict], seed: int, window: int | None) -> list[Scena
         cell.setdefault("seed", seed)
         if window:
             cell.setdefault("window", window)
+        check_cell(cell, f"scenario {cell.get('workload')}/{cell.get('protocol', 'tcp')}")
         out.append(Scenario(**cell))
     return out
 
@@ -132,12 +246,19 @@ def parse_link(text: str) -> dict:
     spec = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep:
             raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10)")
         try:
-            spec[key.strip()] = int(value) if key.strip() == "seed" else float(value)
+            spec[key] = int(value) if key == "seed" else float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
+        if not math.isfinite(spec[key]):
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a finite number")
+    try:
+        link_spec(spec, "--link")
+    except MatrixError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--link: ")) from None
     return spec
 
 

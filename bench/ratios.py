@@ -34,6 +34,20 @@ def _baseline(run, test):
     return None
 
 
+def _figure(entry: dict | None, *path: str):
+    """entry["figures"][path...], or None where a scenario or baseline measured nothing."""
+    value = (entry or {}).get("figures")
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _ratio(numerator, denominator) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
 def compute_ratios(run: dict) -> list[dict]:
     """The performance targets of issue 4, as measured in this run (None: not measured).
 
@@ -91,39 +105,38 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
         s = _find(run, workload, protocol)
         kernel = "tcp" if protocol == "tcp" else "udp"
         b = _baseline(run, f"ping-pong-{kernel}")
-        value = (s["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"]) if s and b else None
-        add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50", value,
-            TARGET_RTT_RATIO, "lower",
-            f"{s['figures']['latency']['p50'] if s else None} us / {b['figures']['latency']['p50'] if b else None} us")
+        ours, floor = _figure(s, "latency", "p50"), _figure(b, "latency", "p50")
+        add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50", _ratio(ours, floor),
+            TARGET_RTT_RATIO, "lower", f"{ours} us / {floor} us")
     # Information: what CPython and asyncio cost with no protocol at all (bench/python_floor.py).
     for kernel in ("tcp", "udp"):
-        floor, b = _baseline(run, f"python-echo-{kernel}"), _baseline(run, f"ping-pong-{kernel}")
-        if floor and b:
-            loop = floor.get("config", {}).get("event_loop", "asyncio")
+        echo = _baseline(run, f"python-echo-{kernel}")
+        python, kernel_floor = _figure(echo, "latency", "p50"), _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
+        if python is not None and kernel_floor is not None:
+            loop = echo.get("config", {}).get("event_loop", "asyncio")
             add(f"python echo ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
-                floor["figures"]["latency"]["p50"] / b["figures"]["latency"]["p50"], None, "lower",
-                f"{floor['figures']['latency']['p50']} us / {b['figures']['latency']['p50']} us")
+                _ratio(python, kernel_floor), None, "lower", f"{python} us / {kernel_floor} us")
     # Information: the same Python protocol work, no sockets, warm and after a sleep (bench/protocol_work.py).
     for protocol in ("udp", "udp-raw"):
         work = _baseline(run, f"protocol-work-{protocol}")
-        if work:
-            warm, slept = work["figures"]["warm"]["p50"], work["figures"]["after_sleep"]["p50"]
+        warm, slept = _figure(work, "warm", "p50"), _figure(work, "after_sleep", "p50")
+        if warm is not None and slept is not None:
             add(f"{protocol} protocol work per Hello/HI, no sockets, p50 after a "
-                f"{work['config']['sleep_us']:g} us sleep / back to back (information)", slept / warm, None, "lower",
+                f"{work['config']['sleep_us']:g} us sleep / back to back (information)", _ratio(slept, warm), None, "lower",
                 f"{slept} us / {warm} us")
     # throughput: through the asyncio client library; throughput-raw: from two minimal
     # sockets, so the figure is what the server process alone carries (bench/throughput_raw.py).
     for workload in ("throughput", "throughput-raw"):
         s = _find(run, workload, "tcp", 64)
-        mps = s["figures"]["messages_per_s"] if s else None
-        add(f"{workload} tcp relay alice->bob 64 B (msg/s) / 50,000", mps / TARGET_MSGS_PER_S if mps else None,
+        mps = _figure(s, "messages_per_s")
+        add(f"{workload} tcp relay alice->bob 64 B (msg/s) / 50,000", _ratio(mps, TARGET_MSGS_PER_S),
             1.0, "higher", f"{mps} msg/s")
     big = max((r for r in run["scenarios"] if r["config"]["workload"] == "throughput"
                and r["config"]["protocol"] == "tcp" and r["status"] == "ok"),
               key=lambda r: r["config"]["payload"], default=None)
     ip = _baseline(run, "tcp-throughput")
-    if big and ip:
-        value = big["figures"]["goodput_MB_per_s"] / ip["figures"]["goodput_MB_per_s"]
+    value = _ratio(_figure(big, "goodput_MB_per_s"), _figure(ip, "goodput_MB_per_s"))
+    if value is not None:
         add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
             f"{big['figures']['goodput_MB_per_s']:.1f} MB/s / {ip['figures']['goodput_MB_per_s']:.1f} MB/s")
     # Across the issue's emulated link (5 % loss, 10 ms one way), tcp and udp on the same link.
@@ -135,22 +148,20 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
         if udp:
             d = udp["figures"]["delivery"]
             exact = d["delivered"] == d["sent"] and d["duplicates"] == 0
-            add(f"emulated {link}: udp relay delivered exactly once (1 = all)", 1.0 if exact else d["delivered"] / d["sent"],
+            add(f"emulated {link}: udp relay delivered exactly once (1 = all)", 1.0 if exact else _ratio(d["delivered"], d["sent"]),
                 1.0, "higher", f"{d['delivered']}/{d['sent']} delivered, {d['duplicates']} duplicates")
-        value = (udp["figures"]["latency"]["p99"] / tcp["figures"]["latency"]["p99"]) if tcp and udp else None
-        add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", value, 1.0, "lower",
-            f"{udp['figures']['latency']['p99'] if udp else 'udp not measured'} us / "
-            f"{tcp['figures']['latency']['p99'] if tcp else None} us")
-        retrans = (udp or {}).get("figures", {}).get("retransmission_ratio")
+        udp_p99, tcp_p99 = _figure(udp, "latency", "p99"), _figure(tcp, "latency", "p99")
+        add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", _ratio(udp_p99, tcp_p99), 1.0,
+            "lower", f"{udp_p99 if udp else 'udp not measured'} us / {tcp_p99} us")
+        retrans = _figure(udp, "retransmission_ratio")
         add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
             "from the udp client's counters" if retrans is not None else "udp counters not measured")
     kfast = _find(run, "kcp-test", "kcp-fast")
     udp_turbo = _find(run, "kcp-test", "udp-turbo")
     for stat in ("avg_rtt_ms", "max_rtt_ms"):
-        value = (udp_turbo["figures"][stat] / kfast["figures"][stat]) if kfast and udp_turbo else None
-        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", value, 1.0, "lower",
-            f"{udp_turbo['figures'][stat] if udp_turbo else 'udp preset not measured'} / "
-            f"{kfast['figures'][stat] if kfast else None}")
+        ours, theirs = _figure(udp_turbo, stat), _figure(kfast, stat)
+        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", _ratio(ours, theirs), 1.0, "lower",
+            f"{ours if udp_turbo else 'udp preset not measured'} / {theirs}")
     return [r for r in ratios if r["target"] is not None or r["value"] is not None]
 
 

@@ -15,22 +15,25 @@ from bench import cli, matrix, ratios, results, runner
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
-from bench.workloads import Scenario, body_id, make_body
+from bench.workloads import ID_WIDTH, MAX_ID, Scenario, body_id, make_body
 
 
 def _balanced(figures):
+    """The delivery books of a scenario: sent = delivered + lost, where a duplicate is never
+    counted as delivered (so delivered can never exceed sent, nor lost go negative)."""
     d = figures["delivery"]
+    assert 0 <= d["delivered"] <= d["sent"] and d["lost"] >= 0
     assert d["sent"] == d["delivered"] + d["lost"]
     return d
 
 
 @pytest.mark.parametrize("workload", ["hello", "hello-raw", "relay", "throughput", "throughput-raw", "fanin", "fanout", "drain"])
 def test_each_workload_against_the_real_tcp_server(workload):
-    sc = Scenario(workload, "tcp", count=30, warmup=2, clients=3, payload=64, timeout=5.0)
+    sc = Scenario(workload, "tcp", count=30, warmup=2, clients=4, payload=64, timeout=5.0)
     result = run_scenario(sc)
     assert result["status"] == "ok", result.get("traceback") or result.get("reason")
     d = _balanced(result["figures"])
-    assert d["delivered"] == d["sent"] == 30  # loopback TCP loses nothing
+    assert d["delivered"] == d["sent"] == 30  # loopback TCP loses nothing; fan-out sends all 30 to 4 clients
     assert d["duplicates"] == 0
     lat = result["figures"].get("latency")
     if lat is not None:
@@ -78,10 +81,18 @@ def test_unavailable_protocol_is_reported_not_crashed(monkeypatch):
     assert "udp" in result["reason"]
 
 
-def test_body_carries_the_id():
-    for size in (20, 64, 65536):
-        body = make_body(2**64 + 5, size)
-        assert len(body) == size and body_id(body) == 2**64 + 5
+def test_body_carries_the_id_even_in_the_smallest_payload():
+    for message_id in (0, 2**32 + 5, MAX_ID):
+        for size in (ID_WIDTH, 64, 65536):
+            body = make_body(message_id, size)
+            assert len(body) == size and body_id(body) == message_id
+
+
+def test_a_body_too_small_for_the_id_or_an_id_too_large_is_refused_not_cut():
+    with pytest.raises(ValueError, match="no room"):
+        make_body(7, ID_WIDTH - 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        make_body(MAX_ID + 1, 64)
 
 
 def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
@@ -437,3 +448,81 @@ def test_cli_rounds_must_be_at_least_one(capsys):
         cli.main(["--rounds", "0", "--list"])
     assert stop.value.code == 2
     assert "--rounds: '0' is not a whole number of at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--payloads", "15", "--workloads", "relay"], "payload must be a whole number from 16 to 65536, got 15"),
+    (["--payloads", "70000", "--workloads", "throughput"], "from 16 to 65536, got 70000"),
+    (["--payloads", "0"], "--payloads: '0' is not a whole number of at least 1"),
+    (["--count", "0"], "--count: '0' is not a whole number of at least 1"),
+    (["--window", "-1"], "--window: '-1' is not a whole number of at least 1"),
+    (["--clients", "0"], "--clients: '0' is not a whole number of at least 1"),
+    (["--baseline-seconds", "nan"], "--baseline-seconds: 'nan' is not a number of seconds above 0"),
+    (["--workloads", "hello,bogus"], "'bogus' is not a workload; choose from hello,"),
+    (["--protocols", "tcp,quic"], "'quic' is not a protocol; choose from tcp,"),
+    (["--workloads", "throughput-raw", "--protocols", "udp"], "no scenario to run"),
+    (["--link", "loss=2"], "--link: LinkSpec.loss is a share between 0.0 and 1.0, got 2.0"),
+    (["--link", "foo=1"], "'foo' is not a link field; the fields are loss,"),
+])
+def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, capsys):
+    try:
+        code = cli.main([*argv, "--list"])
+    except SystemExit as stop:  # argparse: usage, then the error
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[defaults]\nsede = 3\n[matrix]\nworkloads = ["hello"]\n', "scenario 1: unknown field 'sede'; the fields are"),
+    ('[[scenario]]\nprotocol = "tcp"\n', "scenario 1 has no workload; add one"),
+    ('[matrix]\nworkloads = "hello"\n', "[matrix] workloads must be a non-empty list"),
+    ('[matrix]\nworkload = ["relay"]\n', "[matrix] has no field 'workload'"),
+    ('[defaults]\ncount = "many"\n[matrix]\nworkloads = ["hello"]\n', "count must be a whole number of at least 1, got 'many'"),
+    ('[defaults]\ncount = 5\n', "describes no scenario"),
+    ('[matrix\n', "is not valid TOML"),
+    ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {loss = 5}\n', "LinkSpec.loss is a share"),
+])
+def test_a_config_file_with_a_mistake_gets_one_line_that_names_it(text, message, tmp_path, capsys):
+    config = tmp_path / "matrix.toml"
+    config.write_text(text)
+    assert cli.main(["--config", str(config), "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --config ") and message in err and "Traceback" not in err
+
+
+def test_a_config_file_that_cannot_be_read_or_is_not_an_object(tmp_path, capsys):
+    assert cli.main(["--config", str(tmp_path / "missing.toml"), "--list"]) == 2
+    assert "cannot read --config" in capsys.readouterr().err
+    listed = tmp_path / "matrix.json"
+    listed.write_text("[1, 2]")
+    assert cli.main(["--config", str(listed), "--list"]) == 2
+    assert "the top level must be a table (TOML) or an object (JSON)" in capsys.readouterr().err
+
+
+def test_flags_that_would_be_ignored_beside_a_config_file_are_refused(tmp_path, capsys):
+    config = tmp_path / "matrix.toml"
+    config.write_text('[matrix]\nworkloads = ["hello"]\n')
+    assert cli.main(["--config", str(config), "--count", "3", "--list"]) == 2
+    assert "so --count cannot be added to it; put it in the file's [defaults]" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_directory_is_refused_before_the_run(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["--workloads", "hello", "--protocols", "tcp", "--count", "3", "--no-baselines",
+                     "--out", str(blocker / "results")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write results to --out {blocker / 'results'}" in err
+    assert "hello-tcp" not in err  # nothing ran
+
+
+def test_ratios_skip_figures_a_scenario_or_baseline_did_not_measure():
+    run = {"scenarios": [{"config": {"workload": "hello", "protocol": "tcp", "payload": 64},
+                          "status": "ok", "figures": {"latency": {"p50": None}}}],
+           "baselines": [{"test": "ping-pong-tcp", "status": "ok", "figures": {"latency": {"p50": 50.0}}},
+                         {"test": "python-echo-tcp", "status": "ok", "figures": {"latency": {"p50": None}}}]}
+    by_name = {r["name"].split(" round")[0]: r for r in ratios.compute_ratios(run)}
+    assert by_name["hello tcp"]["value"] is None and by_name["hello tcp"]["met"] is None
+    assert not any(name.startswith("python echo") for name in by_name)
