@@ -153,9 +153,14 @@ def simulate_echo(make_peer, sc: KcpScenario, max_ms: int = 600_000) -> dict:
     now = 0
     client = make_peer(lambda d: forward.send(now, d))
     echo = make_peer(lambda d: backward.send(now, d))
+    # Like test.cpp, the client keeps sending every 20 ms until the first `echoes`
+    # echoes are back. Those are the ones measured; what is sent after them is only
+    # traffic that shares the link (still in flight at the end, neither delivered nor
+    # lost), so the ledger counts the first `echoes` ids alone.
     ledger = DeliveryLedger()
     rtt = LatencyRecorder(ROUND_TRIP)
     next_send = 20
+    next_id = 0
     out_of_order = 0
     expected = 0
     while ledger.delivered < sc.echoes and now < max_ms:
@@ -163,8 +168,10 @@ def simulate_echo(make_peer, sc: KcpScenario, max_ms: int = 600_000) -> dict:
         client.update(now)
         echo.update(now)
         while now >= next_send:
-            message_id = ledger.next_id()
-            client.send(struct.pack("<II", message_id, now).ljust(sc.payload, b"\0"))
+            if next_id < sc.echoes:
+                ledger.next_id()  # counts it as sent; the ids are 0, 1, 2... like next_id
+            client.send(struct.pack("<II", next_id, now).ljust(sc.payload, b"\0"))
+            next_id += 1
             next_send += sc.send_interval_ms
         for d in forward.receive(now):
             echo.input(d)
@@ -177,7 +184,7 @@ def simulate_echo(make_peer, sc: KcpScenario, max_ms: int = 600_000) -> dict:
             if message_id != expected:
                 out_of_order += 1
             expected = message_id + 1
-            if ledger.arrived(message_id) != "duplicate":
+            if message_id < sc.echoes and ledger.arrived(message_id) != "duplicate":
                 rtt.add((now - sent_ms) * 1_000_000)
         # Both ends have taken in this millisecond's datagrams and answered: a peer that
         # sends from its own event loop (not from a timer, as KCP does) sends now.
@@ -192,6 +199,7 @@ def simulate_echo(make_peer, sc: KcpScenario, max_ms: int = 600_000) -> dict:
         "max_rtt_ms": summary["max"] / 1000 if summary["max"] is not None else None,
         "delivery": ledger.summary().as_dict(),
         "out_of_order": out_of_order,
+        "sent_after_the_measured": next_id - ledger.sent,
         "datagrams_sent": forward.sent + backward.sent,
         "datagrams_dropped": forward.dropped + backward.dropped,
         "virtual_ms": now,

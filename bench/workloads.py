@@ -322,7 +322,10 @@ async def relay(endpoint: Endpoint, sc: Scenario) -> dict:
                     continue  # a late echo of an earlier warm-up message
                 if got is not None and got >= warm.first_id:
                     continue  # a late warm-up echo
-                verdict = ledger.arrived(got) if got is not None else "foreign"
+                if got is None:
+                    ledger.foreign += 1  # a body without our id: not one of the messages sent
+                    continue
+                verdict = ledger.arrived(got)
                 if got == message_id and verdict != "duplicate":
                     rtt.add(now_ns() - start)
                     break
