@@ -233,6 +233,7 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             result["server"] = {"argv": server_argv, "pid": server.pid}
             cpu_before = procstats.cpu_seconds(server.pid)
             counters_before = net.counters()
+            tcp_before = {host: net.tcp_counters(host) for host in ("client", "server")}
             done = net.run(net.client_ns[0], [sys.executable, "-m", "bench.worker", net.server_addr, str(port),
                                                json.dumps(sc.as_dict())],
                            cwd=REPO_ROOT, check=False, timeout=max(60, sc.count * sc.timeout))
@@ -240,6 +241,9 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             if done.returncode != 0:
                 raise RuntimeError(f"worker failed ({done.returncode}): {done.stderr[-800:]}")
             result["figures"] = json.loads(done.stdout.strip().splitlines()[-1])
+            if sc.protocol == "tcp":
+                result["figures"]["tcp_counters"] = {host: _delta(tcp_before[host], net.tcp_counters(host))
+                                                     for host in ("client", "server")}
             add_retransmission_ratio(result["figures"], net.up.loss)
             cpu_after = procstats.cpu_seconds(server.pid)
             result["server"]["cpu_s"] = (cpu_after - cpu_before) if None not in (cpu_after, cpu_before) else None

@@ -53,7 +53,11 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         *_section("Latency", latency_table(run)),
         *_section("Delivery", delivery_table(run),
                   "Counted by the receiving application: sent = delivered + lost exactly; a late message is "
-                  "delivered (and counted as reordered), not lost; duplicates are counted apart."),
+                  "delivered (and counted as reordered), not lost; duplicates are counted apart. `retransmitted` "
+                  "is what was sent again to make up for loss: UDP data packets, counted by the clients' "
+                  "reliability layer (the server's are not visible to the bench); TCP segments, counted by the "
+                  "kernels of both hosts, on emulated links only (on loopback the kernel's counter is shared "
+                  "with everything else on the machine); 0 for plain UDP, which never sends anything again."),
         *_section("Throughput", throughput_table(run),
                   "Goodput counts message bodies only. `seconds` is the transfer time (for a drain: from the "
                   "offline client's connect to its last message)."),

@@ -47,6 +47,24 @@ def latency_table(run: dict) -> str | None:
                             "p99.9 µs", "max µs", "jitter µs (RFC 3550)"])
 
 
+def retransmitted(scenario: dict) -> int | None:
+    """What was sent again to make up for loss, where someone counted it: the UDP clients'
+    reliability layer (data packets), or, for TCP on an emulated link, both hosts' kernels
+    (segments). Plain UDP never sends anything again."""
+    figures = scenario["figures"]
+    if scenario["config"]["protocol"] == "udp-raw":
+        return 0
+    udp = figures.get("udp_counters")
+    if isinstance(udp, dict) and isinstance(udp.get("retransmitted"), int):
+        return udp["retransmitted"]
+    hosts = figures.get("tcp_counters")
+    if isinstance(hosts, dict):
+        counts = [host.get("RetransSegs") for host in hosts.values() if isinstance(host, dict)]
+        if counts and all(isinstance(count, int) for count in counts):
+            return sum(counts)
+    return None  # not counted: shown as "-"
+
+
 def delivery_table(run: dict) -> str | None:
     rows = []
     for scenario in measured(run):
@@ -56,10 +74,12 @@ def delivery_table(run: dict) -> str | None:
         rows.append([
             scenario["id"], describe_link(scenario["config"]), number(d["sent"]), number(d["delivered"]),
             number(d["lost"]), number(d["duplicates"]), number(d["reordered"]), number(d.get("foreign")),
+            number(retransmitted(scenario)),
         ])
     if not rows:
         return None
-    return _markdown(rows, ["scenario", "link", "sent", "delivered", "lost", "duplicates", "reordered", "foreign"])
+    return _markdown(rows, ["scenario", "link", "sent", "delivered", "lost", "duplicates", "reordered", "foreign",
+                            "retransmitted"])
 
 
 def throughput_table(run: dict) -> str | None:

@@ -3,7 +3,8 @@
 CI runs these as root. They check the bench's own readings of the link, not speed:
 the configured delay shows in the measured round trip, and a lossy link still ends
 with every TCP message delivered exactly once (TCP retransmits), with the link's
-counters showing that packets really were dropped.
+counters showing that about the configured share of packets really were dropped and
+the hosts' TCP counters showing the retransmissions.
 """
 
 import os
@@ -55,4 +56,9 @@ def test_emulated_loss_tcp_relay_still_exact():
     assert d["delivered"] == 60 and d["duplicates"] == 0
     counters = result["link"]["counters"]
     dropped = counters["up"]["nft_dropped"] + counters["down"]["nft_dropped"]
-    assert dropped > 0  # the link really lost packets, TCP hid it
+    seen = counters["up"]["nft_seen"] + counters["down"]["nft_seen"]
+    assert 0.04 < dropped / seen < 0.2  # the link really lost about 10 % of packets; TCP hid it
+    # ...by sending segments again, which the kernel of each host counted.
+    tcp = result["figures"]["tcp_counters"]
+    retransmitted = tcp["client"]["RetransSegs"] + tcp["server"]["RetransSegs"]
+    assert 0 < retransmitted < tcp["client"]["OutSegs"] + tcp["server"]["OutSegs"]

@@ -69,7 +69,9 @@ def synthetic_run(hello_p50_us: float = 123.4) -> dict:
                  reason="udp: udp.client.UdpChatClient is not available (No module named 'udp.client')"),
         # Across the issue's link: TCP delivers all 4; plain UDP loses 2 of 10, one arrives twice, one late.
         scenario(workload="relay", protocol="tcp", count=4, link="emulated", link_config=ISSUE4_LINK,
-                 figures_=figures(ROUND_TRIP, [21_000.0, 22_000.0, 40_000.0, 350_000.0], 4, range(4))),
+                 figures_=figures(ROUND_TRIP, [21_000.0, 22_000.0, 40_000.0, 350_000.0], 4, range(4),
+                                  tcp_counters={"client": {"OutSegs": 40, "RetransSegs": 2},
+                                                "server": {"OutSegs": 38, "RetransSegs": 3}})),
         scenario(workload="relay", protocol="udp-raw", count=10, link="emulated", link_config=ISSUE4_LINK,
                  figures_=figures(ROUND_TRIP, [20_000.0] * 8, 10, [0, 1, 2, 4, 3, 5, 6, 7, 7])),
         scenario(workload="kcp-test", protocol="kcp-fast", payload=8, count=3,
@@ -123,7 +125,14 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
     assert "216.7" in report and "138" in report                        # KCP test and its README figure
     # The loss ledger of plain UDP: 10 sent, 8 delivered, 2 lost, 1 duplicate, 1 reordered.
     udp_raw_row = next(line for line in report.splitlines() if line.startswith("| relay-udp-raw") and "| 10 " in line)
-    assert [cell.strip() for cell in udp_raw_row.split("|")[3:9]] == ["10", "8", "2", "1", "1", "0"]
+    assert [cell.strip() for cell in udp_raw_row.split("|")[3:10]] == ["10", "8", "2", "1", "1", "0", "0"]
+    # TCP on the emulated link: the segments both hosts' kernels sent again (2 + 3); loopback TCP: not counted.
+    delivery = report.split("## Delivery")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in delivery.splitlines() if line.startswith("| ")}
+    emulated_tcp = next(cells for name, cells in rows.items() if name.startswith("relay-tcp") and "emulated" in name)
+    assert emulated_tcp[-1] == "5"
+    assert rows["hello-tcp-64B-n5"][-1] == "-"
     # Scenarios that produced nothing are listed with the bench's reason.
     assert "Scenarios not measured" in report and "No module named 'udp.client'" in report
     assert "emulated: loss 5 %, delay 10 ms one way" in report

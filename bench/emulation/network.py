@@ -410,6 +410,14 @@ class EmulatedNetwork:
         return subprocess.run(_in_ns(self.ns(ns), list(argv)), check=check, timeout=timeout, **kw)
 
     # ---------------------------------------------------------------- counters
+    def tcp_counters(self, which: str) -> dict:
+        """The kernel's TCP counters of one host: OutSegs (segments sent, acks included) and
+        RetransSegs (segments sent again). /proc/net/snmp is per network namespace, so these
+        count that host's TCP alone."""
+        snmp = self.run(which, ["cat", "/proc/net/snmp"]).stdout
+        header, values = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
+        return {name: int(values[header.index(name)]) for name in ("OutSegs", "RetransSegs")}
+
     def counters(self) -> dict:
         """Per direction: nft_seen, nft_dropped (nftables) and fwd_seen, fwd_dropped, forwarded,
         duplicated, reordered (the TUN forwarder; zero when it does not handle that direction)."""
