@@ -251,6 +251,9 @@ def _kcp_section(run: dict) -> list[str]:
                      f"{quoted}; {_delivery(scenario)}")
     if not found:
         lines.append(f"- {_missing(run, 'kcp-test', 'kcp-fast')}")
+    if find(run, "kcp-test", "kcp-default"):
+        lines += ["", "The README's default-mode figures are older than KCP's code: its own test program, built "
+                      "today, averages about 4,100-4,500 ms in default mode (docs/bench.md)."]
     lines += [
         "",
         "**Question.** KCP's fast mode gives up some fairness to the rest of the network for latency.",
