@@ -62,3 +62,26 @@ def test_emulated_loss_tcp_relay_still_exact():
     tcp = result["figures"]["tcp_counters"]
     retransmitted = tcp["client"]["RetransSegs"] + tcp["server"]["RetransSegs"]
     assert 0 < retransmitted < tcp["client"]["OutSegs"] + tcp["server"]["OutSegs"]
+
+
+def test_cli_link_runs_tcp_and_udp_across_the_lossy_link_and_leaves_nothing(tmp_path, capsys):
+    import json
+
+    from bench import cli
+
+    _need_root()
+    code = cli.main(["--link", "loss=0.1,seed=2", "--workloads", "relay", "--protocols", "tcp,udp", "--count", "60",
+                     "--no-baselines", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    run = json.loads((tmp_path / "results.json").read_text())
+    emulated = {s["config"]["protocol"]: s for s in run["scenarios"] if s["config"]["link"] == "emulated"}
+    assert set(emulated) == {"tcp", "udp"}
+    for protocol, scenario in emulated.items():
+        assert scenario["status"] == "ok", scenario.get("reason")
+        d = scenario["figures"]["delivery"]
+        assert d["delivered"] == d["sent"] == 60 and d["duplicates"] == 0  # both deliver every message once
+        assert scenario["link"]["counters"]["up"]["nft_dropped"] + scenario["link"]["counters"]["down"]["nft_dropped"] > 0
+    assert emulated["udp"]["figures"]["udp_counters"]["retransmitted"] > 0
+    assert emulated["udp"]["figures"]["retransmission_ratio"] is not None
+    assert "RetransSegs" in emulated["tcp"]["figures"]["tcp_counters"]["server"]
+    assert emulation.find_leftovers("hh-") == []

@@ -532,3 +532,21 @@ def test_ratios_skip_figures_a_scenario_or_baseline_did_not_measure():
     by_name = {r["name"].split(" round")[0]: r for r in ratios.compute_ratios(run)}
     assert by_name["hello tcp"]["value"] is None and by_name["hello tcp"]["met"] is None
     assert not any(name.startswith("python echo") for name in by_name)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_cli_against_a_running_server_as_on_real_computers(transport, tmp_path, capsys):
+    from hellohi.launcher import start_server
+
+    server = start_server(transport, ["--store", str(tmp_path / "store.sqlite3")])
+    try:
+        code = cli.main(["--server", f"127.0.0.1:{server.port}", "--workloads", "hello,relay",
+                         "--protocols", transport, "--count", "5", "--out", str(tmp_path / "out")])
+    finally:
+        server.stop()
+    assert code == 0
+    run = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [s["status"] for s in run["scenarios"]] == ["ok", "ok"]
+    assert all(s["server"] == {"remote": f"127.0.0.1:{server.port}"} for s in run["scenarios"])
+    assert all(s["figures"]["delivery"]["delivered"] == 5 for s in run["scenarios"])
+    assert run["baselines"] == []  # they measure this computer, not the server's
