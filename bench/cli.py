@@ -111,7 +111,6 @@ def print_table(run: dict, out=None) -> None:
 # --------------------------------------------------------------------- main
 
 
-
 def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
     """(name, job) for every baseline; each job returns one baseline entry of results.json."""
     return [("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", seconds)),
@@ -251,9 +250,6 @@ def build_scenarios(args, remote) -> list[Scenario]:
         cells = flag_matrix(args)
     else:
         cells = default_matrix(args.full, args.protocols)
-    if args.count:
-        for cell in cells:
-            cell["count"] = args.count
     links = args.link or []
     if not links and not args.config and not remote and not args.no_emulation \
             and not (args.workloads or args.payloads or args.clients):
@@ -272,10 +268,10 @@ def build_scenarios(args, remote) -> list[Scenario]:
         else:
             protocols = [p for p in (args.protocols or list(DEFAULT_PROTOCOLS)) if not p.startswith("kcp-")]
             emulated = emulated_cells(links, protocols, args.full)
-        if args.count:
-            for cell in emulated:
-                cell["count"] = args.count
         cells = cells + emulated
+    if args.count:
+        for cell in cells:
+            cell["count"] = args.count
     scenarios = to_scenarios(cells, args.seed, args.window)
     if remote:
         # Against a remote server only the hellohi workloads make sense.

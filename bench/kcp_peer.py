@@ -19,8 +19,10 @@ The PyPI package `kcp` wraps the real ikcp.c. Two ways to run it here:
 KCP's README reports avg/max RTT 740/1507 ms (default mode) and 138/392 ms (fast mode)
 on its test. Its test.cpp, built from the repository today, still matches the fast
 and normal figures but gives about 4,100-4,500 ms average in default mode, close to
-this replay (docs/bench.md has both runs). Mode settings follow test.cpp, with one difference we cannot avoid: the
-`kcp` package exposes nodelay only as a bool and hides rx_minrto and fastresend, so
+this replay (docs/bench.md has both runs).
+
+Mode settings follow test.cpp, with one difference we cannot avoid: the `kcp`
+package exposes nodelay only as a bool and hides rx_minrto and fastresend, so
 our "fast" mode is ikcp_nodelay(1, 10, 2, 1) (minimum RTO 30 ms) where test.cpp uses
 ikcp_nodelay(2, 10, 2, 1) and then rx_minrto = 10, fastresend = 1 on the sender.
 """

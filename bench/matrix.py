@@ -19,7 +19,7 @@ from hellohi.codec import DEFAULT_MAX_BODY
 
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
 from .emulation.spec import LinkSpec
-from .runner import KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, TCP_ONLY_WORKLOADS
+from .runner import BODY_WORKLOADS, KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, TCP_ONLY_WORKLOADS
 from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
 KCP_PROTOCOLS = ("kcp-default", "kcp-normal", "kcp-fast")
@@ -197,7 +197,7 @@ def check_cell(cell: dict, where: str) -> None:
     whole("round", 1)
     if workload in KCP_WORKLOADS:
         whole("payload", KCP_MIN_PAYLOAD, DEFAULT_MAX_BODY)
-    elif workload not in ("hello", "hello-raw"):  # Hello has no body; the rest carry an id in theirs
+    elif workload in BODY_WORKLOADS:  # their bodies start with the message id
         whole("payload", ID_WIDTH, DEFAULT_MAX_BODY)
     timeout = cell.get("timeout", 1.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:

@@ -134,11 +134,10 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     big = max((r for r in run["scenarios"] if r["config"]["workload"] == "throughput"
                and r["config"]["protocol"] == "tcp" and r["status"] == "ok"),
               key=lambda r: r["config"]["payload"], default=None)
-    ip = _baseline(run, "tcp-throughput")
-    value = _ratio(_figure(big, "goodput_MB_per_s"), _figure(ip, "goodput_MB_per_s"))
-    if value is not None:
+    ours, iperf = _figure(big, "goodput_MB_per_s"), _figure(_baseline(run, "tcp-throughput"), "goodput_MB_per_s")
+    if (value := _ratio(ours, iperf)) is not None:
         add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
-            f"{big['figures']['goodput_MB_per_s']:.1f} MB/s / {ip['figures']['goodput_MB_per_s']:.1f} MB/s")
+            f"{ours:.1f} MB/s / {iperf:.1f} MB/s")
     # Across the emulated link (5 % loss, 10 ms one way), tcp and udp on the same link.
     for link in sorted({json.dumps(r["config"].get("link_config"), sort_keys=True) for r in run["scenarios"]
                         if r["config"].get("link") == "emulated"}):
