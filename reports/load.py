@@ -81,6 +81,13 @@ def _problem_in_figures(where: str, figures) -> str | None:
     for key in ("warm", "after_sleep"):  # bench/protocol_work.py's two timings
         if key in figures and not (isinstance(figures[key], dict) and isinstance(figures[key].get("p50"), _NUMBER)):
             return f"{where}.figures.{key} has no p50"
+    udp = figures.get("udp_counters")  # what the UDP clients' reliability layer counted
+    if udp is not None and not (isinstance(udp, dict) and isinstance(udp.get("retransmitted"), int)):
+        return f"{where}.figures.udp_counters.retransmitted is missing or not a whole number"
+    hosts = figures.get("tcp_counters")  # each emulated host's kernel, for TCP
+    if hosts is not None and not (isinstance(hosts, dict) and hosts and all(
+            isinstance(host, dict) and isinstance(host.get("RetransSegs"), int) for host in hosts.values())):
+        return f"{where}.figures.tcp_counters has a host without a whole-number RetransSegs"
     for key in ("messages_per_s", "goodput_MB_per_s", "elapsed_s", "drain_s", "avg_rtt_ms", "max_rtt_ms"):
         if figures.get(key) is not None and not isinstance(figures[key], _NUMBER):
             return f"{where}.figures.{key} is not a number"

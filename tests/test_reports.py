@@ -284,6 +284,10 @@ def test_every_wrongly_typed_figure_is_a_clear_error_not_a_traceback(tmp_path, c
         "ratios[0].value is not a number": lambda r: r["ratios"][0].update(value="9x"),
         "baselines[3].figures.after_sleep has no p50": lambda r: r["baselines"][3]["figures"].update(after_sleep=None),
         "\"rounds\" is not a whole number of at least 1": lambda r: r.update(rounds="two"),
+        "scenarios[5].figures.tcp_counters has a host without a whole-number RetransSegs":
+            lambda r: r["scenarios"][5]["figures"]["tcp_counters"]["server"].pop("RetransSegs"),
+        "scenarios[0].figures.udp_counters.retransmitted is missing or not a whole number":
+            lambda r: r["scenarios"][0]["figures"].update(udp_counters={"retransmitted": "some"}),
     }
     base = synthetic_run()
     for i, (phrase, spoil) in enumerate(cases.items()):
