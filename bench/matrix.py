@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from hellohi.codec import DEFAULT_MAX_BODY
+from hellohi.relay import RelayLimits
 
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
 from .emulation.spec import LinkSpec
@@ -107,7 +108,8 @@ class MatrixError(ValueError):
 CONFIG_SECTIONS = ("defaults", "scenario", "scenarios", "matrix")
 MATRIX_LISTS = {"workloads": str, "protocols": str, "payloads": int, "clients": int}
 SCENARIO_FIELDS = tuple(f.name for f in fields(Scenario))
-MAX_CLIENTS = 1000  # fan-in/fan-out width: the server's default limit (RelayLimits.max_clients)
+# Fan-in/fan-out width: the clients the server takes by default, less the one at the other end.
+MAX_CLIENTS = RelayLimits().max_clients - 1
 KCP_MIN_PAYLOAD = 8  # KCP's echo carries an 8-byte id and timestamp
 
 

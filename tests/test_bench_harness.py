@@ -463,6 +463,8 @@ def test_cli_rounds_must_be_at_least_one(capsys):
     (["--count", "0"], "--count: '0' is not a whole number of at least 1"),
     (["--window", "-1"], "--window: '-1' is not a whole number of at least 1"),
     (["--clients", "0"], "--clients: '0' is not a whole number of at least 1"),
+    # 1000 receivers and their sender would be 1001 clients, one more than the server takes.
+    (["--clients", "1000", "--workloads", "fanout"], "clients must be a whole number from 1 to 999, got 1000"),
     (["--baseline-seconds", "nan"], "--baseline-seconds: 'nan' is not a number of seconds above 0"),
     (["--workloads", "hello,bogus"], "'bogus' is not a workload; choose from hello,"),
     (["--protocols", "tcp,quic"], "'quic' is not a protocol; choose from tcp,"),
