@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
 INSTALL_HINT = {
     "sockperf": "apt-get install sockperf   (Debian/Ubuntu; or build it from github.com/Mellanox/sockperf)",
@@ -80,31 +81,47 @@ def parse_sockperf(text: str) -> dict:
     }
 
 
-def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
-                      host: str = "127.0.0.1") -> dict:
-    result = {"tool": "sockperf", "test": f"ping-pong-{protocol}", "config": {
-        "protocol": protocol, "seconds": seconds, "payload": payload, "host": host}}
-    if shutil.which("sockperf") is None:
-        return {**result, "status": "missing", "reason": "sockperf not installed; " + INSTALL_HINT["sockperf"]}
+@contextmanager
+def sockperf_server(protocol: str, host: str = "127.0.0.1", command_prefix: list[str] | None = None):
+    """A `sockperf server` on a free port for as long as the block runs; yields the port.
+
+    `command_prefix` runs it through another command, e.g. `taskset -c 1` (bench/paired.py)."""
     tcp = ["--tcp"] if protocol == "tcp" else []
     port = free_port(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM, host)
-    server = subprocess.Popen(["sockperf", "server", "-i", host, "-p", str(port), *tcp],
+    server = subprocess.Popen([*(command_prefix or []), "sockperf", "server", "-i", host, "-p", str(port), *tcp],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if tcp:
             _wait_listening(host, port)
         else:
             time.sleep(0.3)  # UDP has no handshake to wait for
-        argv = ["sockperf", "ping-pong", "-i", host, "-p", str(port), *tcp,
-                "-t", str(max(1, round(seconds))), "-m", str(max(payload, 14)), "--full-rtt"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        yield port
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def sockperf_client(protocol: str, port: int, seconds: float = 2.0, payload: int = 64,
+                    host: str = "127.0.0.1", command_prefix: list[str] | None = None) -> tuple[list[str], dict, str]:
+    """One `sockperf ping-pong` run: (its argv, its latency figures, its output)."""
+    tcp = ["--tcp"] if protocol == "tcp" else []
+    argv = [*(command_prefix or []), "sockperf", "ping-pong", "-i", host, "-p", str(port), *tcp,
+            "-t", str(max(1, round(seconds))), "-m", str(max(payload, 14)), "--full-rtt"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    return argv, parse_sockperf(out.stdout + out.stderr), out.stdout + out.stderr
+
+
+def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
+                      host: str = "127.0.0.1") -> dict:
+    result = {"tool": "sockperf", "test": f"ping-pong-{protocol}", "config": {
+        "protocol": protocol, "seconds": seconds, "payload": payload, "host": host}}
+    if shutil.which("sockperf") is None:
+        return {**result, "status": "missing", "reason": "sockperf not installed; " + INSTALL_HINT["sockperf"]}
+    with sockperf_server(protocol, host) as port:
+        argv, latency, output = sockperf_client(protocol, port, seconds, payload, host)
     result["config"]["argv"] = argv
-    latency = parse_sockperf(out.stdout + out.stderr)
     if latency["p50"] is None:
-        return {**result, "status": "error", "reason": (out.stdout + out.stderr)[-500:]}
+        return {**result, "status": "error", "reason": output[-500:]}
     return {**result, "status": "ok", "figures": {"latency": latency}}
 
 

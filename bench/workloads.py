@@ -228,7 +228,7 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
     """The same for UDP: a blocking socket around the client's sans-I/O datagram
     layer (hellohi.datagram_client.DatagramLink, the one under udp/client.py), so
     acks and retransmissions (or, for udp-raw, the plain mode) are the real ones."""
-    from hellohi.codec import Hello, Hi, Ping, Pong
+    from hellohi.codec import Bye, Hello, Hi, Ping, Pong
     from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 
     clock = time.monotonic
@@ -276,6 +276,8 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
                 end = now_ns()
                 ledger.arrived(ping)
                 rtt.add(end - start)
+        link.send_frame(Bye(), clock())  # frees the name on the server, as the TCP version does
+        send_ready()
     # The link has the client library's `stats` (None in plain mode), so the usual summing applies.
     return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [link])
 
