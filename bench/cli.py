@@ -22,7 +22,7 @@ from typing import Callable
 from hellohi import eventloop
 from hellohi.codec import DEFAULT_MAX_BODY
 
-from . import baselines, protocol_work, python_floor, results
+from . import baselines, paired, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS
 from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, default_matrix, emulated_cells,
                      flag_matrix, load_config, parse_link, to_scenarios)
@@ -103,6 +103,11 @@ def print_table(run: dict, out=None) -> None:
         if "warm" in f:
             line += (f"  p50 back to back {f['warm']['p50']} us, after a {b['config']['sleep_us']:g} us sleep "
                      f"{f['after_sleep']['p50']} us")
+        if "ratio_median" in f:
+            cores = b["config"].get("cores")
+            line += (f"  {len(f['blocks'])} blocks, " + (f"clients on core {cores['client']}, servers on core {cores['server']}"
+                                                        if cores else "cores not pinned") + "; median ratio to sockperf: "
+                     + ", ".join(f"{name} {_fmt(value, 2)}x" for name, value in f["ratio_median"].items()))
         if b["status"] != "ok":
             line += f"  ({b.get('reason', '')[:200]})"
         print(line, file=out)
@@ -119,7 +124,9 @@ def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
             ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", seconds)),
             ("python echo udp", lambda: python_floor.echo_pingpong("udp", seconds)),
             ("protocol work udp", lambda: protocol_work.measure("udp")),
-            ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw"))]
+            ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw")),
+            ("hello beside sockperf tcp", lambda: paired.measure("tcp")),
+            ("hello beside sockperf udp", lambda: paired.measure("udp"))]
 
 
 def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenario], remote, progress: Progress) -> None:

@@ -104,6 +104,10 @@ def _floor_section(run: dict) -> list[str]:
         "- How many times the floor (p50 ÷ p50):",
         _quotient(hello_tcp["p50"] if hello_tcp else None, tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),
         _quotient(hello_udp["p50"] if hello_udp else None, udp_floor, "Hello/HI over UDP ÷ sockperf UDP"),
+        "- The same ratios measured in turns (`bench/paired.py`: one second of sockperf, then the Hello/HI",
+        "  clients, a few times over, each side's programs on the same cores), median over the turns:",
+        _paired_line(run, "tcp"),
+        _paired_line(run, "udp"),
         "",
         "**Questions.** (a) sockperf is C and does nothing with the bytes. List what hellohi does between",
         "receiving `HELLO` and sending `HI` (read `tcp/server.py` and `hellohi/relay.py`). Which step would",
@@ -117,8 +121,23 @@ def _floor_section(run: dict) -> list[str]:
         "slower. What does a CPU lose while its process sleeps? Add the",
         "slept figure to sockperf's round trip and compare with `hello-raw` over UDP: how much of the distance",
         "to sockperf is protocol work, and how much is waking up? Why would sockperf, in C, suffer less from it?",
+        "(f) The turns run every client on one core and every server on another. Try sockperf both ways:",
+        "`taskset -c 1 sockperf server -i 127.0.0.1 -p 11111` with `taskset -c 0 sockperf ping-pong -i",
+        "127.0.0.1 -p 11111 -t 1 --full-rtt`, then the client on core 1 too. Why is one core faster for a",
+        "ping-pong, and why would a fair comparison of two programs pin both the same way?",
         "",
     ]
+
+
+def _paired_line(run: dict, kernel: str) -> str:
+    entry, why_not = _measured_baseline(run, f"paired-hello-{kernel}")
+    if entry is None:
+        return f"  - over {kernel.upper()}: {why_not}"
+    cores = entry["config"].get("cores")
+    where = f"clients on core {cores['client']}, servers on core {cores['server']}" if cores else "cores not pinned"
+    ratios = "; ".join(f"{name} ÷ sockperf = {value:.2f}×" for name, value in entry["figures"]["ratio_median"].items()
+                       if value is not None)
+    return f"  - over {kernel.upper()} ({len(entry['figures']['blocks'])} turns, {where}): {ratios}"
 
 
 def _relay_section(run: dict) -> list[str]:

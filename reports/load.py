@@ -88,6 +88,10 @@ def _problem_in_figures(where: str, figures) -> str | None:
     if hosts is not None and not (isinstance(hosts, dict) and hosts and all(
             isinstance(host, dict) and isinstance(host.get("RetransSegs"), int) for host in hosts.values())):
         return f"{where}.figures.tcp_counters has a host without a whole-number RetransSegs"
+    turns = figures.get("ratio_median")  # bench/paired.py: hellohi beside sockperf, in turns
+    if turns is not None and not (isinstance(turns, dict) and isinstance(figures.get("blocks"), list) and all(
+            value is None or isinstance(value, _NUMBER) for value in turns.values())):
+        return f"{where}.figures.ratio_median is not a map of numbers, or figures.blocks is missing"
     for key in ("messages_per_s", "goodput_MB_per_s", "elapsed_s", "drain_s", "avg_rtt_ms", "max_rtt_ms"):
         if figures.get(key) is not None and not isinstance(figures[key], _NUMBER):
             return f"{where}.figures.{key} is not a number"

@@ -124,6 +124,9 @@ def _baseline_note(entry: dict) -> str:
     if entry["status"] != "ok":
         return entry.get("reason", "")
     figures = entry["figures"]
+    if "ratio_median" in figures:  # bench/paired.py: hellohi beside sockperf, in turns
+        return f"{len(figures['blocks'])} turns with sockperf; median ratio: " + ", ".join(
+            f"{name} {number(value, 2)}×" for name, value in figures["ratio_median"].items())
     if "warm" in figures:  # bench/protocol_work.py: no round trip over a socket, two timings of the work
         return (f"no sockets: p50 {number(figures['warm']['p50'], 2)} µs back to back, "
                 f"{number(figures['after_sleep']['p50'], 2)} µs after a {entry['config']['sleep_us']:g} µs sleep")

@@ -9,6 +9,8 @@ import json
 import sys
 import tempfile
 
+import statistics
+
 import pytest
 
 from bench import cli, matrix, ratios, results, runner
@@ -128,9 +130,40 @@ def test_ratios_use_measured_values_only():
                           "status": "ok", "figures": {"latency": {"p50": 150.0}}}],
            "baselines": [{"test": "ping-pong-tcp", "status": "ok",
                           "figures": {"latency": {"p50": 100.0}}}]}
-    by_name = {r["name"].split(" round")[0]: r for r in ratios.compute_ratios(run)}
-    assert by_name["hello tcp"]["value"] == 1.5 and by_name["hello tcp"]["met"] is True
-    assert by_name["hello udp"]["value"] is None and by_name["hello udp"]["met"] is None
+    by_name = {r["name"]: r for r in ratios.compute_ratios(run)}
+    apart = by_name["hello tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured apart (information)"]
+    assert apart["value"] == 1.5 and apart["target"] is None and apart["met"] is None
+    # The target is judged on bench/paired.py's turns, which this run does not have.
+    in_turns = by_name["hello tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured in turns"]
+    assert in_turns["value"] is None and in_turns["met"] is None and in_turns["target"] == 1.6
+    udp = by_name["hello udp round-trip p50 / sockperf udp ping-pong round-trip p50, measured in turns"]
+    assert udp["value"] is None and udp["met"] is None
+    assert not any(r["name"].startswith("hello udp") and "apart" in r["name"] for r in by_name.values())
+
+
+def paired_baseline(blocks: list[dict], number: int = 1) -> dict:
+    """A bench/paired.py result: each block's p50s (us), and the median ratio to sockperf per client."""
+    labels = [key for key in blocks[0] if key != "sockperf"]
+    medians = {label: statistics.median(row[label] / row["sockperf"] for row in blocks) for label in labels}
+    return {"tool": "hellohi-paired", "test": "paired-hello-tcp", "status": "ok", "round": number,
+            "config": {"protocol": "tcp", "cores": {"client": 0, "server": 1}},
+            "figures": {"blocks": blocks, "ratio_median": medians}}
+
+
+def test_the_hello_target_is_judged_on_the_turns_with_sockperf():
+    blocks = [{"sockperf": 50.0, "hello tcp": 90.0, "hello-raw tcp": 60.0},
+              {"sockperf": 60.0, "hello tcp": 90.0, "hello-raw tcp": 120.0},  # a slow block for hello-raw
+              {"sockperf": 55.0, "hello tcp": 77.0, "hello-raw tcp": 66.0}]
+    run = {"scenarios": [], "baselines": [paired_baseline(blocks)]}
+    by_name = {r["name"]: r for r in ratios.compute_ratios(run)}
+    library = by_name["hello tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured in turns"]
+    assert library["value"] == pytest.approx(1.5) and library["met"] is True  # ratios 1.8, 1.5, 1.4: the median
+    raw = by_name["hello-raw tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured in turns"]
+    assert raw["value"] == pytest.approx(1.2) and raw["met"] is True  # 1.2, 2.0, 1.2: one slow block does not decide
+    assert raw["detail"] == "median of 3 blocks; per block (us / us): 60.0 / 50.0, 120.0 / 60.0, 66.0 / 55.0"
+    blocks = [dict(row, **{"hello tcp": row["sockperf"] * 1.7}) for row in blocks]
+    slow = {r["name"]: r for r in ratios.compute_ratios({"scenarios": [], "baselines": [paired_baseline(blocks)]})}
+    assert slow[library["name"]]["met"] is False
 
 
 def test_parse_sockperf_output():
@@ -411,10 +444,11 @@ def test_a_scenario_measured_again_names_its_round():
 
 def _hello_round(number: int, hello_p50: float | None, sockperf_p50: float) -> tuple[list, list]:
     scenarios = []
+    baselines = [{"test": "ping-pong-tcp", "status": "ok", "round": number, "figures": {"latency": {"p50": sockperf_p50}}}]
     if hello_p50 is not None:
         scenarios.append({"id": "x", "status": "ok", "config": {"workload": "hello-raw", "protocol": "tcp", "round": number},
                           "figures": {"latency": {"p50": hello_p50}}})
-    baselines = [{"test": "ping-pong-tcp", "status": "ok", "round": number, "figures": {"latency": {"p50": sockperf_p50}}}]
+        baselines.append(paired_baseline([{"sockperf": sockperf_p50, "hello-raw tcp": hello_p50}], number))
     return scenarios, baselines
 
 
@@ -425,11 +459,11 @@ def test_ratios_over_rounds_are_each_rounds_ratio_then_the_median():
         scenarios, baselines = _hello_round(number, hello, sockperf)
         run["scenarios"] += scenarios
         run["baselines"] += baselines
-    ratio = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello-raw tcp"))
+    ratio = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello-raw tcp") and "in turns" in r["name"])
     assert ratio["per_round"] == [1.5, 200.0 / 60.0, 1.2, None]
     assert ratio["value"] == 1.5 and ratio["met"] is True and ratio["met_rounds"] == 2
     assert ratio["detail"] == "median of 3 rounds: 1.50x, 3.33x, 1.20x; met in 2 of 4"
-    never = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello tcp"))
+    never = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello tcp") and "in turns" in r["name"])
     assert never["value"] is None and never["met"] is None and never["detail"] == "not measured in any of 4 rounds"
 
 

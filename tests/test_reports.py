@@ -86,6 +86,11 @@ def synthetic_run(hello_p50_us: float = 123.4) -> dict:
          "reason": "sockperf not installed; apt-get install sockperf"},
         {"tool": "iperf3", "test": "tcp-throughput", "config": {}, "status": "ok",
          "figures": {"goodput_MB_per_s": 2500.0, "bits_per_second": 2e10}},
+        {"tool": "hellohi-paired", "test": "paired-hello-tcp", "status": "ok",
+         "config": {"protocol": "tcp", "blocks": 2, "cores": {"client": 0, "server": 1}},
+         "figures": {"blocks": [{"sockperf": 15.0, "hello tcp": 25.5, "hello-raw tcp": 18.0},
+                                {"sockperf": 16.0, "hello tcp": 27.2, "hello-raw tcp": 19.2}],
+                     "ratio_median": {"hello tcp": 1.7, "hello-raw tcp": 1.2}}},
         {"tool": "hellohi-in-process", "test": "protocol-work-udp", "config": {"protocol": "udp", "sleep_us": 50.0},
          "status": "ok", "figures": {"warm": figures(ROUND_TRIP, [31.5] * 3, 3, range(3))["latency"],
                                      "after_sleep": figures(ROUND_TRIP, [77.25] * 3, 3, range(3))["latency"]}},
@@ -144,9 +149,13 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
         assert f"wrote {out / name}" in done.stdout
 
     # The handout quotes the ratios of the run and says what was not measured.
-    hello_ratio = next(r for r in run["ratios"] if r["name"].startswith("hello tcp"))
-    assert f"**{hello_ratio['value']:.2f}x**" in handout
-    assert f"{123.4 / 15.5:.2f}×" in handout                             # the same quotient, worked out
+    hello_ratio = next(r for r in run["ratios"] if r["name"].startswith("hello tcp"))  # the target: in turns
+    assert f"**{hello_ratio['value']:.2f}x**" in handout and "1.70x" in f"{hello_ratio['value']:.2f}x"
+    assert ("over TCP (2 turns, clients on core 0, servers on core 1): hello tcp ÷ sockperf = 1.70×; "
+            "hello-raw tcp ÷ sockperf = 1.20×") in handout
+    assert "over UDP: not measured in this run (baselines were skipped)" in handout
+    assert "2 turns with sockperf; median ratio: hello tcp 1.70×, hello-raw tcp 1.20×" in report
+    assert f"{123.4 / 15.5:.2f}×" in handout                             # the scenario over the baseline, worked out
     assert "Hello/HI over UDP with acks: not measured in this run (unavailable: udp:" in handout
     assert "8 of 10 delivered, 2 lost, 1 duplicates" in handout
     assert "38 of 760 packets dropped (5.0 %)" in handout  # the link's own counters, 2 scenarios
@@ -270,8 +279,8 @@ def test_a_run_of_several_rounds_says_so_and_labels_each_baseline(tmp_path):
     assert "This run measured everything 2 times (`--rounds 2`). The figures below are those of" in handout
     # Round 2 has no hello scenario: its hello ratio is not measured, so the median is round 1's.
     hello = next(r for r in run["ratios"] if r["name"].startswith("hello tcp"))
-    assert hello["per_round"] == [123.4 / 15.5, None]
-    assert f"measured in 1 of 2 rounds: {123.4 / 15.5:.2f}x; met in 0 of 2" in handout
+    assert hello["per_round"] == [1.7, None]
+    assert "measured in 1 of 2 rounds: 1.70x; met in 0 of 2" in handout
 
 
 def test_every_wrongly_typed_figure_is_a_clear_error_not_a_traceback(tmp_path, capsys):

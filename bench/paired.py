@@ -1,0 +1,131 @@
+"""Hello/HI and sockperf's ping-pong measured in turns, so the machine's drift cannot skew their ratio.
+
+The Hello/HI target of issue 4 divides hellohi's round trip by sockperf's,
+both measured in the same run. On a shared machine "the same run" is not
+enough: its speed drifts from one minute to the next (sockperf's p50 here has
+read 54 us in one run and 70 us in the next), and a plain bench run measures
+sockperf first and the Hello/HI scenarios half a minute later. Their ratio then
+measures the drift as much as hellohi.
+
+So this measures them in turns, against one hellohi server and one sockperf
+server started once: a one-second sockperf ping-pong, then a few hundred
+Hello/HI round trips through each client (the library, then `hello-raw`), and
+again, `blocks` times. Each block gives ratios of figures taken within about a
+second of each other; the figure for the target is their median over the blocks.
+
+Both pairs of programs also run on the same cores: every server on one core,
+every client on another (taskset), where the machine has two. Where a process
+runs matters more than anything in it: on a 2-vCPU VM a loopback round trip
+between two cores took 45-61 us with sockperf, and 11-14 us with both ends on
+one core, where a wake-up needs no interrupt to the other core. Left to itself
+the scheduler sometimes puts a ping-pong's two ends on one core and sometimes
+not, so without pinning a ratio can swing by 3x between blocks. Two cores are
+also the honest model of a client and a server on two computers.
+
+    python -m bench --workloads hello,hello-raw   (runs with the other baselines)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from hellohi import eventloop
+from hellohi.launcher import start_server
+
+from . import baselines
+from .runner import SERVER_ARGS
+from .workloads import RUNNERS, Endpoint, Scenario
+
+BLOCKS = 3  # each takes about 3.5 s, most of it sockperf's own warm-up and exit
+ROUND_TRIPS = 1000  # per client and block: a tenth of a second or so beside sockperf's second
+SOCKPERF_SECONDS = 1  # sockperf's shortest run
+
+# kernel protocol -> the (workload, hellohi protocol) pairs measured beside its sockperf
+CLIENTS = {
+    "tcp": (("hello", "tcp"), ("hello-raw", "tcp")),
+    "udp": (("hello", "udp"), ("hello-raw", "udp"), ("hello-raw", "udp-raw")),
+}
+
+
+def client_label(workload: str, protocol: str) -> str:
+    return f"{workload} {protocol}"
+
+
+def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
+            host: str = "127.0.0.1") -> dict:
+    """Hello/HI beside sockperf over `kernel` (tcp or udp), in turns, as a baseline result."""
+    cores = two_cores()
+    result = {"tool": "hellohi-paired", "test": f"paired-hello-{kernel}",
+              "config": {"protocol": kernel, "blocks": blocks, "round_trips": round_trips,
+                         "sockperf_seconds": SOCKPERF_SECONDS, "host": host,
+                         "cores": {"client": cores[0], "server": cores[1]} if cores else None,
+                         "clients": [client_label(*pair) for pair in CLIENTS[kernel]],
+                         "python": sys.version.split()[0], "event_loop": eventloop.resolve()}}
+    if shutil.which("sockperf") is None:
+        return {**result, "status": "missing", "reason": "sockperf not installed; " + baselines.INSTALL_HINT["sockperf"]}
+    try:
+        rows = _blocks(kernel, blocks, round_trips, host, cores)
+    except Exception as error:  # a baseline that fails is reported; the run goes on
+        return {**result, "status": "error", "reason": f"{type(error).__name__}: {error}"}
+    ratios = {}
+    for label in result["config"]["clients"]:
+        per_block = [row[label] / row["sockperf"] for row in rows if row[label] and row["sockperf"]]
+        ratios[label] = statistics.median(per_block) if per_block else None
+    return {**result, "status": "ok", "figures": {"blocks": rows, "ratio_median": ratios}}
+
+
+def two_cores() -> tuple[int, int] | None:
+    """(client core, server core): two cores this process may use, if it has two and taskset."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 2 or shutil.which("taskset") is None:
+        return None
+    return cores[0], cores[1]
+
+
+def _blocks(kernel: str, blocks: int, round_trips: int, host: str, cores: tuple[int, int] | None) -> list[dict]:
+    """[{"sockperf": p50, "<workload> <protocol>": p50, ...} for each block], in microseconds."""
+    on_client_core = ["taskset", "-c", str(cores[0])] if cores else None
+    on_server_core = ["taskset", "-c", str(cores[1])] if cores else None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hellohi-paired-") as tmp, \
+            baselines.sockperf_server(kernel, host, on_server_core) as sockperf_port, \
+            open(Path(tmp) / "server.log", "w") as log, \
+            _running_on(cores[0] if cores else None):
+        server = start_server(kernel, ["--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS],
+                              host=host, stderr=log, command_prefix=on_server_core)
+        try:
+            endpoint = Endpoint(server.host, server.port)
+            for _ in range(blocks):
+                _, latency, output = baselines.sockperf_client(kernel, sockperf_port, SOCKPERF_SECONDS, host=host,
+                                                               command_prefix=on_client_core)
+                if latency["p50"] is None:
+                    raise RuntimeError(f"sockperf measured nothing: {output[-300:]}")
+                row = {"sockperf": latency["p50"]}
+                for workload, protocol in CLIENTS[kernel]:
+                    sc = Scenario(workload, protocol, count=round_trips)
+                    figures = eventloop.run(RUNNERS[workload](endpoint, sc))
+                    row[client_label(workload, protocol)] = figures["latency"]["p50"]
+                rows.append(row)
+        finally:
+            server.stop()
+    return rows
+
+
+@contextmanager
+def _running_on(core: int | None):
+    """This thread (and the threads it starts, such as hello-raw's) on `core` only, for the block."""
+    if core is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
