@@ -192,14 +192,20 @@ class Relay:
 
     def next_deadline(self) -> float | None:
         """When on_timer() next has something to do (None: no connections)."""
+        return min((self._deadline(c) for c in self._connections.values()), default=None)
+
+    def deadline_of(self, connection_id: int) -> float | None:
+        """When on_timer() next has something to do for this connection (None: it is gone).
+
+        A connection's deadline only ever moves later (what it sends and the pings we
+        send it both push it back), so a deadline read once stays a safe lower bound.
+        """
+        connection = self._connections.get(connection_id)
+        return self._deadline(connection) if connection is not None else None
+
+    def _deadline(self, connection: _Connection) -> float:
         interval, timeout = self.limits.heartbeat_interval, self.limits.heartbeat_timeout
-        return min(
-            (
-                min(c.last_heard + timeout, max(c.last_heard, c.last_ping) + interval)
-                for c in self._connections.values()
-            ),
-            default=None,
-        )
+        return min(connection.last_heard + timeout, max(connection.last_heard, connection.last_ping) + interval)
 
     def flush(self) -> list[Action]:
         """Commit the store, then hand over everything to send and close."""

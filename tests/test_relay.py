@@ -204,6 +204,19 @@ def test_next_deadline_follows_the_heartbeat():
     assert world.relay.next_deadline() == 10
 
 
+def test_a_connections_own_deadline_only_moves_later():
+    world = World(heartbeat_interval=10, heartbeat_timeout=30)
+    alice = world.connect("alice")
+    world.now = 4.0
+    bob = world.connect("bob")
+    assert (world.relay.deadline_of(alice), world.relay.deadline_of(bob)) == (10, 14)
+    world.now = 6.0
+    world.send(alice, Ping("t"))  # heard from: its heartbeat moves back
+    assert world.relay.deadline_of(alice) == 16 and world.relay.next_deadline() == 14
+    world.send(alice, Bye())
+    assert world.relay.deadline_of(alice) is None and world.relay.deadline_of(999) is None
+
+
 def test_ping_pong_and_bye():
     world = World()
     alice = world.connect("alice")
