@@ -224,10 +224,56 @@ def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
     return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
 
 
+def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario) -> dict:
+    """The same over plain UDP (udp-raw), which needs no client layer at all: as in
+    the TCP version, a minimal blocking socket writes the frames itself, one per
+    datagram, and reads the answers. What plain UDP adds is the server's rule against
+    amplification: the first Hello is padded (so the server may answer it) and a PING
+    of the server's, which checks our address, is answered with PONG."""
+    from hellohi.datagram_client import padded_plain_hello
+
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    with socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((endpoint.host, endpoint.port))
+
+        def hi(wait: float) -> bool:
+            """True when a HI came within `wait` seconds, False if nothing did (plain UDP may lose it)."""
+            sock.settimeout(wait)
+            while True:
+                try:
+                    datagram = sock.recv(65535)
+                except socket.timeout:
+                    return False
+                for line in datagram.splitlines():  # a plain datagram holds whole frames
+                    verb = line.split(b" ", 1)[0].upper()
+                    if verb == b"HI":
+                        return True
+                    if verb == b"PING":
+                        sock.send(b"PONG" + line[4:] + b"\n")
+                    elif verb == b"ERR":
+                        raise ConnectionError(f"hello-raw over {sc.protocol}: the server answered {line.decode(errors='replace')}")
+
+        sock.send(padded_plain_hello(b"Hello bench-raw\n"))
+        if not hi(sc.timeout):
+            raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
+        for i in range(sc.warmup + sc.count):
+            measured = i >= sc.warmup
+            ping = ledger.next_id() if measured else None
+            start = now_ns()
+            sock.send(b"Hello\n")
+            if hi(sc.loss_wait) and measured:
+                end = now_ns()
+                ledger.arrived(ping)
+                rtt.add(end - start)
+        sock.send(b"BYE\n")
+    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+
+
 def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
-    """The same for UDP: a blocking socket around the client's sans-I/O datagram
-    layer (hellohi.datagram_client.DatagramLink, the one under udp/client.py), so
-    acks and retransmissions (or, for udp-raw, the plain mode) are the real ones."""
+    """The same over UDP with acks: a blocking socket around the client's sans-I/O
+    datagram layer (hellohi.datagram_client.DatagramLink, the one under
+    udp/client.py), so acks and retransmissions are the real ones."""
     from hellohi.codec import Bye, Hello, Hi, Ping, Pong
     from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 
@@ -283,7 +329,12 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
 
 
 async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
-    blocking = hello_raw_blocking if sc.protocol == "tcp" else hello_raw_blocking_udp
+    if sc.protocol == "tcp":
+        blocking = hello_raw_blocking
+    elif sc.plain:
+        blocking = hello_raw_blocking_plain_udp
+    else:
+        blocking = hello_raw_blocking_udp
     return await asyncio.to_thread(blocking, endpoint, sc)
 
 

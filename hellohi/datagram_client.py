@@ -39,6 +39,12 @@ PLAIN_HELLO_SIZE = 1200
 _BLANK_LINE = b" " * 99 + b"\n"
 
 
+def padded_plain_hello(hello: bytes) -> bytes:
+    """An encoded Hello, padded to PLAIN_HELLO_SIZE bytes for a plain client's first datagram."""
+    room = PLAIN_HELLO_SIZE - len(hello)
+    return hello + _BLANK_LINE * (room // len(_BLANK_LINE)) + b"\n" * (room % len(_BLANK_LINE))
+
+
 @dataclass(frozen=True)
 class SessionReset:
     """The server does not know our session any more."""
@@ -104,8 +110,7 @@ class DatagramLink:
             self.endpoint.send_message(data, now)
         else:
             if isinstance(frame, Hello) and not self._heard_from_server:
-                room = PLAIN_HELLO_SIZE - len(data)
-                data += _BLANK_LINE * (room // len(_BLANK_LINE)) + b"\n" * (room % len(_BLANK_LINE))
+                data = padded_plain_hello(data)
             self._plain_out.append(data)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
