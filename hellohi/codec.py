@@ -305,20 +305,24 @@ _BODY_FRAMES: dict[str, tuple[str, Callable[[list[str], bytes], Frame]]] = {
 VERBS = tuple(_LINE_FRAMES) + tuple(_BODY_FRAMES)
 _CAREFULLY = object()  # _canonical_frame's answer for "leave this one to the careful path"
 
-# The four frames that carry nearly all the traffic, in exactly the form encode()
-# writes them: upper-case verb, one space between words, LF. One regex checks and
-# splits such a header in a single call (a frame then takes 1.2 us to decode here
-# instead of 2.0: both the server and the client handle several per message); any
-# other line (another verb, lower case, tabs, CRLF, a mistake) takes the careful
-# path below, which says exactly what is wrong. The character classes are those
-# of REF, ADDRESSABLE_NAME and _integer, so both paths accept the same frames;
-# tests/test_codec.py checks that a frame decodes the same with LF and CRLF.
+# The frames that carry nearly all the traffic (the four of every message, and the
+# bare HELLO and its HI of every ping), in exactly the form encode() writes them:
+# upper-case verb, one space between words, LF. One regex checks and splits such a
+# header in a single call (a frame then takes 1.2 us to decode here instead of
+# 2.0: both the server and the client handle several per message); any other line
+# (another verb, lower case, tabs, CRLF, a mistake) takes the careful path below,
+# which says exactly what is wrong. The character classes are those of REF,
+# ADDRESSABLE_NAME and _integer, and a version is any word, as in _hi, so both
+# paths accept the same frames; tests/test_codec.py checks that a frame decodes
+# the same with LF and CRLF.
 _NAME, _REF, _NUMBER = rb"[A-Za-z0-9_.:\[\]-]{1,64}", rb"[A-Za-z0-9_.-]{1,32}", rb"[0-9]{1,18}"
 _CANONICAL = re.compile(
     rb"STATUS (?P<status_ref>%s) (?P<status_state>stored|delivered) (?P<status_id>%s)\n" % (_REF, _NUMBER)
     + rb"|ACK (?P<ack_id>%s)\n" % _NUMBER
     + rb"|MSG (?P<msg_id>%s) (?P<msg_sender>%s) (?P<msg_length>%s)\n" % (_NUMBER, _NAME, _NUMBER)
     + rb"|SEND (?P<send_to>%s) (?P<send_ref>%s) (?P<send_length>%s)\n" % (_NAME, _REF, _NUMBER)
+    + rb"|(?P<hello_bare>HELLO)\n"
+    + rb"|HI (?P<hi_name>%s) (?P<hi_version>[!-~]+) (?P<hi_heartbeat>%s)\n" % (_NAME, _NUMBER)
 )
 
 
@@ -381,6 +385,10 @@ class Decoder:
             frame: Frame = Status(match["status_ref"].decode(), match["status_state"].decode(), int(match["status_id"]))
         elif last == "ack_id":
             frame = Ack(int(match["ack_id"]))
+        elif last == "hi_heartbeat":
+            frame = Hi(match["hi_name"].decode(), int(match["hi_heartbeat"]), match["hi_version"].decode())
+        elif last == "hello_bare":
+            frame = Hello()
         else:
             length = int(match[last])
             if length > self.max_body:
