@@ -42,7 +42,7 @@ from . import baselines
 from .runner import SERVER_ARGS
 from .workloads import RUNNERS, Endpoint, Scenario
 
-BLOCKS = 3  # each takes about 3.5 s, most of it sockperf's own warm-up and exit
+BLOCKS = 5  # each takes about 3.5 s, most of it sockperf's own warm-up and exit
 ROUND_TRIPS = 1000  # per client and block: a tenth of a second or so beside sockperf's second
 SOCKPERF_SECONDS = 1  # sockperf's shortest run
 
