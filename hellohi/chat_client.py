@@ -23,6 +23,7 @@ from typing import Callable
 
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
 from .codec import Frame, Ping, Who
+from .eventloop import TIMER_SLACK
 
 
 class ConnectFailed(Exception):
@@ -41,9 +42,11 @@ class EventInbox:
     one timer, left armed between reads. A ping-pong reads with a fresh timeout
     every round trip, each ending a little later than the last, so a timer made
     and cancelled per read would be pure overhead (5-9 us of a 100 us Hello/HI
-    round trip on a lab VM, measured against reads without a timeout). The armed timer fires at the earliest give-up time
-    asked for; if the reader waiting then may still wait, it is set again. Once
-    nobody waits with a timeout, the next time it fires it stops.
+    round trip on a lab VM, measured against reads without a timeout). The armed
+    timer fires at the earliest give-up time asked for, TIMER_SLACK late (never
+    early, on uvloop's millisecond clock either); if the reader waiting then may
+    still wait, it is set again. Once nobody waits with a timeout, the next time
+    it fires it stops.
     """
 
     def __init__(self) -> None:
@@ -64,7 +67,7 @@ class EventInbox:
             self._reader = loop.create_future()
             if timeout is not None:
                 self._give_up_at = loop.time() + timeout
-                if self._timer is None or self._timer.when() > self._give_up_at:
+                if self._timer is None or self._timer.when() > self._give_up_at + TIMER_SLACK:
                     self._arm(loop)
             try:
                 await self._reader
@@ -75,7 +78,7 @@ class EventInbox:
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(self._give_up_at, self._time_check)
+        self._timer = loop.call_at(self._give_up_at + TIMER_SLACK, self._time_check)
 
     def _time_check(self) -> None:
         self._timer = None

@@ -102,3 +102,21 @@ def test_a_ping_pong_of_reads_arms_one_timer_not_one_per_read():
     answers, timers = run(scenario(), "asyncio")
     assert answers == list(range(50))
     assert len(timers) == 1
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("timeout", [0.0104, 0.05, 0.3])
+def test_the_timer_fires_once_per_timeout_not_again_and_again(loop_name, timeout, monkeypatch):
+    # uvloop's clock counts whole milliseconds: a timer set for the exact give-up
+    # time may fire just before it, and one set again for the little that is left
+    # would fire at once, again and again, until the clock ticked over.
+    checks = []
+    time_check = EventInbox._time_check
+    monkeypatch.setattr(EventInbox, "_time_check", lambda inbox: checks.append(1) or time_check(inbox))
+
+    async def scenario():
+        inbox = EventInbox()
+        return [await inbox.get(timeout) for _ in range(3)]
+
+    assert run(scenario(), loop_name) == [None] * 3
+    assert len(checks) <= 6

@@ -13,14 +13,14 @@ import asyncio
 import time
 from typing import Callable
 
+from hellohi.eventloop import TIMER_SLACK
+
 # Not the event loop's own clock: uvloop's loop.time() counts whole milliseconds,
 # which would make every RTT sample on a LAN or loopback read 0 or 1 ms.
 clock = time.monotonic
 
-# Timers are armed in the loop's clock. uvloop's, in whole milliseconds, can fire
-# up to a millisecond before the moment asked for; this much later, they never do.
-# (Small beside the timers it delays: the shortest, a repeated ack, waits 5 ms.)
-TIMER_SLACK = 0.001
+# Timers fire TIMER_SLACK late rather than early (hellohi/eventloop.py). Small
+# beside the timers it delays: the shortest, a repeated ack, waits 5 ms.
 
 
 class DeadlineTimer:
