@@ -23,7 +23,7 @@ help:
 	@echo "make demo-udp      narrated UDP demo: acks, retransmission, 20% loss, plain mode"
 	@echo "make server-udp HOST=0.0.0.0 PORT=5000 [ARGS='--loss 0.1']"
 	@echo "make client-udp SERVER=host:5000 NAME=alice [ARGS='--plain' or '--loss 0.2']"
-	@echo "make bench         quick TCP/UDP bench on loopback into results/latest (under 1 min)"
+	@echo "make bench         quick TCP/UDP bench on loopback into results/latest (under 2 min)"
 	@echo "make bench-full    the larger --full matrix (+ emulated hosts when run as root)"
 	@echo "make report        report.md, charts and lab handout from results/latest"
 
@@ -58,7 +58,7 @@ client-udp: $(STAMP)
 
 # The bench: results/latest/results.json (+ .csv), then `make report` turns it into
 # results/latest/report/{report.md, *.png, handout.md}. The quick matrix stays on loopback
-# (--no-emulation) so it finishes in under a minute on 2 cores (52 s measured) with tcp, udp, udp-raw
+# (--no-emulation) so it finishes in under 2 minutes on 2 cores (76-81 s measured) with tcp, udp, udp-raw
 # and udp-turbo; as root, add emulated hosts with BENCH_ARGS="--link issue4". See docs/bench.md.
 RESULTS    ?= results/latest
 BENCH_ARGS ?=

@@ -23,7 +23,7 @@ not: unpinned, `hello-raw` over TCP read 27 us in one block and 73 us in the
 next, against sockperf's 53-61. Two cores are also the honest model of a
 client and a server on two computers.
 
-    python -m bench --workloads hello,hello-raw   (runs with the other baselines)
+It runs with the other baselines in every bench run (`--no-baselines` skips it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """hellohi's own work per Hello/HI round trip over UDP, with no sockets: warm, and after a nap.
 
 The client's sans-I/O half (hellohi.datagram_client.DatagramLink, under
-udp/client.py and the `hello-raw` workload) and the server's
+udp/client.py and the `hello-raw` workload over UDP with acks; `hello-raw` over
+plain UDP writes its frames itself) and the server's
 (hellohi.datagram_relay.DatagramRelay, under udp/server.py) are joined here by
 plain function calls, in this one process. Each round trip does the protocol
 work of a real one (the client encodes Hello into a datagram, the server decodes

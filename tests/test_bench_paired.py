@@ -24,9 +24,28 @@ def _running(program: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kernel", ["tcp", "udp"])
-def test_turns_measure_every_client_beside_sockperf_and_clean_up(kernel):
+def test_turns_measure_every_client_beside_sockperf_and_clean_up(kernel, monkeypatch):
     affinity = os.sched_getaffinity(0)
     before = _running("sockperf") + _running(f"{kernel}.server")
+    # Where each program ran: the servers' and sockperf's command prefixes, and this
+    # thread's cores while each client measured.
+    prefixes, client_cores = [], []
+    start_server, runners = paired.start_server, dict(paired.RUNNERS)
+    sockperf_server, sockperf_client = paired.baselines.sockperf_server, paired.baselines.sockperf_client
+    monkeypatch.setattr(paired.baselines, "sockperf_server", lambda kernel, host, prefix: prefixes.append(
+        ("sockperf server", prefix)) or sockperf_server(kernel, host, prefix))
+    monkeypatch.setattr(paired, "start_server", lambda *a, **kw: prefixes.append(("hellohi", kw["command_prefix"]))
+                        or start_server(*a, **kw))
+    monkeypatch.setattr(paired.baselines, "sockperf_client", lambda *a, **kw: prefixes.append(
+        ("sockperf client", kw["command_prefix"])) or sockperf_client(*a, **kw))
+
+    def on_which_cores(workload):
+        async def run(endpoint, sc):
+            client_cores.append(os.sched_getaffinity(0))
+            return await runners[workload](endpoint, sc)
+        return run
+
+    monkeypatch.setattr(paired, "RUNNERS", {name: on_which_cores(name) for name in runners})
     result = paired.measure(kernel, blocks=2, round_trips=30)
     assert result["status"] == "ok", result.get("reason")
     labels = [paired.client_label(*pair) for pair in paired.CLIENTS[kernel]]
@@ -41,6 +60,10 @@ def test_turns_measure_every_client_beside_sockperf_and_clean_up(kernel):
     if len(affinity) >= 2 and shutil.which("taskset"):
         first, second = sorted(affinity)[:2]
         assert result["config"]["cores"] == {"client": first, "server": second}
+        assert ("hellohi", ["taskset", "-c", str(second)]) in prefixes
+        assert ("sockperf server", ["taskset", "-c", str(second)]) in prefixes
+        assert prefixes.count(("sockperf client", ["taskset", "-c", str(first)])) == 2
+        assert client_cores == [{first}] * 2 * len(labels)
     assert os.sched_getaffinity(0) == affinity  # the bench's own process is given its cores back
     assert _running("sockperf") + _running(f"{kernel}.server") == before  # both servers stopped
 

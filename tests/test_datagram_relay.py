@@ -396,3 +396,35 @@ def test_next_deadline_costs_no_loop_over_the_sessions_and_is_exact_after_the_ti
     net.run(5)  # the heartbeat timer fires: PINGs go out, and the deadline is computed exactly again
     assert any(now >= 5.0 for now in timers) and next_deadline() == min(d for d in (exact(), *(
         s.deadline for s in server._by_connection.values())) if d is not None)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_next_deadline_is_never_later_than_anything_due(seed):
+    # The bound must never be late, or a retransmission or a heartbeat would be.
+    # Checked after every datagram and every timer call, with loss both ways.
+    up = Impairment(loss=0.15, delay=0.01, jitter=0.005, seed=seed)
+    down = Impairment(loss=0.15, delay=0.01, jitter=0.005, seed=seed + 100)
+    net = Network(up=up, down=down, heartbeat_interval=2.0, heartbeat_timeout=6.0)
+    server = net.server
+    checked = []
+
+    def check():
+        due = [server.relay.next_deadline()] + [session.endpoint.next_deadline()
+                                               for session in server._by_connection.values() if session.endpoint]
+        due = [d for d in due if d is not None]
+        assert not due or server.next_deadline() <= min(due)
+        checked.append(1)
+
+    receive, on_timer = server.receive, server.on_timer
+    server.receive = lambda *args: (receive(*args), check())
+    server.on_timer = lambda now: (on_timer(now), check())
+    clients = [net.client(f"c{i}", i + 1, plain=i == 3) for i in range(4)]
+    for client in clients:
+        client.hello()
+    net.run(1)
+    for round_ in range(10):
+        for i, client in enumerate(clients):
+            client.send(f"c{(i + 1) % 4}", b"round %d" % round_)
+        net.run(0.3)
+    net.run(5)  # heartbeats, delayed acks and retransmissions play out
+    assert len(checked) > 100
