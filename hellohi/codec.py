@@ -306,7 +306,7 @@ VERBS = tuple(_LINE_FRAMES) + tuple(_BODY_FRAMES)
 _CAREFULLY = object()  # _canonical_frame's answer for "leave this one to the careful path"
 
 # The frames that carry nearly all the traffic (the four of every message, and the
-# bare HELLO and its HI of every ping), in exactly the form encode() writes them:
+# HELLO and HI of every ping), in exactly the form encode() writes them:
 # upper-case verb, one space between words, LF. One regex checks and splits such a
 # header in a single call (a frame then takes 1.2 us to decode here instead of
 # 2.0: both the server and the client handle several per message); any other line
@@ -321,7 +321,7 @@ _CANONICAL = re.compile(
     + rb"|ACK (?P<ack_id>%s)\n" % _NUMBER
     + rb"|MSG (?P<msg_id>%s) (?P<msg_sender>%s) (?P<msg_length>%s)\n" % (_NUMBER, _NAME, _NUMBER)
     + rb"|SEND (?P<send_to>%s) (?P<send_ref>%s) (?P<send_length>%s)\n" % (_NAME, _REF, _NUMBER)
-    + rb"|(?P<hello_bare>HELLO)\n"
+    + rb"|(?P<hello>HELLO)(?: (?P<hello_name>%s))?\n" % _NAME
     + rb"|HI (?P<hi_name>%s) (?P<hi_version>[!-~]+) (?P<hi_heartbeat>%s)\n" % (_NAME, _NUMBER)
 )
 
@@ -387,8 +387,10 @@ class Decoder:
             frame = Ack(int(match["ack_id"]))
         elif last == "hi_heartbeat":
             frame = Hi(match["hi_name"].decode(), int(match["hi_heartbeat"]), match["hi_version"].decode())
-        elif last == "hello_bare":
+        elif last == "hello":
             frame = Hello()
+        elif last == "hello_name":
+            frame = Hello(match["hello_name"].decode())  # the relay checks the name, as on the careful path
         else:
             length = int(match[last])
             if length > self.max_body:

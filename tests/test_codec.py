@@ -155,7 +155,7 @@ def test_arbitrary_bytes_raise_nothing_but_protocol_error(garbage):
                 break
 
 
-# The decoder reads STATUS, ACK, MSG, SEND, a bare HELLO and HI written exactly as encode() writes them
+# The decoder reads STATUS, ACK, MSG, SEND, HELLO and HI written exactly as encode() writes them
 # with one regex, and every other line with the careful parser. A CRLF line always
 # takes the careful path, so a header decoding the same with LF and with CRLF shows
 # that both paths accept, build and refuse alike.
@@ -190,6 +190,7 @@ common_frames = st.one_of(
     st.builds(codec.Msg, ids, st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True), st.binary(max_size=70)),
     st.builds(codec.Send, st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True), refs, st.binary(max_size=70)),
     st.builds(codec.Hello),
+    st.builds(codec.Hello, st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True)),
     st.builds(codec.Hi, st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True), st.integers(0, 10**18 - 1),
               st.text(alphabet="hellohi/1.-~!", min_size=1, max_size=12)),
 )
@@ -230,7 +231,7 @@ def test_fast_and_careful_paths_agree_on_every_boundary():
     # Every argument of each common frame, replaced in turn by a word at or just past a limit.
     for wire in (encode(codec.Status("r1", "stored", 5)), encode(codec.Ack(5)),
                  encode(codec.Msg(5, "alice", b"body")), encode(codec.Send("bob", "r1", b"body")),
-                 encode(codec.Hi("alice", 15000)), encode(codec.Hello())):
+                 encode(codec.Hi("alice", 15000)), encode(codec.Hello()), encode(codec.Hello("alice"))):
         header, _, rest = wire.partition(b"\n")
         words = header.decode().split(" ")
         for at in range(1, len(words)):
