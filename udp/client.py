@@ -26,7 +26,7 @@ from hellohi.codec import Bye, Frame
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
 from udp.deadline import DeadlineTimer, clock
-from udp.lossy import LossyPath
+from udp.lossy import lossy_path
 
 __all__ = ["ConnectFailed", "UdpChatClient"]
 
@@ -55,8 +55,8 @@ class UdpChatClient(ChatClient):
         if plain:
             self.transport_name = "udp (plain, no acks)"
         self.impair_send, self.impair_receive = impair_send, impair_receive
-        self._send_path = LossyPath(impair_send, self._sendto)
-        self._receive_path = LossyPath(impair_receive, self._datagram_in)
+        self._send_path = lossy_path(impair_send, self._sendto)
+        self._receive_path = lossy_path(impair_receive, self._datagram_in)
         self._transport: asyncio.DatagramTransport | None = None
         self._timer = DeadlineTimer(self._on_timer)
         self._pump_scheduled = False  # an end-of-turn pump is due

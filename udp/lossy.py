@@ -15,15 +15,18 @@ from typing import Callable
 from hellohi.reliable import Impairment
 
 
+def lossy_path(impairment: Impairment | None, deliver: Callable[..., None]) -> Callable[..., None]:
+    """`deliver`, through `impairment` if there is one; without, `deliver` itself,
+    so a datagram on an unimpaired path costs no extra call."""
+    return deliver if impairment is None else LossyPath(impairment, deliver)
+
+
 class LossyPath:
-    def __init__(self, impairment: Impairment | None, deliver: Callable[..., None]):
+    def __init__(self, impairment: Impairment, deliver: Callable[..., None]):
         self.impairment = impairment
         self.deliver = deliver
 
     def __call__(self, datagram: bytes, *args) -> None:
-        if self.impairment is None:
-            self.deliver(datagram, *args)
-            return
         loop = asyncio.get_running_loop()
         now = loop.time()
         for arrival, copy in self.impairment.apply(datagram, now):

@@ -26,7 +26,7 @@ from hellohi.options import add_server_arguments, add_udp_arguments, limits_from
 from hellohi.relay import Relay, format_peer
 from tcp.server import open_store
 from udp.deadline import DeadlineTimer, clock
-from udp.lossy import LossyPath, impairments_from
+from udp.lossy import impairments_from, lossy_path
 
 log = logging.getLogger("hellohi.udp.server")
 
@@ -49,8 +49,8 @@ class UdpRelayServer:
         self.relay = relay
         self._socket: socket.socket | None = None
         self._timer = DeadlineTimer(self._on_timer)
-        self._send_path = LossyPath(impair_send, self._sendto)
-        self._receive_path = LossyPath(impair_receive, self._datagram_in)
+        self._send_path = lossy_path(impair_send, self._sendto)
+        self._receive_path = lossy_path(impair_receive, self._datagram_in)
         self._batch: list[tuple[bytes, tuple]] | None = None  # set while reading a batch
         # Datagrams the kernel had no room for yet (EAGAIN), sent when the socket is writable.
         self._unsent: deque[tuple[bytes, tuple]] = deque()
