@@ -18,6 +18,7 @@ import asyncio
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from hellohi.client_session import MessageReceived, Registered, StatusChanged
 
@@ -186,11 +187,25 @@ async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
     return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [client])
 
 
+def _timed_hellos(sc: Scenario, hello_answered: Callable[[], bool]) -> dict:
+    """The hello-raw figures: warmup + count round trips of `hello_answered()`, which
+    says Hello and returns True if HI came back in time (False: counted as lost)."""
+    rtt = LatencyRecorder(ROUND_TRIP)
+    ledger = DeliveryLedger()
+    for i in range(sc.warmup + sc.count):
+        measured = i >= sc.warmup
+        ping = ledger.next_id() if measured else None
+        start = now_ns()
+        if hello_answered() and measured:
+            end = now_ns()
+            ledger.arrived(ping)
+            rtt.add(end - start)
+    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+
+
 def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
     """The same Hello/HI ping-pong from a minimal blocking socket: what the server
     alone costs, without the client library's asyncio machinery (TCP)."""
-    rtt = LatencyRecorder(ROUND_TRIP)
-    ledger = DeliveryLedger()
     with socket.create_connection((endpoint.host, endpoint.port), timeout=sc.timeout) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = sock.makefile("rb")
@@ -205,23 +220,18 @@ def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
                 if line[:4].upper() == b"PING":
                     sock.sendall(b"PONG" + line[4:])
 
-        sock.sendall(b"Hello bench-raw\n")
-        hi()
-        for i in range(sc.warmup + sc.count):
-            measured = i >= sc.warmup
-            ping = ledger.next_id() if measured else None
-            start = now_ns()
+        def hello_answered() -> bool:
             sock.sendall(b"Hello\n")
             try:
-                hi()
-            except socket.timeout:
-                continue
-            end = now_ns()
-            if measured:
-                ledger.arrived(ping)
-                rtt.add(end - start)
+                return hi()
+            except socket.timeout:  # the socket's timeout: sc.timeout, which is loss_wait over TCP
+                return False
+
+        sock.sendall(b"Hello bench-raw\n")
+        hi()
+        figures = _timed_hellos(sc, hello_answered)
         sock.sendall(b"BYE\n")
-    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+    return figures
 
 
 def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario) -> dict:
@@ -232,14 +242,11 @@ def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario) -> dict:
     of the server's, which checks our address, is answered with PONG."""
     from hellohi.datagram_client import padded_plain_hello
 
-    rtt = LatencyRecorder(ROUND_TRIP)
-    ledger = DeliveryLedger()
     with socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect((endpoint.host, endpoint.port))
 
-        def hi(wait: float) -> bool:
-            """True when a HI came within `wait` seconds, False if nothing did (plain UDP may lose it)."""
-            sock.settimeout(wait)
+        def hi() -> bool:
+            """True when a HI came within the socket's timeout, False if nothing did (plain UDP may lose it)."""
             answered = False
             while not answered:
                 try:
@@ -258,20 +265,19 @@ def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario) -> dict:
                         raise ConnectionError(f"hello-raw over {sc.protocol}: the server answered {line.decode(errors='replace')}")
             return True
 
-        sock.send(padded_plain_hello(b"Hello bench-raw\n"))
-        if not hi(sc.timeout):
-            raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
-        for i in range(sc.warmup + sc.count):
-            measured = i >= sc.warmup
-            ping = ledger.next_id() if measured else None
-            start = now_ns()
+        def hello_answered() -> bool:
             sock.send(b"Hello\n")
-            if hi(sc.loss_wait) and measured:
-                end = now_ns()
-                ledger.arrived(ping)
-                rtt.add(end - start)
+            return hi()
+
+        sock.settimeout(sc.timeout)
+        sock.send(padded_plain_hello(b"Hello bench-raw\n"))
+        if not hi():
+            raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
+        # Set once, not per round trip: every settimeout() is a system call (FIONBIO).
+        sock.settimeout(sc.loss_wait)
+        figures = _timed_hellos(sc, hello_answered)
         sock.send(b"BYE\n")
-    return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
+    return figures
 
 
 def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
@@ -284,8 +290,6 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
     clock = time.monotonic
     link = DatagramLink(reliability_config(sc.protocol))
     link.start(clock())
-    rtt = LatencyRecorder(ROUND_TRIP)
-    ledger = DeliveryLedger()
     with socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect((endpoint.host, endpoint.port))
 
@@ -316,18 +320,11 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
 
         if not say_hello_and_wait_for_hi(Hello("bench-raw"), sc.timeout):
             raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
-        for i in range(sc.warmup + sc.count):
-            measured = i >= sc.warmup
-            ping = ledger.next_id() if measured else None
-            start = now_ns()
-            if say_hello_and_wait_for_hi(Hello(), sc.loss_wait) and measured:
-                end = now_ns()
-                ledger.arrived(ping)
-                rtt.add(end - start)
+        figures = _timed_hellos(sc, lambda: say_hello_and_wait_for_hi(Hello(), sc.loss_wait))
         link.send_frame(Bye(), clock())  # frees the name on the server, as the TCP version does
         send_ready()
     # The link has the client library's `stats`, so the usual summing applies.
-    return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [link])
+    return _with_counters(figures, [link])
 
 
 async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
