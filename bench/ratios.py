@@ -13,6 +13,8 @@ import json
 import statistics
 import sys
 
+from .paired import CLIENTS, client_label
+
 TARGET_RTT_RATIO = 1.6
 TARGET_MSGS_PER_S = 50_000
 
@@ -104,21 +106,21 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     # apart, on the same two cores. The scenarios' own p50s, taken half a minute after
     # sockperf's baseline and wherever the scheduler put the processes, are shown as
     # information beside them.
-    for protocol, workload in (("tcp", "hello"), ("tcp", "hello-raw"), ("udp", "hello"), ("udp", "hello-raw"),
-                               ("udp-raw", "hello-raw")):
-        kernel = "tcp" if protocol == "tcp" else "udp"
+    for kernel, clients in CLIENTS.items():
         turns = _baseline(run, f"paired-hello-{kernel}")
-        value = _figure(turns, "ratio_median", f"{workload} {protocol}")
-        per_block = [row.get(f"{workload} {protocol}") for row in _figure(turns, "blocks") or []]
-        add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured in turns",
-            value, TARGET_RTT_RATIO, "lower",
-            f"median of {len(per_block)} blocks; per block (us / us): "
-            + ", ".join(f"{ours} / {row['sockperf']}" for ours, row in zip(per_block, _figure(turns, "blocks")))
-            if value is not None else "not measured (baselines skipped, or sockperf missing)")
-        s = _find(run, workload, protocol)
-        ours, floor = _figure(s, "latency", "p50"), _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
-        add(f"{workload} {protocol} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured apart (information)",
-            _ratio(ours, floor), None, "lower", f"{ours} us / {floor} us")
+        blocks = _figure(turns, "blocks") or []
+        for workload, protocol in clients:
+            label = client_label(workload, protocol)
+            value = _figure(turns, "ratio_median", label)
+            add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured in turns",
+                value, TARGET_RTT_RATIO, "lower",
+                f"median of {len(blocks)} blocks; per block (us / us): "
+                + ", ".join(f"{row.get(label)} / {row['sockperf']}" for row in blocks)
+                if value is not None else "not measured (baselines skipped, or sockperf missing)")
+            ours = _figure(_find(run, workload, protocol), "latency", "p50")
+            floor = _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
+            add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured apart (information)",
+                _ratio(ours, floor), None, "lower", f"{ours} us / {floor} us")
     # Information: what CPython and asyncio cost with no protocol at all (bench/python_floor.py).
     for kernel in ("tcp", "udp"):
         echo = _baseline(run, f"python-echo-{kernel}")
