@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'issue4' is loss=0.05,delay_ms=10")
     p.add_argument("--no-emulation", action="store_true",
                    help="never use emulated hosts (the default matrix adds the issue-4 link when running as root)")
-    p.add_argument("--no-baselines", action="store_true", help="skip the baselines: sockperf, iperf3, the Python echo and the in-process protocol work")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines: sockperf, iperf3, the Python echo, the in-process protocol work "
+                        "and the Hello/HI turns beside sockperf (bench/paired.py)")
     p.add_argument("--baseline-seconds", type=_seconds, default=2.0, metavar="SECONDS",
                    help="how long each of sockperf, iperf3 and the Python echo runs (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")

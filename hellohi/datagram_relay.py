@@ -250,8 +250,7 @@ class DatagramRelay:
         token = self.new_token()
         while token == 0 or token in self._by_token:
             token = self.new_token()
-        connection = self.relay.connect(format_peer(address), now)
-        self._lower_soonest(self.relay.deadline_of(connection))
+        connection = self._connect(address, now)
         endpoint = ReliableEndpoint(self.config, token=token, now=now)
         session = _Session(connection, address, Decoder(self.max_line, self.max_body), token=token, endpoint=endpoint)
         self._by_token[token] = session
@@ -259,6 +258,12 @@ class DatagramRelay:
         self._by_address[address] = session
         self._say(f"new session #{connection} from {format_peer(address)}")
         return session
+
+    def _connect(self, address: Address, now: float, window: int | None = None) -> int:
+        """A new relay connection for `address`; its first heartbeat may be the soonest deadline."""
+        connection = self.relay.connect(format_peer(address), now, window=window)
+        self._lower_soonest(self.relay.deadline_of(connection))
+        return connection
 
     def _take_endpoint_events(self, session: _Session, now: float) -> None:
         assert session.endpoint is not None
@@ -280,8 +285,7 @@ class DatagramRelay:
             # Fire and forget: nothing paces a plain client, as nothing paces plain UDP.
             # (A lost MSG or ACK would otherwise stay "in flight" for good and, once
             # there were a window's worth, stop all delivery to this client.)
-            connection = self.relay.connect(format_peer(address), now, window=self.relay.limits.max_waiting_per_recipient)
-            self._lower_soonest(self.relay.deadline_of(connection))
+            connection = self._connect(address, now, window=self.relay.limits.max_waiting_per_recipient)
             session = _Session(connection, address, Decoder(self.max_line, self.max_body))
             session.secret = f"{self.new_token():016x}"
             self._by_connection[connection] = session

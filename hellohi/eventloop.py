@@ -29,13 +29,13 @@ import os
 from typing import Any, Coroutine
 
 CHOICES = ("auto", "uvloop", "asyncio")
+ENVIRONMENT = "HELLOHI_LOOP"
 
 # Timers are armed in the loop's clock. uvloop's, in whole milliseconds, can fire
 # up to a millisecond before the moment asked for; this much later, they never do.
 # Without it a timer that fires early and is set again for the rest of the time
 # fires at once, again and again, until the clock ticks over.
 TIMER_SLACK = 0.001
-ENVIRONMENT = "HELLOHI_LOOP"
 
 
 class LoopUnavailable(RuntimeError):
