@@ -58,7 +58,7 @@ client-udp: $(STAMP)
 
 # The bench: results/latest/results.json (+ .csv), then `make report` turns it into
 # results/latest/report/{report.md, *.png, handout.md}. The quick matrix stays on loopback
-# (--no-emulation) so it finishes in under 2 minutes on 2 cores (76-81 s measured) with tcp, udp, udp-raw
+# (--no-emulation) so it finishes in under 2 minutes on 2 cores (72-81 s measured) with tcp, udp, udp-raw
 # and udp-turbo; as root, add emulated hosts with BENCH_ARGS="--link issue4". See docs/bench.md.
 RESULTS    ?= results/latest
 BENCH_ARGS ?=
