@@ -17,6 +17,7 @@ from hellohi.reliable.packet import (
     encode,
     is_reliable,
 )
+from hellohi.reliable.packet import _HEADER_AND_FRAGMENT, _decode_common_shape, _decode_field_by_field
 
 # The example of docs/udp-reliability.md: token 0x0102030405060708, packet 5,
 # everything below 3 received plus packet 4, 1.5 ms ack delay, one fragment
@@ -115,6 +116,48 @@ def test_arbitrary_bytes_with_magic_raise_only_packet_error(rest):
         decode(bytes([MAGIC]) + rest)
     except PacketError:
         pass
+
+
+@st.composite
+def one_fragment_datagrams(draw):
+    """Bytes shaped like the common packet (header, one fragment header, data), every field
+    drawn from its whole range, valid or not, sometimes with bytes cut off or added."""
+    data = draw(st.binary(max_size=40))
+    fields = (
+        draw(st.sampled_from([MAGIC, 0x00, 0x48])),
+        draw(st.sampled_from([0, 1, 2, 3, 4, 0x80])),
+        draw(st.integers(0, 2**64 - 1)),
+        draw(st.sampled_from([0, 1, 7, 2**32 - 1])),  # packet number
+        draw(st.sampled_from([0, 1, 5, 2**32 - 1])),  # cumulative ack
+        draw(st.integers(0, 0xFFFF)),
+        draw(st.sampled_from([0, 0, 0, 1, 9])),  # ack ranges
+        draw(st.sampled_from([1, 1, 1, 0, 2])),  # fragments
+        draw(st.sampled_from([0, 1, 2**32 - 1])),  # message id
+        draw(st.integers(0, 3)),  # fragment index
+        draw(st.integers(0, 3)),  # fragment count
+        draw(st.sampled_from([len(data), len(data), max(len(data) - 1, 0), len(data) + 1])),
+    )
+    datagram = _HEADER_AND_FRAGMENT.pack(*fields) + data
+    tail = draw(st.sampled_from([b"", b"", b"\x00" * 3, b"\x01"]))
+    return datagram[: draw(st.integers(0, len(datagram)))] if draw(st.booleans()) and not tail else datagram + tail
+
+
+@settings(max_examples=1000)
+@given(one_fragment_datagrams())
+def test_the_one_unpack_path_reads_exactly_what_the_field_by_field_path_reads(datagram):
+    quick = _decode_common_shape(datagram)
+    try:
+        careful = _decode_field_by_field(datagram)
+    except PacketError:
+        assert quick is None  # never accepts what the careful path refuses
+        return
+    assert quick is None or quick == careful
+
+
+@given(packets())
+def test_a_packet_of_the_common_shape_takes_the_one_unpack_path(packet):
+    common = packet.number and not packet.ranges and len(packet.fragments) == 1
+    assert (_decode_common_shape(encode(packet)) is not None) == bool(common)
 
 
 def test_header_budget_constants():

@@ -148,6 +148,11 @@ def encode_fields(
 
 def decode(datagram: bytes) -> Packet:
     """Parse one datagram; anything malformed raises PacketError and nothing else."""
+    packet = _decode_common_shape(datagram)
+    return packet if packet is not None else _decode_field_by_field(datagram)
+
+
+def _decode_field_by_field(datagram: bytes) -> Packet:
     if len(datagram) < FIXED_HEADER:
         raise PacketError(f"{len(datagram)} bytes is shorter than the {FIXED_HEADER}-byte header")
     magic, flags, token, number, cumulative_ack, delay_units, range_count, fragment_count = HEADER.unpack_from(datagram)
@@ -201,3 +206,25 @@ def decode(datagram: bytes) -> Packet:
         fragments=tuple(fragments),
         flags=flags,
     )
+
+
+def _decode_common_shape(datagram: bytes) -> Packet | None:
+    """The most common datagram, read with one unpack: a well-formed packet with no
+    ack ranges and one fragment that ends the datagram (a chat frame, or its answer,
+    with nothing lost). None for anything else, well-formed or not: decode() then
+    reads it field by field (_decode_field_by_field), and says what is wrong if
+    something is.
+
+    Every check decode() would make of such a packet is made here too, so both
+    ways give the same Packet (tests/test_reliable_packet.py compares them).
+    """
+    if len(datagram) < _HEADER_AND_FRAGMENT.size:
+        return None
+    (magic, flags, token, number, cumulative_ack, delay_units, range_count, fragment_count,
+     message_id, index, count, length) = _HEADER_AND_FRAGMENT.unpack_from(datagram)
+    if (range_count or fragment_count != 1 or len(datagram) != _HEADER_AND_FRAGMENT.size + length
+            or magic != MAGIC or flags & ~KNOWN_FLAGS or not cumulative_ack or not number
+            or not message_id or index >= count):
+        return None
+    fragment = Fragment(message_id, index, count, bytes(datagram[_HEADER_AND_FRAGMENT.size:]))
+    return Packet(token, number, cumulative_ack, delay_units * ACK_DELAY_UNIT, (), (fragment,), flags)
