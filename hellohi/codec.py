@@ -356,6 +356,8 @@ class Decoder:
         while True:
             if self._pending_body is not None:
                 return self._take_body()
+            if not self._buffer:
+                return None  # the usual end of a read: every frame taken, nothing left to match
             canonical = _CANONICAL.match(self._buffer)
             if canonical is not None and canonical.end() <= self.max_line + 1:
                 frame = self._canonical_frame(canonical)
