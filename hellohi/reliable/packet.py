@@ -215,16 +215,21 @@ def _decode_common_shape(datagram: bytes) -> Packet | None:
     reads it field by field (_decode_field_by_field), and says what is wrong if
     something is.
 
-    Every check decode() would make of such a packet is made here too, so both
-    ways give the same Packet (tests/test_reliable_packet.py compares them).
+    Every check _decode_field_by_field makes of such a packet is made here too, so
+    both ways give the same Packet (tests/test_reliable_packet.py compares them).
     """
-    if len(datagram) < _HEADER_AND_FRAGMENT.size:
+    size = _HEADER_AND_FRAGMENT.size
+    # Bytes 20 and 21 count the ack ranges and the fragments: look before unpacking,
+    # so that other datagrams lose next to nothing by trying this way first.
+    if len(datagram) < size or datagram[20] != 0 or datagram[21] != 1:
         return None
-    (magic, flags, token, number, cumulative_ack, delay_units, range_count, fragment_count,
+    (magic, flags, token, number, cumulative_ack, delay_units, _, _,
      message_id, index, count, length) = _HEADER_AND_FRAGMENT.unpack_from(datagram)
-    if (range_count or fragment_count != 1 or len(datagram) != _HEADER_AND_FRAGMENT.size + length
-            or magic != MAGIC or flags & ~KNOWN_FLAGS or not cumulative_ack or not number
-            or not message_id or index >= count):
-        return None
-    fragment = Fragment(message_id, index, count, bytes(datagram[_HEADER_AND_FRAGMENT.size:]))
+    if len(datagram) != size + length:
+        return None  # data cut short, or padding or something else after it
+    if magic != MAGIC or flags & ~KNOWN_FLAGS or not cumulative_ack:
+        return None  # a bad header
+    if not number or not message_id or index >= count:  # (count 0 fails here too)
+        return None  # a bad fragment, or data without a packet number
+    fragment = Fragment(message_id, index, count, bytes(datagram[size:]))
     return Packet(token, number, cumulative_ack, delay_units * ACK_DELAY_UNIT, (), (fragment,), flags)
