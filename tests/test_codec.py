@@ -66,9 +66,11 @@ def test_decoder_goes_on_after_a_non_fatal_error():
     assert decoder.next_frame() == codec.Ping()
 
 
-def test_decoder_stays_broken_after_a_fatal_error():
+@pytest.mark.parametrize("data", [b"SEND bob r1 2\nhiXPING\n", b"SEND bob r1 x\n"])
+def test_decoder_stays_broken_after_a_fatal_error(data):
+    # The second case leaves nothing buffered: an empty buffer must not read as "no frame yet".
     decoder = Decoder()
-    decoder.feed(b"SEND bob r1 2\nhiXPING\n")
+    decoder.feed(data)
     for _ in range(2):
         with pytest.raises(ProtocolError) as refused:
             decoder.next_frame()

@@ -11,7 +11,7 @@ import itertools
 
 from hellohi.datagram_client import padded_plain_hello
 from hellohi.datagram_relay import DatagramRelay
-from hellohi.reliable import DEFAULT
+from hellohi.reliable import DEFAULT, Impairment
 from hellohi.relay import Relay, RelayLimits
 from hellohi.store import MessageStore
 from udp.server import UdpRelayServer
@@ -40,7 +40,7 @@ def hello_from(port: int) -> tuple[bytes, tuple]:
     return padded_plain_hello(f"HELLO user{port}\n".encode()), ("198.18.0.2", port)
 
 
-def read_once(waiting: list[tuple[bytes, tuple]]) -> tuple[list[tuple[str, tuple]], list[int]]:
+def read_once(waiting: list[tuple[bytes, tuple]], impair_receive=None) -> tuple[list[tuple[str, tuple]], list[int]]:
     """One readable event on a server whose socket holds `waiting`: (the socket's log, batch sizes)."""
     relay = DatagramRelay(Relay(MessageStore(":memory:"), RelayLimits()), DEFAULT, new_token=itertools.count(1).__next__)
     batches: list[int] = []
@@ -51,7 +51,7 @@ def read_once(waiting: list[tuple[bytes, tuple]]) -> tuple[list[tuple[str, tuple
         return receive_many(batch, now)
 
     relay.receive_many = counting_receive_many
-    server = UdpRelayServer(relay)
+    server = UdpRelayServer(relay, impair_receive=impair_receive)
     fake = FakeSocket(waiting)
 
     async def readable() -> None:
@@ -89,3 +89,11 @@ def test_a_full_batch_stops_reading_so_timers_and_sends_are_not_starved(monkeypa
     log, batches = read_once([hello_from(port) for port in range(1, 8)])
     assert batches == [1, 4]  # the other two wait for the next readable event
     assert ("read", "empty") not in log
+
+
+def test_a_first_datagram_lost_on_the_way_in_does_not_stop_the_reading():
+    # The in-process loss injection drops everything here: the relay sees nothing,
+    # but every datagram is taken off the socket in this one readable event.
+    log, batches = read_once([hello_from(1), hello_from(2), hello_from(3)], impair_receive=Impairment(loss=1.0, seed=1))
+    assert log == [("read", ("198.18.0.2", 1)), ("read", ("198.18.0.2", 2)), ("read", ("198.18.0.2", 3)), ("read", "empty")]
+    assert batches == []

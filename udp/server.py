@@ -42,7 +42,7 @@ class UdpRelayServer:
     instead of once per datagram; when traffic is light nothing waits.
     """
 
-    MAX_BATCH = 256  # datagrams per batch: bounds how long timers and sends wait behind reads
+    MAX_BATCH = 256  # datagrams per batch (after the first): bounds how long timers and sends wait behind reads
     MAX_DATAGRAM = 65535
 
     def __init__(self, relay: DatagramRelay, impair_send=None, impair_receive=None):
@@ -93,13 +93,19 @@ class UdpRelayServer:
         # looking finds the socket empty (a recvfrom that fails with EAGAIN), and a
         # ping-pong should not wait for that: answering first took 7-9 us off a
         # loopback Hello/HI round trip. What arrived meanwhile is read as one batch.
+        # (If the first read brings nothing, the event loop calls us again while the
+        # socket holds datagrams: a reader is called for as long as there is data.)
         if self._read_batch(1):
             self._read_batch(self.MAX_BATCH)
 
     def _read_batch(self, limit: int) -> int:
-        """Read up to `limit` datagrams, hand them to the relay, send its answers; returns how many."""
+        """Read up to `limit` datagrams, hand them to the relay, send its answers.
+
+        Returns how many came off the socket (the in-process loss injection may
+        drop or delay some of them before the relay sees them)."""
         assert self._socket is not None
         self._batch = []
+        read = 0
         try:
             for _ in range(limit):
                 try:
@@ -107,10 +113,12 @@ class UdpRelayServer:
                 except (BlockingIOError, InterruptedError):
                     break  # the socket is empty: the batch is complete
                 except OSError as exc:
-                    # An ICMP error for an earlier datagram (a client went away): the
-                    # session's retransmissions, then its timeout, take care of it.
+                    # An ICMP error about an earlier datagram (a client went away), which
+                    # Windows reports here; Linux keeps it to itself unless IP_RECVERR is
+                    # set. The session's retransmissions, then its timeout, take care of it.
                     log.debug("socket error: %s", exc)
                     continue
+                read += 1
                 self._receive_path(data, address)
             batch = self._batch
         finally:
@@ -118,7 +126,7 @@ class UdpRelayServer:
         if batch:
             self.relay.receive_many(batch, clock())
             self._send_all()
-        return len(batch)
+        return read
 
     def _datagram_in(self, data: bytes, address) -> None:
         if self._batch is not None:
