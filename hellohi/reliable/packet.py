@@ -219,8 +219,9 @@ def _decode_common_shape(datagram: bytes) -> Packet | None:
     both ways give the same Packet (tests/test_reliable_packet.py compares them).
     """
     size = _HEADER_AND_FRAGMENT.size
-    # Bytes 20 and 21 count the ack ranges and the fragments: look before unpacking,
-    # so that other datagrams lose next to nothing by trying this way first.
+    # Bytes 20 and 21 (R and F in the table above) count the ack ranges and the
+    # fragments: looking at them before unpacking, other datagrams lose next to
+    # nothing by trying this way first.
     if len(datagram) < size or datagram[20] != 0 or datagram[21] != 1:
         return None
     (magic, flags, token, number, cumulative_ack, delay_units, _, _,
