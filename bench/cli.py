@@ -259,7 +259,11 @@ def build_scenarios(args, remote) -> list[Scenario]:
     else:
         cells = default_matrix(args.full, args.protocols)
     links = args.link or []
-    if not links and not args.config and not remote and not args.no_emulation \
+    if links:
+        if (problem := emulation_problem()) is not None:
+            raise MatrixError(f"--link needs emulated hosts, which cannot run here: {problem}\n"
+                              "Instead: run the loopback bench without --link, or run this as root on Linux.")
+    elif not args.config and not remote and not args.no_emulation \
             and not (args.workloads or args.payloads or args.clients):
         # The default matrix includes the impaired link when this machine can emulate it.
         if (note := emulation_problem()) is None:
@@ -267,9 +271,6 @@ def build_scenarios(args, remote) -> list[Scenario]:
         else:
             print(f"note: emulated hosts skipped: {note}", file=sys.stderr)
     if links:
-        if (problem := emulation_problem()) is not None:
-            raise MatrixError(f"--link needs emulated hosts, which cannot run here: {problem}\n"
-                              "Instead: run the loopback bench without --link, or run this as root on Linux.")
         if args.workloads or args.config:  # the matrix asked for, across the link too
             emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
                         if c["workload"] != "kcp-test"]
