@@ -19,9 +19,6 @@ from hellohi.eventloop import TIMER_SLACK
 # which would make every RTT sample on a LAN or loopback read 0 or 1 ms.
 clock = time.monotonic
 
-# Timers fire TIMER_SLACK late rather than early (hellohi/eventloop.py). Small
-# beside the timers it delays: the shortest, a repeated ack, waits 5 ms.
-
 
 class DeadlineTimer:
     def __init__(self, on_deadline: Callable[[], None]):
@@ -45,6 +42,8 @@ class DeadlineTimer:
             self._handle = None
         if deadline is not None:
             self._deadline = deadline
+            # TIMER_SLACK late rather than early (hellohi/eventloop.py): small beside the
+            # timers it delays, the shortest of which, a repeated ack, waits 5 ms.
             delay = max(deadline - clock(), 0.0) + TIMER_SLACK
             self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
 
