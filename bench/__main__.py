@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
 
-sys.exit(main())
+    sys.exit(main())
+except KeyboardInterrupt:  # Ctrl-C outside the run itself (cli.main handles it there and keeps the figures)
+    print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+    sys.exit(130)

@@ -1,7 +1,7 @@
 """python -m bench: build a scenario matrix, run it, print ratios, write results.
 
     python -m bench                      quick default matrix (< 2 min on 2 cores)
-    python -m bench --full --out reports/bench
+    python -m bench --full --out results/full
     python -m bench --workloads hello,relay --protocols tcp --count 2000
     python -m bench --config matrix.toml
     python -m bench --server 192.0.2.10:5000 --protocols tcp   (a server on another computer)
@@ -24,10 +24,10 @@ from hellohi.codec import DEFAULT_MAX_BODY
 
 from . import baselines, paired, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS
-from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, default_matrix, emulated_cells,
-                     flag_matrix, load_config, parse_link, to_scenarios)
+from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, KCP_MIN_PAYLOAD, MatrixError, default_matrix,
+                     emulated_cells, flag_matrix, load_config, parse_link, to_scenarios)
 from .ratios import compute_ratios, print_ratios
-from .runner import KCP_WORKLOADS, run_scenario
+from .runner import BODY_WORKLOADS, KCP_WORKLOADS, run_scenario
 from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
 
@@ -183,6 +183,16 @@ def _positive_ints(text: str) -> list[int]:
     return [_positive_int(item) for item in text.split(",")]
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -200,7 +210,7 @@ def _names(allowed: tuple[str, ...], what: str):
         for name in names:
             if name not in allowed:
                 raise argparse.ArgumentTypeError(f"{name!r} is not a {what}; choose from {', '.join(allowed)}")
-        return names
+        return list(dict.fromkeys(names))  # a name given twice runs once
     return parse
 
 
@@ -221,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fan-in/fan-out widths")
     p.add_argument("--count", type=_positive_int, help="messages or pings per scenario")
     p.add_argument("--window", type=_positive_int, help="bulk workloads: messages in flight (default 256)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=_seed, default=1, help="seeds every random choice of the run (default: 1)")
     p.add_argument("--rounds", type=_positive_int, default=1, metavar="N",
                    help="run the whole matrix, baselines included, N times in a row, and judge each ratio by its "
                         "median over the rounds (on a shared, noisy machine one round can be lucky or unlucky)")
@@ -231,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. loss=0.05,delay_ms=10,seed=1 (fields of bench.emulation.LinkSpec; repeatable). "
                         "'issue4' is loss=0.05,delay_ms=10")
     p.add_argument("--no-emulation", action="store_true",
-                   help="never use emulated hosts (the default matrix adds the issue-4 link when running as root)")
+                   help="do not add the issue-4 emulated link that the default matrix adds when running as root "
+                        "(--link still adds the links it names)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines: sockperf, iperf3, the Python echo, the in-process protocol work "
                         "and the Hello/HI turns beside sockperf (bench/paired.py)")
     p.add_argument("--baseline-seconds", type=_seconds, default=2.0, metavar="SECONDS",
@@ -252,17 +263,28 @@ def build_scenarios(args, remote) -> list[Scenario]:
             raise MatrixError(f"--config {args.config} describes the matrix, so {given[0]} cannot be added to it; "
                               "put it in the file's [defaults] or [matrix] instead")
         cells = load_config(args.config)
-    elif args.workloads or args.payloads or args.clients or (args.protocols and not args.full):
+    elif args.workloads or args.payloads or args.clients:
         args.workloads = args.workloads or list(WORKLOADS)
         args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
+        _check_payloads(args.payloads or [], args.workloads)
         cells = flag_matrix(args)
     else:
         cells = default_matrix(args.full, args.protocols)
     links = args.link or []
+    if links and remote:
+        raise MatrixError("--server measures a server on another computer and --link emulates hosts on this one; "
+                          "use one of them in a run")
     if links:
         if (problem := emulation_problem()) is not None:
             raise MatrixError(f"--link needs emulated hosts, which cannot run here: {problem}\n"
                               "Instead: run the loopback bench without --link, or run this as root on Linux.")
+    elif any(cell.get("link") == "emulated" for cell in cells):  # asked for in a --config file
+        if remote:
+            raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which run on hosts "
+                              "emulated on this computer, not against --server; leave one of them out")
+        if (problem := emulation_problem()) is not None:
+            raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which cannot run "
+                              f"here: {problem}\nInstead: leave them out of the file, or run this as root on Linux.")
     elif not args.config and not remote and not args.no_emulation \
             and not (args.workloads or args.payloads or args.clients):
         # The default matrix includes the issue's impaired link when this machine can emulate it.
@@ -292,14 +314,34 @@ def build_scenarios(args, remote) -> list[Scenario]:
     return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
 
 
+def _check_payloads(payloads: list[int], workloads: list[str]) -> None:
+    """Refuse a --payloads size that one of the workloads cannot carry, naming the flag."""
+    for payload in payloads:
+        for workload in workloads:
+            if workload in KCP_WORKLOADS:
+                low, why = KCP_MIN_PAYLOAD, " (its echo carries an 8-byte id and timestamp)"
+            elif workload in BODY_WORKLOADS:
+                low, why = ID_WIDTH, f" (each body starts with a {ID_WIDTH}-digit message id)"
+            else:
+                low, why = 1, ""
+            if not low <= payload <= DEFAULT_MAX_BODY:
+                raise MatrixError(f"--payloads {payload}: {workload} takes payloads from {low} to "
+                                  f"{DEFAULT_MAX_BODY} bytes{why}; {DEFAULT_MAX_BODY} is the server's body limit")
+
+
 def _unwritable(directory: str) -> str | None:
     """Why results cannot be written to `directory` (checked before a run of many minutes), or None."""
+    if not directory.strip():
+        return "the name is empty"
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         return error.strerror or str(error)
     if not os.access(directory, os.W_OK):
         return "it is not writable"
+    for name in ("results.json", "results.csv"):
+        if (Path(directory) / name).is_dir():
+            return f"{name} there is a directory"
     return None
 
 
@@ -323,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scenarios:
             print(sc.id, json.dumps(sc.as_dict()))
         return 0
-    if args.out and (problem := _unwritable(args.out)):
+    if args.out is not None and (problem := _unwritable(args.out)):
         print(f"error: cannot write results to --out {args.out}: {problem}; pick another directory", file=sys.stderr)
         return 2
 
@@ -335,9 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     run["rounds"] = args.rounds
     jobs = [] if args.no_baselines or remote else baseline_jobs(args.baseline_seconds)
     progress = Progress(len(scenarios) + args.rounds * len(jobs))
-    for number in range(1, args.rounds + 1):
-        run_round(run, number, args.rounds, jobs, [sc for sc in scenarios if sc.round == number], remote, progress)
-    progress.finish()
+    try:
+        for number in range(1, args.rounds + 1):
+            run_round(run, number, args.rounds, jobs, [sc for sc in scenarios if sc.round == number], remote, progress)
+    except KeyboardInterrupt:
+        # Servers and emulated hosts are already gone (their `finally` and `with` blocks
+        # ran); what finished is still worth a table and a results file.
+        run["interrupted"] = True
+        print(f"\ninterrupted: {progress.done} of {progress.total} steps finished; "
+              "below and in --out is what they measured", file=sys.stderr)
+    else:
+        progress.finish()
     run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run["ratios"] = compute_ratios(run)
     print_table(run)
@@ -345,5 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         json_path, csv_path = results.write(run, args.out)
         print(f"\nwrote {json_path} and {csv_path}")
+    if run["interrupted"]:
+        return 130  # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
     failed = [r for r in run["scenarios"] if r["status"] == "error"]
     return 1 if failed else 0

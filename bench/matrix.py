@@ -42,15 +42,17 @@ def _count_for(workload: str, payload: int, scale: int) -> int:
 def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]:
     """The matrix of `python -m bench` (quick) and `--full`. Without --protocols, the quick
     matrix runs every workload for tcp, udp and udp-raw, and the latency preset udp-turbo
-    only for hello and relay (its bulk figures are in --full), to stay under 2 minutes."""
+    only for hello and relay (its bulk figures are in --full), to stay under 2 minutes.
+    With --protocols, the same matrix for the protocols named, and nothing else."""
     scale = 5 if full else 1
     payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
     widths = [10, 50] if full else [10]
     turbo_light = protocols is None and not full
+    named = protocols
     if protocols is None:
         protocols = list(PROTOCOLS) if full else list(DEFAULT_PROTOCOLS)
     cells: list[dict] = []
-    for protocol in protocols:
+    for protocol in [p for p in protocols if not p.startswith("kcp-")]:
         cells.append({"workload": "hello", "protocol": protocol})
         cells.append({"workload": "hello-raw", "protocol": protocol})
         cells.append({"workload": "relay", "protocol": protocol})
@@ -61,29 +63,42 @@ def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]
         cells.append({"workload": "drain", "protocol": protocol})
     if turbo_light:
         cells += [{"workload": w, "protocol": "udp-turbo"} for w in ("hello", "relay")]
-    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast")]
+    def kcp_wanted(protocol: str) -> bool:
+        return named is None or protocol in named
+
+    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast") if kcp_wanted(p)]
     # KCP's own test (8-byte echoes), with KCP and with hellohi's reliability layer
     # (udp: default preset, udp-turbo: latency preset) on the same simulated link.
-    kcp_test_protocols = list(KCP_PROTOCOLS) + [p for p in RELIABLE_ON_KCP_LINK
-                                                if p in protocols or (turbo_light and p == "udp-turbo")]
+    kcp_test_protocols = [p for p in KCP_PROTOCOLS if kcp_wanted(p)] + [
+        p for p in RELIABLE_ON_KCP_LINK if p in protocols or (turbo_light and p == "udp-turbo")]
     cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in kcp_test_protocols]
     for cell in cells:
         cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), scale))
     return cells
 
 
+def pair_problem(workload: str, protocol: str) -> str | None:
+    """Why `workload` cannot run over `protocol`, or None if it can."""
+    if workload in KCP_WORKLOADS:
+        if protocol.startswith("kcp-") or (workload == "kcp-test" and protocol in RELIABLE_ON_KCP_LINK):
+            return None
+        return (f"{workload} needs a kcp-* protocol" + (" (or udp, udp-turbo: hellohi's reliability layer on "
+                                                        "KCP's simulated link)" if workload == "kcp-test" else ""))
+    if protocol.startswith("kcp-"):
+        return f"{protocol} runs only kcp-test and kcp-pingpong"
+    if workload in TCP_ONLY_WORKLOADS and protocol != "tcp":
+        return f"{workload} runs over tcp only"
+    return None
+
+
 def flag_matrix(args) -> list[dict]:
+    """Every combination of the flags' lists that can run (pair_problem() skips the others)."""
     cells = []
     for workload, protocol, payload, clients in itertools.product(
             args.workloads, args.protocols, args.payloads or [None], args.clients or [1]):
         if payload is None:
             payload = 8 if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes
-        on_kcp_link = workload == "kcp-test" and protocol in RELIABLE_ON_KCP_LINK
-        if workload in KCP_WORKLOADS and not protocol.startswith("kcp-") and not on_kcp_link:
-            continue
-        if workload not in KCP_WORKLOADS and protocol.startswith("kcp-"):
-            continue
-        if workload in TCP_ONLY_WORKLOADS and protocol != "tcp":
+        if pair_problem(workload, protocol) is not None:
             continue
         if workload not in ("fanin", "fanout") and clients != (args.clients or [1])[0]:
             continue  # the width only matters to fan-in/fan-out
@@ -118,9 +133,12 @@ def load_config(path: str) -> list[dict]:
     [[scenario]] tables or a [matrix] of lists (workloads, protocols, payloads, clients)."""
     kind = "TOML" if path.endswith(".toml") else "JSON"
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise MatrixError(f"cannot read --config {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise MatrixError(f"--config {path} is not UTF-8 text; save it as UTF-8 (some editors write UTF-16 "
+                          "unless asked)") from None
     try:
         data = _toml_module().loads(text) if kind == "TOML" else json.loads(text)
     except ValueError as error:  # TOMLDecodeError and JSONDecodeError are both ValueErrors
@@ -136,6 +154,8 @@ def load_config(path: str) -> list[dict]:
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise MatrixError(f"{where}: [defaults] must be a table of scenario fields")
+    if "scenario" in data and "scenarios" in data:
+        raise MatrixError(f"{where} has both [[scenario]] and [[scenarios]]; put all the scenarios under one name")
     listed = data.get("scenario", data.get("scenarios", []))
     if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
         raise MatrixError(f"{where}: scenarios are a list of tables: [[scenario]] in TOML, "
@@ -182,6 +202,8 @@ def check_cell(cell: dict, where: str) -> None:
         raise MatrixError(f"{where}: workload {workload!r} is not one of {', '.join(ALL_WORKLOADS)}")
     if protocol not in ALL_PROTOCOLS:
         raise MatrixError(f"{where}: protocol {protocol!r} is not one of {', '.join(ALL_PROTOCOLS)}")
+    if (problem := pair_problem(workload, protocol)) is not None:
+        raise MatrixError(f"{where}: workload {workload!r} with protocol {protocol!r} cannot run: {problem}")
 
     def whole(name: str, low: int, high: int | None = None) -> None:
         value = cell.get(name)
@@ -201,6 +223,8 @@ def check_cell(cell: dict, where: str) -> None:
         whole("payload", KCP_MIN_PAYLOAD, DEFAULT_MAX_BODY)
     elif workload in BODY_WORKLOADS:  # their bodies start with the message id
         whole("payload", ID_WIDTH, DEFAULT_MAX_BODY)
+    else:  # carried in the scenario's id and results, though Hello/HI sends no body
+        whole("payload", 1, DEFAULT_MAX_BODY)
     timeout = cell.get("timeout", 1.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
         raise MatrixError(f"{where}: timeout is in seconds, more than 0, got {timeout!r}")
@@ -215,13 +239,17 @@ def link_spec(config, where: str) -> LinkSpec:
     """The LinkSpec for a link_config dict, or a MatrixError that says what is wrong with it."""
     if not isinstance(config, dict):
         raise MatrixError(f"{where}: link_config must be a table of LinkSpec fields")
+    known = [f.name for f in fields(LinkSpec)]
+    for name, value in config.items():
+        if name not in known:
+            raise MatrixError(f"{where}: {name!r} is not a link field; the fields are {', '.join(known)}")
+        whole = name == "seed"
+        allowed = (int,) if whole else (int, float)
+        if (not isinstance(value, allowed) or isinstance(value, bool)) and not (name == "rate_mbit" and value is None):
+            raise MatrixError(f"{where}: link field {name} must be {'a whole number' if whole else 'a number'}, "
+                              f"got {value!r}")
     try:
         return LinkSpec(**config)
-    except TypeError:
-        known = ", ".join(f.name for f in fields(LinkSpec))
-        unknown = sorted(set(config) - {f.name for f in fields(LinkSpec)})
-        raise MatrixError(f"{where}: {unknown[0] if unknown else 'a field'!r} is not a link field; "
-                          f"the fields are {known}") from None
     except ValueError as error:
         raise MatrixError(f"{where}: {error}") from None
 
@@ -250,11 +278,13 @@ def parse_link(text: str) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
-            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10)")
+            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10), "
+                                             "nor issue4 (the issue's link)")
         try:
             spec[key] = int(value) if key == "seed" else float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
+            kind = "a whole number" if key == "seed" else "a number"
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not {kind}") from None
         if not math.isfinite(spec[key]):
             raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a finite number")
     try:

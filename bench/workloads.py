@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -187,12 +188,15 @@ async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
     return _with_counters({"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}, [client])
 
 
-def _timed_hellos(sc: Scenario, hello_answered: Callable[[], bool]) -> dict:
+def _timed_hellos(sc: Scenario, hello_answered: Callable[[], bool], stop: threading.Event | None = None) -> dict:
     """The hello-raw figures: warmup + count round trips of `hello_answered()`, which
-    says Hello and returns True if HI came back in time (False: counted as lost)."""
+    says Hello and returns True if HI came back in time (False: counted as lost).
+    Ends early once `stop` is set (the run was interrupted)."""
     rtt = LatencyRecorder(ROUND_TRIP)
     ledger = DeliveryLedger()
     for i in range(sc.warmup + sc.count):
+        if stop is not None and stop.is_set():
+            break
         measured = i >= sc.warmup
         ping = ledger.next_id() if measured else None
         start = now_ns()
@@ -203,7 +207,7 @@ def _timed_hellos(sc: Scenario, hello_answered: Callable[[], bool]) -> dict:
     return {"latency": rtt.summary(), "delivery": ledger.summary().as_dict()}
 
 
-def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
+def hello_raw_blocking(endpoint: Endpoint, sc: Scenario, stop: threading.Event | None = None) -> dict:
     """The same Hello/HI ping-pong from a minimal blocking socket: what the server
     alone costs, without the client library's asyncio machinery (TCP)."""
     with socket.create_connection((endpoint.host, endpoint.port), timeout=sc.timeout) as sock:
@@ -229,12 +233,12 @@ def hello_raw_blocking(endpoint: Endpoint, sc: Scenario) -> dict:
 
         sock.sendall(b"Hello bench-raw\n")
         hi()
-        figures = _timed_hellos(sc, hello_answered)
+        figures = _timed_hellos(sc, hello_answered, stop)
         sock.sendall(b"BYE\n")
     return figures
 
 
-def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario) -> dict:
+def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario, stop: threading.Event | None = None) -> dict:
     """The same over plain UDP (udp-raw), which needs no client layer at all: as in
     the TCP version, a minimal blocking socket writes the frames itself, one per
     datagram, and reads the answers. What plain UDP adds is the server's rule against
@@ -275,12 +279,12 @@ def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario) -> dict:
             raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
         # Set once, not per round trip: every settimeout() is a system call (FIONBIO).
         sock.settimeout(sc.loss_wait)
-        figures = _timed_hellos(sc, hello_answered)
+        figures = _timed_hellos(sc, hello_answered, stop)
         sock.send(b"BYE\n")
     return figures
 
 
-def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
+def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario, stop: threading.Event | None = None) -> dict:
     """The same over UDP with acks: a blocking socket around the client's sans-I/O
     datagram layer (hellohi.datagram_client.DatagramLink, the one under
     udp/client.py), so acks and retransmissions are the real ones."""
@@ -320,7 +324,7 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario) -> dict:
 
         if not say_hello_and_wait_for_hi(Hello("bench-raw"), sc.timeout):
             raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
-        figures = _timed_hellos(sc, lambda: say_hello_and_wait_for_hi(Hello(), sc.loss_wait))
+        figures = _timed_hellos(sc, lambda: say_hello_and_wait_for_hi(Hello(), sc.loss_wait), stop)
         link.send_frame(Bye(), clock())  # frees the name on the server, as the TCP version does
         send_ready()
     # The link has the client library's `stats`, so the usual summing applies.
@@ -334,7 +338,14 @@ async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
         blocking = hello_raw_blocking_plain_udp
     else:
         blocking = hello_raw_blocking_udp
-    return await asyncio.to_thread(blocking, endpoint, sc)
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(blocking, endpoint, sc, stop)
+    finally:
+        # Cancelled (Ctrl-C): the thread cannot be cancelled, and the event loop waits
+        # for it before it closes; against a server that is gone, plain UDP would
+        # wait out a timeout for every Hello left. So it stops after this one.
+        stop.set()
 
 
 # --------------------------------------------------------------------- relay echo

@@ -6,8 +6,13 @@ balance and that it writes well-formed results; they never assert on speed.
 
 import csv
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import statistics
 
@@ -18,6 +23,7 @@ from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
 from bench.workloads import ID_WIDTH, MAX_ID, Scenario, body_id, make_body
+from hellohi.launcher import REPO_ROOT
 
 
 def _balanced(figures):
@@ -491,8 +497,13 @@ def test_cli_rounds_must_be_at_least_one(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--payloads", "15", "--workloads", "relay"], "payload must be a whole number from 16 to 65536, got 15"),
-    (["--payloads", "70000", "--workloads", "throughput"], "from 16 to 65536, got 70000"),
+    (["--payloads", "15", "--workloads", "relay"], "--payloads 15: relay takes payloads from 16 to 65536 bytes"),
+    (["--payloads", "70000", "--workloads", "throughput"], "--payloads 70000: throughput takes payloads from 16 to 65536"),
+    (["--payloads", "7", "--workloads", "kcp-test", "--protocols", "kcp-fast"], "kcp-test takes payloads from 8 to"),
+    (["--seed", "-1"], "--seed: '-1' is not a whole number of at least 0"),
+    (["--link", "seed=1.5"], "'seed=1.5': '1.5' is not a whole number"),
+    (["--link", "issue5"], "'issue5' is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10), nor issue4"),
+    (["--server", "127.0.0.1:5000", "--link", "issue4"], "--server measures a server on another computer and --link"),
     (["--payloads", "0"], "--payloads: '0' is not a whole number of at least 1"),
     (["--count", "0"], "--count: '0' is not a whole number of at least 1"),
     (["--window", "-1"], "--window: '-1' is not a whole number of at least 1"),
@@ -525,6 +536,15 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
     ('[defaults]\ncount = 5\n', "describes no scenario"),
     ('[matrix\n', "is not valid TOML"),
     ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {loss = 5}\n', "LinkSpec.loss is a share"),
+    ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {loss = "x"}\n',
+     "link field loss must be a number, got 'x'"),
+    # Pairs that cannot run are refused as the same flags are, not run as "unavailable".
+    ('[[scenario]]\nworkload = "hello"\nprotocol = "kcp-fast"\n', "kcp-fast runs only kcp-test and kcp-pingpong"),
+    ('[[scenario]]\nworkload = "kcp-test"\nprotocol = "udp-raw"\n', "kcp-test needs a kcp-* protocol (or udp,"),
+    ('[[scenario]]\nworkload = "throughput-raw"\nprotocol = "udp-raw"\n', "throughput-raw runs over tcp only"),
+    ('[[scenario]]\nworkload = "kcp-pingpong"\nprotocol = "udp"\n', "kcp-pingpong needs a kcp-* protocol"),
+    ('[[scenario]]\nworkload = "hello"\npayload = "big"\n', "payload must be a whole number from 1 to 65536"),
+    ('[[scenario]]\nworkload = "hello"\n[[scenarios]]\nworkload = "relay"\n', "has both [[scenario]] and [[scenarios]]"),
 ])
 def test_a_config_file_with_a_mistake_gets_one_line_that_names_it(text, message, tmp_path, capsys):
     config = tmp_path / "matrix.toml"
@@ -532,6 +552,42 @@ def test_a_config_file_with_a_mistake_gets_one_line_that_names_it(text, message,
     assert cli.main(["--config", str(config), "--list"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --config ") and message in err and "Traceback" not in err
+
+
+def test_a_config_file_that_is_not_utf8_gets_one_line_that_says_so(tmp_path, capsys):
+    config = tmp_path / "matrix.toml"
+    config.write_text('[[scenario]]\nworkload = "hello"\n', encoding="utf-16")  # as some editors save it
+    assert cli.main(["--config", str(config), "--list"]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text; save it as UTF-8" in err and "Traceback" not in err
+
+
+def test_a_config_file_asking_for_emulated_hosts_is_checked_before_anything_runs(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "matrix.toml"
+    config.write_text('[[scenario]]\nworkload = "hello"\n[[scenario]]\nworkload = "hello"\nlink = "emulated"\n')
+    monkeypatch.setattr(cli, "emulation_problem", lambda: "emulated hosts need root")
+    assert cli.main(["--config", str(config), "--no-baselines", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert 'has scenarios with link = "emulated", which cannot run here: emulated hosts need root' in err
+    assert "hello-tcp" not in err  # refused before the loopback scenario ran
+    assert not (tmp_path / "out").exists()
+
+
+def test_protocols_alone_cut_the_default_matrix_down_to_them(capsys):
+    assert cli.main(["--protocols", "tcp", "--no-emulation", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    default = [cell for cell in matrix.default_matrix(False) if cell["protocol"] == "tcp"]
+    assert len(listed) == len(default) and all(name.split("-")[0] != "kcp" for name in listed)
+    assert "fanin-tcp-64B-n5000-c10" in listed and "throughput-tcp-65536B-n244" in listed
+    assert cli.main(["--protocols", "udp-turbo,kcp-fast", "--no-emulation", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {name for name in listed if name.startswith("kcp-")} == {
+        "kcp-pingpong-kcp-fast-64B-n500", "kcp-test-kcp-fast-8B-n1000", "kcp-test-udp-turbo-8B-n1000"}
+
+
+def test_a_name_given_twice_in_a_flag_runs_once(capsys):
+    assert cli.main(["--workloads", "hello,hello", "--protocols", "tcp,tcp", "--list"]) == 0
+    assert capsys.readouterr().out.count("hello-tcp-64B") == 1
 
 
 def test_a_config_file_that_cannot_be_read_or_is_not_an_object(tmp_path, capsys):
@@ -548,6 +604,59 @@ def test_flags_that_would_be_ignored_beside_a_config_file_are_refused(tmp_path, 
     config.write_text('[matrix]\nworkloads = ["hello"]\n')
     assert cli.main(["--config", str(config), "--count", "3", "--list"]) == 2
     assert "so --count cannot be added to it; put it in the file's [defaults]" in capsys.readouterr().err
+
+
+def test_an_empty_out_name_or_a_directory_in_the_way_is_refused_before_the_run(tmp_path, capsys):
+    assert cli.main(["--workloads", "hello", "--protocols", "tcp", "--count", "3", "--no-baselines", "--out", ""]) == 2
+    assert "cannot write results to --out : the name is empty" in capsys.readouterr().err
+    (tmp_path / "results.json").mkdir()
+    assert cli.main(["--workloads", "hello", "--protocols", "tcp", "--count", "3", "--no-baselines",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "results.json there is a directory" in err and "hello-tcp" not in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="looks for leftover processes in /proc")
+def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the bench and its servers."""
+    config = tmp_path / "matrix.toml"
+    # A short scenario, then one that would take hours: it is the one interrupted.
+    config.write_text('[[scenario]]\nworkload = "hello-raw"\nprotocol = "tcp"\ncount = 20\n'
+                      '[[scenario]]\nworkload = "hello-raw"\nprotocol = "udp-raw"\ncount = 100000000\n')
+    out = tmp_path / "out"
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "--config", str(config), "--no-baselines", "--out", str(out)],
+                             cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in bench.stderr:  # one progress line per step (stderr is not a terminal)
+            if "1/2" in line:  # the second scenario has started
+                break
+        time.sleep(0.5)  # well into it: its server and its thread are running
+        os.killpg(bench.pid, signal.SIGINT)
+        stdout, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+    assert bench.returncode == 130
+    assert "interrupted: 1 of 2 steps finished" in stderr and "Traceback" not in stderr
+    assert "hello-raw-tcp-64B-n20 " in stdout
+    run = json.loads((out / "results.json").read_text())
+    assert run["interrupted"] is True
+    assert [s["id"] for s in run["scenarios"]] == ["hello-raw-tcp-64B-n20"]
+    assert run["scenarios"][0]["figures"]["delivery"]["delivered"] == 20
+    assert _processes_in_group(bench.pid) == [], "a server of the bench outlived it"
+
+
+def _processes_in_group(group: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(command name)"
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[2]) == group:  # the process group id
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def test_an_unwritable_out_directory_is_refused_before_the_run(tmp_path, capsys):
