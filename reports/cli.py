@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the report to {out} ({error}); choose another folder with --out DIR",
               file=sys.stderr)
         return 2
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         # load_run checks every field the report relies on; this catches a field of an odd
         # type that slipped past it, so the user still gets one line instead of a traceback.
         print(f"error: {results_file(args.results)} has a field this report cannot read ({type(error).__name__}: "

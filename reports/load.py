@@ -25,19 +25,44 @@ def results_file(path: Path) -> Path:
     return path if path.suffix == ".json" else path / "results.json"
 
 
+def _not_a_run_folder(path: Path) -> str:
+    """What to say when `path` names a file other than results.json (often results.csv beside it)."""
+    folder = path.parent
+    if (folder / "results.json").is_file():
+        fix = f"give it that folder: `python -m reports {folder}`"
+    else:
+        fix = f"{folder} has no results.json either; " + HOW_TO_MEASURE.format(folder=folder)
+    what = "is a file" if path.exists() else "does not exist"
+    return (f"{path} {what}, but python -m reports reads the folder a bench run wrote (the one holding "
+            f"results.json), or that results.json itself; {fix}")
+
+
 def load_run(path: Path) -> dict:
     """The run in `path` (a folder written by `python -m bench --out`, or its results.json)."""
+    # results.csv sits beside results.json and is the file a student opens first, so it is
+    # the likeliest file to be given here (even one that does not exist); any other file is
+    # not a run folder either.
+    if path.suffix != ".json" and not path.is_dir() and (path.exists() or path.name == "results.csv"):
+        raise BadResults(_not_a_run_folder(path))
     file = results_file(path)
     folder = file.parent
     if not folder.is_dir():
         raise BadResults(f"{folder} does not exist, so there are no bench results to report; "
                          + HOW_TO_MEASURE.format(folder=folder))
     if not file.is_file():
-        raise BadResults(f"{folder} has no results.json; " + HOW_TO_MEASURE.format(folder=folder))
+        raise BadResults(f"{folder} has no {file.name}; " + HOW_TO_MEASURE.format(folder=folder))
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        data = file.read_bytes()
+    except OSError as error:
         raise BadResults(f"cannot read {file} ({error}); check its permissions, or run the bench again") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # The bench writes plain ASCII JSON, so these bytes came from somewhere else (or
+        # from an editor that saved the file in another encoding).
+        raise BadResults(f"{file} is not UTF-8 text (the byte at offset {error.start} is not valid UTF-8), so it is not a "
+                         f"results.json written by the bench; run the bench again with `make bench` or "
+                         f"`python -m bench --out {folder}`") from None
     try:
         run = json.loads(text)
     except json.JSONDecodeError as error:
@@ -60,6 +85,27 @@ def load_run(path: Path) -> dict:
 
 _NUMBER = (int, float)
 
+# The impairments describe_link puts into words; each is multiplied or formatted as a number.
+_IMPAIRMENTS = ("loss", "delay_ms", "jitter_ms", "reorder", "duplicate", "rate_mbit")
+
+# What the handout reads from a measured baseline, by its test (reports/handout.py).
+_BASELINE_NEEDS = {
+    "ping-pong-tcp": ("latency",), "ping-pong-udp": ("latency",),
+    "python-echo-tcp": ("latency",), "python-echo-udp": ("latency",),
+    "tcp-throughput": ("goodput_MB_per_s",),
+    "protocol-work-udp": ("warm", "after_sleep"), "protocol-work-udp-raw": ("warm", "after_sleep"),
+    "paired-hello-tcp": ("ratio_median", "blocks"), "paired-hello-udp": ("ratio_median", "blocks"),
+}
+
+
+def _whole(value) -> bool:
+    """A whole number as JSON writes it (true and false are not counts, though Python calls them ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number_or_null(value) -> bool:
+    return value is None or isinstance(value, _NUMBER)
+
 
 def _problem_in_figures(where: str, figures) -> str | None:
     if not isinstance(figures, dict):
@@ -68,9 +114,11 @@ def _problem_in_figures(where: str, figures) -> str | None:
     if lat is not None:
         if not isinstance(lat, dict) or lat.get("measure") not in ("round_trip", "one_way"):
             return f"{where}.figures.latency has no \"measure\" of round_trip or one_way"
-        for key in ("min", "p50", "p90", "p99", "p99_9", "max"):
-            if lat.get(key) is not None and not isinstance(lat[key], _NUMBER):
+        for key in ("min", "mean", "p50", "p90", "p99", "p99_9", "max", "jitter_rfc3550"):
+            if not _number_or_null(lat.get(key)):
                 return f"{where}.figures.latency.{key} is not a number"
+        if lat.get("count") is not None and not _whole(lat["count"]):
+            return f"{where}.figures.latency.count is not a whole number"
     delivery = figures.get("delivery")
     if delivery is not None:
         if not isinstance(delivery, dict):
@@ -78,6 +126,8 @@ def _problem_in_figures(where: str, figures) -> str | None:
         for key in ("sent", "delivered", "lost", "duplicates", "reordered"):
             if not isinstance(delivery.get(key), int):
                 return f"{where}.figures.delivery.{key} is missing or not a whole number"
+        if delivery.get("foreign") is not None and not _whole(delivery["foreign"]):
+            return f"{where}.figures.delivery.foreign is not a whole number"
     for key in ("warm", "after_sleep"):  # bench/protocol_work.py's two timings
         if key in figures and not (isinstance(figures[key], dict) and isinstance(figures[key].get("p50"), _NUMBER)):
             return f"{where}.figures.{key} has no p50"
@@ -95,6 +145,99 @@ def _problem_in_figures(where: str, figures) -> str | None:
     for key in ("messages_per_s", "goodput_MB_per_s", "elapsed_s", "drain_s", "avg_rtt_ms", "max_rtt_ms"):
         if figures.get(key) is not None and not isinstance(figures[key], _NUMBER):
             return f"{where}.figures.{key} is not a number"
+    readme = figures.get("kcp_readme_avg_max_rtt_ms")  # KCP's README: [average, maximum]
+    if readme is not None and not (isinstance(readme, list) and len(readme) == 2
+                                   and all(_number_or_null(value) for value in readme)):
+        return f"{where}.figures.kcp_readme_avg_max_rtt_ms is not a list of two numbers (average, maximum)"
+    return None
+
+
+def _problem_in_config(where: str, config) -> str | None:
+    """The scenario's config: the fields the tables, charts and handout read from it."""
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in ("workload", "protocol")):
+        return f"{where}.config has no \"workload\" and \"protocol\""
+    if not isinstance(config.get("link", "loopback"), str):
+        return f"{where}.config.link is not a string (\"loopback\" or \"emulated\")"
+    if "payload" in config and not _whole(config["payload"]):
+        return f"{where}.config.payload is not a whole number (the body's size in bytes)"
+    spec = config.get("link_config")
+    if spec is not None:
+        if not isinstance(spec, dict):
+            return (f"{where}.config.link_config is not an object (the --link fields, "
+                    "e.g. {\"loss\": 0.05, \"delay_ms\": 10.0}) or null")
+        for key in _IMPAIRMENTS:
+            if not _number_or_null(spec.get(key)):
+                return f"{where}.config.link_config.{key} is not a number"
+    if config.get("kcp_scenario") is not None and not isinstance(config["kcp_scenario"], dict):
+        return f"{where}.config.kcp_scenario is not an object"
+    return None
+
+
+def _problem_in_scenario(where: str, scenario) -> str | None:
+    if not isinstance(scenario, dict):
+        return f"{where} is not an object"
+    for key in ("id", "status"):
+        if not isinstance(scenario.get(key), str):
+            return f"{where} has no \"{key}\""
+    if (problem := _problem_in_config(where, scenario.get("config"))) is not None:
+        return problem
+    link = scenario.get("link")
+    if link is not None:
+        if not isinstance(link, dict):
+            return f"{where}.link is not an object"
+        counters = link.get("counters")  # per direction; the handout adds up the emulated link's drops
+        if counters is not None and not isinstance(counters, dict):
+            return f"{where}.link.counters is not an object"
+        for direction, counted in (counters or {}).items():
+            for key in ("nft_seen", "nft_dropped"):
+                if isinstance(counted, dict) and key in counted and not _whole(counted[key]):
+                    return f"{where}.link.counters.{direction}.{key} is not a whole number"
+    server = scenario.get("server")
+    if server is not None:
+        if not isinstance(server, dict):
+            return f"{where}.server is not an object"
+        for key in ("cpu_s", "peak_rss_bytes"):
+            if not _number_or_null(server.get(key)):
+                return f"{where}.server.{key} is not a number"
+    if scenario["status"] == "ok":
+        return _problem_in_figures(where, scenario.get("figures"))
+    return None
+
+
+def _problem_in_baseline(where: str, baseline) -> str | None:
+    if not isinstance(baseline, dict) or not all(isinstance(baseline.get(k), str) for k in ("tool", "test", "status")):
+        return f"{where} has no \"tool\", \"test\" and \"status\""
+    ok = baseline["status"] == "ok"
+    config = baseline.get("config")
+    if not isinstance(config, dict) and (ok or config is not None):
+        return f"{where}.config is missing or not an object"
+    figures = baseline.get("figures")
+    if not ok and figures is None:
+        return None  # missing or failed: the report shows its reason, nothing else
+    if (problem := _problem_in_figures(where, figures)) is not None:
+        return problem
+    if ok:
+        for key in _BASELINE_NEEDS.get(baseline["test"], ()):
+            if figures.get(key) is None:
+                return f"{where} ({baseline['test']}) has no figures.{key}"
+    if "warm" in figures and not isinstance((config or {}).get("sleep_us"), _NUMBER):
+        return f"{where}.config.sleep_us is not a number (the sleep before each timed round trip, in µs)"
+    cores = (config or {}).get("cores")  # bench/paired.py: where the clients and servers ran
+    if cores is not None and not (isinstance(cores, dict) and "client" in cores and "server" in cores):
+        return f"{where}.config.cores is not an object with \"client\" and \"server\" (or null: not pinned)"
+    return None
+
+
+def _problem_in_ratio(where: str, ratio) -> str | None:
+    if not isinstance(ratio, dict) or not isinstance(ratio.get("name"), str):
+        return f"{where} has no \"name\""
+    for key in ("value", "target"):
+        if ratio.get(key) is not None and not isinstance(ratio[key], _NUMBER):
+            return f"{where}.{key} is not a number"
+    if not (ratio.get("met") is None or isinstance(ratio["met"], bool)):
+        return f"{where}.met is not true, false or null (null: not measured)"
+    if ratio.get("detail") is not None and not isinstance(ratio["detail"], str):
+        return f"{where}.detail is not a string"
     return None
 
 
@@ -106,39 +249,17 @@ def shape_problem(run: dict) -> str | None:
         if not isinstance(run.get(key), list):
             return f"\"{key}\" is missing or not a list"
     rounds = run.get("rounds", 1)
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+    if not _whole(rounds) or rounds < 1:
         return "\"rounds\" is not a whole number of at least 1"
     if not isinstance(run.get("ratios", []), list):
         return "\"ratios\" is not a list"
-    for i, scenario in enumerate(run["scenarios"]):
-        where = f"scenarios[{i}]"
-        if not isinstance(scenario, dict):
-            return f"{where} is not an object"
-        for key in ("id", "status"):
-            if not isinstance(scenario.get(key), str):
-                return f"{where} has no \"{key}\""
-        config = scenario.get("config")
-        if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in ("workload", "protocol")):
-            return f"{where}.config has no \"workload\" and \"protocol\""
-        if scenario.get("link") is not None and not isinstance(scenario["link"], dict):
-            return f"{where}.link is not an object"
-        if scenario.get("server") is not None and not isinstance(scenario["server"], dict):
-            return f"{where}.server is not an object"
-        if scenario["status"] == "ok":
-            if (problem := _problem_in_figures(where, scenario.get("figures"))) is not None:
+    if run.get("command") is not None and not isinstance(run["command"], list):
+        return "\"command\" is not a list (the bench's command line, one word per item)"
+    for key, check in (("scenarios", _problem_in_scenario), ("baselines", _problem_in_baseline),
+                       ("ratios", _problem_in_ratio)):
+        for i, entry in enumerate(run.get(key, [])):
+            if (problem := check(f"{key}[{i}]", entry)) is not None:
                 return problem
-    for i, baseline in enumerate(run["baselines"]):
-        where = f"baselines[{i}]"
-        if not isinstance(baseline, dict) or not all(isinstance(baseline.get(k), str) for k in ("tool", "test", "status")):
-            return f"{where} has no \"tool\", \"test\" and \"status\""
-        if baseline["status"] == "ok" and (problem := _problem_in_figures(where, baseline.get("figures"))):
-            return problem
-    for i, ratio in enumerate(run.get("ratios", [])):
-        if not isinstance(ratio, dict) or not isinstance(ratio.get("name"), str):
-            return f"ratios[{i}] has no \"name\""
-        for key in ("value", "target"):
-            if ratio.get(key) is not None and not isinstance(ratio[key], _NUMBER):
-                return f"ratios[{i}].{key} is not a number"
     return None
 
 

@@ -1,0 +1,150 @@
+"""python -m reports given the wrong thing: a file instead of a run's folder, a results.json
+that is not UTF-8, or one edited by hand so that a field has the wrong type.
+
+Each must end in one `error:` line that names the problem and the fix, with exit status 2
+(docs/bench.md, "From results to a report"), never a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from reports.cli import main
+from tests.test_reports import run_cli, synthetic_run, write_run
+
+
+def assert_one_error_line(done, *phrases: str) -> str:
+    """The CLI exited 2 with a single `error:` line containing every phrase; returns the line."""
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for phrase in phrases:
+        assert phrase in done.stderr, (phrase, done.stderr)
+    return done.stderr
+
+
+# --------------------------------------------------------------------- a file instead of a folder
+
+
+def test_results_csv_is_answered_with_the_folder_that_holds_results_json(tmp_path):
+    folder = write_run(tmp_path / "latest", synthetic_run())
+    csv = folder / "results.csv"
+    error = assert_one_error_line(
+        run_cli(str(csv)),
+        f"{csv} is a file, but python -m reports reads the folder a bench run wrote (the one holding results.json), "
+        "or that results.json itself",
+        f"give it that folder: `python -m reports {folder}`")
+    assert "does not exist" not in error and f"--out {csv}" not in error
+
+
+def test_another_file_in_a_folder_without_results_json_says_to_run_the_bench(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my measurements")
+    assert_one_error_line(run_cli(str(notes)), f"{notes} is a file, but python -m reports reads the folder",
+                          f"{tmp_path} has no results.json either; run the bench first: `make bench`",
+                          f"`python -m bench --out {tmp_path}`")
+
+
+def test_a_results_csv_that_does_not_exist_suggests_its_folder_not_itself(tmp_path):
+    csv = tmp_path / "nowhere" / "results.csv"
+    error = assert_one_error_line(run_cli(str(csv)), f"{csv} does not exist, but python -m reports reads the folder",
+                                  f"`python -m bench --out {tmp_path / 'nowhere'}`")
+    assert f"--out {csv}" not in error
+
+
+def test_results_json_itself_is_the_run_and_the_report_goes_beside_it(tmp_path):
+    folder = write_run(tmp_path / "latest", synthetic_run())
+    done = run_cli(str(folder / "results.json"))
+    assert done.returncode == 0, done.stderr
+    assert (folder / "report" / "report.md").exists() and (folder / "report" / "handout.md").exists()
+
+
+# --------------------------------------------------------------------- not UTF-8
+
+
+def test_a_results_json_that_is_not_utf8_says_so_not_permissions(tmp_path):
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    text = json.dumps(synthetic_run()).replace('"python"', '"pythön"', 1)
+    (folder / "results.json").write_bytes(text.encode("latin-1"))  # ö is one byte, 0xF6: not UTF-8
+    error = assert_one_error_line(run_cli(str(folder)), f"{folder / 'results.json'} is not UTF-8 text",
+                                  "so it is not a results.json written by the bench; run the bench again")
+    assert "permissions" not in error
+
+
+# --------------------------------------------------------------------- fields of the wrong type
+
+
+def _emulated_relay(run: dict) -> dict:
+    return next(s for s in run["scenarios"] if s["config"]["link"] == "emulated")
+
+
+def _baseline(run: dict, test: str) -> dict:
+    return next(b for b in run["baselines"] if b["test"] == test)
+
+
+# phrase the error must contain -> how to spoil a sound run. Each is a hand edit that used to
+# reach a table, a chart or the handout and fail there (a traceback, or a KeyError that did
+# not name the field).
+WRONG_TYPES = {
+    # The reviewer's cases.
+    "scenarios[5].config.link_config is not an object (the --link fields, e.g. {\"loss\": 0.05, \"delay_ms\": 10.0}) or null":
+        lambda r: _emulated_relay(r)["config"].update(link_config="issue4"),
+    "ratios[0].met is not true, false or null (null: not measured)": lambda r: r["ratios"][0].update(met="yes"),
+    "scenarios[2].config.payload is not a whole number (the body's size in bytes)":
+        lambda r: r["scenarios"][2]["config"].update(payload="big"),
+    # The fields beside them that the report reads too.
+    "scenarios[5].config.link_config.loss is not a number":
+        lambda r: _emulated_relay(r)["config"]["link_config"].update(loss="5%"),
+    "scenarios[0].config.link is not a string (\"loopback\" or \"emulated\")":
+        lambda r: r["scenarios"][0]["config"].update(link=["loopback"]),
+    "scenarios[7].config.kcp_scenario is not an object": lambda r: r["scenarios"][7]["config"].update(kcp_scenario="kcp"),
+    "scenarios[5].link.counters is not an object": lambda r: _emulated_relay(r)["link"].update(counters=[200, 10]),
+    "scenarios[5].link.counters.up.nft_dropped is not a whole number":
+        lambda r: _emulated_relay(r)["link"]["counters"]["up"].update(nft_dropped="ten"),
+    "scenarios[0].server.cpu_s is not a number": lambda r: r["scenarios"][0]["server"].update(cpu_s="0.25 s"),
+    "scenarios[0].figures.latency.count is not a whole number":
+        lambda r: r["scenarios"][0]["figures"]["latency"].update(count="five"),
+    "scenarios[0].figures.latency.jitter_rfc3550 is not a number":
+        lambda r: r["scenarios"][0]["figures"]["latency"].update(jitter_rfc3550="low"),
+    "scenarios[0].figures.delivery.foreign is not a whole number":
+        lambda r: r["scenarios"][0]["figures"]["delivery"].update(foreign="none"),
+    "scenarios[7].figures.kcp_readme_avg_max_rtt_ms is not a list of two numbers (average, maximum)":
+        lambda r: r["scenarios"][7]["figures"].update(kcp_readme_avg_max_rtt_ms=[138]),
+    "\"command\" is not a list (the bench's command line, one word per item)":
+        lambda r: r.update(command="python -m bench"),
+    "ratios[0].detail is not a string": lambda r: r["ratios"][0].update(detail=["25.5 us", "15.0 us"]),
+    "baselines[0].config is missing or not an object": lambda r: r["baselines"][0].pop("config"),
+    "baselines[0] (ping-pong-tcp) has no figures.latency": lambda r: r["baselines"][0]["figures"].pop("latency"),
+    "baselines[2] (tcp-throughput) has no figures.goodput_MB_per_s":
+        lambda r: _baseline(r, "tcp-throughput")["figures"].pop("goodput_MB_per_s"),
+    "baselines[4].config.sleep_us is not a number (the sleep before each timed round trip, in µs)":
+        lambda r: _baseline(r, "protocol-work-udp")["config"].update(sleep_us="50 us"),
+    "baselines[3].config.cores is not an object with \"client\" and \"server\" (or null: not pinned)":
+        lambda r: _baseline(r, "paired-hello-tcp")["config"].update(cores=[0, 1]),
+    "baselines[1].figures is not an object":  # a baseline that did not run, with figures made up
+        lambda r: r["baselines"][1].update(figures="none"),
+}
+
+
+@pytest.mark.parametrize("phrase", list(WRONG_TYPES))
+def test_a_field_of_the_wrong_type_is_named_in_one_error_line(tmp_path, capsys, phrase):
+    run = copy.deepcopy(synthetic_run())
+    WRONG_TYPES[phrase](run)
+    (tmp_path / "results.json").write_text(json.dumps(run))  # JSON only: the CSV writer needs a sound run
+    assert main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {tmp_path / 'results.json'} does not follow schema hellohi-bench/1: ")
+    assert phrase in captured.err and captured.err.count("\n") == 1, captured.err
+    assert "run the bench again" in captured.err
+
+
+def test_a_sound_run_passes_every_check(tmp_path):
+    # The checks above must not refuse what the bench writes: the synthetic run is built with its code.
+    folder = write_run(tmp_path / "r", synthetic_run())
+    assert main([str(folder), "--out", str(tmp_path / "out")]) == 0
