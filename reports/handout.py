@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from .load import baseline, describe_link, find, latency, link_of, measured
-from .tables import number, ratio_target, ratio_value, verdict
+from .tables import number, ratio_detail, ratio_target, ratio_value, verdict
 
 
 def _us(value) -> str:
@@ -86,6 +86,9 @@ def _floor_section(run: dict) -> list[str]:
     hello_tcp = latency(find(run, "hello", "tcp") or {"figures": {}})
     hello_udp = latency(find(run, "hello", "udp") or {"figures": {}})
     loop = run.get("environment", {}).get("event_loop", "asyncio")  # runs before hellohi.eventloop existed: asyncio
+    # Question (d) measures the other loop into a folder of its own: `make bench` alone writes
+    # results/latest, which may be the very run this handout was built from.
+    other = "asyncio" if loop == "uvloop" else "uvloop"
     return [
         "## 1. The floor: how fast can a round trip be?",
         "",
@@ -114,8 +117,9 @@ def _floor_section(run: dict) -> list[str]:
         "you expect to cost the most? (b) `hello-raw` and `hello` differ only on the client side. What does",
         "their difference tell you about where the time goes? (c) Compare TCP and UDP here. On loopback",
         "nothing is lost: what does UDP save, and what does our UDP layer add back? (d) This run used the",
-        f"{loop} event loop. Run `make bench BENCH_ARGS=\"--loop asyncio\"` (or `--loop uvloop`) and compare:",
-        "which figures move, which stay, and what does that say about where a Python server spends its time?",
+        f"{loop} event loop. Measure the {other} loop into a folder of its own, so that this run stays as it is:",
+        f"`make bench BENCH_ARGS=\"--loop {other}\" RESULTS=results/{other}`, then `make report RESULTS=results/{other}`.",
+        "Compare: which figures move, which stay, and what does that say about where a Python server spends its time?",
         "(e) The no-sockets figures time the protocol code of a `hello-raw` round trip over UDP (both ends,",
         "without the sockets and the event loop), yet sleeping before each round trip makes the same code",
         "slower. What does a CPU lose while its process sleeps? Add the",
@@ -291,7 +295,7 @@ def _targets_section(run: dict) -> list[str]:
         target = ratio_target(ratio)
         target_text = "" if target == "-" else f" (target {target})"
         lines.append(f"- {ratio['name']}: **{ratio_value(ratio)}**{target_text}, {verdict(ratio)} "
-                     f"[{ratio.get('detail', '')}]")
+                     f"[{ratio_detail(ratio)}]")
     lines += [
         "",
         "**Question.** Pick one target that is not met and one that is. For each, say what in the code or",

@@ -9,6 +9,8 @@ latency, a ping-pong has no throughput); it is never a stand-in for a number.
 
 from __future__ import annotations
 
+import re
+
 from tabulate import tabulate
 
 from .load import describe_link, latency, measured, not_measured
@@ -150,6 +152,8 @@ def baseline_table(run: dict) -> str | None:
 
 
 def verdict(ratio: dict) -> str:
+    if ratio.get("value") is None:
+        return "not measured"
     if ratio.get("target") is None:
         return "information"
     return {True: "met", False: "NOT met", None: "not measured"}[ratio.get("met")]
@@ -165,8 +169,27 @@ def ratio_target(ratio: dict) -> str:
     return f"{'≤' if ratio.get('better') == 'lower' else '≥'} {ratio['target']}x"
 
 
+# Said of a ratio that was not measured when the bench's detail gives no reason in words.
+MISSING_FIGURE = "a figure it needs was not measured in this run (see the scenarios not measured and the baselines)"
+
+# A figure the bench did not have, as older benches wrote it into a ratio's detail ("None msg/s").
+_NONE_FIGURE = re.compile(r"\bNone\b")
+
+
+def ratio_detail(ratio: dict) -> str:
+    """Where a ratio came from: the bench's detail (its two figures), or, if it was not
+    measured, why not. The bench says why in words ("not measured (baselines skipped, or
+    sockperf missing)", "udp preset not measured / 216.7"); results.json files of older
+    benches may instead hold the formula with the missing figure printed as None
+    ("None msg/s"), which a student cannot read as a reason: the report says it in words."""
+    detail = ratio.get("detail") or ""
+    if ratio.get("value") is None and (not detail or _NONE_FIGURE.search(detail)):
+        return MISSING_FIGURE
+    return detail
+
+
 def ratio_table(run: dict) -> str | None:
-    rows = [[r["name"], ratio_value(r), ratio_target(r), verdict(r), r.get("detail", "")] for r in run.get("ratios", [])]
+    rows = [[r["name"], ratio_value(r), ratio_target(r), verdict(r), ratio_detail(r)] for r in run.get("ratios", [])]
     if not rows:
         return None
     return _markdown(rows, ["ratio (same run)", "measured", "target", "verdict", "from"])

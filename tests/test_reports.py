@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,9 +195,73 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
     assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
-    assert 'uvloop event loop. Run `make bench BENCH_ARGS="--loop asyncio"`' in handout  # question (d)
+    assert 'uvloop event loop. Measure the asyncio loop into a folder of its own' in handout  # question (d)
     assert ("Python echo server on the uvloop event loop, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
             "(baselines were skipped); UDP not measured in this run (baselines were skipped)") in handout
+
+
+def test_the_loop_question_measures_into_another_folder_than_the_run_it_was_built_from(tmp_path):
+    # `make bench` alone writes results/latest: the run this handout was built from, usually.
+    for loop, other in (("uvloop", "asyncio"), ("asyncio", "uvloop")):
+        run = synthetic_run()
+        run["environment"]["event_loop"] = loop
+        build_report(run, tmp_path / loop)
+        handout = (tmp_path / loop / "handout.md").read_text()
+        bench = f'make bench BENCH_ARGS="--loop {other}" RESULTS=results/{other}'
+        assert f"`{bench}`, then `make report RESULTS=results/{other}`." in handout
+        assert "make bench BENCH_ARGS=\"--loop" not in handout.replace(bench, "")  # no other, overwriting, form
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # The Makefile really sends both to that folder (make -n prints the commands, runs nothing).
+    for target in (["bench", 'BENCH_ARGS=--loop uvloop'], ["report"]):
+        done = subprocess.run(["make", "-n", *target, "RESULTS=results/uvloop"], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        command = done.stdout.strip().splitlines()[-1]
+        assert command.endswith("-m bench --no-emulation --out results/uvloop --loop uvloop" if target[0] == "bench"
+                                else "-m reports results/uvloop"), command
+
+
+# Unmeasured ratios as results.json files hold them: older benches wrote the missing figure
+# as None; a reason in words names what was not measured.
+UNMEASURED_RATIOS = [
+    {"name": "hello tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured in turns", "value": None,
+     "target": 1.6, "better": "lower", "met": None, "detail": "not measured (baselines skipped, or sockperf missing)"},
+    {"name": "throughput-raw tcp relay alice->bob 64 B (msg/s) / 50,000", "value": None, "target": 1.0,
+     "better": "higher", "met": None, "detail": "None msg/s"},
+    {"name": "KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms", "value": None, "target": 1.0,
+     "better": "lower", "met": None, "detail": "udp preset not measured / None"},
+    {"name": "KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms", "value": None, "target": 1.0,
+     "better": "lower", "met": None, "detail": "udp preset not measured / 390.0"},
+    {"name": "emulated {}: udp relay round-trip p99 / tcp relay round-trip p99", "value": None, "target": 1.0,
+     "better": "lower", "met": None, "detail": ""},
+    {"name": "throughput tcp relay alice->bob 64 B (msg/s) / 50,000", "value": 0.8642, "target": 1.0,
+     "better": "higher", "met": False, "detail": "43210.0 msg/s"},
+]
+
+
+def test_an_unmeasured_ratio_says_why_not_and_never_shows_a_missing_figure(tmp_path):
+    run = synthetic_run()
+    run["ratios"] = copy.deepcopy(UNMEASURED_RATIOS)
+    build_report(run, tmp_path)
+    report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
+    table = report.split("## Targets, as ratios measured in this run")[1].split("\n## ")[0]
+    part6 = handout.split("## 6.")[1].split("\n## ")[0]
+    for shown in (table, part6):
+        assert "None" not in shown, shown
+        # Reasons in words are shown as they are; a None or no detail at all is said in words.
+        assert "not measured (baselines skipped, or sockperf missing)" in shown
+        assert "udp preset not measured / 390.0" in shown
+        assert shown.count("a figure it needs was not measured in this run") == 3, shown
+        assert "43210.0 msg/s" in shown  # a measured ratio keeps its figures
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in table.splitlines() if line.startswith("| ") and "ratio (same run)" not in line}
+    assert rows["throughput-raw tcp relay alice->bob 64 B (msg/s) / 50,000"] == [
+        "-", "≥ 1.0x", "not measured",
+        "a figure it needs was not measured in this run (see the scenarios not measured and the baselines)"]
+    assert ("- throughput-raw tcp relay alice->bob 64 B (msg/s) / 50,000: **-** (target ≥ 1.0x), not measured "
+            "[a figure it needs was not measured in this run (see the scenarios not measured and the baselines)]") in part6
+    assert "- throughput tcp relay alice->bob 64 B (msg/s) / 50,000: **0.86x** (target ≥ 1.0x), NOT met [43210.0 msg/s]" in part6
 
 
 def test_the_handout_sets_the_minimal_client_throughput_beside_the_library_one(tmp_path):
