@@ -143,7 +143,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
         s = _find(run, workload, "tcp", 64)
         mps = _figure(s, "messages_per_s")
         add(f"{workload} tcp relay alice->bob 64 B (msg/s) / 50,000", _ratio(mps, TARGET_MSGS_PER_S),
-            1.0, "higher", f"{mps} msg/s")
+            1.0, "higher", f"{mps:,.0f} msg/s" if mps is not None else f"{workload} tcp 64 B not measured")
     big = max((r for r in run["scenarios"] if r["config"]["workload"] == "throughput"
                and r["config"]["protocol"] == "tcp" and r["status"] == "ok"),
               key=lambda r: r["config"]["payload"], default=None)
@@ -164,7 +164,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
                 1.0, "higher", f"{d['delivered']}/{d['sent']} delivered, {d['duplicates']} duplicates")
         udp_p99, tcp_p99 = _figure(udp, "latency", "p99"), _figure(tcp, "latency", "p99")
         add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", _ratio(udp_p99, tcp_p99), 1.0,
-            "lower", f"{udp_p99 if udp else 'udp not measured'} us / {tcp_p99} us")
+            "lower", f"{_us_or_missing(udp_p99, 'udp')} / {_us_or_missing(tcp_p99, 'tcp')}")
         retrans = _figure(udp, "retransmission_ratio")
         add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
             "from the udp client's counters" if retrans is not None else "udp counters not measured")
@@ -173,8 +173,13 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     for stat in ("avg_rtt_ms", "max_rtt_ms"):
         ours, theirs = _figure(udp_turbo, stat), _figure(kfast, stat)
         add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", _ratio(ours, theirs), 1.0, "lower",
-            f"{ours if udp_turbo else 'udp preset not measured'} / {theirs}")
+            f"{ours if ours is not None else 'udp preset not measured'} / "
+            f"{theirs if theirs is not None else 'KCP fast mode not measured'}")
     return [r for r in ratios if r["target"] is not None or r["value"] is not None]
+
+
+def _us_or_missing(value, protocol: str) -> str:
+    return f"{value} us" if value is not None else f"{protocol} not measured"
 
 
 def print_ratios(ratios: list[dict], out=None) -> None:

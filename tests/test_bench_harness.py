@@ -695,3 +695,15 @@ def test_cli_against_a_running_server_as_on_real_computers(transport, tmp_path, 
     assert all(s["server"] == {"remote": f"127.0.0.1:{server.port}"} for s in run["scenarios"])
     assert all(s["figures"]["delivery"]["delivered"] == 5 for s in run["scenarios"])
     assert run["baselines"] == []  # they measure this computer, not the server's
+
+
+def test_a_ratio_that_was_not_measured_says_so_instead_of_printing_none():
+    run = results.new_run(["python", "-m", "bench"])
+    run["scenarios"] = [{"id": "relay-tcp", "status": "ok", "figures": {"latency": {"p99": 5000.0}},
+                         "config": {"workload": "relay", "protocol": "tcp", "payload": 64, "link": "emulated",
+                                    "link_config": {"loss": 0.05}}}]
+    shown = {r["name"]: r["detail"] for r in ratios.compute_ratios(run)}
+    assert all("None" not in detail for detail in shown.values()), shown
+    assert shown["throughput tcp relay alice->bob 64 B (msg/s) / 50,000"] == "throughput tcp 64 B not measured"
+    p99 = next(detail for name, detail in shown.items() if "round-trip p99" in name)
+    assert p99 == "udp not measured / 5000.0 us"
