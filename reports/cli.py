@@ -45,6 +45,8 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
         f"- links: loopback{''.join(', ' + link for link in links)}",
         *_rounds_line(run),
+        *(["- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
+            "are here"] if run.get("interrupted") is True else []),
         "",
         "Latencies are in microseconds and each says whether it is a round trip or one way; jitter is the",
         "RFC 3550 interarrival jitter of the same samples. A \"-\" means the scenario has no such figure.",

@@ -253,6 +253,8 @@ def shape_problem(run: dict) -> str | None:
         return "\"rounds\" is not a whole number of at least 1"
     if not isinstance(run.get("ratios", []), list):
         return "\"ratios\" is not a list"
+    if run.get("interrupted") is not None and not isinstance(run["interrupted"], bool):
+        return "\"interrupted\" is not true, false or null (true: Ctrl-C stopped the run)"
     if run.get("command") is not None and not isinstance(run["command"], list):
         return "\"command\" is not a list (the bench's command line, one word per item)"
     for key, check in (("scenarios", _problem_in_scenario), ("baselines", _problem_in_baseline),

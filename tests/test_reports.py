@@ -382,3 +382,16 @@ def test_an_unwritable_output_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(folder), "--out", str(blocker / "report")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write the report to {blocker / 'report'}") and "--out DIR" in err
+
+
+def test_an_interrupted_run_says_so_at_the_top_of_the_report(tmp_path):
+    run = synthetic_run()
+    assert run["interrupted"] is False  # what the bench writes for a run that ended by itself
+    folder = write_run(tmp_path / "whole", run)
+    assert main([str(folder), "--out", str(tmp_path / "whole-report")]) == 0
+    assert "interrupted" not in (tmp_path / "whole-report" / "report.md").read_text()
+    run["interrupted"] = True
+    folder = write_run(tmp_path / "cut", run)
+    assert main([str(folder), "--out", str(tmp_path / "cut-report")]) == 0
+    assert ("- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
+            "are here") in (tmp_path / "cut-report" / "report.md").read_text()
