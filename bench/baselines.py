@@ -101,12 +101,17 @@ def sockperf_server(protocol: str, host: str = "127.0.0.1", command_prefix: list
         server.wait(timeout=10)
 
 
+def whole_seconds(seconds: float) -> int:
+    """What sockperf's and iperf3's -t take: whole seconds, at least one."""
+    return max(1, round(seconds))
+
+
 def sockperf_client(protocol: str, port: int, seconds: float = 2.0, payload: int = 64,
                     host: str = "127.0.0.1", command_prefix: list[str] | None = None) -> tuple[list[str], dict, str]:
     """One `sockperf ping-pong` run: (its argv, its latency figures, its output)."""
     tcp = ["--tcp"] if protocol == "tcp" else []
     argv = [*(command_prefix or []), "sockperf", "ping-pong", "-i", host, "-p", str(port), *tcp,
-            "-t", str(max(1, round(seconds))), "-m", str(max(payload, 14)), "--full-rtt"]
+            "-t", str(whole_seconds(seconds)), "-m", str(max(payload, 14)), "--full-rtt"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     return argv, parse_sockperf(out.stdout + out.stderr), out.stdout + out.stderr
 
@@ -114,7 +119,7 @@ def sockperf_client(protocol: str, port: int, seconds: float = 2.0, payload: int
 def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
                       host: str = "127.0.0.1") -> dict:
     result = {"tool": "sockperf", "test": f"ping-pong-{protocol}", "config": {
-        "protocol": protocol, "seconds": seconds, "payload": payload, "host": host}}
+        "protocol": protocol, "seconds": whole_seconds(seconds), "payload": payload, "host": host}}
     if shutil.which("sockperf") is None:
         return {**result, "status": "missing", "reason": "sockperf not installed; " + INSTALL_HINT["sockperf"]}
     with sockperf_server(protocol, host) as port:
@@ -126,7 +131,7 @@ def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
 
 
 def iperf3_throughput(seconds: float = 2.0, host: str = "127.0.0.1") -> dict:
-    result = {"tool": "iperf3", "test": "tcp-throughput", "config": {"seconds": seconds, "host": host}}
+    result = {"tool": "iperf3", "test": "tcp-throughput", "config": {"seconds": whole_seconds(seconds), "host": host}}
     if shutil.which("iperf3") is None:
         return {**result, "status": "missing", "reason": "iperf3 not installed; " + INSTALL_HINT["iperf3"]}
     port = free_port(host=host)
@@ -136,7 +141,7 @@ def iperf3_throughput(seconds: float = 2.0, host: str = "127.0.0.1") -> dict:
     try:
         _wait_listening(host, port)
         time.sleep(0.2)  # let it shrug off the probe connection
-        argv = ["iperf3", "-c", host, "-p", str(port), "-t", str(max(1, round(seconds))), "-J"]
+        argv = ["iperf3", "-c", host, "-p", str(port), "-t", str(whole_seconds(seconds)), "-J"]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     finally:
         server.terminate()

@@ -7,6 +7,7 @@ balance and that it writes well-formed results; they never assert on speed.
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import statistics
 
 import pytest
 
-from bench import cli, matrix, ratios, results, runner
+from bench import baselines, cli, matrix, ratios, results, runner
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
@@ -707,3 +708,26 @@ def test_a_ratio_that_was_not_measured_says_so_instead_of_printing_none():
     assert shown["throughput tcp relay alice->bob 64 B (msg/s) / 50,000"] == "throughput tcp 64 B not measured"
     p99 = next(detail for name, detail in shown.items() if "round-trip p99" in name)
     assert p99 == "udp not measured / 5000.0 us"
+
+
+def test_the_kcp_target_is_judged_on_kcps_own_8_byte_echoes_only():
+    def kcp_test(protocol: str, payload: int, avg: float) -> dict:
+        return {"id": f"kcp-test-{protocol}-{payload}B", "status": "ok", "figures": {"avg_rtt_ms": avg, "max_rtt_ms": avg},
+                "config": {"workload": "kcp-test", "protocol": protocol, "payload": payload, "link": "loopback"}}
+
+    run = results.new_run(["python", "-m", "bench"])
+    # Run with --payloads 65536: KCP's README figures are for 8-byte echoes, so no verdict.
+    run["scenarios"] = [kcp_test("kcp-fast", 65536, 100.0), kcp_test("udp-turbo", 65536, 50.0)]
+    kcp = [r for r in ratios.compute_ratios(run) if r["name"].startswith("KCP test")]
+    assert [r["met"] for r in kcp] == [None, None]
+    run["scenarios"] += [kcp_test("kcp-fast", 8, 100.0), kcp_test("udp-turbo", 8, 120.0)]
+    kcp = [r for r in ratios.compute_ratios(run) if r["name"].startswith("KCP test")]
+    assert [r["value"] for r in kcp] == [1.2, 1.2] and [r["met"] for r in kcp] == [False, False]
+
+
+def test_sockperf_and_iperf3_record_the_whole_seconds_they_ran():
+    assert baselines.whole_seconds(0.4) == 1 and baselines.whole_seconds(2.6) == 3
+    if shutil.which("iperf3") is None:
+        pytest.skip("iperf3 is not installed")
+    entry = baselines.iperf3_throughput(0.4)
+    assert entry["config"]["seconds"] == 1 and entry["config"]["argv"][-2:] == ["1", "-J"]
