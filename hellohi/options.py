@@ -16,8 +16,10 @@ from .relay import RelayLimits
 def host_port(text: str) -> tuple[str, int]:
     """Parse HOST:PORT (IPv6 as [::1]:PORT) for argparse."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:5000")
+    if not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: port {port} is not from 1 to 65535")
     return host.strip("[]"), int(port)
 
 

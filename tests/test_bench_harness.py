@@ -505,6 +505,8 @@ def test_cli_rounds_must_be_at_least_one(capsys):
     (["--link", "seed=1.5"], "'seed=1.5': '1.5' is not a whole number"),
     (["--link", "issue5"], "'issue5' is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10), nor issue4"),
     (["--server", "127.0.0.1:5000", "--link", "issue4"], "--server measures a server on another computer and --link"),
+    (["--server", "127.0.0.1:99999"], "'127.0.0.1:99999': port 99999 is not from 1 to 65535"),
+    (["--server", "localhost"], "'localhost' is not HOST:PORT, e.g. 127.0.0.1:5000"),
     (["--payloads", "0"], "--payloads: '0' is not a whole number of at least 1"),
     (["--count", "0"], "--count: '0' is not a whole number of at least 1"),
     (["--window", "-1"], "--window: '-1' is not a whole number of at least 1"),
