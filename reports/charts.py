@@ -12,10 +12,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # draw to files only: works over SSH, in CI and without a display
 import matplotlib.pyplot as plt  # noqa: E402  (must come after use("Agg"))
+from matplotlib.lines import Line2D  # noqa: E402
 
 from .load import describe_link, latency, link_of, measured  # noqa: E402
 
-PROTOCOL_COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "udp-raw": "tab:red",
+PROTOCOL_COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "udp-raw": "tab:red", "udp-turbo": "tab:brown",
                     "kcp-default": "tab:gray", "kcp-normal": "tab:olive", "kcp-fast": "tab:green"}
 
 # The percentiles drawn on the latency chart, with their markers.
@@ -44,17 +45,22 @@ def latency_chart(run: dict, path: Path) -> Path | None:
         lat, colour = latency(scenario), _colour(scenario["config"]["protocol"])
         if lat.get("min") is not None and lat.get("max") is not None:
             axes.plot([lat["min"], lat["max"]], [row, row], color=colour, linewidth=1, alpha=0.5)
-        for key, marker, label in PERCENTILE_MARKERS:
+        for key, marker, _ in PERCENTILE_MARKERS:
             if lat.get(key) is not None:
-                axes.plot(lat[key], row, marker=marker, color=colour, linestyle="none",
-                          label=label if row == 0 else None)
+                axes.plot(lat[key], row, marker=marker, color=colour, linestyle="none")
     labels = [f"{s['id']} ({latency(s)['measure'].replace('_', ' ')})" for s in scenarios]
     axes.set_yticks(range(len(scenarios)), labels, fontsize=8)
     axes.invert_yaxis()
     axes.set_xscale("log")
     axes.set_xlabel("latency, µs (log scale); line: min to max")
     axes.set_title("Latency percentiles by scenario (colour: protocol)")
-    axes.legend(loc="lower right", fontsize=8)
+    # Beside the plot, not on it: inside, it hid the markers of the last rows. One key for
+    # the markers (in black, as they mean the same in every colour), one for the colours.
+    protocols = list(dict.fromkeys(s["config"]["protocol"] for s in scenarios))
+    keys = [Line2D([], [], marker=marker, color="black", linestyle="none", label=label)
+            for _, marker, label in PERCENTILE_MARKERS]
+    keys += [Line2D([], [], color=_colour(protocol), linewidth=6, label=protocol) for protocol in protocols]
+    axes.legend(handles=keys, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     axes.grid(True, axis="x", which="both", alpha=0.3)
     return _save(figure, path)
 

@@ -395,3 +395,11 @@ def test_an_interrupted_run_says_so_at_the_top_of_the_report(tmp_path):
     assert main([str(folder), "--out", str(tmp_path / "cut-report")]) == 0
     assert ("- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
             "are here") in (tmp_path / "cut-report" / "report.md").read_text()
+
+
+def test_every_protocol_the_bench_knows_has_its_own_colour_on_the_charts():
+    from bench.matrix import ALL_PROTOCOLS
+    from reports.charts import PROTOCOL_COLOURS
+
+    assert set(ALL_PROTOCOLS) <= set(PROTOCOL_COLOURS)
+    assert len(set(PROTOCOL_COLOURS.values())) == len(PROTOCOL_COLOURS)
