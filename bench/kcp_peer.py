@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 
 from hellohi import eventloop
 
+from .waiting import event_set_within
+
 CONV = 0x11223344
 
 # mode -> (no_delay, interval_ms, resend, no_congestion_control), as in test.cpp
@@ -405,11 +407,8 @@ async def kcp_udp_pingpong(host: str, port: int, mode: str, count: int, payload:
             done = False
             while not done and time.monotonic() < deadline:
                 protocol.arrived.clear()
-                try:
-                    # Wake up at least every 10 ms: KCP retransmits from update().
-                    await asyncio.wait_for(protocol.arrived.wait(), 0.01)
-                except asyncio.TimeoutError:
-                    pass
+                # Wake up at least every 10 ms: KCP retransmits from update().
+                await event_set_within(protocol.arrived, 0.01)
                 peer.update(now_ms())
                 for message in peer.received():
                     (got,) = struct.unpack_from("<Q", message)

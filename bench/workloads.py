@@ -25,6 +25,7 @@ from hellohi.client_session import MessageReceived, Registered, StatusChanged
 
 from .clients import client_factory, is_plain, reliability_config
 from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
+from .waiting import event_set_within
 
 WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "throughput-raw", "fanin", "fanout", "drain")
 ID_WIDTH = 16  # decimal digits of the message id at the start of each body
@@ -457,9 +458,7 @@ class Window:
             return  # room, even by the old count (this runs once per message: keep it cheap)
         while sent - (settled_now := settled()) >= self.size:
             self.progress.clear()
-            try:
-                await asyncio.wait_for(self.progress.wait(), self.timeout)
-            except asyncio.TimeoutError:
+            if not await event_set_within(self.progress, self.timeout):
                 return  # nothing is moving (loss without retries): stop waiting
         self._settled = settled_now
 
