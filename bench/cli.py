@@ -297,8 +297,7 @@ def build_scenarios(args, remote) -> list[Scenario]:
             emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
                         if c["workload"] != "kcp-test"]
         else:
-            protocols = [p for p in (args.protocols or list(DEFAULT_PROTOCOLS)) if not p.startswith("kcp-")]
-            emulated = emulated_cells(links, protocols, args.full)
+            emulated = emulated_cells(links, args.protocols, args.full)
         cells = cells + emulated
     if args.count:
         for cell in cells:

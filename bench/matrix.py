@@ -294,17 +294,18 @@ def parse_link(text: str) -> dict:
     return spec
 
 
-def emulated_cells(links: list[dict], protocols: list[str], full: bool) -> list[dict]:
+def emulated_cells(links: list[dict], protocols: list[str] | None, full: bool) -> list[dict]:
     """Across an impaired link: the relay round trip and a little throughput, per protocol,
-    and KCP's echo beside them."""
+    and KCP's echo beside them (with --protocols, only the protocols it names)."""
+    hellohi_protocols = [p for p in (protocols or DEFAULT_PROTOCOLS) if not p.startswith("kcp-")]
+    kcp_modes = [p for p in ("kcp-normal", "kcp-fast") if protocols is None or p in protocols]
     cells = []
     for link in links:
-        for protocol in protocols:
+        for protocol in hellohi_protocols:
             cells.append({"workload": "hello", "protocol": protocol, "count": 500 if full else 100})
             cells.append({"workload": "relay", "protocol": protocol, "count": 1000 if full else 200})
             cells.append({"workload": "throughput", "protocol": protocol, "count": 10000 if full else 2000})
-        cells += [{"workload": "kcp-pingpong", "protocol": p, "count": 500 if full else 100}
-                  for p in ("kcp-normal", "kcp-fast")]
+        cells += [{"workload": "kcp-pingpong", "protocol": p, "count": 500 if full else 100} for p in kcp_modes]
         for cell in cells:
             cell.setdefault("link", "emulated")
             cell.setdefault("link_config", link)
