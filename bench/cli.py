@@ -24,10 +24,10 @@ from hellohi.codec import DEFAULT_MAX_BODY
 
 from . import baselines, paired, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS
-from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, KCP_MIN_PAYLOAD, MatrixError, default_matrix,
+from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, check_payload_flag, default_matrix,
                      emulated_cells, flag_matrix, load_config, parse_link, to_scenarios)
 from .ratios import compute_ratios, print_ratios
-from .runner import BODY_WORKLOADS, KCP_WORKLOADS, run_scenario
+from .runner import KCP_WORKLOADS, run_scenario
 from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
 
@@ -266,7 +266,7 @@ def build_scenarios(args, remote) -> list[Scenario]:
     elif args.workloads or args.payloads or args.clients:
         args.workloads = args.workloads or list(WORKLOADS)
         args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
-        _check_payloads(args.payloads or [], args.workloads)
+        check_payload_flag(args.payloads or [], args.workloads, args.protocols)
         cells = flag_matrix(args)
     else:
         cells = default_matrix(args.full, args.protocols)
@@ -311,21 +311,6 @@ def build_scenarios(args, remote) -> list[Scenario]:
                           "takes udp and udp-turbo), the other workloads need tcp, udp, udp-raw or udp-turbo, "
                           "throughput-raw needs tcp, and --server runs no KCP workload; see --help")
     return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
-
-
-def _check_payloads(payloads: list[int], workloads: list[str]) -> None:
-    """Refuse a --payloads size that one of the workloads cannot carry, naming the flag."""
-    for payload in payloads:
-        for workload in workloads:
-            if workload in KCP_WORKLOADS:
-                low, why = KCP_MIN_PAYLOAD, " (its echo carries an 8-byte id and timestamp)"
-            elif workload in BODY_WORKLOADS:
-                low, why = ID_WIDTH, f" (each body starts with a {ID_WIDTH}-digit message id)"
-            else:
-                low, why = 1, ""
-            if not low <= payload <= DEFAULT_MAX_BODY:
-                raise MatrixError(f"--payloads {payload}: {workload} takes payloads from {low} to "
-                                  f"{DEFAULT_MAX_BODY} bytes{why}; {DEFAULT_MAX_BODY} is the server's body limit")
 
 
 def _unwritable(directory: str) -> str | None:

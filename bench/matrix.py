@@ -91,13 +91,37 @@ def pair_problem(workload: str, protocol: str) -> str | None:
     return None
 
 
+def default_payload(workload: str) -> int:
+    return 8 if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes, as its README figures do
+
+
+def payload_bounds(workload: str) -> tuple[int, str]:
+    """(the smallest payload `workload` can carry, why); the largest is the server's body limit."""
+    if workload in KCP_WORKLOADS:
+        return KCP_MIN_PAYLOAD, " (its echo carries an 8-byte id and timestamp)"
+    if workload in BODY_WORKLOADS:
+        return ID_WIDTH, f" (each body starts with a {ID_WIDTH}-digit message id)"
+    return 1, ""
+
+
+def check_payload_flag(payloads: list[int], workloads: list[str], protocols: list[str]) -> None:
+    """Refuse a --payloads size that a workload of the flag matrix cannot carry, naming the flag."""
+    runnable = [w for w in workloads if any(pair_problem(w, p) is None for p in protocols)]
+    for payload in payloads:
+        for workload in runnable:
+            low, why = payload_bounds(workload)
+            if not low <= payload <= DEFAULT_MAX_BODY:
+                raise MatrixError(f"--payloads {payload}: {workload} takes payloads from {low} to "
+                                  f"{DEFAULT_MAX_BODY} bytes{why}; {DEFAULT_MAX_BODY} is the server's body limit")
+
+
 def flag_matrix(args) -> list[dict]:
     """Every combination of the flags' lists that can run (pair_problem() skips the others)."""
     cells = []
     for workload, protocol, payload, clients in itertools.product(
             args.workloads, args.protocols, args.payloads or [None], args.clients or [1]):
         if payload is None:
-            payload = 8 if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes
+            payload = default_payload(workload)
         if pair_problem(workload, protocol) is not None:
             continue
         if workload not in ("fanin", "fanout") and clients != (args.clients or [1])[0]:
@@ -167,7 +191,8 @@ def load_config(path: str) -> list[dict]:
         raise MatrixError(f"{where} describes no scenario: add [[scenario]] tables or a [matrix]")
     for number, cell in enumerate(cells, 1):
         check_cell(cell, f"{where}, scenario {number}")
-        cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), 1))
+        cell.setdefault("payload", default_payload(cell["workload"]))
+        cell.setdefault("count", _count_for(cell["workload"], cell["payload"], 1))
     return cells
 
 
@@ -183,10 +208,21 @@ def _matrix_cells(m, defaults: dict, where: str) -> list[dict]:
                          or not all(isinstance(v, kind) and not isinstance(v, bool) for v in m[key])):
             example = '["hello", "relay"]' if kind is str else "[64, 1024]"
             raise MatrixError(f"{where}: [matrix] {key} must be a non-empty list, e.g. {key} = {example}")
-    return [dict(defaults, workload=workload, protocol=protocol, payload=payload, clients=clients)
-            for workload, protocol, payload, clients in itertools.product(
-                m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]),
-                m.get("payloads", [defaults.get("payload", 64)]), m.get("clients", [defaults.get("clients", 1)]))]
+    # Like the flags, a matrix holds every combination of its lists that can run
+    # (pair_problem); a list left out keeps [defaults]' value, or the workload's default.
+    cells = []
+    for workload, protocol, payload, clients in itertools.product(
+            m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]), m.get("payloads", [None]),
+            m.get("clients", [None])):
+        if pair_problem(workload, protocol) is not None:
+            continue
+        cell = dict(defaults, workload=workload, protocol=protocol)
+        if payload is not None:
+            cell["payload"] = payload
+        if clients is not None:
+            cell["clients"] = clients
+        cells.append(cell)
+    return cells
 
 
 def check_cell(cell: dict, where: str) -> None:
@@ -219,12 +255,7 @@ def check_cell(cell: dict, where: str) -> None:
     whole("warmup", 0)
     whole("seed", 0)
     whole("round", 1)
-    if workload in KCP_WORKLOADS:
-        whole("payload", KCP_MIN_PAYLOAD, DEFAULT_MAX_BODY)
-    elif workload in BODY_WORKLOADS:  # their bodies start with the message id
-        whole("payload", ID_WIDTH, DEFAULT_MAX_BODY)
-    else:  # carried in the scenario's id and results, though Hello/HI sends no body
-        whole("payload", 1, DEFAULT_MAX_BODY)
+    whole("payload", payload_bounds(workload)[0], DEFAULT_MAX_BODY)
     timeout = cell.get("timeout", 1.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
         raise MatrixError(f"{where}: timeout is in seconds, more than 0, got {timeout!r}")

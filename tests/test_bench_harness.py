@@ -775,3 +775,27 @@ def test_event_set_within_says_whether_the_event_came_in_time():
         assert await event_set_within(event, 0.0) is True  # already set: no wait at all
 
     asyncio.run(check())
+
+
+def test_a_matrix_table_skips_the_pairs_that_cannot_run_as_the_flags_do(tmp_path, capsys):
+    config = tmp_path / "matrix.toml"
+    config.write_text('[matrix]\nworkloads = ["hello", "throughput-raw", "kcp-test"]\nprotocols = ["tcp", "udp"]\n')
+    assert cli.main(["--config", str(config), "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    # throughput-raw is TCP only; kcp-test takes udp (hellohi's layer on KCP's link) but not tcp.
+    assert listed == ["hello-tcp-64B-n1000", "hello-udp-64B-n1000", "throughput-raw-tcp-64B-n20000",
+                      "kcp-test-udp-8B-n1000"]
+
+
+def test_kcp_test_from_a_config_file_echoes_8_bytes_like_kcps_own_test(tmp_path, capsys):
+    config = tmp_path / "matrix.toml"
+    config.write_text('[[scenario]]\nworkload = "kcp-test"\nprotocol = "kcp-fast"\n'
+                      '[[scenario]]\nworkload = "kcp-test"\nprotocol = "udp-turbo"\npayload = 64\n')
+    assert cli.main(["--config", str(config), "--list"]) == 0
+    assert [json.loads(line.split(" ", 1)[1])["payload"] for line in capsys.readouterr().out.splitlines()] == [8, 64]
+
+
+def test_payloads_are_checked_only_for_the_workloads_that_will_run(capsys):
+    # relay cannot run over kcp-fast, so --payloads 8 (too small for relay) concerns only kcp-test.
+    assert cli.main(["--workloads", "relay,kcp-test", "--protocols", "kcp-fast", "--payloads", "8", "--list"]) == 0
+    assert capsys.readouterr().out.split()[0] == "kcp-test-kcp-fast-8B-n1000"
