@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,10 @@ def echo_pingpong(protocol: str, seconds: float = 2.0, host: str = "127.0.0.1") 
 def main(argv: list[str]) -> None:
     if len(argv) != 4 or argv[0] != "serve" or argv[1] not in ("tcp", "udp"):
         raise SystemExit("usage: python -m bench.python_floor serve tcp|udp HOST PORT")
+    # The bench ends us by closing our stdin, also when it is interrupted. A Ctrl-C in
+    # the terminal reaches us as well (we are in its process group), and would only
+    # print a traceback of ours in the middle of the bench's output.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     eventloop.run(_serve(argv[1], argv[2], int(argv[3])))
 
 

@@ -799,3 +799,22 @@ def test_payloads_are_checked_only_for_the_workloads_that_will_run(capsys):
     # relay cannot run over kcp-fast, so --payloads 8 (too small for relay) concerns only kcp-test.
     assert cli.main(["--workloads", "relay,kcp-test", "--protocols", "kcp-fast", "--payloads", "8", "--list"]) == 0
     assert capsys.readouterr().out.split()[0] == "kcp-test-kcp-fast-8B-n1000"
+
+
+def test_the_python_echo_server_leaves_ctrl_c_to_the_bench_and_ends_with_its_stdin():
+    from bench.baselines import free_port
+
+    port = free_port()
+    echo = subprocess.Popen([sys.executable, "-m", "bench.python_floor", "serve", "tcp", "127.0.0.1", str(port)],
+                            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert echo.stdout.readline().strip() == b"ready"
+        echo.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole group
+        echo.stdin.close()  # what the bench does, interrupted or not
+        echo.wait(timeout=30)
+        stderr = echo.stderr.read()
+    finally:
+        if echo.poll() is None:
+            echo.kill()
+    assert echo.returncode == 0 and stderr == b""
