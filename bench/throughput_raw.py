@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import selectors
 import socket
+import threading
 import time
 
 from .stats import ONE_WAY, DeliveryLedger, LatencyRecorder
@@ -74,8 +75,9 @@ def _refused(data: bytes) -> bytes | None:
 
 
 def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
-                   timeout: float) -> tuple[dict, LatencyRecorder, int, int]:
-    """Returns (delivery summary, one-way latencies, first send ns, last new arrival ns)."""
+                   timeout: float, stop: threading.Event | None = None) -> tuple[dict, LatencyRecorder, int, int]:
+    """Returns (delivery summary, one-way latencies, first send ns, last new arrival ns).
+    Ends early once `stop` is set (the run was interrupted)."""
     alice = _Peer((host, port), "bench-alice", timeout)
     bob = _Peer((host, port), "bench-bob", timeout)
     ledger, one_way = DeliveryLedger(), LatencyRecorder(ONE_WAY)
@@ -86,7 +88,7 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
     first_send = last_new = now_ns()
     quiet_since = time.monotonic()
     try:
-        while ledger.delivered < count:
+        while ledger.delivered < count and not (stop is not None and stop.is_set()):
             in_flight = ledger.sent - ledger.delivered
             if ledger.sent < count and in_flight < window and len(alice.outbox) < (1 << 16):
                 frames = []

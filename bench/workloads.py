@@ -339,13 +339,19 @@ async def hello_raw(endpoint: Endpoint, sc: Scenario) -> dict:
         blocking = hello_raw_blocking_plain_udp
     else:
         blocking = hello_raw_blocking_udp
+    return await _in_thread(blocking, endpoint, sc)
+
+
+async def _in_thread(blocking: Callable, *args):
+    """blocking(*args, stop) in a thread of its own; cancelling this (Ctrl-C) sets `stop`.
+
+    A thread cannot be cancelled, and the event loop waits for it before it closes:
+    without `stop`, hello-raw over plain UDP against a server that is gone would wait
+    out a timeout for every Hello left. With it, the thread ends after its current step."""
     stop = threading.Event()
     try:
-        return await asyncio.to_thread(blocking, endpoint, sc, stop)
+        return await asyncio.to_thread(blocking, *args, stop)
     finally:
-        # Cancelled (Ctrl-C): the thread cannot be cancelled, and the event loop waits
-        # for it before it closes; against a server that is gone, plain UDP would
-        # wait out a timeout for every Hello left. So it stops after this one.
         stop.set()
 
 
@@ -541,7 +547,7 @@ async def throughput_raw(endpoint: Endpoint, sc: Scenario) -> dict:
     """The same transfer from two minimal sockets: what the server alone carries (bench/throughput_raw.py)."""
     from . import throughput_raw as raw
 
-    delivery, one_way, first_send, last_arrival = await asyncio.to_thread(
+    delivery, one_way, first_send, last_arrival = await _in_thread(
         raw.throughput_raw, endpoint.host, endpoint.port, sc.count, sc.payload, sc.window, sc.loss_wait)
     return _transfer_figures(delivery, one_way, first_send, last_arrival, sc.payload)
 

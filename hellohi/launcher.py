@@ -76,6 +76,10 @@ def start_server(
     timer = _kill_after(process, timeout)
     try:
         banner = process.stdout.readline()
+    except BaseException:  # Ctrl-C while we wait: the server must not outlive the program that started it
+        process.kill()
+        process.wait()
+        raise
     finally:
         timer.cancel()
     match = LISTENING.search(banner)

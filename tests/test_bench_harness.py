@@ -655,6 +655,28 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
     assert _processes_in_group(bench.pid) == [], "a server of the bench outlived it"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="looks for leftover processes in /proc")
+def test_sigint_to_the_bench_alone_stops_a_bulk_transfer_from_its_thread(tmp_path):
+    """kill -INT of the bench's pid only: its server is still there, so the thread would go on for ever."""
+    config = tmp_path / "matrix.toml"
+    config.write_text('[[scenario]]\nworkload = "throughput-raw"\nprotocol = "tcp"\ncount = 100000000\n')
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "--config", str(config), "--no-baselines"],
+                             cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in bench.stderr:
+            if "0/1" in line:  # the transfer has started
+                break
+        time.sleep(1.0)  # well into it
+        bench.send_signal(signal.SIGINT)
+        stdout, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+    assert bench.returncode == 130 and "Traceback" not in stderr
+    assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
+
+
 def _processes_in_group(group: int) -> list[int]:
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -818,3 +840,32 @@ def test_the_python_echo_server_leaves_ctrl_c_to_the_bench_and_ends_with_its_std
         if echo.poll() is None:
             echo.kill()
     assert echo.returncode == 0 and stderr == b""
+
+
+def test_a_server_being_started_when_ctrl_c_comes_does_not_outlive_its_starter(monkeypatch):
+    from hellohi import launcher
+
+    started = []
+
+    class InterruptedWhileReading:  # the banner read, cut short by Ctrl-C
+        def readline(self):
+            raise KeyboardInterrupt
+
+    class Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+            self.banner_pipe, self.stdout = self.stdout, InterruptedWhileReading()  # the pipe stays open
+
+    monkeypatch.setattr(launcher.subprocess, "Popen", Popen)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launcher.start_server("tcp", ["--store", ":memory:"])
+        assert len(started) == 1
+        assert started[0].poll() is not None  # killed and reaped, not left running
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.banner_pipe.close()
