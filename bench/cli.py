@@ -368,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         # Servers and emulated hosts are already gone (their `finally` and `with` blocks
         # ran); what finished is still worth a table and a results file.
         run["interrupted"] = True
-        print(f"\ninterrupted: {progress.done} of {progress.total} steps finished; "
-              "below and in --out is what they measured", file=sys.stderr)
+        where = f"below and in {args.out}" if args.out else "below"
+        print(f"\ninterrupted: {progress.done} of {progress.total} steps finished; what they measured is {where}",
+              file=sys.stderr)
     else:
         progress.finish()
     run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -117,7 +117,8 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
                 value, TARGET_RTT_RATIO, "lower",
                 f"median of {len(blocks)} blocks; per block (us / us): "
                 + ", ".join(f"{row.get(label)} / {row['sockperf']}" for row in blocks)
-                if value is not None else "not measured (baselines skipped, or sockperf missing)")
+                if value is not None else "not measured (baselines skipped, or sockperf missing, or the run "
+                                          "interrupted before them)")
             ours = _figure(_find(run, workload, protocol), "latency", "p50")
             floor = _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured apart (information)",

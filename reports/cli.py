@@ -67,7 +67,9 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
                   "The README's default-mode figures (740 / 1,507 ms) are not what KCP's current code gives: "
                   "its own test.cpp, built from its repository, printed about 4,100-4,500 ms average there "
                   "(docs/bench.md). Normal and fast mode match the README."),
-        *_section("Baselines, same run", baseline_table(run), empty="Baselines were skipped in this run."),
+        *_section("Baselines, same run", baseline_table(run),
+                  empty="Ctrl-C stopped this run before any baseline finished, or they were skipped."
+                  if run.get("interrupted") is True else "Baselines were skipped in this run."),
         *_section("Scenarios not measured", not_measured_table(run),
                   empty="Every scenario of the matrix was measured."),
     ]

@@ -26,6 +26,8 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
                 and (link_config is None or config.get("link_config") == link_config):
             reason = scenario.get("reason") or "no figures"
             return f"not measured in this run ({scenario['status']}: {reason})"
+    if run.get("interrupted") is True:
+        return "not measured in this run (not in its scenario matrix, or Ctrl-C stopped the run before it)"
     return "not measured in this run (not in its scenario matrix)"
 
 
@@ -43,6 +45,8 @@ def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
     """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words)."""
     entry = baseline(run, test)
     if entry is None:
+        if run.get("interrupted") is True:
+            return None, "not measured in this run (baselines were skipped, or Ctrl-C stopped the run before them)"
         return None, "not measured in this run (baselines were skipped)"
     if entry["status"] != "ok":
         return None, f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
@@ -325,6 +329,8 @@ def handout(run: dict) -> str:
         "the full tables and the charts are in `report.md` beside this file. Latencies are in µs (KCP's",
         "test in ms) and each says whether it is a round trip or one way.",
         *_rounds_note(run),
+        *(["", "**Ctrl-C stopped this run**: only what finished before it was measured. Run the bench again "
+            "to answer every question."] if run.get("interrupted") is True else []),
         "",
         *_floor_section(run),
         *_relay_section(run),

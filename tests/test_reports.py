@@ -389,12 +389,19 @@ def test_an_interrupted_run_says_so_at_the_top_of_the_report(tmp_path):
     assert run["interrupted"] is False  # what the bench writes for a run that ended by itself
     folder = write_run(tmp_path / "whole", run)
     assert main([str(folder), "--out", str(tmp_path / "whole-report")]) == 0
-    assert "interrupted" not in (tmp_path / "whole-report" / "report.md").read_text()
+    assert "**interrupted**" not in (tmp_path / "whole-report" / "report.md").read_text()
     run["interrupted"] = True
+    run["baselines"] = []  # stopped before the first baseline had finished
     folder = write_run(tmp_path / "cut", run)
     assert main([str(folder), "--out", str(tmp_path / "cut-report")]) == 0
+    report = (tmp_path / "cut-report" / "report.md").read_text()
     assert ("- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
-            "are here") in (tmp_path / "cut-report" / "report.md").read_text()
+            "are here") in report
+    assert "Ctrl-C stopped this run before any baseline finished, or they were skipped." in report
+    handout = (tmp_path / "cut-report" / "handout.md").read_text()
+    assert "**Ctrl-C stopped this run**: only what finished before it was measured." in handout
+    assert "not measured in this run (baselines were skipped, or Ctrl-C stopped the run before them)" in handout
+    assert "baselines were skipped)" not in handout  # no reason that leaves the interruption out
 
 
 def test_every_protocol_the_bench_knows_has_its_own_colour_on_the_charts():
