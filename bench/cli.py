@@ -169,28 +169,25 @@ def emulation_problem() -> str | None:
     return None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+def _whole_at_least(low: int):
+    """An argparse type for a whole number of at least `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {low}")
+        return value
+    return parse
+
+
+_positive_int = _whole_at_least(1)
+_seed = _whole_at_least(0)
 
 
 def _positive_ints(text: str) -> list[int]:
     return [_positive_int(item) for item in text.split(",")]
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
-    return value
 
 
 def _seconds(text: str) -> float:

@@ -48,9 +48,10 @@ def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]
     payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
     widths = [10, 50] if full else [10]
     turbo_light = protocols is None and not full
-    named = protocols
+    chosen = protocols  # None: no --protocols, so KCP runs in all its modes beside them
     if protocols is None:
         protocols = list(PROTOCOLS) if full else list(DEFAULT_PROTOCOLS)
+    kcp_modes = [p for p in KCP_PROTOCOLS if chosen is None or p in chosen]
     cells: list[dict] = []
     for protocol in [p for p in protocols if not p.startswith("kcp-")]:
         cells.append({"workload": "hello", "protocol": protocol})
@@ -63,13 +64,10 @@ def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]
         cells.append({"workload": "drain", "protocol": protocol})
     if turbo_light:
         cells += [{"workload": w, "protocol": "udp-turbo"} for w in ("hello", "relay")]
-    def kcp_wanted(protocol: str) -> bool:
-        return named is None or protocol in named
-
-    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast") if kcp_wanted(p)]
+    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast") if p in kcp_modes]
     # KCP's own test (8-byte echoes), with KCP and with hellohi's reliability layer
     # (udp: default preset, udp-turbo: latency preset) on the same simulated link.
-    kcp_test_protocols = [p for p in KCP_PROTOCOLS if kcp_wanted(p)] + [
+    kcp_test_protocols = kcp_modes + [
         p for p in RELIABLE_ON_KCP_LINK if p in protocols or (turbo_light and p == "udp-turbo")]
     cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in kcp_test_protocols]
     for cell in cells:
