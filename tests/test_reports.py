@@ -214,8 +214,10 @@ def test_the_loop_question_measures_into_another_folder_than_the_run_it_was_buil
         pytest.skip("make is not installed")
     # The Makefile really sends both to that folder (make -n prints the commands, runs nothing).
     for target in (["bench", 'BENCH_ARGS=--loop uvloop'], ["report"]):
-        done = subprocess.run(["make", "-n", *target, "RESULTS=results/uvloop"], cwd=REPO, capture_output=True,
-                              text=True, timeout=60)
+        # --no-print-directory: under `make test` this make is nested, and would end its
+        # output with "make[1]: Leaving directory ..." instead of the command.
+        done = subprocess.run(["make", "--no-print-directory", "-n", *target, "RESULTS=results/uvloop"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         command = done.stdout.strip().splitlines()[-1]
         assert command.endswith("-m bench --no-emulation --out results/uvloop --loop uvloop" if target[0] == "bench"
