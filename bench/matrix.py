@@ -208,11 +208,12 @@ def _matrix_cells(m, defaults: dict, where: str) -> list[dict]:
             raise MatrixError(f"{where}: [matrix] {key} must be a non-empty list, e.g. {key} = {example}")
     # Like the flags, a matrix holds every combination of its lists that can run
     # (pair_problem); a list left out keeps [defaults]' value, or the workload's default.
-    cells = []
+    cells, problems = [], []
     for workload, protocol, payload, clients in itertools.product(
             m.get("workloads", ["hello"]), m.get("protocols", ["tcp"]), m.get("payloads", [None]),
             m.get("clients", [None])):
-        if pair_problem(workload, protocol) is not None:
+        if (problem := pair_problem(workload, protocol)) is not None:
+            problems.append(problem)
             continue
         cell = dict(defaults, workload=workload, protocol=protocol)
         if payload is not None:
@@ -220,6 +221,8 @@ def _matrix_cells(m, defaults: dict, where: str) -> list[dict]:
         if clients is not None:
             cell["clients"] = clients
         cells.append(cell)
+    if not cells and problems:
+        raise MatrixError(f"{where}: no workload in [matrix] can run over its protocols: {problems[0]}")
     return cells
 
 

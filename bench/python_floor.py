@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import signal
 import subprocess
 import sys
 import time
@@ -72,8 +71,11 @@ def echo_pingpong(protocol: str, seconds: float = 2.0, host: str = "127.0.0.1") 
               "config": {"protocol": protocol, "seconds": seconds, "host": host, "python": sys.version.split()[0],
                          "event_loop": eventloop.resolve()}}
     port = free_port(socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM, host)
+    # A session of its own: a Ctrl-C in the terminal (sent to the bench's process group)
+    # does not reach it, where it would only print a traceback amid the bench's output.
+    # The bench ends it by closing its stdin, also when it is interrupted.
     server = subprocess.Popen([sys.executable, "-m", "bench.python_floor", "serve", protocol, host, str(port)],
-                              cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                              cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
     rtt = LatencyRecorder(ROUND_TRIP)
     try:
         if server.stdout.readline().strip() != b"ready":
@@ -104,10 +106,6 @@ def echo_pingpong(protocol: str, seconds: float = 2.0, host: str = "127.0.0.1") 
 def main(argv: list[str]) -> None:
     if len(argv) != 4 or argv[0] != "serve" or argv[1] not in ("tcp", "udp"):
         raise SystemExit("usage: python -m bench.python_floor serve tcp|udp HOST PORT")
-    # The bench ends us by closing our stdin, also when it is interrupted. A Ctrl-C in
-    # the terminal reaches us as well (we are in its process group), and would only
-    # print a traceback of ours in the middle of the bench's output.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     eventloop.run(_serve(argv[1], argv[2], int(argv[3])))
 
 

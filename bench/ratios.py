@@ -107,6 +107,8 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     # apart, on the same two cores. The scenarios' own p50s, taken half a minute after
     # sockperf's baseline and wherever the scheduler put the processes, are shown as
     # information beside them.
+    unmeasured_turns = ("baselines skipped, Ctrl-C before them, or sockperf missing" if run.get("interrupted")
+                        else "baselines skipped, or sockperf missing")
     for kernel, clients in CLIENTS.items():
         turns = _baseline(run, f"paired-hello-{kernel}")
         blocks = _figure(turns, "blocks") or []
@@ -117,8 +119,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
                 value, TARGET_RTT_RATIO, "lower",
                 f"median of {len(blocks)} blocks; per block (us / us): "
                 + ", ".join(f"{row.get(label)} / {row['sockperf']}" for row in blocks)
-                if value is not None else "not measured (baselines skipped, or sockperf missing, or the run "
-                                          "interrupted before them)")
+                if value is not None else f"not measured ({unmeasured_turns})")
             ours = _figure(_find(run, workload, protocol), "latency", "p50")
             floor = _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured apart (information)",

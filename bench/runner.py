@@ -63,35 +63,39 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hellohi-bench-") as tmp:
         server = None
+        cpu_before = None
         log_path = Path(tmp) / "server.log"
-        if remote is None:
-            server_args = ["--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS, *extra]
-            try:
-                with open(log_path, "w") as log:
-                    server = start_server(package, server_args, host=host, stderr=log,
-                                          command_prefix=command_prefix)
-            except Exception as error:  # the server did not start: say why, run the next scenario
-                result.update(status="error", reason=f"server did not start: {type(error).__name__}: {error}"
-                              + _log_tail(log_path), wall_s=time.perf_counter() - wall)
-                return result
-            endpoint = Endpoint(server.host, server.port)
-            result["server"] = {"argv": server.args, "pid": server.process.pid}
-        else:
-            endpoint = Endpoint(*remote)
-            result["server"] = {"remote": f"{remote[0]}:{remote[1]}"}
-        cpu_before = procstats.cpu_seconds(server.process.pid) if server else None
+        # One try from the server's start to its stop, so that a Ctrl-C anywhere in
+        # between (KeyboardInterrupt is not an Exception) still stops it.
         try:
-            result["figures"] = eventloop.run(runner(endpoint, sc))
-        except Exception as error:  # a failed scenario is reported, the run goes on
-            result.update(status="error", reason=f"{type(error).__name__}: {error}",
-                          traceback=traceback.format_exc(limit=5))
-            result.pop("figures", None)
+            if remote is None:
+                server_args = ["--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS, *extra]
+                try:
+                    with open(log_path, "w") as log:
+                        server = start_server(package, server_args, host=host, stderr=log,
+                                              command_prefix=command_prefix)
+                except Exception as error:  # the server did not start: say why, run the next scenario
+                    result.update(status="error", reason=f"server did not start: {type(error).__name__}: {error}"
+                                  + _log_tail(log_path), wall_s=time.perf_counter() - wall)
+                    return result
+                endpoint = Endpoint(server.host, server.port)
+                result["server"] = {"argv": server.args, "pid": server.process.pid}
+                cpu_before = procstats.cpu_seconds(server.process.pid)
+            else:
+                endpoint = Endpoint(*remote)
+                result["server"] = {"remote": f"{remote[0]}:{remote[1]}"}
+            try:
+                result["figures"] = eventloop.run(runner(endpoint, sc))
+            except Exception as error:  # a failed scenario is reported, the run goes on
+                result.update(status="error", reason=f"{type(error).__name__}: {error}",
+                              traceback=traceback.format_exc(limit=5))
+                result.pop("figures", None)
         finally:
             if server:
                 cpu_after = procstats.cpu_seconds(server.process.pid)
-                result["server"]["cpu_s"] = (cpu_after - cpu_before
-                                             if cpu_after is not None and cpu_before is not None else None)
-                result["server"]["peak_rss_bytes"] = procstats.peak_rss_bytes(server.process.pid)
+                costs = result.setdefault("server", {})  # (not there yet after an early Ctrl-C)
+                costs["cpu_s"] = (cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None)
+                costs["peak_rss_bytes"] = procstats.peak_rss_bytes(server.process.pid)
                 server.stop()
         result["wall_s"] = time.perf_counter() - wall
     return result

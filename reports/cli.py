@@ -70,8 +70,11 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         *_section("Baselines, same run", baseline_table(run),
                   empty="Ctrl-C stopped this run before any baseline finished, or they were skipped."
                   if run.get("interrupted") is True else "Baselines were skipped in this run."),
-        *_section("Scenarios not measured", not_measured_table(run),
-                  empty="Every scenario of the matrix was measured."),
+        *(_section("Scenarios not measured", not_measured_table(run),
+                   "Ctrl-C stopped this run: the scenarios it cut short or never reached are not in results.json, "
+                   "so they are not listed here either.", empty="Every scenario that ran was measured.")
+          if run.get("interrupted") is True else
+          _section("Scenarios not measured", not_measured_table(run), empty="Every scenario of the matrix was measured.")),
     ]
     for title, caption, path in charts:
         parts += [f"## Chart: {title}", "", f"{caption}", "", f"![{title}]({path.name})" if path else NOT_IN_RUN, ""]

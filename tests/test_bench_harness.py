@@ -550,6 +550,8 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
     ('[[scenario]]\nworkload = "kcp-pingpong"\nprotocol = "udp"\n', "kcp-pingpong needs a kcp-* protocol"),
     ('[[scenario]]\nworkload = "hello"\npayload = "big"\n', "payload must be a whole number from 1 to 65536"),
     ('[[scenario]]\nworkload = "hello"\n[[scenarios]]\nworkload = "relay"\n', "has both [[scenario]] and [[scenarios]]"),
+    ('[matrix]\nworkloads = ["throughput-raw"]\nprotocols = ["udp"]\n',
+     "no workload in [matrix] can run over its protocols: throughput-raw runs over tcp only"),
 ])
 def test_a_config_file_with_a_mistake_gets_one_line_that_names_it(text, message, tmp_path, capsys):
     config = tmp_path / "matrix.toml"
@@ -646,7 +648,9 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
     assert bench.returncode == 130
-    assert "interrupted: 1 of 2 steps finished" in stderr and "Traceback" not in stderr
+    assert f"interrupted: 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
+    assert "Traceback" not in stderr
+    assert "not measured (baselines skipped, Ctrl-C before them, or sockperf missing)" in stdout
     assert "hello-raw-tcp-64B-n20 " in stdout
     run = json.loads((out / "results.json").read_text())
     assert run["interrupted"] is True
@@ -665,16 +669,31 @@ def test_sigint_to_the_bench_alone_stops_a_bulk_transfer_from_its_thread(tmp_pat
                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in bench.stderr:
-            if "0/1" in line:  # the transfer has started
+            if "0/1" in line:  # the scenario has begun: its server is starting
                 break
-        time.sleep(1.0)  # well into it
+        _wait_for_process_in_group(bench.pid, b"tcp.server")
+        time.sleep(1.0)  # the server is up and the transfer well under way (it connects at once)
         bench.send_signal(signal.SIGINT)
         stdout, stderr = bench.communicate(timeout=60)
     finally:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
     assert bench.returncode == 130 and "Traceback" not in stderr
+    assert "interrupted: 0 of 1 steps finished; what they measured is below\n" in stderr  # no --out to name
     assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
+
+
+def _wait_for_process_in_group(group: int, text: bytes, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for pid in _processes_in_group(group):
+            try:
+                if text in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return
+            except OSError:
+                continue  # it ended while we looked
+        time.sleep(0.05)
+    raise AssertionError(f"no process with {text!r} in its command line started in group {group}")
 
 
 def _processes_in_group(group: int) -> list[int]:
@@ -826,23 +845,22 @@ def test_payloads_are_checked_only_for_the_workloads_that_will_run(capsys):
     assert capsys.readouterr().out.split()[0] == "kcp-test-kcp-fast-8B-n1000"
 
 
-def test_the_python_echo_server_leaves_ctrl_c_to_the_bench_and_ends_with_its_stdin():
-    from bench.baselines import free_port
+@pytest.mark.skipif(not hasattr(os, "getpgid"), reason="process groups are POSIX")
+def test_the_python_echo_server_is_out_of_reach_of_the_terminals_ctrl_c(monkeypatch):
+    from bench import python_floor
 
-    port = free_port()
-    echo = subprocess.Popen([sys.executable, "-m", "bench.python_floor", "serve", "tcp", "127.0.0.1", str(port)],
-                            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        assert echo.stdout.readline().strip() == b"ready"
-        echo.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole group
-        echo.stdin.close()  # what the bench does, interrupted or not
-        echo.wait(timeout=30)
-        stderr = echo.stderr.read()
-    finally:
-        if echo.poll() is None:
-            echo.kill()
-    assert echo.returncode == 0 and stderr == b""
+    groups = []
+
+    class Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            groups.append(os.getpgid(self.pid))
+
+    monkeypatch.setattr(python_floor.subprocess, "Popen", Popen)
+    entry = python_floor.echo_pingpong("udp", seconds=0.1)
+    assert entry["status"] == "ok"  # ended by its stdin, as before
+    # A Ctrl-C goes to the terminal's foreground group, which is ours: not the echo server's.
+    assert len(groups) == 1 and groups[0] != os.getpgid(0)
 
 
 def test_a_server_being_started_when_ctrl_c_comes_does_not_outlive_its_starter(monkeypatch):

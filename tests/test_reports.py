@@ -404,6 +404,15 @@ def test_an_interrupted_run_says_so_at_the_top_of_the_report(tmp_path):
     assert "**Ctrl-C stopped this run**: only what finished before it was measured." in handout
     assert "not measured in this run (baselines were skipped, or Ctrl-C stopped the run before them)" in handout
     assert "baselines were skipped)" not in handout  # no reason that leaves the interruption out
+    assert "Every scenario of the matrix was measured." not in report
+    assert ("Ctrl-C stopped this run: the scenarios it cut short or never reached are not in results.json, "
+            "so they are not listed here either.") in report
+    # A scenario the handout asks about, cut off by the Ctrl-C (so absent from results.json):
+    run["scenarios"] = [s for s in run["scenarios"] if s["config"]["workload"] != "drain"]
+    folder = write_run(tmp_path / "cut-earlier", run)
+    assert main([str(folder), "--out", str(tmp_path / "cut-earlier-report")]) == 0
+    handout = (tmp_path / "cut-earlier-report" / "handout.md").read_text()
+    assert "not measured in this run (not in its scenario matrix, or Ctrl-C stopped the run before it)" in handout
 
 
 def test_every_protocol_the_bench_knows_has_its_own_colour_on_the_charts():
