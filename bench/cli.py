@@ -25,7 +25,7 @@ from hellohi.codec import DEFAULT_MAX_BODY
 from . import baselines, paired, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS
 from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, check_payload_flag, default_matrix,
-                     emulated_cells, flag_matrix, load_config, parse_link, to_scenarios)
+                     emulated_cells, flag_matrix, load_config, pair_problem, parse_link, to_scenarios)
 from .ratios import compute_ratios, print_ratios
 from .runner import KCP_WORKLOADS, run_scenario
 from .workloads import ID_WIDTH, WORKLOADS, Scenario
@@ -265,6 +265,11 @@ def build_scenarios(args, remote) -> list[Scenario]:
         args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
         check_payload_flag(args.payloads or [], args.workloads, args.protocols)
         cells = flag_matrix(args)
+        for workload in args.workloads:  # left out of the matrix: say so, not silently
+            problems = [pair_problem(workload, protocol) for protocol in args.protocols]
+            if cells and all(problems):
+                print(f"note: {workload} left out: {problems[0]}, and --protocols {','.join(args.protocols)} "
+                      "names none", file=sys.stderr)
     else:
         cells = default_matrix(args.full, args.protocols)
     links = args.link or []

@@ -890,3 +890,11 @@ def test_a_server_being_started_when_ctrl_c_comes_does_not_outlive_its_starter(m
                 process.kill()
                 process.wait()
             process.banner_pipe.close()
+
+
+def test_a_workload_that_none_of_the_protocols_can_run_is_named_not_dropped_silently(capsys):
+    assert cli.main(["--workloads", "relay,kcp-test", "--protocols", "tcp", "--list"]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()] == ["relay-tcp-64B-n300"]
+    assert "note: kcp-test left out: kcp-test needs a kcp-* protocol" in captured.err
+    assert "and --protocols tcp names none" in captured.err
