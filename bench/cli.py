@@ -252,55 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_scenarios(args, remote) -> list[Scenario]:
     """Every scenario of the run, all rounds; a MatrixError says why there can be none."""
-    if args.config:
-        given = [flag for flag, value in (("--full", args.full), ("--workloads", args.workloads),
-                                          ("--protocols", args.protocols), ("--payloads", args.payloads),
-                                          ("--clients", args.clients), ("--count", args.count)) if value]
-        if given:
-            raise MatrixError(f"--config {args.config} describes the matrix, so {given[0]} cannot be added to it; "
-                              "put it in the file's [defaults] or [matrix] instead")
-        cells = load_config(args.config)
-    elif args.workloads or args.payloads or args.clients:
-        args.workloads = args.workloads or list(WORKLOADS)
-        args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
-        check_payload_flag(args.payloads or [], args.workloads, args.protocols)
-        cells = flag_matrix(args)
-        for workload in args.workloads:  # left out of the matrix: say so, not silently
-            problems = [pair_problem(workload, protocol) for protocol in args.protocols]
-            if cells and all(problems):
-                print(f"note: {workload} left out: {problems[0]}, and --protocols {','.join(args.protocols)} "
-                      "names none", file=sys.stderr)
-    else:
-        cells = default_matrix(args.full, args.protocols)
-    links = args.link or []
-    if links and remote:
-        raise MatrixError("--server measures a server on another computer and --link emulates hosts on this one; "
-                          "use one of them in a run")
-    if links:
-        if (problem := emulation_problem()) is not None:
-            raise MatrixError(f"--link needs emulated hosts, which cannot run here: {problem}\n"
-                              "Instead: run the loopback bench without --link, or run this as root on Linux.")
-    elif any(cell.get("link") == "emulated" for cell in cells):  # asked for in a --config file
-        if remote:
-            raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which run on hosts "
-                              "emulated on this computer, not against --server; leave one of them out")
-        if (problem := emulation_problem()) is not None:
-            raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which cannot run "
-                              f"here: {problem}\nInstead: leave them out of the file, or run this as root on Linux.")
-    elif not args.config and not remote and not args.no_emulation \
-            and not (args.workloads or args.payloads or args.clients):
-        # The default matrix includes the issue's impaired link when this machine can emulate it.
-        if (note := emulation_problem()) is None:
-            links = [dict(ISSUE4_LINK)]
-        else:
-            print(f"note: emulated hosts skipped: {note}", file=sys.stderr)
+    cells = _cells_asked_for(args)
+    links = _links(args, cells, remote)
     if links:
         if args.workloads or args.config:  # the matrix asked for, across the link too
-            emulated = [dict(c, link="emulated", link_config=link) for link in links for c in cells
-                        if c["workload"] != "kcp-test"]
+            cells = cells + [dict(c, link="emulated", link_config=link) for link in links for c in cells
+                             if c["workload"] != "kcp-test"]
         else:
-            emulated = emulated_cells(links, args.protocols, args.full)
-        cells = cells + emulated
+            cells = cells + emulated_cells(links, args.protocols, args.full)
     if args.count:
         for cell in cells:
             cell["count"] = args.count
@@ -313,6 +272,57 @@ def build_scenarios(args, remote) -> list[Scenario]:
                           "takes udp and udp-turbo), the other workloads need tcp, udp, udp-raw or udp-turbo, "
                           "throughput-raw needs tcp, and --server runs no KCP workload; see --help")
     return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
+
+
+def _cells_asked_for(args) -> list[dict]:
+    """The matrix from a --config file, from flags, or the default one."""
+    if args.config:
+        given = [flag for flag, value in (("--full", args.full), ("--workloads", args.workloads),
+                                          ("--protocols", args.protocols), ("--payloads", args.payloads),
+                                          ("--clients", args.clients), ("--count", args.count)) if value]
+        if given:
+            raise MatrixError(f"--config {args.config} describes the matrix, so {given[0]} cannot be added to it; "
+                              "put it in the file's [defaults] or [matrix] instead")
+        return load_config(args.config)
+    if not (args.workloads or args.payloads or args.clients):
+        return default_matrix(args.full, args.protocols)
+    args.workloads = args.workloads or list(WORKLOADS)
+    args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
+    check_payload_flag(args.payloads or [], args.workloads, args.protocols)
+    cells = flag_matrix(args)
+    for workload in args.workloads:  # left out of the matrix: say so, not silently
+        problems = [pair_problem(workload, protocol) for protocol in args.protocols]
+        if cells and all(problems):
+            print(f"note: {workload} left out: {problems[0]}, and --protocols {','.join(args.protocols)} "
+                  "names none", file=sys.stderr)
+    return cells
+
+
+def _links(args, cells: list[dict], remote) -> list[dict]:
+    """The emulated links to run the matrix across, once emulated hosts are known to be possible."""
+    if args.link and remote:
+        raise MatrixError("--server measures a server on another computer and --link emulates hosts on this one; "
+                          "use one of them in a run")
+    if args.link:
+        if (problem := emulation_problem()) is not None:
+            raise MatrixError(f"--link needs emulated hosts, which cannot run here: {problem}\n"
+                              "Instead: run the loopback bench without --link, or run this as root on Linux.")
+        return args.link
+    if any(cell.get("link") == "emulated" for cell in cells):  # asked for in a --config file
+        if remote:
+            raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which run on hosts "
+                              "emulated on this computer, not against --server; leave one of them out")
+        if (problem := emulation_problem()) is not None:
+            raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which cannot run "
+                              f"here: {problem}\nInstead: leave them out of the file, or run this as root on Linux.")
+        return []
+    if args.config or remote or args.no_emulation or args.workloads or args.payloads or args.clients:
+        return []
+    # The default matrix includes the issue's impaired link when this machine can emulate it.
+    if (note := emulation_problem()) is not None:
+        print(f"note: emulated hosts skipped: {note}", file=sys.stderr)
+        return []
+    return [dict(ISSUE4_LINK)]
 
 
 def _unwritable(directory: str) -> str | None:
