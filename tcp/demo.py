@@ -16,7 +16,6 @@ receive (<-) is printed as it crosses the wire. Steps:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import subprocess
 import sys
 import tempfile
