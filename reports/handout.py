@@ -222,7 +222,8 @@ def _lossy_section(run: dict) -> list[str]:
         lines += [
             "This run had no emulated link: `make bench` measures on loopback only. As root on Linux,",
             "`make bench-full`, or `make bench BENCH_ARGS=\"--link issue4\"`, adds two emulated hosts joined",
-            "by a link with 5 % loss and 10 ms delay each way. Run one of them to fill in this part.",
+            "by a link with 5 % loss and 10 ms delay each way. Run one of them, then `make report` again,",
+            "to fill in this part (they write over `results/latest`, the run this handout was built from).",
             "",
         ]
     for config in configs:

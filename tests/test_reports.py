@@ -194,6 +194,7 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
            "No scenario in this run measured this." in report
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
+    assert "Run one of them, then `make report` again," in handout  # the handout is rebuilt from the new run
     assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
     assert 'uvloop event loop. Measure the asyncio loop into a folder of its own' in handout  # question (d)
     assert ("Python echo server on the uvloop event loop, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
