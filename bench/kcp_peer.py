@@ -39,8 +39,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from hellohi import eventloop
-
-from .waiting import event_set_within
+from hellohi.waiting import event_set_within
 
 CONV = 0x11223344
 

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from hellohi.client_session import MessageReceived, Registered, StatusChanged
+from hellohi.waiting import event_set_within
 
 from .clients import client_factory, is_plain, reliability_config
 from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
-from .waiting import event_set_within
 
 WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "throughput-raw", "fanin", "fanout", "drain")
 ID_WIDTH = 16  # decimal digits of the message id at the start of each body

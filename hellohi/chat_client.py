@@ -24,6 +24,7 @@ from typing import Callable
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
 from .codec import Frame, Ping, Who
 from .eventloop import TIMER_SLACK
+from .waiting import finished_within
 
 
 class ConnectFailed(Exception):
@@ -133,7 +134,7 @@ class ChatClient:
     async def connect(self, timeout: float = 10.0) -> str:
         """Connect and say Hello; returns the name the server registered."""
         try:
-            await asyncio.wait_for(self._open(), timeout)
+            await finished_within(self._open(), timeout)  # (not wait_for: see hellohi/waiting.py)
         # First: asyncio.TimeoutError is an OSError too, since Python 3.11.
         except asyncio.TimeoutError:
             raise ConnectFailed(f"no HI from {self.host}:{self.port} within {timeout} s") from None
@@ -220,7 +221,7 @@ class ChatClient:
             # Jitter spreads out a classroom of clients whose server just restarted.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             try:
-                await asyncio.wait_for(self._open(), 5.0)
+                await finished_within(self._open(), 5.0)
                 return
             except (OSError, asyncio.TimeoutError, ConnectFailed):
                 delay = min(delay * 2, self.max_backoff)

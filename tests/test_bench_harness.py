@@ -24,7 +24,7 @@ from bench import baselines, cli, matrix, ratios, results, runner
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
-from bench.waiting import event_set_within
+from tests.test_waiting import cancel_as_it_finishes
 from bench.workloads import ID_WIDTH, MAX_ID, Scenario, Window, body_id, make_body
 from hellohi.launcher import REPO_ROOT
 
@@ -784,41 +784,13 @@ def test_sockperf_and_iperf3_record_the_whole_seconds_they_ran():
     assert iperf3["config"]["seconds"] == 1 and iperf3["config"]["argv"][-2:] == ["1", "-J"]
 
 
-async def _cancel_as_the_event_is_set(wait) -> str:
-    """Ctrl-C cancels the workload; here it comes in the very turn of the loop that sets the event."""
-    event = asyncio.Event()
-    task = asyncio.create_task(wait(event))
-    await asyncio.sleep(0)  # the task is now waiting for the event
-    event.set()
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        return "cancelled"
-    return "went on"
-
-
 def test_a_cancel_that_comes_as_the_window_moves_is_never_lost():
-    # asyncio.wait_for(event.wait(), ...) answers "went on" here on Python 3.10 and 3.11.
-    assert asyncio.run(_cancel_as_the_event_is_set(lambda event: event_set_within(event, 5.0))) == "cancelled"
-
     async def window_wait(event):
         window = Window(size=1, timeout=5.0)
         window.progress = event
         await window.wait(sent=1, settled=lambda: 0)  # one in flight: full, so it waits
 
-    assert asyncio.run(_cancel_as_the_event_is_set(window_wait)) == "cancelled"
-
-
-def test_event_set_within_says_whether_the_event_came_in_time():
-    async def check():
-        event = asyncio.Event()
-        assert await event_set_within(event, 0.001) is False
-        asyncio.get_running_loop().call_soon(event.set)
-        assert await event_set_within(event, 5.0) is True
-        assert await event_set_within(event, 0.0) is True  # already set: no wait at all
-
-    asyncio.run(check())
+    assert asyncio.run(cancel_as_it_finishes(window_wait)) == "cancelled"
 
 
 def test_a_matrix_table_skips_the_pairs_that_cannot_run_as_the_flags_do(tmp_path, capsys):
