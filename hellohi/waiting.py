@@ -6,9 +6,9 @@ as if nothing had been asked (bpo-42130, fixed in 3.12). A Ctrl-C, which cancels
 the running task, then does nothing. The bench waits once per window of messages,
 so there it happened in one run in five; a client's connect is rarer, but the same.
 
-Both helpers wait with asyncio.wait, which never cancels what it waits for, so it
-has no cancellation of its own to confuse with ours: a cancel of the caller is
-raised in the caller, always.
+finished_within waits with asyncio.wait, which never cancels what it waits for,
+so it has no cancellation of its own to confuse with ours: a cancel of the caller
+is raised in the caller, always. event_set_within is built on it.
 """
 
 from __future__ import annotations
@@ -17,18 +17,6 @@ import asyncio
 from typing import Awaitable, TypeVar
 
 T = TypeVar("T")
-
-
-async def event_set_within(event: asyncio.Event, timeout: float) -> bool:
-    """True if `event` is set within `timeout` seconds, False if not."""
-    if event.is_set():
-        return True
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        done, _ = await asyncio.wait({waiter}, timeout=timeout)
-    finally:
-        waiter.cancel()
-    return bool(done)
 
 
 async def finished_within(work: Awaitable[T], timeout: float) -> T:
@@ -48,3 +36,14 @@ async def finished_within(work: Awaitable[T], timeout: float) -> T:
             pass
         raise asyncio.TimeoutError
     return task.result()
+
+
+async def event_set_within(event: asyncio.Event, timeout: float) -> bool:
+    """True if `event` is set within `timeout` seconds, False if not."""
+    if event.is_set():
+        return True
+    try:
+        await finished_within(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
