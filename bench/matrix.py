@@ -20,10 +20,12 @@ from hellohi.relay import RelayLimits
 
 from .clients import DEFAULT_PROTOCOLS, PROTOCOLS
 from .emulation.spec import LinkSpec
+from .kcp_peer import KcpScenario
 from .runner import BODY_WORKLOADS, KCP_WORKLOADS, RELIABLE_ON_KCP_LINK, TCP_ONLY_WORKLOADS
 from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
 KCP_PROTOCOLS = ("kcp-default", "kcp-normal", "kcp-fast")
+KCP_PINGPONG_MODES = ("kcp-normal", "kcp-fast")  # the modes the built-in matrices ping-pong (docs/bench.md)
 ALL_WORKLOADS = WORKLOADS + KCP_WORKLOADS
 ALL_PROTOCOLS = PROTOCOLS + KCP_PROTOCOLS
 
@@ -48,10 +50,9 @@ def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]
     payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
     widths = [10, 50] if full else [10]
     turbo_light = protocols is None and not full
-    chosen = protocols  # None: no --protocols, so KCP runs in all its modes beside them
+    kcp_pingpong, kcp_test = _kcp_modes(KCP_PINGPONG_MODES, protocols), _kcp_modes(KCP_PROTOCOLS, protocols)
     if protocols is None:
         protocols = list(PROTOCOLS) if full else list(DEFAULT_PROTOCOLS)
-    kcp_modes = [p for p in KCP_PROTOCOLS if chosen is None or p in chosen]
     cells: list[dict] = []
     for protocol in [p for p in protocols if not p.startswith("kcp-")]:
         cells.append({"workload": "hello", "protocol": protocol})
@@ -64,15 +65,19 @@ def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]
         cells.append({"workload": "drain", "protocol": protocol})
     if turbo_light:
         cells += [{"workload": w, "protocol": "udp-turbo"} for w in ("hello", "relay")]
-    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in ("kcp-normal", "kcp-fast") if p in kcp_modes]
+    cells += [{"workload": "kcp-pingpong", "protocol": p} for p in kcp_pingpong]
     # KCP's own test (8-byte echoes), with KCP and with hellohi's reliability layer
     # (udp: default preset, udp-turbo: latency preset) on the same simulated link.
-    kcp_test_protocols = kcp_modes + [
-        p for p in RELIABLE_ON_KCP_LINK if p in protocols or (turbo_light and p == "udp-turbo")]
-    cells += [{"workload": "kcp-test", "protocol": p, "payload": 8} for p in kcp_test_protocols]
+    kcp_test += [p for p in RELIABLE_ON_KCP_LINK if p in protocols or (turbo_light and p == "udp-turbo")]
+    cells += [{"workload": "kcp-test", "protocol": p, "payload": default_payload("kcp-test")} for p in kcp_test]
     for cell in cells:
         cell.setdefault("count", _count_for(cell["workload"], cell.get("payload", 64), scale))
     return cells
+
+
+def _kcp_modes(modes: tuple[str, ...], protocols: list[str] | None) -> list[str]:
+    """The KCP `modes` a matrix runs: all of them without --protocols, else those it names."""
+    return [mode for mode in modes if protocols is None or mode in protocols]
 
 
 def pair_problem(workload: str, protocol: str) -> str | None:
@@ -90,7 +95,7 @@ def pair_problem(workload: str, protocol: str) -> str | None:
 
 
 def default_payload(workload: str) -> int:
-    return 8 if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes, as its README figures do
+    return KcpScenario.payload if workload == "kcp-test" else 64  # KCP's test echoes 8 bytes, as its README figures do
 
 
 def payload_bounds(workload: str) -> tuple[int, str]:
@@ -330,7 +335,7 @@ def emulated_cells(links: list[dict], protocols: list[str] | None, full: bool) -
     """Across an impaired link: the relay round trip and a little throughput, per protocol,
     and KCP's echo beside them (with --protocols, only the protocols it names)."""
     hellohi_protocols = [p for p in (protocols or DEFAULT_PROTOCOLS) if not p.startswith("kcp-")]
-    kcp_modes = [p for p in ("kcp-normal", "kcp-fast") if protocols is None or p in protocols]
+    kcp_modes = _kcp_modes(KCP_PINGPONG_MODES, protocols)
     cells = []
     for link in links:
         for protocol in hellohi_protocols:
