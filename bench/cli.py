@@ -274,6 +274,11 @@ def build_scenarios(args, remote) -> list[Scenario]:
     return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
 
 
+def _wants_flag_matrix(args) -> bool:
+    """--workloads, --payloads or --clients: a matrix of their combinations, not the default one."""
+    return bool(args.workloads or args.payloads or args.clients)
+
+
 def _cells_asked_for(args) -> list[dict]:
     """The matrix from a --config file, from flags, or the default one."""
     if args.config:
@@ -284,7 +289,7 @@ def _cells_asked_for(args) -> list[dict]:
             raise MatrixError(f"--config {args.config} describes the matrix, so {given[0]} cannot be added to it; "
                               "put it in the file's [defaults] or [matrix] instead")
         return load_config(args.config)
-    if not (args.workloads or args.payloads or args.clients):
+    if not _wants_flag_matrix(args):
         return default_matrix(args.full, args.protocols)
     args.workloads = args.workloads or list(WORKLOADS)
     args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
@@ -316,7 +321,7 @@ def _links(args, cells: list[dict], remote) -> list[dict]:
             raise MatrixError(f"--config {args.config} has scenarios with link = \"emulated\", which cannot run "
                               f"here: {problem}\nInstead: leave them out of the file, or run this as root on Linux.")
         return []
-    if args.config or remote or args.no_emulation or args.workloads or args.payloads or args.clients:
+    if args.config or remote or args.no_emulation or _wants_flag_matrix(args):
         return []
     # The default matrix includes the issue's impaired link when this machine can emulate it.
     if (note := emulation_problem()) is not None:

@@ -167,7 +167,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
                 1.0, "higher", f"{d['delivered']}/{d['sent']} delivered, {d['duplicates']} duplicates")
         udp_p99, tcp_p99 = _figure(udp, "latency", "p99"), _figure(tcp, "latency", "p99")
         add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", _ratio(udp_p99, tcp_p99), 1.0,
-            "lower", f"{_us_or_missing(udp_p99, 'udp')} / {_us_or_missing(tcp_p99, 'tcp')}")
+            "lower", f"{_shown(udp_p99, 'udp', ' us')} / {_shown(tcp_p99, 'tcp', ' us')}")
         retrans = _figure(udp, "retransmission_ratio")
         add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
             "from the udp client's counters" if retrans is not None else "udp counters not measured")
@@ -177,13 +177,13 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     for stat in ("avg_rtt_ms", "max_rtt_ms"):
         ours, theirs = _figure(udp_turbo, stat), _figure(kfast, stat)
         add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", _ratio(ours, theirs), 1.0, "lower",
-            f"{ours if ours is not None else 'udp preset not measured'} / "
-            f"{theirs if theirs is not None else 'KCP fast mode not measured'}")
+            f"{_shown(ours, 'udp preset')} / {_shown(theirs, 'KCP fast mode')}")
     return [r for r in ratios if r["target"] is not None or r["value"] is not None]
 
 
-def _us_or_missing(value, protocol: str) -> str:
-    return f"{value} us" if value is not None else f"{protocol} not measured"
+def _shown(value, what: str, unit: str = "") -> str:
+    """A figure for a ratio's detail, or that `what` was not measured (never "None")."""
+    return f"{value}{unit}" if value is not None else f"{what} not measured"
 
 
 def print_ratios(ratios: list[dict], out=None) -> None:
