@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .load import BadResults, describe_link, link_of, load_run, results_file
+from .load import BadResults, describe_link, interrupted, link_of, load_run, results_file
 from .tables import (baseline_table, delivery_table, kcp_table, latency_table, not_measured_table, ratio_table,
                      throughput_table)
 
@@ -46,7 +46,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"- links: loopback{''.join(', ' + link for link in links)}",
         *_rounds_line(run),
         *(["- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
-            "are here"] if run.get("interrupted") is True else []),
+            "are here"] if interrupted(run) else []),
         "",
         "Latencies are in microseconds and each says whether it is a round trip or one way; jitter is the",
         "RFC 3550 interarrival jitter of the same samples. A \"-\" means the scenario has no such figure.",
@@ -69,12 +69,12 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
                   "(docs/bench.md). Normal and fast mode match the README."),
         *_section("Baselines, same run", baseline_table(run),
                   empty="Ctrl-C stopped this run before any baseline finished, or they were skipped."
-                  if run.get("interrupted") is True else "Baselines were skipped in this run."),
-        *(_section("Scenarios not measured", not_measured_table(run),
-                   "Ctrl-C stopped this run: the scenarios it cut short or never reached are not in results.json, "
-                   "so they are not listed here either.", empty="Every scenario that ran was measured.")
-          if run.get("interrupted") is True else
-          _section("Scenarios not measured", not_measured_table(run), empty="Every scenario of the matrix was measured.")),
+                  if interrupted(run) else "Baselines were skipped in this run."),
+        *_section("Scenarios not measured", not_measured_table(run),
+                  "Ctrl-C stopped this run: the scenarios it cut short or never reached are not in results.json, "
+                  "so they are not listed here either." if interrupted(run) else "",
+                  empty="Every scenario that ran was measured." if interrupted(run)
+                  else "Every scenario of the matrix was measured."),
     ]
     for title, caption, path in charts:
         parts += [f"## Chart: {title}", "", f"{caption}", "", f"![{title}]({path.name})" if path else NOT_IN_RUN, ""]

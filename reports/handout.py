@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from .load import baseline, describe_link, find, latency, link_of, measured
+from .load import baseline, describe_link, find, interrupted, latency, link_of, measured
 from .tables import number, ratio_detail, ratio_target, ratio_value, verdict
 
 
@@ -26,7 +26,7 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
                 and (link_config is None or config.get("link_config") == link_config):
             reason = scenario.get("reason") or "no figures"
             return f"not measured in this run ({scenario['status']}: {reason})"
-    if run.get("interrupted") is True:
+    if interrupted(run):
         return "not measured in this run (not in its scenario matrix, or Ctrl-C stopped the run before it)"
     return "not measured in this run (not in its scenario matrix)"
 
@@ -45,7 +45,7 @@ def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
     """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words)."""
     entry = baseline(run, test)
     if entry is None:
-        if run.get("interrupted") is True:
+        if interrupted(run):
             return None, "not measured in this run (baselines were skipped, or Ctrl-C stopped the run before them)"
         return None, "not measured in this run (baselines were skipped)"
     if entry["status"] != "ok":
@@ -331,7 +331,7 @@ def handout(run: dict) -> str:
         "test in ms) and each says whether it is a round trip or one way.",
         *_rounds_note(run),
         *(["", "**Ctrl-C stopped this run**: only what finished before it was measured. Run the bench again "
-            "to answer every question."] if run.get("interrupted") is True else []),
+            "to answer every question."] if interrupted(run) else []),
         "",
         *_floor_section(run),
         *_relay_section(run),

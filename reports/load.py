@@ -268,6 +268,11 @@ def shape_problem(run: dict) -> str | None:
 # --------------------------------------------------------------------- lookups
 
 
+def interrupted(run: dict) -> bool:
+    """Whether Ctrl-C stopped the run (results.json then holds only what finished)."""
+    return run.get("interrupted") is True
+
+
 def measured(run: dict) -> list[dict]:
     """Scenarios that produced figures (unavailable, skipped and failed ones have none)."""
     return [s for s in run["scenarios"] if s["status"] == "ok" and s.get("figures")]
