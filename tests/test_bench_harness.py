@@ -626,27 +626,39 @@ def test_an_empty_out_name_or_a_directory_in_the_way_is_refused_before_the_run(t
     assert "results.json there is a directory" in err and "hello-tcp" not in err
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="looks for leftover processes in /proc")
-def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path):
-    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the bench and its servers."""
-    config = tmp_path / "matrix.toml"
-    # A short scenario, then one that would take hours: it is the one interrupted.
-    config.write_text('[[scenario]]\nworkload = "hello-raw"\nprotocol = "tcp"\ncount = 20\n'
-                      '[[scenario]]\nworkload = "hello-raw"\nprotocol = "udp-raw"\ncount = 100000000\n')
-    out = tmp_path / "out"
-    bench = subprocess.Popen([sys.executable, "-m", "bench", "--config", str(config), "--no-baselines", "--out", str(out)],
+def _bench_interrupted(tmp_path, config: str, progress: str, interrupt, *args: str):
+    """`python -m bench --config` in a process group of its own, as a terminal runs a job; once a
+    progress line holds `progress`, interrupt(bench). Returns (bench, stdout, stderr)."""
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(config)
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "--config", str(matrix), "--no-baselines", *args],
                              cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in bench.stderr:  # one progress line per step (stderr is not a terminal)
-            if "1/2" in line:  # the second scenario has started
+            if progress in line:
                 break
-        time.sleep(0.5)  # well into it: its server and its thread are running
-        os.killpg(bench.pid, signal.SIGINT)
+        interrupt(bench)
         stdout, stderr = bench.communicate(timeout=60)
     finally:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
+    return bench, stdout, stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="looks for leftover processes in /proc")
+def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the bench and its servers."""
+    def ctrl_c(bench):
+        time.sleep(0.5)  # well into the second scenario: its server and its thread are running
+        os.killpg(bench.pid, signal.SIGINT)
+
+    out = tmp_path / "out"
+    # A short scenario, then one that would take hours: it is the one interrupted.
+    bench, stdout, stderr = _bench_interrupted(
+        tmp_path, '[[scenario]]\nworkload = "hello-raw"\nprotocol = "tcp"\ncount = 20\n'
+                  '[[scenario]]\nworkload = "hello-raw"\nprotocol = "udp-raw"\ncount = 100000000\n',
+        "1/2", ctrl_c, "--out", str(out))
     assert bench.returncode == 130
     assert f"interrupted: 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
     assert "Traceback" not in stderr
@@ -662,22 +674,14 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="looks for leftover processes in /proc")
 def test_sigint_to_the_bench_alone_stops_a_bulk_transfer_from_its_thread(tmp_path):
     """kill -INT of the bench's pid only: its server is still there, so the thread would go on for ever."""
-    config = tmp_path / "matrix.toml"
-    config.write_text('[[scenario]]\nworkload = "throughput-raw"\nprotocol = "tcp"\ncount = 100000000\n')
-    bench = subprocess.Popen([sys.executable, "-m", "bench", "--config", str(config), "--no-baselines"],
-                             cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        for line in bench.stderr:
-            if "0/1" in line:  # the scenario has begun: its server is starting
-                break
-        _wait_for_process_in_group(bench.pid, b"tcp.server")
+    def sigint_to_the_bench(bench):
+        _wait_for_process_in_group(bench.pid, b"tcp.server")  # "0/1" came as its server was starting
         time.sleep(1.0)  # the server is up and the transfer well under way (it connects at once)
         bench.send_signal(signal.SIGINT)
-        stdout, stderr = bench.communicate(timeout=60)
-    finally:
-        if bench.poll() is None:
-            os.killpg(bench.pid, signal.SIGKILL)
+
+    bench, stdout, stderr = _bench_interrupted(
+        tmp_path, '[[scenario]]\nworkload = "throughput-raw"\nprotocol = "tcp"\ncount = 100000000\n',
+        "0/1", sigint_to_the_bench)
     assert bench.returncode == 130 and "Traceback" not in stderr
     assert "interrupted: 0 of 1 steps finished; what they measured is below\n" in stderr  # no --out to name
     assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
