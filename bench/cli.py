@@ -123,6 +123,7 @@ def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
             ("iperf3 tcp", lambda: baselines.iperf3_throughput(seconds)),
             ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", seconds)),
             ("python echo udp", lambda: python_floor.echo_pingpong("udp", seconds)),
+            ("python stop-and-wait udp", lambda: python_floor.stop_and_wait_pingpong(seconds)),
             ("protocol work udp", lambda: protocol_work.measure("udp")),
             ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw")),
             ("hello beside sockperf tcp", lambda: paired.measure("tcp")),

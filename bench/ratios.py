@@ -124,13 +124,14 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
             floor = _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured apart (information)",
                 _ratio(ours, floor), None, "lower", f"{ours} us / {floor} us")
-    # Information: what CPython and asyncio cost with no protocol at all (bench/python_floor.py).
-    for kernel in ("tcp", "udp"):
-        echo = _baseline(run, f"python-echo-{kernel}")
-        python, kernel_floor = _figure(echo, "latency", "p50"), _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
+    # Information: what CPython and asyncio cost with no protocol at all, and with the
+    # least protocol that makes a Hello/HI reliable (bench/python_floor.py).
+    for what, kernel in (("python echo", "tcp"), ("python echo", "udp"), ("python stop-and-wait", "udp")):
+        floor_run = _baseline(run, f"{what.replace(' ', '-')}-{kernel}")
+        python, kernel_floor = _figure(floor_run, "latency", "p50"), _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
         if python is not None and kernel_floor is not None:
-            loop = echo.get("config", {}).get("event_loop", "asyncio")
-            add(f"python echo ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
+            loop = floor_run.get("config", {}).get("event_loop", "asyncio")
+            add(f"{what} ({loop}) {kernel} round-trip p50 / sockperf {kernel} ping-pong round-trip p50 (information)",
                 _ratio(python, kernel_floor), None, "lower", f"{python} us / {kernel_floor} us")
     # Information: the same Python protocol work, no sockets, warm and after a sleep (bench/protocol_work.py).
     for protocol in ("udp", "udp-raw"):

@@ -100,6 +100,8 @@ def _floor_section(run: dict) -> list[str]:
         f"- sockperf UDP ping-pong, p50: {udp_floor_text}",
         f"- Python echo server on the {loop} event loop, no protocol at all (`bench/python_floor.py`), p50: "
         f"TCP {_baseline_p50(run, 'python-echo-tcp')[1]}; UDP {_baseline_p50(run, 'python-echo-udp')[1]}",
+        "- The least that makes a Hello/HI reliable, in Python: stop-and-wait over UDP (each Hello numbered, its",
+        f"  answer is the ack, sent again after silence; `bench/python_floor.py`), p50: {_baseline_p50(run, 'python-stop-and-wait-udp')[1]}",
         f"- hellohi Hello/HI over TCP (client library): {_latency_line(run, 'hello', 'tcp')}",
         f"- hellohi Hello/HI over TCP (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'tcp')}",
         f"- hellohi Hello/HI over UDP with acks: {_latency_line(run, 'hello', 'udp')}",
@@ -133,6 +135,10 @@ def _floor_section(run: dict) -> list[str]:
         "`taskset -c 1 sockperf server -i 127.0.0.1 -p 11111` with `taskset -c 0 sockperf ping-pong -i",
         "127.0.0.1 -p 11111 -t 1 --full-rtt`, then the client on core 1 too. Why is one core faster for a",
         "ping-pong, and why would a fair comparison of two programs pin both the same way?",
+        "(g) Stop-and-wait delivers every Hello exactly once and in order too, with far less code. Read",
+        "`docs/udp-reliability.md` and list what hellohi's UDP layer does that stop-and-wait does not. Which of",
+        "those does a ping-pong of one Hello at a time need? Which does a relay need, where the server sends",
+        "messages nobody asked for and many may be in flight at once?",
         "",
     ]
 

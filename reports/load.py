@@ -91,7 +91,7 @@ _IMPAIRMENTS = ("loss", "delay_ms", "jitter_ms", "reorder", "duplicate", "rate_m
 # What the handout reads from a measured baseline, by its test (reports/handout.py).
 _BASELINE_NEEDS = {
     "ping-pong-tcp": ("latency",), "ping-pong-udp": ("latency",),
-    "python-echo-tcp": ("latency",), "python-echo-udp": ("latency",),
+    "python-echo-tcp": ("latency",), "python-echo-udp": ("latency",), "python-stop-and-wait-udp": ("latency",),
     "tcp-throughput": ("goodput_MB_per_s",),
     "protocol-work-udp": ("warm", "after_sleep"), "protocol-work-udp-raw": ("warm", "after_sleep"),
     "paired-hello-tcp": ("ratio_median", "blocks"), "paired-hello-udp": ("ratio_median", "blocks"),

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -408,6 +409,81 @@ def test_python_floor_ratio_is_information_next_to_sockperf():
     run = {"scenarios": [], "baselines": [baseline("ping-pong-tcp", 20.0), floor]}
     ratio = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("python echo (uvloop) tcp"))
     assert ratio["value"] == 2.5 and ratio["target"] is None and ratio["met"] is None
+    run["baselines"] += [baseline("ping-pong-udp", 40.0), dict(baseline("python-stop-and-wait-udp", 50.0),
+                                                               config={"event_loop": "asyncio"})]
+    ratio = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("python stop-and-wait (asyncio) udp"))
+    assert ratio["value"] == 1.25 and ratio["target"] is None and ratio["met"] is None
+
+
+def test_python_stop_and_wait_is_a_measured_round_trip():
+    from bench.python_floor import stop_and_wait_pingpong
+
+    result = stop_and_wait_pingpong(seconds=0.3)
+    assert result["status"] == "ok", result.get("reason")
+    assert result["test"] == "python-stop-and-wait-udp" and result["config"]["protocol"] == "udp"
+    latency = result["figures"]["latency"]
+    assert latency["measure"] == "round_trip" and latency["count"] > 10
+    assert isinstance(result["figures"]["retransmissions"], int)
+
+
+class _Transport:
+    def __init__(self):
+        self.sent = []
+
+    def sendto(self, data, address):
+        self.sent.append((data, address))
+
+
+def test_the_stop_and_wait_server_answers_a_repeated_hello_again_without_doing_it_twice():
+    from bench.python_floor import ANSWER, _UdpStopAndWait
+
+    server, transport = _UdpStopAndWait(), _Transport()
+    server.connection_made(transport)
+    alice, bob = ("127.0.0.1", 1), ("127.0.0.1", 2)
+    server.datagram_received(b"\0\0\0\1Hello\n", alice)
+    server.datagram_received(b"\0\0\0\1Hello\n", alice)  # the answer was lost: alice sends it again
+    server.datagram_received(b"\0\0\0\1Hello\n", bob)  # numbers are per client
+    server.datagram_received(b"\0\0\0\2Hello\n", alice)
+    assert transport.sent == [(b"\0\0\0\1" + ANSWER, alice)] * 2 + [(b"\0\0\0\1" + ANSWER, bob),
+                                                                    (b"\0\0\0\2" + ANSWER, alice)]
+    assert server.answered == 3
+
+
+class _LossySocket:
+    """recv() gives these answers in turn; None stands for a timeout (nothing came)."""
+
+    def __init__(self, answers):
+        self.answers, self.sent = list(answers), []
+
+    def send(self, data):
+        self.sent.append(data)
+
+    def recv(self, size):
+        answer = self.answers.pop(0)
+        if answer is None:
+            raise socket.timeout
+        return answer
+
+
+def test_the_stop_and_wait_client_sends_again_after_silence_and_drops_late_answers():
+    from bench.python_floor import _StopAndWaitClient
+
+    first, second = b"\0\0\0\1Hello\n", b"\0\0\0\2Hello\n"
+    sock = _LossySocket([None, b"\0\0\0\1HI", b"\0\0\0\1HI", b"\0\0\0\2HI"])
+    client = _StopAndWaitClient(sock)
+    client.hello()  # the first answer did not come in time: sent twice
+    client.hello()  # the late answer to the first copy of Hello 1 comes first: dropped
+    assert sock.sent == [first, first, second] and client.retransmissions == 1
+    assert sock.answers == []  # Hello 2 ended with its own answer, not with the late one
+
+
+def test_the_stop_and_wait_client_gives_up_after_max_tries():
+    from bench.python_floor import MAX_TRIES, _StopAndWaitClient
+
+    sock = _LossySocket([None] * MAX_TRIES)
+    with pytest.raises(TimeoutError, match=f"no answer to Hello #1 after {MAX_TRIES} sends"):
+        _StopAndWaitClient(sock).hello()
+    assert len(sock.sent) == MAX_TRIES
 
 
 @pytest.mark.parametrize("protocol", ["udp", "udp-raw"])

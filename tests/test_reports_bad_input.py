@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -153,7 +154,9 @@ def test_a_sound_run_passes_every_check(tmp_path):
 
     run = synthetic_run()
     run["baselines"] += [protocol_work.measure("udp", round_trips=20), protocol_work.measure("udp-raw", round_trips=20),
-                         python_floor.echo_pingpong("udp", seconds=0.2)]
-    assert [b["status"] for b in run["baselines"][-3:]] == ["ok", "ok", "ok"]
+                         python_floor.echo_pingpong("udp", seconds=0.2), python_floor.stop_and_wait_pingpong(seconds=0.2)]
+    assert [b["status"] for b in run["baselines"][-4:]] == ["ok", "ok", "ok", "ok"]
     folder = write_run(tmp_path / "r", run)
     assert main([str(folder), "--out", str(tmp_path / "out")]) == 0
+    handout = (tmp_path / "out" / "handout.md").read_text()
+    assert re.search(r"answer is the ack, sent again after silence; `bench/python_floor.py`\), p50: [\d.,]+ µs round trip", handout)
