@@ -23,6 +23,13 @@ def host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def listen_port(text: str) -> int:
+    """A port for a server to listen on, for argparse: 0 (any free port) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 0 to 65535 (0 picks a free one)")
+    return int(text)
+
+
 def positive(kind: type):
     def parse(text: str):
         try:
@@ -39,7 +46,7 @@ def positive(kind: type):
 def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) -> None:
     defaults = RelayLimits()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=5000, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--port", type=listen_port, default=5000, help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--store", default=default_store, help="SQLite file for messages waiting for offline clients (default: %(default)s)")
     parser.add_argument("--heartbeat", type=positive(float), default=defaults.heartbeat_interval, metavar="SECONDS", help="PING a client silent this long (default: %(default)s)")
     parser.add_argument("--timeout", type=positive(float), default=defaults.heartbeat_timeout, metavar="SECONDS", help="drop a client silent this long (default: %(default)s)")

@@ -224,6 +224,17 @@ def test_server_cli_refuses_a_busy_port(server):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("program", ["tcp.server", "udp.server"])
+@pytest.mark.parametrize("port", ["70000", "65536", "-1", "five"])
+def test_server_cli_refuses_a_port_out_of_range(program, port):
+    # int() would take 70000, and the socket layer would wrap it to another port (4464) in silence.
+    result = subprocess.run([sys.executable, "-m", program, f"--port={port}", "--store", ":memory:"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"argument --port: '{port}' is not a port from 0 to 65535 (0 picks a free one)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_demo_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tcp.demo"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
