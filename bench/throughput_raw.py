@@ -17,6 +17,7 @@ DeliveryLedger, each body carries its id, sent = delivered + lost.
 from __future__ import annotations
 
 import re
+import secrets
 import selectors
 import socket
 import threading
@@ -85,6 +86,10 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
     selector = selectors.DefaultSelector()
     selector.register(alice.sock, selectors.EVENT_READ, alice)
     selector.register(bob.sock, selectors.EVENT_READ, bob)
+    # The server takes a SEND whose (sender, ref) it has seen before for a resend and does
+    # not deliver it again; against a server that outlives the run (--server) refs must not
+    # repeat from one run to the next, so each run's carry a tag of their own.
+    ref_tag = secrets.token_hex(4).encode()
     first_send = last_new = now_ns()
     quiet_since = time.monotonic()
     try:
@@ -96,7 +101,7 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
                     message_id = ledger.next_id()
                     body = make_body(message_id, payload)
                     sent_at[message_id] = now_ns()
-                    frames.append(b"SEND bench-bob r%d %d\n%s\n" % (message_id, len(body), body))
+                    frames.append(b"SEND bench-bob %s-%d %d\n%s\n" % (ref_tag, message_id, len(body), body))
                 alice.outbox += b"".join(frames)
             alice.flush()
             bob.flush()

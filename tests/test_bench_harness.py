@@ -78,6 +78,22 @@ def test_throughput_raw_counts_a_refused_send_as_an_error_not_as_loss():
             server.stop()
 
 
+def test_throughput_raw_delivers_everything_again_to_a_server_that_saw_a_run_before():
+    # A server on another computer (--server) outlives one bench run: a second run's SENDs
+    # must not look like resends of the first run's, or the server never delivers them.
+    from bench.throughput_raw import throughput_raw
+    from hellohi.launcher import start_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server("tcp", ["--store", f"{tmp}/s.sqlite3"])
+        try:
+            for _ in range(2):
+                delivery = throughput_raw(server.host, server.port, 50, 64, 256, 2.0)[0]
+                assert delivery["delivered"] == delivery["sent"] == 50 and delivery["lost"] == 0
+        finally:
+            server.stop()
+
+
 def test_large_payload_throughput_figures():
     result = run_scenario(Scenario("throughput", "tcp", count=5, payload=65536))
     assert result["status"] == "ok", result.get("traceback")
