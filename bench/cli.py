@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -347,6 +348,18 @@ def _unwritable(directory: str) -> str | None:
     return None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (`kill`, a job scheduler, a closing session): stop as for Ctrl-C."""
+
+
+def _stop_like_ctrl_c(signum, frame) -> None:
+    # Raised where the run is, as Ctrl-C raises KeyboardInterrupt (hence the subclass):
+    # servers and emulated hosts are stopped by their `finally` blocks and what finished
+    # is written. The default action would end the process on the spot, orphaning the
+    # scenario's server.
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -379,18 +392,25 @@ def main(argv: list[str] | None = None) -> int:
     run["rounds"] = args.rounds
     jobs = [] if args.no_baselines or remote else baseline_jobs(args.baseline_seconds)
     progress = Progress(len(scenarios) + args.rounds * len(jobs))
+    stopped_by = None
+    previous_sigterm = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         for number in range(1, args.rounds + 1):
             run_round(run, number, args.rounds, jobs, [sc for sc in scenarios if sc.round == number], remote, progress)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and stop.code != 128 + signal.SIGTERM:
+            raise  # (an emulated network turns SIGTERM into SystemExit(143) while it is up)
         # Servers and emulated hosts are already gone (their `finally` and `with` blocks
         # ran); what finished is still worth a table and a results file.
+        stopped_by = "SIGTERM" if isinstance(stop, (_Terminated, SystemExit)) else "Ctrl-C"
         run["interrupted"] = True
         where = f"below and in {args.out}" if args.out else "below"
-        print(f"\ninterrupted: {progress.done} of {progress.total} steps finished; what they measured is {where}",
-              file=sys.stderr)
+        print(f"\ninterrupted ({stopped_by}): {progress.done} of {progress.total} steps finished; "
+              f"what they measured is {where}", file=sys.stderr)
     else:
         progress.finish()
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run["ratios"] = compute_ratios(run)
     print_table(run)
@@ -398,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         json_path, csv_path = results.write(run, args.out)
         print(f"\nwrote {json_path} and {csv_path}")
-    if run["interrupted"]:
-        return 130  # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
+    if stopped_by is not None:
+        # The shell's code for a program stopped by that signal: 130 (128 + SIGINT), 143 (128 + SIGTERM).
+        return 128 + (signal.SIGINT if stopped_by == "Ctrl-C" else signal.SIGTERM)
     failed = [r for r in run["scenarios"] if r["status"] == "error"]
     return 1 if failed else 0

@@ -752,7 +752,7 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
                   '[[scenario]]\nworkload = "hello-raw"\nprotocol = "udp-raw"\ncount = 100000000\n',
         "1/2", ctrl_c, "--out", str(out))
     assert bench.returncode == 130
-    assert f"interrupted: 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
+    assert f"interrupted (Ctrl-C): 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
     assert "Traceback" not in stderr
     assert "not measured (baselines skipped, Ctrl-C before them, or sockperf missing)" in stdout
     assert "hello-raw-tcp-64B-n20 " in stdout
@@ -775,7 +775,27 @@ def test_sigint_to_the_bench_alone_stops_a_bulk_transfer_from_its_thread(tmp_pat
         tmp_path, '[[scenario]]\nworkload = "throughput-raw"\nprotocol = "tcp"\ncount = 100000000\n',
         "0/1", sigint_to_the_bench)
     assert bench.returncode == 130 and "Traceback" not in stderr
-    assert "interrupted: 0 of 1 steps finished; what they measured is below\n" in stderr  # no --out to name
+    assert "interrupted (Ctrl-C): 0 of 1 steps finished; what they measured is below\n" in stderr  # no --out to name
+    assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="looks for leftover processes in /proc")
+def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_server(tmp_path):
+    """`kill PID` (SIGTERM) of the bench alone: by default it would die on the spot, its server orphaned."""
+    def sigterm_to_the_bench(bench):
+        _wait_for_process_in_group(bench.pid, b"udp.server")  # the second scenario's server
+        time.sleep(0.5)
+        bench.send_signal(signal.SIGTERM)
+
+    out = tmp_path / "out"
+    bench, stdout, stderr = _bench_interrupted(
+        tmp_path, '[[scenario]]\nworkload = "hello-raw"\nprotocol = "tcp"\ncount = 20\n'
+                  '[[scenario]]\nworkload = "hello-raw"\nprotocol = "udp-raw"\ncount = 100000000\n',
+        "1/2", sigterm_to_the_bench, "--out", str(out))
+    assert bench.returncode == 143 and "Traceback" not in stderr
+    assert f"interrupted (SIGTERM): 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
+    run = json.loads((out / "results.json").read_text())
+    assert run["interrupted"] is True and [s["id"] for s in run["scenarios"]] == ["hello-raw-tcp-64B-n20"]
     assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
 
 
