@@ -28,6 +28,7 @@ from .clients import DEFAULT_PROTOCOLS
 from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, check_payload_flag, default_matrix,
                      emulated_cells, flag_matrix, load_config, pair_problem, parse_link, to_scenarios)
 from .ratios import compute_ratios, print_ratios
+from .reachable import server_problem
 from .runner import KCP_WORKLOADS, run_scenario
 from .workloads import ID_WIDTH, WORKLOADS, Scenario
 
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     eventloop.apply_choice(args.loop)  # every process of the run inherits it
     remote = None
-    if args.server:
+    if args.server is not None:  # (also "": an unset $SERVER must not quietly mean "start servers here")
         from hellohi.options import host_port
         try:
             remote = host_port(args.server)
@@ -382,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is not None and (problem := _unwritable(args.out)):
         print(f"error: cannot write results to --out {args.out}: {problem}; pick another directory", file=sys.stderr)
+        return 2
+    if remote and (problem := server_problem(*remote, [sc.protocol for sc in scenarios])):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     missing = baselines.missing_tools()

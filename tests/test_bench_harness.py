@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -986,3 +987,47 @@ def test_a_workload_that_none_of_the_protocols_can_run_is_named_not_dropped_sile
     assert [line.split()[0] for line in captured.out.splitlines()] == ["relay-tcp-64B-n300"]
     assert "note: kcp-test left out: kcp-test needs a kcp-* protocol" in captured.err
     assert "and --protocols tcp names none" in captured.err
+
+
+def test_a_server_that_does_not_answer_stops_the_run_at_once_with_one_line(tmp_path, capsys):
+    # Without the check, every scenario failed on its own after its timeout, with the same error.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    for protocol, transport in (("tcp", "TCP"), ("udp-raw", "UDP")):
+        started = time.monotonic()
+        code = cli.main(["--server", f"127.0.0.1:{port}", "--protocols", protocol, "--out", str(tmp_path / "out")])
+        assert code == 2 and time.monotonic() - started < 10
+        err = capsys.readouterr().err
+        assert err == (f"error: no hellohi server answers at 127.0.0.1:{port} over {transport}: nothing listens on "
+                       f"that port ({'connection refused' if transport == 'TCP' else 'port unreachable'}). Start one on "
+                       f"that computer (make server-{transport.lower()} HOST=0.0.0.0 PORT={port}), let {transport} port "
+                       f"{port} through its firewall, or correct --server\n")
+        assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_the_server_check_tells_a_silent_port_and_a_stranger_from_a_hellohi_server():
+    from bench.reachable import server_problem
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # takes datagrams, answers none
+        silent.bind(("127.0.0.1", 0))
+        why = server_problem("127.0.0.1", silent.getsockname()[1], ["udp"], wait=0.3)
+    assert "over UDP: no answer to 3 Hellos within 0.3 s (a firewall dropping packets, or no such host)" in why
+    with socket.create_server(("127.0.0.1", 0)) as stranger:  # an SSH server, say
+        def greet():
+            connection, _ = stranger.accept()
+            with connection:
+                connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        greeter = threading.Thread(target=greet)
+        greeter.start()
+        why = server_problem("127.0.0.1", stranger.getsockname()[1], ["tcp"], wait=2)
+        greeter.join()
+    assert "over TCP: it answered 'SSH-2.0-OpenSSH_9.2\\r', which is not a hellohi server's HI" in why
+
+
+def test_an_empty_server_address_is_refused_not_ignored(capsys):
+    # `--server "$SERVER"` with SERVER unset: running the local bench instead (as root, with
+    # emulated hosts) is not what was asked for.
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--server", "", "--protocols", "tcp"])
+    assert exit.value.code == 2 and "'' is not HOST:PORT, e.g. 127.0.0.1:5000" in capsys.readouterr().err
