@@ -139,14 +139,14 @@ def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenari
         progress.step(prefix + name)
         run["baselines"].append({**job(), "round": number})
         progress.advance()
-    for sc in [s for s in scenarios if s.link == "loopback"]:
+    for sc in [s for s in scenarios if s.link != "emulated"]:  # loopback, or --server's remote
         progress.step(prefix + sc.id)
         run["scenarios"].append(run_scenario(sc, remote=remote))
         progress.advance()
     # One emulated network per distinct link, shared by that link's scenarios.
     by_link: dict[str, list[Scenario]] = {}
     for sc in scenarios:
-        if sc.link != "loopback":
+        if sc.link == "emulated":
             by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
     for link_json, group in by_link.items():
         from .emulation import EmulatedNetwork, LinkSpec
@@ -268,8 +268,9 @@ def build_scenarios(args, remote) -> list[Scenario]:
             cell["count"] = args.count
     scenarios = to_scenarios(cells, args.seed, args.window)
     if remote:
-        # Against a remote server only the hellohi workloads make sense.
-        scenarios = [s for s in scenarios if s.workload not in KCP_WORKLOADS]
+        # Against a remote server only the hellohi workloads make sense, and their link is
+        # whatever network joins this computer to that one.
+        scenarios = [replace(s, link="remote") for s in scenarios if s.workload not in KCP_WORKLOADS]
     if not scenarios:
         raise MatrixError("no scenario to run: kcp-test and kcp-pingpong need a kcp-* protocol (kcp-test also "
                           "takes udp and udp-turbo), the other workloads need tcp, udp, udp-raw or udp-turbo, "
@@ -377,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except MatrixError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if remote and any(sc.protocol == "udp-turbo" for sc in scenarios):
+        print("note: against --server, udp-turbo is turbo on this side only; the bench cannot set the other "
+              "computer's server: start it with --preset turbo for turbo on both sides", file=sys.stderr)
     if args.list:
         for sc in scenarios:
             print(sc.id, json.dumps(sc.as_dict()))

@@ -53,7 +53,7 @@ class Scenario:
     warmup: int = 20  # pings/messages sent first and not measured
     timeout: float = 5.0  # seconds one message may take before it counts as lost
     seed: int = 1
-    link: str = "loopback"
+    link: str = "loopback"  # "emulated" (--link), or "remote" (--server: the network to another computer)
     link_config: dict = field(default_factory=dict)
     round: int = 1  # which pass over the matrix (--rounds): the same configuration, measured again
 
@@ -65,7 +65,7 @@ class Scenario:
         if self.link != "loopback":
             parts.append(self.link)
             parts += [f"{k}{v:g}" for k, v in sorted(self.link_config.items())
-                      if k not in ("seed", "reorder_ms") and v]  # only the impairments in use
+                      if k not in ("seed", "reorder_ms") and v]  # only the impairments in use (emulated)
         if self.round > 1:
             parts.append(f"round{self.round}")
         return "-".join(parts)

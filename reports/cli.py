@@ -36,6 +36,10 @@ def _rounds_line(run: dict) -> list[str]:
 def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> str:
     environment = run["environment"]
     links = sorted({describe_link(s["config"]) for s in run["scenarios"] if link_of(s["config"]) != "loopback"})
+    if run["scenarios"] and all(link_of(s["config"]) == "remote" for s in run["scenarios"]):
+        links_line = ", ".join(links)  # (no loopback at all: a run against --server only)
+    else:
+        links_line = "loopback" + "".join(", " + link for link in links)
     parts = [
         "# hellohi bench report",
         "",
@@ -43,7 +47,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"- command: `{' '.join(map(str, run.get('command') or ['(not recorded)']))}`",
         f"- machine: {environment.get('cpu_model')} × {environment.get('cpu_count')} CPUs, {environment.get('os')} "
         f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
-        f"- links: loopback{''.join(', ' + link for link in links)}",
+        f"- links: {links_line}",
         *_rounds_line(run),
         *(["- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
             "are here"] if interrupted(run) else []),

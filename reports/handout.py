@@ -206,7 +206,7 @@ def _link_counters(run: dict, link_config: dict) -> str | None:
     """The share of packets the emulated link really dropped, from its own counters (when it has them)."""
     seen = dropped = 0
     for scenario in run["scenarios"]:
-        if link_of(scenario["config"]) == "loopback" or scenario["config"].get("link_config") != link_config:
+        if link_of(scenario["config"]) != "emulated" or scenario["config"].get("link_config") != link_config:
             continue
         for direction in ((scenario.get("link") or {}).get("counters") or {}).values():
             if isinstance(direction, dict) and "nft_seen" in direction and "nft_dropped" in direction:
@@ -222,7 +222,7 @@ def _lossy_section(run: dict) -> list[str]:
     configs = []
     for scenario in run["scenarios"]:
         config = scenario["config"]
-        if link_of(config) != "loopback" and config.get("link_config") not in [c.get("link_config") for c in configs]:
+        if link_of(config) == "emulated" and config.get("link_config") not in [c.get("link_config") for c in configs]:
             configs.append(config)
     if not configs:
         lines += [
@@ -249,6 +249,7 @@ def _lossy_section(run: dict) -> list[str]:
             if find(run, "kcp-pingpong", protocol, link, link_config=spec):
                 lines.append(f"- KCP echo ({protocol}): {_latency_line(run, 'kcp-pingpong', protocol, link, spec)}")
         lines.append("")
+    lines += _remote_lines(run)
     lines += [
         "**Questions.** (a) With loss p on each crossing, what share of relay round trips should plain UDP",
         "lose (a round trip crosses the link four times)? Does the measured count match? (b) Compare the",
@@ -259,6 +260,21 @@ def _lossy_section(run: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _remote_lines(run: dict) -> list[str]:
+    """The scenarios measured against a server on another computer (--server), if any."""
+    remote = [s for s in measured(run) if link_of(s["config"]) == "remote"]
+    if not remote:
+        return []
+    lines = [f"A real network: against the server at {(remote[0].get('server') or {}).get('remote', '?')} "
+             "(`--server`), from this computer:", ""]
+    for protocol, title in (("tcp", "TCP"), ("udp", "UDP with ack/retry"), ("udp-raw", "plain UDP, no acks")):
+        for workload, what in (("hello", "Hello/HI round trip"), ("relay", "relay round trip")):
+            scenario = find(run, workload, protocol, "remote")
+            if scenario:
+                lines.append(f"- {title} {what}: {_delivery(scenario)}; {_latency_line(run, workload, protocol, 'remote')}")
+    return lines + [""]
 
 
 def _kcp_section(run: dict) -> list[str]:

@@ -157,7 +157,7 @@ def _problem_in_config(where: str, config) -> str | None:
     if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in ("workload", "protocol")):
         return f"{where}.config has no \"workload\" and \"protocol\""
     if not isinstance(config.get("link", "loopback"), str):
-        return f"{where}.config.link is not a string (\"loopback\" or \"emulated\")"
+        return f"{where}.config.link is not a string (\"loopback\", \"emulated\" or \"remote\")"
     if "payload" in config and not _whole(config["payload"]):
         return f"{where}.config.payload is not a whole number (the body's size in bytes)"
     spec = config.get("link_config")
@@ -294,9 +294,11 @@ def link_of(config: dict) -> str:
 
 
 def describe_link(config: dict) -> str:
-    """'loopback', or the impairments of an emulated link in words: 'emulated: loss 5 %, delay 10 ms one way'."""
+    """'loopback', 'remote server', or the impairments of an emulated link in words: 'emulated: loss 5 %, delay 10 ms one way'."""
     if link_of(config) == "loopback":
         return "loopback"
+    if link_of(config) == "remote":
+        return "remote server (--server: the network to another computer)"
     spec = config.get("link_config") or {}
     words = []
     if spec.get("loss"):

@@ -861,6 +861,16 @@ def test_cli_against_a_running_server_as_on_real_computers(transport, tmp_path, 
     assert all(s["server"] == {"remote": f"127.0.0.1:{server.port}"} for s in run["scenarios"])
     assert all(s["figures"]["delivery"]["delivered"] == 5 for s in run["scenarios"])
     assert run["baselines"] == []  # they measure this computer, not the server's
+    # Labelled as measured across a network to another computer, not as loopback.
+    assert [s["id"] for s in run["scenarios"]] == [f"hello-{transport}-64B-n5-remote", f"relay-{transport}-64B-n5-remote"]
+    assert all(s["config"]["link"] == "remote" for s in run["scenarios"])
+    from reports.cli import main as report_main
+    assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")]) == 0
+    report, handout = (tmp_path / "report" / "report.md").read_text(), (tmp_path / "report" / "handout.md").read_text()
+    assert "- links: remote server (--server: the network to another computer)\n" in report
+    assert f"A real network: against the server at 127.0.0.1:{server.port} (`--server`), from this computer:" in handout
+    title = {"tcp": "TCP", "udp": "UDP with ack/retry"}[transport]
+    assert f"- {title} Hello/HI round trip: 5 of 5 delivered" in handout
 
 
 def test_a_ratio_that_was_not_measured_says_so_instead_of_printing_none():
@@ -1023,6 +1033,13 @@ def test_the_server_check_tells_a_silent_port_and_a_stranger_from_a_hellohi_serv
         why = server_problem("127.0.0.1", stranger.getsockname()[1], ["tcp"], wait=2)
         greeter.join()
     assert "over TCP: it answered 'SSH-2.0-OpenSSH_9.2\\r', which is not a hellohi server's HI" in why
+
+
+def test_udp_turbo_against_a_running_server_says_whose_side_is_turbo(capsys):
+    assert cli.main(["--server", "127.0.0.1:5000", "--protocols", "udp-turbo", "--workloads", "hello", "--list"]) == 0
+    captured = capsys.readouterr()
+    assert "note: against --server, udp-turbo is turbo on this side only;" in captured.err
+    assert captured.out.split()[0] == "hello-udp-turbo-64B-n1000-remote"
 
 
 def test_an_empty_server_address_is_refused_not_ignored(capsys):

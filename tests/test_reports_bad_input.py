@@ -101,7 +101,7 @@ WRONG_TYPES = {
     # The fields beside them that the report reads too.
     "scenarios[5].config.link_config.loss is not a number":
         lambda r: _emulated_relay(r)["config"]["link_config"].update(loss="5%"),
-    "scenarios[0].config.link is not a string (\"loopback\" or \"emulated\")":
+    "scenarios[0].config.link is not a string (\"loopback\", \"emulated\" or \"remote\")":
         lambda r: r["scenarios"][0]["config"].update(link=["loopback"]),
     "scenarios[7].config.kcp_scenario is not an object": lambda r: r["scenarios"][7]["config"].update(kcp_scenario="kcp"),
     "scenarios[5].link.counters is not an object": lambda r: _emulated_relay(r)["link"].update(counters=[200, 10]),
