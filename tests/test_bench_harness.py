@@ -614,6 +614,8 @@ def test_cli_rounds_must_be_at_least_one(capsys):
     (["--workloads", "throughput-raw", "--protocols", "udp"], "no scenario to run"),
     (["--link", "loss=2"], "--link: LinkSpec.loss is a share between 0.0 and 1.0, got 2.0"),
     (["--link", "foo=1"], "'foo' is not a link field; the fields are loss,"),
+    (["--link", "rate_mbit=0.000001"], "--link: LinkSpec.rate_mbit must be from 0.001 (1 kbit/s) to 100000"),
+    (["--link", "rate_mbit=1e12"], "--link: LinkSpec.rate_mbit must be from 0.001 (1 kbit/s) to 100000"),
 ])
 def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, capsys):
     try:

@@ -21,6 +21,7 @@ import pytest
 
 from bench.emulation import EmulatedNetwork, EmulationError, LinkSpec, check_environment, find_leftovers
 from bench.emulation import network
+from bench.emulation.spec import MAX_RATE_MBIT, MIN_RATE_MBIT
 
 
 def emulation_problem():
@@ -191,6 +192,16 @@ def test_configured_rate_limits_tcp_throughput():
     assert result["sink_bytes"] == result["sent_bytes"]
     mbit_per_s = result["sink_bytes"] * 8 / result["seconds"] / 1e6
     assert 0.6 * rate_mbit <= mbit_per_s <= 1.1 * rate_mbit, (mbit_per_s, result)
+
+
+
+@pytest.mark.parametrize("rate_mbit", [MIN_RATE_MBIT, MAX_RATE_MBIT], ids=["1kbit", "100gbit"])
+def test_both_ends_of_the_allowed_rates_build_a_link(rate_mbit):
+    # LinkSpec refuses rates outside these bounds because tc's token bucket cannot do them;
+    # the bounds themselves must build.
+    with EmulatedNetwork(LinkSpec(rate_mbit=rate_mbit), backend="nft-tun") as net:
+        qdisc = net.run(net.router_ns, ["tc", "qdisc", "show", "dev", "s0"]).stdout
+    assert "tbf" in qdisc, qdisc
 
 
 # --------------------------------------------------------------------------- cleanup

@@ -111,6 +111,24 @@ def test_spec_validation():
     assert LinkSpec.from_dict(LinkSpec(loss=0.1, seed=3).to_dict()) == LinkSpec(loss=0.1, seed=3)
 
 
+
+@pytest.mark.parametrize("rate_mbit", [0.000001, 0.0009, 100_001, 1e12])
+def test_a_rate_tc_cannot_do_is_refused(rate_mbit):
+    # 1e-06 once reached tc as "1e-06mbit" (not a rate to tc), 1e12 as a burst tbf calls illegal
+    with pytest.raises(ValueError, match=r"rate_mbit must be from 0.001 \(1 kbit/s\) to 100000 \(100 Gbit/s\)"):
+        LinkSpec(rate_mbit=rate_mbit)
+
+
+@pytest.mark.parametrize("backend", ["nft-tun", "netem"])
+def test_the_rate_reaches_tc_in_whole_bits_per_second(backend, monkeypatch):
+    commands = []
+    monkeypatch.setattr(network, "_sh", lambda argv, **kw: commands.append(argv))
+    net = EmulatedNetwork(up=LinkSpec(rate_mbit=0.001), down=LinkSpec(rate_mbit=100_000), backend=backend,
+                          name="hh-0-test")
+    net._build_qdiscs()
+    assert [argv[argv.index("rate") + 1] for argv in commands] == ["1000bit", "100000000000bit"]
+
+
 def test_packet_direction_by_destination():
     server_net = ipaddress.IPv4Network("198.18.2.0/24")
     header = bytearray(20)

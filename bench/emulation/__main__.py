@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--reorder", type=float, default=0.0, help="share of packets held back")
     up.add_argument("--reorder-ms", type=float, default=5.0, help="how long a reordered packet is held back")
     up.add_argument("--duplicate", type=float, default=0.0)
-    up.add_argument("--rate-mbit", type=float, default=None)
+    up.add_argument("--rate-mbit", type=float, default=None, help="bottleneck rate, 0.001 (1 kbit/s) to 100000")
     up.add_argument("--seed", type=int, default=1)
     up.add_argument("--direction", choices=["both", "up", "down"], default="both",
                     help="impair client->server (up), server->client (down) or both")

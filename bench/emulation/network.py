@@ -376,12 +376,12 @@ class EmulatedNetwork:
                 if spec.duplicate:
                     args += ["duplicate", f"{spec.duplicate * 100}%"]
                 if spec.rate_mbit:
-                    args += ["rate", f"{spec.rate_mbit}mbit"]
+                    args += ["rate", spec.tc_rate]
                 _sh(tc + args)
             elif spec.rate_mbit:
                 # burst: >= one MTU and ~4 ms worth of the rate; queue up to 100 ms before dropping
                 burst = max(3200, int(spec.rate_mbit * 1e6 / 8 / 250))
-                _sh(tc + ["tbf", "rate", f"{spec.rate_mbit}mbit", "burst", str(burst), "latency", "100ms"])
+                _sh(tc + ["tbf", "rate", spec.tc_rate, "burst", str(burst), "latency", "100ms"])
 
     def _write_meta(self) -> None:
         meta = {

@@ -15,6 +15,12 @@ from dataclasses import asdict, dataclass, replace
 
 DIRECTIONS = ("up", "down")
 
+# The rates tc's token bucket (tbf) really does: it counts its rate in whole bytes per second and
+# its burst (about 4 ms worth of the rate, see network.py) in a 32-bit field, so far below
+# 1 kbit/s it has no rate at all and far above 100 Gbit/s the burst no longer fits.
+MIN_RATE_MBIT = 0.001        # 1 kbit/s
+MAX_RATE_MBIT = 100_000.0    # 100 Gbit/s
+
 
 @dataclass(frozen=True)
 class LinkSpec:
@@ -29,7 +35,8 @@ class LinkSpec:
                 them overtake them
     reorder_ms  how long a reordered packet is held back (on top of its delay)
     duplicate   share of packets sent twice
-    rate_mbit   bottleneck rate in Mbit/s (token bucket, ``tbf``); None = unlimited
+    rate_mbit   bottleneck rate in Mbit/s (token bucket, ``tbf``), 0.001 (1 kbit/s) to 100000
+                (100 Gbit/s); None = unlimited
     seed        seeds the forwarder's random source: the same seed gives the same decisions,
                 packet for packet (the n-th packet in a direction always meets the same fate)
     """
@@ -52,8 +59,17 @@ class LinkSpec:
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"LinkSpec.{name} must be >= 0, got {value!r}")
-        if self.rate_mbit is not None and self.rate_mbit <= 0:
-            raise ValueError(f"LinkSpec.rate_mbit must be > 0 or None, got {self.rate_mbit!r}")
+        if self.rate_mbit is not None and not MIN_RATE_MBIT <= self.rate_mbit <= MAX_RATE_MBIT:
+            raise ValueError(f"LinkSpec.rate_mbit must be from {MIN_RATE_MBIT:g} (1 kbit/s) to {MAX_RATE_MBIT:g} "
+                             f"(100 Gbit/s), the rates tc's token bucket can do, or None for no limit; "
+                             f"got {self.rate_mbit!r}")
+
+    @property
+    def tc_rate(self) -> str:
+        """rate_mbit as tc writes a rate: whole bits per second, e.g. "20000000bit".  Not
+        f"{rate_mbit}mbit": Python writes small floats in scientific notation ("1e-06mbit"),
+        which tc does not read."""
+        return f"{round(self.rate_mbit * 1_000_000)}bit"
 
     @property
     def needs_forwarder(self) -> bool:
