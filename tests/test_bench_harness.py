@@ -638,6 +638,11 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
     ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {loss = 5}\n', "LinkSpec.loss is a share"),
     ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {loss = "x"}\n',
      "link field loss must be a number, got 'x'"),
+    # TOML and JSON both have nan and inf; nan once ended up in results.json, which is then not JSON
+    ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {delay_ms = nan}\n',
+     "LinkSpec.delay_ms must be a finite number, got nan"),
+    ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {jitter_ms = inf}\n',
+     "LinkSpec.jitter_ms must be a finite number, got inf"),
     # Pairs that cannot run are refused as the same flags are, not run as "unavailable".
     ('[[scenario]]\nworkload = "hello"\nprotocol = "kcp-fast"\n', "kcp-fast runs only kcp-test and kcp-pingpong"),
     ('[[scenario]]\nworkload = "kcp-test"\nprotocol = "udp-raw"\n', "kcp-test needs a kcp-* protocol (or udp,"),

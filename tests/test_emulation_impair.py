@@ -112,6 +112,29 @@ def test_spec_validation():
 
 
 
+
+@pytest.mark.parametrize("value", [math.inf, math.nan], ids=["inf", "nan"])
+@pytest.mark.parametrize("field", ["loss", "delay_ms", "jitter_ms", "reorder", "reorder_ms", "duplicate", "rate_mbit"])
+def test_inf_and_nan_are_refused_in_every_field(field, value):
+    # nan passes every range check (nan < 0 is False): delay_ms=nan once built a link
+    with pytest.raises(ValueError, match=f"LinkSpec.{field} must be a finite number, got {value!r}"):
+        LinkSpec(**{field: value})
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_cli_up_refuses_inf_and_nan_in_one_line_before_building(value, monkeypatch, capsys):
+    def no_commands(*args, **kwargs):
+        raise AssertionError(f"ran a command for a link that cannot be: {args}")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(network.subprocess, "run", no_commands)
+    monkeypatch.setattr(network.subprocess, "Popen", no_commands)
+    assert cli.main(["up", "--delay-ms", value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: LinkSpec.delay_ms must be a finite number, got {value}\n"
+
+
 @pytest.mark.parametrize("rate_mbit", [0.000001, 0.0009, 100_001, 1e12])
 def test_a_rate_tc_cannot_do_is_refused(rate_mbit):
     # 1e-06 once reached tc as "1e-06mbit" (not a rate to tc), 1e12 as a burst tbf calls illegal

@@ -11,6 +11,7 @@ spec for both directions; ``EmulatedNetwork(up=..., down=...)`` sets them apart.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 DIRECTIONS = ("up", "down")
@@ -51,6 +52,12 @@ class LinkSpec:
     seed: int = 1
 
     def __post_init__(self) -> None:
+        # inf and nan first: nan slips through every comparison below (nan < 0 is False), and
+        # either one would reach tc, the forwarder's clock and results.json (where nan is not JSON).
+        for name in ("loss", "delay_ms", "jitter_ms", "reorder", "reorder_ms", "duplicate", "rate_mbit"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"LinkSpec.{name} must be a finite number, got {value!r}")
         for name in ("loss", "reorder", "duplicate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
