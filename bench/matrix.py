@@ -270,6 +270,10 @@ def check_cell(cell: dict, where: str) -> None:
         raise MatrixError(f"{where}: link is \"loopback\" or \"emulated\", got {link!r}")
     if link == "emulated":
         link_spec(cell.get("link_config", {}), where)
+    elif cell.get("link_config"):
+        # Loopback has no link to impair: run as it is, the scenario would silently measure a clean link.
+        raise MatrixError(f"{where}: link_config only applies to an emulated link; add link = \"emulated\" "
+                          "(or remove link_config to run on loopback)")
 
 
 def link_spec(config, where: str) -> LinkSpec:
@@ -317,6 +321,8 @@ def parse_link(text: str) -> dict:
         if not sep:
             raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE (e.g. loss=0.05,delay_ms=10), "
                                              "nor issue4 (the issue's link)")
+        if key in spec:  # the last one would win without a word, and the first was meant as much
+            raise argparse.ArgumentTypeError(f"{key} is given twice in {text!r}; give each field once")
         try:
             spec[key] = int(value) if key == "seed" else float(value)
         except ValueError:

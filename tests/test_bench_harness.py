@@ -616,6 +616,8 @@ def test_cli_rounds_must_be_at_least_one(capsys):
     (["--link", "foo=1"], "'foo' is not a link field; the fields are loss,"),
     (["--link", "rate_mbit=0.000001"], "--link: LinkSpec.rate_mbit must be from 0.001 (1 kbit/s) to 100000"),
     (["--link", "rate_mbit=1e12"], "--link: LinkSpec.rate_mbit must be from 0.001 (1 kbit/s) to 100000"),
+    (["--link", "seed=-1"], "--link: LinkSpec.seed must be a whole number >= 0, got -1"),
+    (["--link", "loss=0.1,loss=0.2"], "loss is given twice in 'loss=0.1,loss=0.2'; give each field once"),
 ])
 def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, capsys):
     try:
@@ -643,6 +645,13 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
      "LinkSpec.delay_ms must be a finite number, got nan"),
     ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {jitter_ms = inf}\n',
      "LinkSpec.jitter_ms must be a finite number, got inf"),
+    # on loopback the impairment would be ignored without a word
+    ('[[scenario]]\nworkload = "relay"\nlink_config = {loss = 0.1}\n',
+     'scenario 1: link_config only applies to an emulated link; add link = "emulated"'),
+    ('[defaults]\nlink_config = {loss = 0.1}\n[matrix]\nworkloads = ["hello"]\n',
+     'scenario 1: link_config only applies to an emulated link; add link = "emulated"'),
+    ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {seed = -1}\n',
+     "LinkSpec.seed must be a whole number >= 0, got -1"),
     # Pairs that cannot run are refused as the same flags are, not run as "unavailable".
     ('[[scenario]]\nworkload = "hello"\nprotocol = "kcp-fast"\n', "kcp-fast runs only kcp-test and kcp-pingpong"),
     ('[[scenario]]\nworkload = "kcp-test"\nprotocol = "udp-raw"\n', "kcp-test needs a kcp-* protocol (or udp,"),

@@ -107,6 +107,8 @@ def test_spec_validation():
         LinkSpec(delay_ms=-1)
     with pytest.raises(ValueError):
         LinkSpec(rate_mbit=0)
+    with pytest.raises(ValueError, match="LinkSpec.seed must be a whole number >= 0, got -1"):
+        LinkSpec(seed=-1)
     assert LinkSpec(delay_ms=1).needs_forwarder and not LinkSpec(loss=0.3, rate_mbit=5).needs_forwarder
     assert LinkSpec.from_dict(LinkSpec(loss=0.1, seed=3).to_dict()) == LinkSpec(loss=0.1, seed=3)
 

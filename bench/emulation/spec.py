@@ -38,7 +38,7 @@ class LinkSpec:
     duplicate   share of packets sent twice
     rate_mbit   bottleneck rate in Mbit/s (token bucket, ``tbf``), 0.001 (1 kbit/s) to 100000
                 (100 Gbit/s); None = unlimited
-    seed        seeds the forwarder's random source: the same seed gives the same decisions,
+    seed        a whole number >= 0; seeds the forwarder's random source: the same seed gives the same decisions,
                 packet for packet (the n-th packet in a direction always meets the same fate)
     """
 
@@ -70,6 +70,8 @@ class LinkSpec:
             raise ValueError(f"LinkSpec.rate_mbit must be from {MIN_RATE_MBIT:g} (1 kbit/s) to {MAX_RATE_MBIT:g} "
                              f"(100 Gbit/s), the rates tc's token bucket can do, or None for no limit; "
                              f"got {self.rate_mbit!r}")
+        if self.seed < 0:  # as the bench's --seed: one rule for every way a seed is given
+            raise ValueError(f"LinkSpec.seed must be a whole number >= 0, got {self.seed!r}")
 
     @property
     def tc_rate(self) -> str:
