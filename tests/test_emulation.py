@@ -326,6 +326,50 @@ def test_cli_up_status_down():
     assert find_leftovers(name) == []
 
 
+def test_down_takes_a_whole_name_never_a_prefix():
+    name, _ = cli_up("--loss", "0.1", "--backend", "nft-tun")
+    try:
+        pid_part = name.rsplit("-", 1)[0]                     # hh-<pid>: once removed every run of that pid...
+        for partial in (pid_part, name[:-1]):                 # ...and down hh-2418 removed hh-24187-75c7
+            down = cli_run("down", partial)
+            assert down.returncode == 1 and f"no run named {partial!r} (give its whole name" in down.stderr, down
+        assert network.run_names(name) == {name} and any(i.startswith("netns") for i in find_leftovers(name))
+    finally:
+        down = cli_run("down", name)
+    assert down.returncode == 0 and f"removed {name}" in down.stdout
+    assert find_leftovers(name) == []
+
+
+def test_down_leaves_a_live_bench_alone_and_points_leftovers_to_cleanup():
+    proc, name = hold_network()
+    try:
+        assert network.leftover_runs(name) == []
+        status = cli_run("status", "--prefix", name).stdout
+        assert f"made by pid {proc.pid} (still running)" in status and "LEFTOVER" not in status, status
+        down = cli_run("down", name)                           # a bench mid-run keeps its network
+        assert down.returncode == 1 and down.stderr.startswith(f"refused: {name} belongs to pid {proc.pid}, "
+                                                               "which is still running"), down
+        assert f"down --force {name}" in down.stderr and len(down.stderr.splitlines()) == 1
+        assert any(i.startswith("netns") for i in find_leftovers(name))
+        proc.kill()                                            # SIGKILL: the run is left behind
+        proc.wait()
+        assert network.leftover_runs(name) == [name]
+        status = cli_run("status", "--prefix", name).stdout
+        assert f"made by pid {proc.pid} (which is gone)" in status, status
+        assert "LEFTOVER: its creator was killed" in status and "`python -m bench.emulation cleanup`" in status
+        down = cli_run("down", name)
+        assert down.returncode == 1 and "it is a leftover; remove it with `python -m bench.emulation cleanup`" \
+            in down.stderr, down
+        down = cli_run("down", "--force", name)
+        assert down.returncode == 0 and f"removed {name}" in down.stdout, down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        network.remove_run(name)
+    assert find_leftovers(name) == []
+
+
 def test_cleanup_removes_an_up_run_whose_forwarder_died():
     name, _ = cli_up("--delay-ms", "1", "--backend", "nft-tun")
     try:

@@ -1,7 +1,11 @@
 """The TUN forwarder's decisions (bench.emulation.impair): no root, fake clock, seeded randomness."""
 
+import json
 import math
+import shutil
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -197,3 +201,66 @@ def test_cli_without_root_says_so_and_what_to_run(monkeypatch, capsys):
         assert "need root" in err
         assert "run instead: sudo " in err and "-m bench.emulation " + " ".join(argv) in err
     assert cli.main(["check"]) == 1 and "need root" in capsys.readouterr().out
+
+
+# These read /proc and run `ip netns list` (no root needed), as status and cleanup do.
+linux_with_ip = pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ip") is None,
+                                   reason="needs Linux /proc and the ip command (iproute2)")
+
+# A stand-in for a run's forwarder: what matters to status is its command line (bench.emulation.forwarder
+# --tag <run>) and that SIGUSR1 makes it write forwarder.json.
+FAKE_FORWARDER = """
+import json, signal, sys, time
+signal.signal(signal.SIGUSR1, lambda *a: open(sys.argv[1] + "/forwarder.json", "w").write(json.dumps({"up": {"seen": 7}})))
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+@linux_with_ip
+def test_forwarder_counters_never_signal_a_pid_that_is_not_that_runs_forwarder(tmp_path):
+    state = tmp_path / "hh-1-test"
+    state.mkdir()
+    (state / "forwarder.json").write_text('{"up": {"seen": 3}}')       # what it wrote before it died
+    # The recorded forwarder is gone and its pid now belongs to something else: SIGUSR1 would kill it.
+    stranger = subprocess.Popen(["sleep", "30"])
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_FORWARDER, str(state), "bench.emulation.forwarder",
+                             "--tag", "hh-1-test"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline() == "ready\n"
+        assert network.read_forwarder_stats(state, stranger.pid) == {"up": {"seen": 3}}
+        time.sleep(0.1)
+        assert stranger.poll() is None, "signalled a process that is not the run's forwarder"
+        assert not network.is_forwarder_of(fake.pid, "hh-1-tes")   # the whole run name, not a prefix
+        assert network.read_forwarder_stats(state, fake.pid) == {"up": {"seen": 7}}   # asked afresh
+    finally:
+        for proc in (stranger, fake):
+            proc.kill()
+            proc.wait()
+
+
+@linux_with_ip
+def test_leftover_runs_are_those_whose_creator_is_dead(tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "STATE_ROOT", tmp_path)
+    monkeypatch.setattr(network, "list_namespaces", lambda: ["hh-0-d00d-r"])
+    alive = subprocess.Popen(["sleep", "30"])
+    zombie = subprocess.Popen(["true"])       # exits at once; not waited for, so it stays a zombie
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+        runs = {f"hh-{alive.pid}-a11e": {"detached": False}, f"hh-{zombie.pid}-2b1e": {"detached": False},
+                f"hh-{dead.pid}-dead": {"detached": False},
+                "hh-0-d00d": {"detached": True, "router_ns": "hh-0-d00d-r"},     # `up`'s, working
+                "hh-0-9011": {"detached": True, "router_ns": "hh-0-9011-r"}}     # `up`'s, router gone
+        for name, meta in runs.items():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "meta.json").write_text(json.dumps(meta))
+        # a SIGKILLed bench is a zombie until its parent reaps it: dead all the same
+        assert network.leftover_runs() == sorted([f"hh-{zombie.pid}-2b1e", f"hh-{dead.pid}-dead", "hh-0-9011"])
+        assert network.leftover_runs(f"hh-{alive.pid}-") == []
+    finally:
+        for proc in (alive, zombie):
+            proc.kill()
+            proc.wait()

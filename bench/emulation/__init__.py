@@ -19,8 +19,8 @@ seeded decisions).  Command line: ``python -m bench.emulation {up,status,down,cl
 
 from .impair import Fate, Impairer
 from .network import (EmulatedNetwork, EmulationError, check_environment, cleanup, find_leftovers,
-                      netem_available)
+                      leftover_runs, netem_available)
 from .spec import LinkSpec
 
 __all__ = ["LinkSpec", "EmulatedNetwork", "EmulationError", "Impairer", "Fate", "check_environment",
-           "cleanup", "find_leftovers", "netem_available"]
+           "cleanup", "find_leftovers", "leftover_runs", "netem_available"]

@@ -1,8 +1,8 @@
 """``python -m bench.emulation``: poke at an emulated link by hand, and clean up after crashes.
 
     up        build a link that stays until `down` (prints the namespaces and commands to try)
-    status    list the runs on this machine with their settings and counters
-    down      remove a run made by `up`
+    status    list the runs on this machine with their settings and counters, leftovers marked
+    down      remove a run made by `up` (its exact name; --force for a run something else made)
     cleanup   remove leftovers of crashed runs (by name prefix)
     check     say whether emulation can run here and which backend it would use
 
@@ -12,14 +12,16 @@ Needs root (except `check`); without it the error says so and what to run instea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 
 from .network import (NOT_ROOT, PREFIX, STATE_ROOT, EmulatedNetwork, EmulationError, check_environment, cleanup,
-                      combine_counters, list_namespaces, netem_available, read_forwarder_stats,
-                      read_nft_counters, remove_run, run_names, run_owner_alive)
+                      combine_counters, is_forwarder_of, list_namespaces, made_by_up, netem_available,
+                      read_forwarder_stats, read_meta, read_nft_counters, remove_run, run_creator_pid, run_names,
+                      run_owner_alive)
+
+CLEANUP = "python -m bench.emulation cleanup"
 from .spec import LinkSpec
 
 
@@ -62,41 +64,66 @@ def cmd_status(args) -> int:
         return 0
     namespaces = set(list_namespaces())
     for run in runs:
-        try:
-            meta = json.loads((STATE_ROOT / run / "meta.json").read_text())
-        except (OSError, ValueError):
-            meta = {}
-        owner = "up (detached)" if meta.get("detached") else f"pid {run.split('-')[1]}"
-        print(f"{run}: backend {meta.get('backend', '?')}, made by {owner}")
+        meta = read_meta(run)
         router = meta.get("router_ns", f"{run}-r")
+        leftover = not run_owner_alive(run)
+        if meta.get("detached"):
+            print(f"{run}: backend {meta.get('backend', '?')}, made by up (detached; stays until `down`)")
+        else:
+            state = "which is gone" if leftover else "still running"
+            print(f"{run}: backend {meta.get('backend', '?')}, made by pid {run_creator_pid(run)} ({state})")
+        if leftover:
+            print(f"  LEFTOVER: {_why_leftover(run, meta, router in namespaces)}; remove it with `{CLEANUP}`")
         if router not in namespaces:
-            print("  (no router namespace: a leftover; `python -m bench.emulation cleanup`)")
             continue
         print(f"  server {meta.get('server_ns')} {meta.get('server_addr')}; clients "
               + ", ".join(f"{n} {a}" for n, a in zip(meta.get("client_ns", []), meta.get("client_addrs", []))))
         print(f"  up   {meta.get('up')}\n  down {meta.get('down')}")
-        fwd = {}
-        if meta.get("forwarder_pid"):
-            if run_owner_alive(run) or not meta.get("detached"):
-                fwd = read_forwarder_stats(STATE_ROOT / run, meta.get("forwarder_pid"))
-            else:
-                print(f"  its TUN forwarder is gone, so the link drops every packet: "
-                      f"`python -m bench.emulation down {run}`")
-        counters = combine_counters(read_nft_counters(router), fwd)
+        forwarder = meta.get("forwarder_pid")
+        if forwarder and not is_forwarder_of(forwarder, run):
+            print("  (its forwarder is not running: the forwarder counters are those it last wrote)")
+        counters = combine_counters(read_nft_counters(router), read_forwarder_stats(STATE_ROOT / run, forwarder))
         for direction, c in counters.items():
             print(f"  {direction:<4} " + " ".join(f"{k}={v}" for k, v in c.items()))
     return 0
 
 
+def _why_leftover(run: str, meta: dict, has_router: bool) -> str:
+    """Why ``run`` is a leftover (run_owner_alive said it is not in use), for `status`."""
+    if not meta.get("detached"):
+        return "its creator was killed before it could remove it (SIGKILL, a crash)"
+    if not has_router:
+        return "its router namespace is gone"
+    return "its TUN forwarder is gone, so the link drops every packet"
+
+
+def _why_not_down(run: str) -> str | None:
+    """Why `down` without --force leaves ``run`` alone; None for a run `up` made, which is what
+    `down` is for.  A run a bench or a test made belongs to that process: while it runs, removing
+    the network would break it mid-run; once it is gone, `cleanup` is the command for leftovers."""
+    if made_by_up(run):
+        return None
+    pid = run_creator_pid(run)
+    if run_owner_alive(run):
+        return (f"{run} belongs to pid {pid}, which is still running (a bench or a test?): removing it "
+                f"would cut that run's network mid-run. Let it finish (it removes its own network), or "
+                f"use `down --force {run}`")
+    return (f"{run} was not made by `up` but by pid {pid}, which is gone: it is a leftover; remove it "
+            f"with `{CLEANUP}` (or `down --force {run}`)")
+
+
 def cmd_down(args) -> int:
     check_environment(need_tun=False)
-    runs = sorted(run_names(args.name)) if args.name else []
-    if not runs:
-        print(f"no run named {args.name!r}; `python -m bench.emulation status` lists them", file=sys.stderr)
+    run = args.name
+    if run not in run_names(run):  # the whole name: `down hh-2418` must never remove hh-24187-75c7
+        print(f"no run named {run!r} (give its whole name, e.g. hh-4242-1a2b); "
+              "`python -m bench.emulation status` lists them", file=sys.stderr)
         return 1
-    for run in runs:
-        remove_run(run)
-        print(f"removed {run}")
+    if not args.force and (refusal := _why_not_down(run)):
+        print(f"refused: {refusal}", file=sys.stderr)
+        return 1
+    remove_run(run)
+    print(f"removed {run}")
     return 0
 
 
@@ -144,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="list runs and their counters")
     st.add_argument("--prefix", default=PREFIX)
     dn = sub.add_parser("down", help="remove a run made by `up`")
-    dn.add_argument("name", help="the run's name (hh-<pid>-<hex>) as printed by `up`")
+    dn.add_argument("name", help="the run's whole name (hh-<pid>-<hex>) as printed by `up`")
+    dn.add_argument("--force", action="store_true",
+                    help="also a run that `up` did not make: a live bench's (it breaks mid-run) or a leftover")
     cl = sub.add_parser("cleanup", help="remove leftovers of crashed runs")
     cl.add_argument("--prefix", default=PREFIX, help=f"only runs whose name starts with this (default {PREFIX})")
     cl.add_argument("--force", action="store_true", help="also runs whose creator still lives, and `up` runs")

@@ -479,10 +479,15 @@ def read_nft_counters(router_ns: str) -> dict:
 
 
 def read_forwarder_stats(state_dir: Path, pid: int | None) -> dict:
-    """Counters of a detached forwarder: SIGUSR1 makes it rewrite its stats file."""
+    """Counters of a run's forwarder from its stats file (``state_dir`` is the run's state directory).
+
+    While the forwarder runs, SIGUSR1 makes it rewrite the file first.  Only then: once it is gone
+    (its run a leftover) the recorded pid may belong to an unrelated process, which SIGUSR1 would
+    kill; the file then holds the counters the forwarder last wrote.
+    """
     path = state_dir / "forwarder.json"
     before = path.stat().st_mtime_ns if path.exists() else 0
-    if pid:
+    if pid and is_forwarder_of(pid, state_dir.name):
         try:
             os.kill(pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -516,20 +521,33 @@ def list_namespaces() -> list[str]:
     return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
 
 
-def _processes_tagged(run: str) -> list[int]:
-    """Pids of forwarders whose command line carries ``--tag <run...>``."""
+def _forwarder_tag(pid: int) -> str | None:
+    """The ``--tag`` (its run's name) on the command line of forwarder ``pid``; None if ``pid`` is
+    not a forwarder (or no longer exists)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if b"bench.emulation.forwarder" not in argv or b"--tag" not in argv:
+        return None
+    after = argv.index(b"--tag") + 1
+    return argv[after].decode(errors="replace") if after < len(argv) else ""
+
+
+def is_forwarder_of(pid: int, run: str) -> bool:
+    """True if ``pid`` is the running forwarder of ``run``, so it is safe to signal."""
+    return _forwarder_tag(pid) == run and _process_running(pid)
+
+
+def _processes_tagged(run: str, *, exact: bool = False) -> list[int]:
+    """Pids of forwarders whose ``--tag`` starts with ``run`` (a prefix, as find_leftovers asks), or
+    is ``run`` itself with ``exact`` (so removing hh-2418-abcd never touches hh-2418-abcd7...)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"bench.emulation.forwarder" not in argv or b"--tag" not in argv:
-            continue
-        tag = argv[argv.index(b"--tag") + 1].decode(errors="replace") if argv.index(b"--tag") + 1 < len(argv) else ""
-        if tag.startswith(run):
+        tag = _forwarder_tag(int(entry.name))
+        if tag is not None and (tag == run if exact else tag.startswith(run)):
             pids.append(int(entry.name))
     return pids
 
@@ -568,7 +586,7 @@ def remove_run(run: str, namespaces: list[str] | None = None) -> None:
         # processes still inside would keep the namespace (and its links) alive after `netns del`
         pids = [int(p) for p in _sh(["ip", "netns", "pids", ns], check=False).stdout.split()]
         _kill_pids(pids)
-    _kill_pids(_processes_tagged(run))
+    _kill_pids(_processes_tagged(run, exact=True))
     for ns in namespaces:
         _sh(["ip", "netns", "del", ns], check=False)
     shutil.rmtree(STATE_ROOT / run, ignore_errors=True)
@@ -586,6 +604,27 @@ def run_names(prefix: str = PREFIX) -> set[str]:
     return names
 
 
+def read_meta(run: str) -> dict:
+    """The run's meta.json (settings, who made it); {} if it has none or it cannot be read."""
+    try:
+        return json.loads((STATE_ROOT / run / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_creator_pid(run: str) -> int | None:
+    """The pid in the run's name ``hh-<pid>-<hex>``: the process that built it (None if no pid)."""
+    try:
+        return int(run.split("-")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def made_by_up(run: str) -> bool:
+    """True for a run that ``python -m bench.emulation up`` made (it stays until ``down``)."""
+    return bool(read_meta(run).get("detached"))
+
+
 def run_owner_alive(run: str) -> bool:
     """A run is in use if its creator pid lives, or if `up` made it (detached) and it still works.
 
@@ -593,20 +632,24 @@ def run_owner_alive(run: str) -> bool:
     namespace is gone or, if it had a TUN forwarder, that forwarder has died (the link would then
     drop everything: see the blackhole route in ``_start_forwarder``).
     """
-    meta_path = STATE_ROOT / run / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        meta = {}
+    meta = read_meta(run)
     if meta.get("detached"):
         if meta.get("router_ns") not in list_namespaces():
             return False
-        return not meta.get("forwarder_pid") or bool(_processes_tagged(run))
-    try:
-        pid = int(run.split("-")[1])
-    except (IndexError, ValueError):
-        return False
-    return pid != os.getpid() and Path(f"/proc/{pid}").exists()
+        return not meta.get("forwarder_pid") or bool(_processes_tagged(run, exact=True))
+    pid = run_creator_pid(run)
+    # A zombie has finished too: a SIGKILLed bench stays one until its parent reaps it.
+    return pid is not None and pid != os.getpid() and _process_running(pid)
+
+
+def leftover_runs(prefix: str = PREFIX) -> list[str]:
+    """Names of runs left behind, sorted: their creator pid is dead (killed before it could clean
+    up, e.g. by SIGKILL), or `up` made them and they no longer work.  These are exactly what
+    ``python -m bench.emulation cleanup`` removes; [] where emulation cannot run (not Linux, no
+    ``ip`` command).  Needs no root to look."""
+    if not sys.platform.startswith("linux") or shutil.which("ip") is None:
+        return []
+    return sorted(run for run in run_names(prefix) if not run_owner_alive(run))
 
 
 def cleanup(prefix: str = PREFIX, *, force: bool = False) -> tuple[list[str], list[str]]:
