@@ -148,15 +148,35 @@ def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenari
     for sc in scenarios:
         if sc.link == "emulated":
             by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
+    if by_link and (left := leftover_runs()):
+        print(f"\nnote: {len(left)} emulated network(s) left by killed runs ({', '.join(left)}); "
+              f"remove them with: {sys.executable} -m bench.emulation cleanup", file=sys.stderr)
     for link_json, group in by_link.items():
-        from .emulation import EmulatedNetwork, LinkSpec
+        from .emulation import EmulatedNetwork, EmulationError, LinkSpec
 
         progress.step(f"{prefix}setting up emulated link {link_json}")
-        with EmulatedNetwork(LinkSpec(**json.loads(link_json))) as net:
-            for sc in group:
-                progress.step(prefix + sc.id)
-                run["scenarios"].append(run_scenario(sc, net=net))
+        done = 0
+        try:
+            with EmulatedNetwork(LinkSpec(**json.loads(link_json))) as net:
+                for sc in group:
+                    progress.step(prefix + sc.id)
+                    run["scenarios"].append(run_scenario(sc, net=net))
+                    done += 1
+                    progress.advance()
+        except EmulationError as error:  # the link could not be built (or taken down): the run goes on
+            for sc in group[done:]:
+                run["scenarios"].append({"id": sc.id, "config": sc.as_dict(), "status": "error",
+                                         "reason": f"the emulated link could not be built: {error}"})
                 progress.advance()
+
+
+def leftover_runs() -> list[str]:
+    """Emulated networks that killed runs left behind (none where emulation cannot run)."""
+    try:
+        from .emulation import leftover_runs as find
+    except ImportError:
+        return []
+    return find()
 
 
 def emulation_problem() -> str | None:

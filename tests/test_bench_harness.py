@@ -1064,3 +1064,32 @@ def test_an_empty_server_address_is_refused_not_ignored(capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["--server", "", "--protocols", "tcp"])
     assert exit.value.code == 2 and "'' is not HOST:PORT, e.g. 127.0.0.1:5000" in capsys.readouterr().err
+
+
+def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch, capsys):
+    import io
+
+    from bench import emulation
+
+    class Unbuildable:
+        def __init__(self, spec):
+            pass
+
+        def __enter__(self):
+            raise emulation.EmulationError("command failed: tc qdisc add ... tbf: the \"rate\" parameter is mandatory")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(emulation, "EmulatedNetwork", Unbuildable)
+    monkeypatch.setattr(cli, "leftover_runs", lambda: ["hh-4242-beef"])
+    link = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
+    scenarios = [Scenario("hello", "tcp", count=5, link="emulated", link_config=link),
+                 Scenario("relay", "udp", count=5, link="emulated", link_config=link)]
+    run = results.new_run(["python", "-m", "bench"])
+    cli.run_round(run, 1, 1, [], scenarios, None, cli.Progress(2, stream=io.StringIO()))
+    assert [(s["id"], s["status"]) for s in run["scenarios"]] == [(sc.id, "error") for sc in scenarios]
+    assert run["scenarios"][0]["reason"].startswith("the emulated link could not be built: command failed: tc qdisc")
+    err = capsys.readouterr().err
+    assert "note: 1 emulated network(s) left by killed runs (hh-4242-beef); remove them with: " in err
+    assert err.rstrip().endswith("-m bench.emulation cleanup")
