@@ -1,6 +1,7 @@
 """python -m bench: build a scenario matrix, run it, print ratios, write results.
 
-    python -m bench                      quick default matrix (< 2 min on 2 cores)
+    python -m bench                      quick default matrix (< 2 min on 2 cores; as root it adds
+                                         the issue's emulated link: about 3 min)
     python -m bench --full --out results/full
     python -m bench --workloads hello,relay --protocols tcp --count 2000
     python -m bench --config matrix.toml
