@@ -268,6 +268,62 @@ def test_plain_client_is_verified_by_answering_the_ping_secret():
     assert session.verified
 
 
+class DropFirst:
+    """An impaired path that loses the first `count` datagrams and delivers the rest at once."""
+
+    def __init__(self, count: int = 1):
+        self.left = count
+        self.seen: list[bytes] = []  # every datagram sent on this path, lost or not
+
+    def apply(self, datagram: bytes, now: float):
+        self.seen.append(datagram)
+        if self.left > 0:
+            self.left -= 1
+            return []
+        return [(now, datagram)]
+
+
+def hellos_in(datagrams: list[bytes]) -> int:
+    return sum(d.lstrip().upper().startswith(b"HELLO") for d in datagrams)
+
+
+@pytest.mark.parametrize("lost", ["hello", "hi"])
+def test_plain_client_says_hello_again_when_hello_or_hi_was_lost(lost):
+    # Plain mode retransmits nothing else; without this a lost Hello or HI left
+    # the client waiting out its whole connect timeout (Lab 2, part 2).
+    up, down = DropFirst(1 if lost == "hello" else 0), DropFirst(1 if lost == "hi" else 0)
+    net = Network(up=up, down=down)
+    alice = net.client("alice", 1, plain=True)
+    alice.hello()
+    net.run(0.9)
+    assert not alice.registered
+    net.run(0.2)  # PLAIN_HELLO_RETRY (1 s) has passed: Hello again, and this time HI
+    assert alice.registered
+    assert hellos_in(up.seen) == 2
+    assert len(net.server._by_connection) == 1  # one session: a repeated Hello is answered with HI again
+    assert alice.link.next_deadline() is None  # answered: nothing more to say again
+    net.run(5)
+    assert hellos_in(up.seen) == 2
+
+
+def test_plain_client_does_not_repeat_a_hello_after_hi_or_after_giving_up():
+    net = Network(up=DropFirst(count=100))  # nothing gets through
+    alice = net.client("alice", 1, plain=True)
+    alice.hello()
+    net.run(3.5)
+    assert alice.link.next_deadline() is not None  # still trying, once a second
+    alice.link.stop_hello_retry()  # the glue's connect timeout gave up
+    assert alice.link.next_deadline() is None
+
+    net = Network()
+    bob = net.client("bob", 2, plain=True)
+    bob.hello()
+    net.run(0.5)
+    assert bob.registered
+    bob.write(Hello("bob"))  # a round-trip probe (the bench's): its caller waits for HI, not the link
+    assert bob.link.next_deadline() is None
+
+
 def test_spoofed_datagram_with_a_stolen_token_but_old_data_does_not_move_the_session():
     net = Network()
     alice, bob = net.client("alice", 1), net.client("bob", 2)

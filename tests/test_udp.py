@@ -202,6 +202,16 @@ def test_plain_mode_loses_messages_under_the_same_loss(server):
     assert 0 < len(got) < count  # some arrive, some are gone for good
 
 
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_plain_client_connects_although_its_hello_or_hi_is_lost(server, seed):
+    # Lab 2, part 2, as the handout has it: with seed 1 the first Hello is lost,
+    # with seed 2 the first HI. The plain client says Hello again after 1 s.
+    port = server().port
+    result = run_client(port, "--name", "bob", "--plain", "--loss", "0.3", "--seed", seed, "--poll", "0.2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HI: registered as bob" in result.stdout
+
+
 def test_fifty_concurrent_clients_lose_and_duplicate_nothing(server):
     count, per_client = 50, 10
     inboxes, extra = asyncio.run(ring_of_clients(UdpChatClient, server().port, count, per_client))

@@ -101,8 +101,13 @@ class UdpChatClient(ChatClient):
         # "Reconnecting" over UDP is a new session on the same socket.
         self._expect_hello_answer()
         self.link.start(clock())
-        self._write(self.session.hello())
-        await self._await_hello_answer()
+        self._write(self.session.hello())  # plain mode: said again until HI comes (DatagramLink)
+        try:
+            await self._await_hello_answer()
+        except BaseException:  # refused, or connect() timed out and cancelled us
+            self.link.stop_hello_retry()
+            self._arm_timer()
+            raise
         # Anything the server never confirmed goes again; it drops repeats by ref.
         for frame in self.session.unconfirmed():
             self._write(frame)
