@@ -8,7 +8,8 @@ Modes:
 - interactive (default): type `@bob hello` or `/msg bob hello`, `/who`, `/quit`;
 - scripted: `--send NAME:TEXT` (repeatable) and/or `--expect N`, for demos,
   tests and autograders; exit status 0 means everything was sent and every
-  expected message arrived;
+  expected message arrived (1: something is missing; 2: the server could not
+  be reached or refused Hello, or a flag is wrong);
 - poll: `--poll [IDLE]`: connect, collect what waits, leave after IDLE quiet seconds.
 """
 
@@ -32,9 +33,22 @@ from .client_session import (
     ServerSaidBye,
     StatusChanged,
 )
+from .chat_client import HelloRefused
+from .codec import ADDRESSABLE_NAME, CHOSEN_NAME
 from .options import parse_send
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT = 0, 1, 2
+# 2 is also what argparse exits with for a bad flag: a wrong --name or --send is one too.
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT, EXIT_BAD_USAGE = 0, 1, 2, 2
+
+# In words, the rule CHOSEN_NAME checks (the relay checks Hello's name with it too).
+NAME_RULE = "a name is 1-32 letters, digits, '_', '.' or '-'"
+
+# What to do about the refusals a person can fix, by ERR code.
+HELLO_REFUSED_FIX = {
+    409: "Choose another --name (or wait until the other client with that name leaves).",
+    422: f"Choose another --name: {NAME_RULE}.",
+    503: "The server has --max-clients clients; try again later.",
+}
 
 
 class Printer:
@@ -74,14 +88,47 @@ class Printer:
             self.emit("pong", "PONG", token=event.token)
 
 
+def recipient_problem(to: str) -> str | None:
+    """Why the server could not even read a SEND to `to` (ERR 400), or None if it could."""
+    if ADDRESSABLE_NAME.match(to):
+        return None
+    return f"{to!r} is not a name anybody can have: {NAME_RULE}"
+
+
+def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str | None:
+    """What is wrong with --name or a --send's NAME, checked before connecting; None if nothing.
+
+    The server would refuse these too, but a bad recipient's SEND cannot even be
+    read (ERR 400, connection closed), and a bad name gets a Hello usage line:
+    answers that do not say what to type instead.
+    """
+    if name is not None and not CHOSEN_NAME.match(name):
+        return f"--name {name!r} is not a valid name: {NAME_RULE}, e.g. --name alice"
+    for to, text in sends:
+        if problem := recipient_problem(to):
+            return f"--send {to + ':' + text!r}: {problem}, e.g. --send bob:hello"
+    return None
+
+
 async def run(args: argparse.Namespace, make_client: Callable[..., object]) -> int:
-    sends = [parse_send(text) for text in args.send]
+    try:
+        sends = [parse_send(text) for text in args.send]
+    except SystemExit as error:  # parse_send (options.py) says what a --send without ':' lacks
+        print(error, file=sys.stderr)
+        return EXIT_BAD_USAGE
+    if problem := command_line_problem(args.name, sends):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_USAGE
     host, port = args.server
     client = make_client(host, port, args.name, reconnect=not args.no_reconnect, heartbeat=args.heartbeat)
     printer = Printer(args.json, args.name or "you")
     try:
         name = await client.connect(timeout=args.timeout)
-    except Exception as error:  # ConnectFailed of either transport
+    except HelloRefused as error:  # the server runs and said no: the address is right
+        fix = HELLO_REFUSED_FIX.get(error.code, "")
+        printer.emit("cannot-connect", f"error: {error}. {fix}".rstrip(), detail=str(error), code=error.code)
+        return EXIT_CANNOT_CONNECT
+    except Exception as error:  # ConnectFailed of either transport: nothing answered
         printer.emit("cannot-connect", f"error: {error}. Is the server running? Check --server HOST:PORT.", detail=str(error))
         return EXIT_CANNOT_CONNECT
     printer.who = name
@@ -170,7 +217,9 @@ async def _interactive(client, printer: Printer) -> int:
                 client.request_who()
             elif command.startswith(("@", "/msg ")):
                 target, _, text = command.removeprefix("/msg ").lstrip("@").partition(" ")
-                if target and text:
+                if target and text and (problem := recipient_problem(target)):
+                    printer.emit("help", f"not sent: {problem}, e.g. @bob hello")
+                elif target and text:
                     ref = client.send(target, text)
                     printer.emit("sent", f"-> {target}: {text} (ref {ref})", to=target, ref=ref, text=text)
                 else:

@@ -8,7 +8,7 @@ reconnecting with backoff, and heartbeats.
 
 A subclass provides:
     async _open()         connect (or start a session) and send Hello; returns when the
-                          server answered, raising ConnectFailed if it refused
+                          server answered, raising HelloRefused if it refused
     _write(frame)         send one frame now
     _server_silent()      the server said nothing for 3 heartbeats: treat it as gone
 Like chat_cli.py this module uses asyncio; the protocol logic stays in the sans-I/O core.
@@ -28,7 +28,15 @@ from .waiting import finished_within
 
 
 class ConnectFailed(Exception):
-    pass
+    """connect() ended without HI: nothing answered, or nothing listens there."""
+
+
+class HelloRefused(ConnectFailed):
+    """The server answered Hello with ERR: it runs, and said what was wrong."""
+
+    def __init__(self, code: int, reason: str, detail: str):
+        super().__init__(f"the server refused Hello: {code} {reason}: {detail}")
+        self.code, self.reason, self.detail = code, reason, detail
 
 
 class EventInbox:
@@ -174,7 +182,7 @@ class ChatClient:
         assert self._hello_answer is not None
         answer = await self._hello_answer
         if isinstance(answer, ErrorReceived):
-            raise ConnectFailed(f"the server refused Hello: {answer.code} {answer.reason}: {answer.detail}")
+            raise HelloRefused(answer.code, answer.reason, answer.detail)
 
     def _frame_in(self, frame: Frame) -> None:
         if self.trace:

@@ -211,7 +211,34 @@ def test_cli_says_what_is_wrong(server):
     assert absent.returncode == 2 and "Is the server running?" in absent.stdout
     assert "Traceback" not in absent.stdout + absent.stderr
     bad_flag = run_client(port, "--send", "no-colon")
-    assert bad_flag.returncode != 0 and "NAME:TEXT" in bad_flag.stderr
+    assert bad_flag.returncode == 2 and "NAME:TEXT" in bad_flag.stderr
+
+
+@pytest.mark.parametrize("flags", [("--name", "bad name"), ("--send", "bad name:hi"), ("--send", "bob!:hi")])
+def test_cli_refuses_a_bad_name_before_connecting(server, flags):
+    # The server would answer with a usage line (400 bad-frame), or, for bob!,
+    # with an ERR without ref that left the client waiting out its timeout.
+    port = server().port
+    result = run_client(port, *flags, "--timeout", "20", timeout=10)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not a" in result.stderr and "1-32 letters, digits" in result.stderr
+    assert result.stdout == ""  # not even connected
+
+
+def test_cli_hint_about_the_address_only_when_nothing_answered(server):
+    port = server().port
+
+    async def scenario():
+        alice = TcpChatClient("127.0.0.1", port, "alice")
+        await alice.connect()
+        taken = await asyncio.to_thread(run_client, port, "--name", "alice", "--poll", "0.2")
+        await alice.close()
+        return taken
+
+    taken = asyncio.run(scenario())
+    assert taken.returncode == 2 and "409 name-taken" in taken.stdout, taken.stdout + taken.stderr
+    assert "Choose another --name" in taken.stdout
+    assert "Is the server running?" not in taken.stdout  # it is: it answered
 
 
 def test_server_cli_refuses_a_busy_port(server):
@@ -282,9 +309,10 @@ def test_cli_interactive_prompt(server):
     assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
     chat = subprocess.run(
         [sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "alice"],
-        cwd=REPO_ROOT, input="@bob hi there\n/who\n/quit\n", capture_output=True, text=True, timeout=30,
+        cwd=REPO_ROOT, input="@bob! oops\n@bob hi there\n/who\n/quit\n", capture_output=True, text=True, timeout=30,
     )
     assert chat.returncode == 0, chat.stdout + chat.stderr
+    assert "not sent: 'bob!' is not a name" in chat.stdout and "-> bob!" not in chat.stdout
     assert "-> bob: hi there" in chat.stdout
     got = run_client(port, "--name", "bob", "--expect", "1", "--json")
     assert '"text": "hi there"' in got.stdout

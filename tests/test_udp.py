@@ -316,6 +316,8 @@ def test_cli_says_what_is_wrong(server):
     absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
     assert absent.returncode == 2 and "Is the server running?" in absent.stdout
     assert "Traceback" not in absent.stdout + absent.stderr
+    bad_recipient = run_client(port, "--name", "alice", "--send", "bad name:hi", timeout=10)
+    assert bad_recipient.returncode == 2 and "1-32 letters, digits" in bad_recipient.stderr
     bad_loss = run_client(port, "--loss", "20")
     assert bad_loss.returncode != 0 and "not a probability" in bad_loss.stderr
     bad_preset = run_client(port, "--preset", "warp")
