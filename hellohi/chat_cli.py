@@ -143,7 +143,8 @@ async def run(args: argparse.Namespace, make_client: Callable[..., object]) -> i
 
 async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.timeout
+    started = loop.time()
+    deadline = started + args.timeout
     wanted_state = "delivered" if args.wait_delivered else "stored"
     unconfirmed: set[str] = set()
     failed: list[str] = []
@@ -183,7 +184,7 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
     if received < args.expect:
         problems.append(f"{received} of {args.expect} expected messages arrived")
     if problems:
-        printer.emit("incomplete", f"error: after {args.timeout} s: {'; '.join(problems)}", problems=problems)
+        printer.emit("incomplete", f"error: after {loop.time() - started:.1f} s: {'; '.join(problems)}", problems=problems)
         return EXIT_INCOMPLETE
     printer.emit("done", f"done: {len(sends)} sent, {received} received", sent=len(sends), received=received)
     return EXIT_OK

@@ -22,9 +22,16 @@ from collections import deque
 from typing import Callable
 
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
-from .codec import Frame, Ping, Who
+from .codec import Err, Frame, Ping, Who
 from .eventloop import TIMER_SLACK
 from .waiting import finished_within
+
+
+# The ERRs after which the server closes the connection because of a frame we
+# sent (PROTOCOL.md: 400 when it cannot find where a body ends, 413 too large).
+# Reconnecting would send the same unconfirmed frames again and be refused the
+# same way, over and over, so the client gives up instead and says why.
+REFUSED_OUR_FRAME = (400, 413)
 
 
 class ConnectFailed(Exception):
@@ -128,6 +135,7 @@ class ChatClient:
         self._tasks: list[asyncio.Task] = []
         self._closing = False
         self._last_heard = 0.0
+        self._last_frame_in: Frame | None = None  # on this connection: was it an ERR that closed it?
 
     @property
     def name(self) -> str | None:
@@ -176,6 +184,7 @@ class ChatClient:
         self._registered.clear()
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
+        self._last_frame_in = None
         self._hello_answer = loop.create_future()
 
     async def _await_hello_answer(self) -> None:
@@ -187,6 +196,7 @@ class ChatClient:
     def _frame_in(self, frame: Frame) -> None:
         if self.trace:
             self.trace("<-", frame)
+        self._last_frame_in = frame
         events, replies = self.session.receive(frame)
         for reply in replies:
             self._write(reply)
@@ -212,6 +222,11 @@ class ChatClient:
             self._hello_answer.set_exception(ConnectionResetError(reason))
         if self._closing or not was_registered:
             return  # a failed handshake is reported by whoever is waiting in _open()
+        last = self._last_frame_in
+        if isinstance(last, Err) and last.code in REFUSED_OUR_FRAME:
+            why = f"the server refused a frame we sent: {last.code} {last.reason}: {last.detail}"
+            self._events.put(ConnectionLost(f"{why}; sending it again would be refused the same way", reconnecting=False))
+            return
         self._events.put(ConnectionLost(reason, reconnecting=self.reconnect))
         if self.reconnect:
             self._tasks.append(asyncio.create_task(self._reconnect()))

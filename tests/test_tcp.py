@@ -304,6 +304,28 @@ def test_client_reconnects_and_resends_after_the_server_restarts(server):
     assert stored.ref == ref and message.body == b"sent while the server was down"
 
 
+def test_a_frame_the_server_cannot_take_is_not_resent_in_a_reconnect_loop(server):
+    port = server().port
+
+    async def scenario():
+        alice = TcpChatClient("127.0.0.1", port, "alice", max_backoff=0.2)
+        await alice.connect()
+        alice.send("bob", b"x" * 70_000)  # over the server's --max-body: ERR 413, connection closed
+        lost = await next_of(alice, ConnectionLost)
+        later = await alice.next_event(timeout=1.0)  # a reconnect would say HI (and be refused again)
+        await alice.close()
+        return lost, later
+
+    lost, later = asyncio.run(scenario())
+    assert not lost.reconnecting and "413 too-large" in lost.reason
+    assert later is None
+    # The command line stops at once too, and says why (not only "not stored").
+    cli = run_client(port, "--name", "alice", "--send", "bob:" + "x" * 70_000, "--timeout", "20", timeout=10)
+    assert cli.returncode == 1 and cli.stdout.count("HI: registered") == 1
+    assert "the server refused a frame we sent: 413 too-large" in cli.stdout and "giving up" in cli.stdout
+    assert "error: after 0." in cli.stdout  # not "after 20 s": it did not wait for the timeout
+
+
 def test_cli_interactive_prompt(server):
     port = server().port
     assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0

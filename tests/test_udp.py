@@ -327,6 +327,23 @@ def test_cli_says_what_is_wrong(server):
     assert busy.returncode != 0 and "pick another --port" in busy.stderr and "Traceback" not in busy.stderr
 
 
+def test_a_frame_the_server_cannot_read_is_not_resent_in_a_reconnect_loop(server):
+    port = server().port
+
+    async def scenario():
+        alice = UdpChatClient("127.0.0.1", port, "alice", max_backoff=0.2)
+        await alice.connect()
+        alice.send("bad name", b"hi")  # (the CLI refuses this name itself): ERR 400, session closed
+        lost = await next_of(alice, ConnectionLost)
+        later = await alice.next_event(timeout=1.0)  # a new session would say HI (and be refused again)
+        await alice.close()
+        return lost, later
+
+    lost, later = asyncio.run(scenario())
+    assert not lost.reconnecting and "400 bad-frame" in lost.reason
+    assert later is None
+
+
 def test_demo_runs():
     result = subprocess.run([sys.executable, "-m", "udp.demo", "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
