@@ -2,12 +2,14 @@
 
 It labels outgoing messages, remembers the ones the server has not yet
 confirmed (to send them again after a reconnect), acknowledges incoming
-messages, and drops the duplicates a server may redeliver after a crash.
+messages, and drops the duplicates a server may redeliver after a crash (or
+plain UDP may deliver twice), without dropping messages plain UDP reordered.
 The TCP and UDP clients wrap it; tests drive it directly.
 """
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from dataclasses import dataclass
 from typing import Union
@@ -75,6 +77,15 @@ class ConnectionLost:
 Event = Union[ConnectionLost, Registered, MessageReceived, DuplicateDropped, StatusChanged, OnlineList, ErrorReceived, PongReceived, ServerSaidBye]
 
 
+# How many message ids a client remembers one by one to drop second copies.
+# Over TCP and reliable UDP, ids arrive in increasing order and the newest id
+# alone would do; plain UDP can reorder them, so a lower id may be a message
+# not yet seen. Beyond this many, the oldest remembered id becomes the floor
+# below which every id counts as seen: a message overtaken by more than
+# SEEN_IDS_REMEMBERED later ones would be dropped as a second copy.
+SEEN_IDS_REMEMBERED = 1024
+
+
 class ClientSession:
     def __init__(self, name: str | None = None):
         self.name = name
@@ -84,9 +95,11 @@ class ClientSession:
         self._ref_prefix = secrets.token_hex(3)
         self._next_ref = 1
         self._unconfirmed: dict[str, Send] = {}
-        # Ids only grow and arrive in order, so one number remembers every
-        # message already handed to the application.
-        self._highest_id = 0
+        # The ids already handed to the application: those in _seen_ids (a heap
+        # of the same ids finds the oldest to forget), and every id up to _seen_floor.
+        self._seen_ids: set[int] = set()
+        self._seen_heap: list[int] = []
+        self._seen_floor = 0
 
     def hello(self) -> Hello:
         return Hello(self.name)
@@ -105,9 +118,10 @@ class ClientSession:
     def receive(self, frame: Frame) -> tuple[list[Event], list[Frame]]:
         """Take a frame from the server; returns (events for the app, frames to send back)."""
         if isinstance(frame, Msg):
-            if frame.id <= self._highest_id:
+            # A second copy is ACKed again: the server sent it because it missed our first ACK.
+            if frame.id <= self._seen_floor or frame.id in self._seen_ids:
                 return [DuplicateDropped(frame.id, frame.sender)], [Ack(frame.id)]
-            self._highest_id = frame.id
+            self._remember_seen(frame.id)
             return [MessageReceived(frame.id, frame.sender, frame.body)], [Ack(frame.id)]
         if isinstance(frame, Status):
             self._unconfirmed.pop(frame.ref, None)
@@ -128,3 +142,11 @@ class ClientSession:
         if isinstance(frame, Bye):
             return [ServerSaidBye()], []
         return [ErrorReceived(0, "unexpected-frame", None, f"server sent {type(frame).__name__}")], []
+
+    def _remember_seen(self, id: int) -> None:
+        self._seen_ids.add(id)
+        heapq.heappush(self._seen_heap, id)
+        if len(self._seen_heap) > SEEN_IDS_REMEMBERED:
+            oldest = heapq.heappop(self._seen_heap)
+            self._seen_ids.discard(oldest)
+            self._seen_floor = oldest  # the heap's smallest: every id below it was forgotten before
