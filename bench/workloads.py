@@ -473,10 +473,11 @@ def _settled(ledgers, plain: bool) -> int:
     """Messages no longer in flight, for the sender's window.
 
     Reliable protocols: the messages delivered. Plain UDP: every message up to the
-    newest one delivered, because on this path (one sender, one server) plain
+    newest one delivered, because on loopback (one sender, one server) plain
     datagrams arrive in order or not at all, so an older message still missing is
-    almost surely lost (if it does turn up, the ledger counts it as delivered and
-    reordered; this only decides when the sender may send more)."""
+    almost surely lost. On a link that reorders it may still come: the ledger then
+    counts it as delivered and reordered. This only decides when the sender may
+    send more, never what counts as lost."""
     if plain:
         return sum(led.settled for led in ledgers)
     return sum(led.delivered for led in ledgers)
