@@ -64,11 +64,20 @@ class Scenario:
             parts.append(f"c{self.clients}")
         if self.link != "loopback":
             parts.append(self.link)
-            parts += [f"{k}{v:g}" for k, v in sorted(self.link_config.items())
-                      if k not in ("seed", "reorder_ms") and v]  # only the impairments in use (emulated)
+            parts += [f"{k}{v:g}" for k, v in sorted(self.link_config.items()) if self._names_the_link(k, v)]
         if self.round > 1:
             parts.append(f"round{self.round}")
         return "-".join(parts)
+
+    def _names_the_link(self, field: str, value) -> bool:
+        """Whether an emulated link's field goes into the id: the impairments in use, and what
+        makes two such links differ (a seed other than the default 1; reorder_ms once packets
+        are reordered), so that two different links never share an id."""
+        if field == "seed":
+            return value != 1
+        if field == "reorder_ms":
+            return bool(self.link_config.get("reorder"))
+        return bool(value)
 
     def as_dict(self) -> dict:
         return asdict(self)

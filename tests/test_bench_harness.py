@@ -1093,3 +1093,15 @@ def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch
     err = capsys.readouterr().err
     assert "note: 1 emulated network(s) left by killed runs (hh-4242-beef); remove them with: " in err
     assert err.rstrip().endswith("-m bench.emulation cleanup")
+
+
+def test_two_emulated_links_that_differ_only_in_seed_or_reorder_time_get_different_ids():
+    def scenario_id(**link):
+        return Scenario("hello", "udp", count=5, link="emulated", link_config=link).id
+
+    issue4 = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
+    assert scenario_id(**issue4) == "hello-udp-64B-n5-emulated-delay_ms10-loss0.05"  # as before: seed 1 is the default
+    assert scenario_id(**dict(issue4, seed=7)) == "hello-udp-64B-n5-emulated-delay_ms10-loss0.05-seed7"
+    reordered = dict(issue4, reorder=0.2, reorder_ms=10.0)
+    assert scenario_id(**reordered) == "hello-udp-64B-n5-emulated-delay_ms10-loss0.05-reorder0.2-reorder_ms10"
+    assert scenario_id(**dict(issue4, reorder_ms=10.0)) == scenario_id(**issue4)  # nothing reordered: no matter
