@@ -35,7 +35,6 @@ from .client_session import (
 )
 from .chat_client import HelloRefused
 from .codec import ADDRESSABLE_NAME, CHOSEN_NAME
-from .options import parse_send
 
 # 2 is also what argparse exits with for a bad flag: a wrong --name or --send is one too.
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT, EXIT_BAD_USAGE = 0, 1, 2, 2
@@ -111,11 +110,7 @@ def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str 
 
 
 async def run(args: argparse.Namespace, make_client: Callable[..., object]) -> int:
-    try:
-        sends = [parse_send(text) for text in args.send]
-    except SystemExit as error:  # parse_send (options.py) says what a --send without ':' lacks
-        print(error, file=sys.stderr)
-        return EXIT_BAD_USAGE
+    sends = args.send  # (NAME, TEXT) pairs: options.parse_send checked each for its ':'
     if problem := command_line_problem(args.name, sends):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_USAGE

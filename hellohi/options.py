@@ -76,7 +76,7 @@ def limits_from(args: argparse.Namespace) -> RelayLimits:
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", type=host_port, default=("127.0.0.1", 5000), metavar="HOST:PORT", help="(default: 127.0.0.1:5000)")
     parser.add_argument("--name", help="name to register with Hello; without it the server calls you by IP:PORT")
-    parser.add_argument("--send", action="append", default=[], metavar="NAME:TEXT", help="send TEXT to NAME (repeatable); makes the client scripted")
+    parser.add_argument("--send", action="append", type=parse_send, default=[], metavar="NAME:TEXT", help="send TEXT to NAME (repeatable); makes the client scripted")
     parser.add_argument("--expect", type=int, default=0, metavar="N", help="wait until N messages have arrived")
     parser.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS", help="scripted mode gives up after this long (default: %(default)s)")
     parser.add_argument("--wait-delivered", action="store_true", help="scripted mode also waits until each sent message is delivered")
@@ -88,9 +88,10 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_send(text: str) -> tuple[str, str]:
+    """NAME:TEXT for argparse, as (NAME, TEXT)."""
     name, sep, message = text.partition(":")
     if not sep or not name:
-        raise SystemExit(f"error: --send {text!r} should be NAME:TEXT, e.g. --send bob:hello")
+        raise argparse.ArgumentTypeError(f"{text!r} should be NAME:TEXT, e.g. --send bob:hello")
     return name, message
 
 
