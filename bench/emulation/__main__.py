@@ -20,9 +20,9 @@ from .network import (NOT_ROOT, PREFIX, STATE_ROOT, EmulatedNetwork, EmulationEr
                       combine_counters, is_forwarder_of, list_namespaces, made_by_up, netem_available,
                       read_forwarder_stats, read_meta, read_nft_counters, remove_run, run_creator_pid, run_names,
                       run_owner_alive)
+from .spec import LinkSpec
 
 CLEANUP = "python -m bench.emulation cleanup"
-from .spec import LinkSpec
 
 
 def _spec_from_args(args) -> LinkSpec:
