@@ -126,8 +126,9 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
                 _ratio(ours, floor), None, "lower", f"{ours} us / {floor} us")
     # Information: what CPython and asyncio cost with no protocol at all, and with the
     # least protocol that makes a Hello/HI reliable (bench/python_floor.py).
-    for what, kernel in (("python echo", "tcp"), ("python echo", "udp"), ("python stop-and-wait", "udp")):
-        floor_run = _baseline(run, f"{what.replace(' ', '-')}-{kernel}")
+    for test, what, kernel in (("python-echo-tcp", "python echo", "tcp"), ("python-echo-udp", "python echo", "udp"),
+                               ("python-stop-and-wait-udp", "python stop-and-wait", "udp")):
+        floor_run = _baseline(run, test)
         python, kernel_floor = _figure(floor_run, "latency", "p50"), _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
         if python is not None and kernel_floor is not None:
             loop = floor_run.get("config", {}).get("event_loop", "asyncio")
