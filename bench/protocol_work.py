@@ -1,8 +1,8 @@
 """hellohi's own work per Hello/HI round trip over UDP, with no sockets: warm, and after a nap.
 
 The client's sans-I/O half (hellohi.datagram_client.DatagramLink, under
-udp/client.py and the `hello-raw` workload over UDP with acks; `hello-raw` over
-plain UDP writes its frames itself) and the server's
+udp/client.py and, without the frame codec, the `hello-raw` workload over UDP
+with acks; `hello-raw` over plain UDP writes its frames itself) and the server's
 (hellohi.datagram_relay.DatagramRelay, under udp/server.py) are joined here by
 plain function calls, in this one process. Each round trip does the protocol
 work of a real one (the client encodes Hello into a datagram, the server decodes
@@ -31,7 +31,7 @@ import itertools
 import sys
 import time
 
-from hellohi.codec import Hello, Hi, Ping, Pong
+from hellohi.codec import Hello, Hi, Ping, Pong, encode
 from hellohi.datagram_client import DatagramLink
 from hellohi.datagram_relay import DatagramRelay
 from hellohi.relay import Relay, RelayLimits
@@ -54,29 +54,46 @@ class _Pair:
         self.relay = DatagramRelay(Relay(MessageStore(":memory:"), RelayLimits()), reliability_config("udp"),
                                    new_token=itertools.count(1).__next__)
         self.link.start(self.clock())
+        self._hellos: dict[str | None, bytes] = {}
 
     def round_trip(self, hello: Hello) -> bool:
         """Hello from the client, until the server's datagrams are answered; True if a HI came back.
 
         The calls are the ones the glue makes for every datagram, next_deadline()
-        included (udp/server.py arms its timer with it; hello-raw sets its socket
-        timeout with it).
+        included (udp/server.py arms its timer with it; hello-raw polls its socket
+        until then). Over UDP with acks the client's side is hello-raw's: a
+        ready-made Hello message, and HI recognised at the start of each message
+        that comes back, with no frame codec. Plain UDP goes through the link's
+        frames, answering the server's PING.
         """
         link, relay, clock = self.link, self.relay, self.clock
-        link.send_frame(hello, clock())
+        if link.plain:
+            link.send_frame(hello, clock())
+        else:
+            link.send_message(self._encoded(hello), clock())
         answered = False
         to_server = link.datagrams_to_send(clock())
         while to_server:
             relay.receive_many([(datagram, CLIENT_ADDRESS) for datagram in to_server], clock())
             relay.next_deadline()
             for datagram, _ in relay.outgoing():
-                for item in link.receive(datagram, clock()):
-                    if isinstance(item, Ping):  # plain mode: the server checks our address
-                        link.send_frame(Pong(item.token), clock())
-                    answered = answered or isinstance(item, Hi)
+                if link.plain:
+                    for item in link.receive(datagram, clock()):
+                        if isinstance(item, Ping):  # the server checks our address
+                            link.send_frame(Pong(item.token), clock())
+                        answered = answered or isinstance(item, Hi)
+                else:
+                    for item in link.receive_messages(datagram, clock()):
+                        answered = answered or (isinstance(item, bytes) and item[:2].upper() == b"HI")
             to_server = link.datagrams_to_send(clock())
             link.next_deadline()
         return answered
+
+    def _encoded(self, hello: Hello) -> bytes:
+        # hello-raw sends bytes it made once; so do we (a frame is not hashable: keyed by name).
+        if hello.name not in self._hellos:
+            self._hellos[hello.name] = encode(hello)
+        return self._hellos[hello.name]
 
     def close(self) -> None:
         self.relay.relay.store.close()

@@ -7,6 +7,8 @@ It turns frames into datagrams and datagrams into frames, reliably or plainly:
     link.send_frame(Hello("alice"), now)
     for datagram in link.datagrams_to_send(now): sock.send(datagram)
     for item in link.receive(datagram, now): ...   # Frame, SessionReset or LinkFailed
+    # one layer down (reliable mode): link.send_message(b"Hello\n", now), and
+    # link.receive_messages(datagram, now) gives each message's bytes instead of frames
     # at link.next_deadline(): link.handle_timer(now), then send again
 
 The session rules it follows:
@@ -134,6 +136,13 @@ class DatagramLink:
                 self._unanswered_hello = frame
                 self._hello_retry_at = now + PLAIN_HELLO_RETRY
 
+    def send_message(self, data: bytes, now: float) -> None:
+        """send_frame() one layer down, reliable mode only: `data` is sent as one
+        message as it is, already encoded (the bench's hello-raw sends a fixed Hello)."""
+        if self.endpoint is None:
+            raise ValueError("send_message() is for reliable mode; in plain mode use send_frame()")
+        self.endpoint.send_message(data, now)
+
     def stop_hello_retry(self) -> None:
         """Nobody waits for HI any more (connect gave up): stop saying Hello."""
         self._unanswered_hello = self._hello_retry_at = None
@@ -153,12 +162,21 @@ class DatagramLink:
     def receive(self, datagram: bytes, now: float) -> list[Received]:
         if self.endpoint is None:
             return self._receive_plain(datagram)
+        return self._frames(self.receive_messages(datagram, now))
+
+    def receive_messages(self, datagram: bytes, now: float) -> list[bytes | SessionReset | LinkFailed]:
+        """receive() one layer down, reliable mode only: the messages themselves, each
+        as the bytes the server sent (one encoded frame each), instead of frames. The
+        bench's hello-raw reads them itself, as its TCP version reads lines; a client
+        that mixed the two would lose frames that span messages."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            raise ValueError("receive_messages() is for reliable mode; a plain datagram is its own message")
         try:
             packet = decode(datagram)
         except PacketError:
             self.ignored += 1
             return []
-        endpoint = self.endpoint
         if packet.is_reset:
             if packet.token == endpoint.token and packet.token != 0:
                 return [SessionReset("the server does not know this session (it restarted or timed us out)")]
@@ -180,7 +198,7 @@ class DatagramLink:
     def handle_timer(self, now: float) -> list[Received]:
         if self.endpoint is not None:
             self.endpoint.handle_timer(now)
-            return self._take_events()
+            return self._frames(self._take_events())
         if self._hello_retry_at is not None and now >= self._hello_retry_at:
             if self.trace:
                 self.trace(f"no HI within {PLAIN_HELLO_RETRY:g} s: saying Hello again (plain mode)")
@@ -190,15 +208,25 @@ class DatagramLink:
     def next_deadline(self) -> float | None:
         return self.endpoint.next_deadline() if self.endpoint is not None else self._hello_retry_at
 
-    def _take_events(self) -> list[Received]:
+    def _take_events(self) -> list[bytes | LinkFailed]:
         assert self.endpoint is not None
-        out: list[Received] = []
+        out: list[bytes | LinkFailed] = []
         for event in self.endpoint.pop_events():
             if isinstance(event, MessageReceived):
-                out += self._decode(event.data)
+                out.append(event.data)
             elif isinstance(event, MessageFailed) and not self._failed:
                 self._failed = True
                 out.append(LinkFailed(f"the server stopped answering: {event.reason}"))
+        return out
+
+    def _frames(self, messages: list[bytes | SessionReset | LinkFailed]) -> list[Received]:
+        """Messages decoded into frames; the session's own items pass through."""
+        out: list[Received] = []
+        for item in messages:
+            if isinstance(item, bytes):
+                out += self._decode(item)
+            else:
+                out.append(item)
         return out
 
     def _receive_plain(self, datagram: bytes) -> list[Received]:

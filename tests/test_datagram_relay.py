@@ -13,7 +13,7 @@ import itertools
 import pytest
 
 from hellohi.client_session import ClientSession, DuplicateDropped, MessageReceived, Registered, StatusChanged
-from hellohi.codec import Ack, Bye, Hello, Send
+from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
@@ -152,6 +152,41 @@ def test_hello_hi_and_live_relay_over_reliable_datagrams():
     assert bob.received() == [b"hi bob"]
     states = [e.state for e in alice.events if isinstance(e, StatusChanged) and e.ref == ref]
     assert states == ["stored", "delivered"]
+
+
+def test_a_link_sends_and_reads_messages_without_the_frame_codec():
+    """send_message() and receive_messages(), which the bench's hello-raw uses: the same
+    session and reliability as send_frame() and receive(), one layer down."""
+    server = DatagramRelay(Relay(MessageStore(":memory:")), DEFAULT, new_token=itertools.count(0x1000).__next__)
+    link = DatagramLink(DEFAULT)
+    link.start(0.0)
+    messages: list = []
+
+    def exchange(data: bytes, now: float) -> None:
+        link.send_message(data, now)
+        for step in range(3):  # Hello; the empty message that proves our address; nothing left
+            for datagram in link.datagrams_to_send(now + step * 0.001):
+                server.receive(datagram, ("198.18.0.2", 1), now + step * 0.001)
+            for datagram, _ in server.outgoing():
+                messages.extend(link.receive_messages(datagram, now + step * 0.001))
+
+    exchange(b"Hello raw\n", 0.0)
+    assert link.token == 0x1000
+    assert len(messages) == 1 and isinstance(messages[0], bytes)
+    [hi] = decode_all(messages[0])
+    assert isinstance(hi, Hi) and hi.name == "raw"
+    exchange(b"Hello\n", 0.1)  # a repeated Hello on the session: HI again
+    assert len(messages) == 2 and decode_all(messages[1]) == [hi]
+    assert link.stats.messages_delivered == 3  # both Hellos and the empty message, acknowledged
+
+
+def test_messages_one_layer_down_are_for_reliable_mode_only():
+    plain = DatagramLink(None)
+    plain.start(0.0)
+    with pytest.raises(ValueError, match="reliable mode"):
+        plain.send_message(b"Hello\n", 0.0)
+    with pytest.raises(ValueError, match="reliable mode"):
+        plain.receive_messages(b"HI x hellohi/1 5000\n", 0.0)
 
 
 def test_plain_clients_share_the_port_with_reliable_ones():
