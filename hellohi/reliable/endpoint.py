@@ -292,7 +292,7 @@ class ReliableEndpoint:
         out: list[bytes] = []
         if self._to_retransmit:
             for number in self._to_retransmit:
-                out.append(self._transmit(self._unacked[number], now))
+                out.append(self._retransmit(self._unacked[number], now))
             self._to_retransmit.clear()
         while self._queue and self._may_send_new():
             out.append(self._send_new_packet(now))
@@ -378,20 +378,24 @@ class ReliableEndpoint:
             fragment = self._queue.popleft()
             fragments.append(fragment)
             room -= size
-        packet = _SentPacket(self._next_packet, tuple(fragments), now, 0, now)
+        number = self._next_packet
         self._next_packet += 1
-        self._unacked[packet.number] = packet
+        self._serial += 1
+        # Its timer: the RTO as it stands (rtt.rto, which is base_rto unless timeouts
+        # backed it off and no fresh RTT sample has come since; the usual case is the cheap one).
+        rtt = self.rtt
+        timeout = rtt.base_rto if rtt.backoffs == 0 else rtt.rto
+        packet = _SentPacket(number, tuple(fragments), now, self._serial, now + timeout, first_serial=self._serial)
+        self._unacked[number] = packet
         self._stats.packets_sent += 1
-        return self._transmit(packet, now, first=True)
+        return self._encode(number, packet.fragments, now)
 
-    def _transmit(self, packet: _SentPacket, now: float, first: bool = False) -> bytes:
-        if not first:
-            packet.retries += 1
-            self._stats.retransmitted += 1
+    def _retransmit(self, packet: _SentPacket, now: float) -> bytes:
+        """The same packet, under the same number, with fresh acks and a backed-off timer."""
+        packet.retries += 1
+        self._stats.retransmitted += 1
         self._serial += 1
         packet.serial = self._serial
-        if first:
-            packet.first_serial = self._serial
         packet.last_sent = now
         packet.skips = 0  # KCP resets its fastack counter on every transmission too
         packet.deadline = now + self._timeout_for(packet)
@@ -627,8 +631,9 @@ class ReliableEndpoint:
             # ack first) makes that p^2 instead of p, for a few bytes.
             self._ack_deadline = now + self.config.ack_repeat_delay
         self._unacked_received = 0
-        ack_delay = max(now - self._largest_received_at, 0.0)
-        return encode_fields(self.token, number, self._expected, ack_delay, self._ack_ranges(), fragments, flags)
+        ack_delay = now - self._largest_received_at
+        ranges = self._ack_ranges() if self._early else ()
+        return encode_fields(self.token, number, self._expected, ack_delay, ranges, fragments, flags)
 
     def _say(self, text: str) -> None:
         if self.trace is not None:
