@@ -335,9 +335,9 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario, stop: threading.Eve
                     if isinstance(item, (LinkFailed, SessionReset)):
                         raise ConnectionError(f"hello-raw over {sc.protocol}: {item.reason}")
                     answered = answered or (isinstance(item, bytes) and item[:2].upper() == b"HI")
-                send_ready()
                 if answered:
-                    return True
+                    return True  # anything now due (an ack) goes out with the next Hello, or BYE
+                send_ready()
             return False
 
         if not say_hello_and_wait_for_hi(b"Hello bench-raw\n", sc.timeout):

@@ -69,8 +69,8 @@ class _Session:
     sent_bytes: int = 0  # to the address, while unverified
     held: deque = field(default_factory=deque)  # datagrams waiting for more budget
     # The endpoint's next_deadline() as of our last call into it. Only our calls
-    # change an endpoint, and every call is followed by _drain, which refreshes
-    # this; so next_deadline() and on_timer() need not ask every endpoint again.
+    # change an endpoint, and every call is followed by _drain, after which this is
+    # refreshed; so next_deadline() and on_timer() need not ask every endpoint again.
     deadline: float | None = None
 
     @property
@@ -116,6 +116,9 @@ class DatagramRelay:
         self._touched: set[int] = set()
         # Never later than the soonest deadline of any session or of the relay; see next_deadline().
         self._soonest: float | None = None
+        # Sessions drained since their deadline was last read: it is read when the glue
+        # asks for next_deadline(), after it has sent the answers, not before.
+        self._deadlines_to_read: dict[int, _Session] = {}
 
     # ------------------------------------------------------------ events in
 
@@ -147,6 +150,7 @@ class DatagramRelay:
 
     def on_timer(self, now: float) -> None:
         """Time passed: heartbeats and timeouts (relay), retransmissions and acks (endpoints)."""
+        self._read_deadlines()
         self.relay.on_timer(now)
         for session in list(self._by_connection.values()):
             endpoint = session.endpoint
@@ -158,6 +162,7 @@ class DatagramRelay:
                 self._touched.add(session.connection)
                 self._take_endpoint_events(session, now)
         self._flush(now)
+        self._read_deadlines()
         self._soonest = self._exact_soonest()
 
     def next_deadline(self) -> float | None:
@@ -172,7 +177,17 @@ class DatagramRelay:
         early; then on_timer() finds nothing due, computes the exact soonest deadline
         again and the timer is set for that. One early call beats a loop per batch.
         """
+        if self._deadlines_to_read:
+            self._read_deadlines()
         return self._soonest
+
+    def _read_deadlines(self) -> None:
+        for connection, session in self._deadlines_to_read.items():
+            if connection in self._by_connection:
+                assert session.endpoint is not None
+                session.deadline = session.endpoint.next_deadline()
+                self._lower_soonest(session.deadline)
+        self._deadlines_to_read.clear()
 
     def _lower_soonest(self, deadline: float | None) -> None:
         if deadline is not None and (self._soonest is None or deadline < self._soonest):
@@ -353,8 +368,7 @@ class DatagramRelay:
         if session.endpoint is not None:
             for datagram in session.endpoint.datagrams_to_send(now):
                 self._send(session, datagram)
-            session.deadline = session.endpoint.next_deadline()
-            self._lower_soonest(session.deadline)
+            self._deadlines_to_read[session.connection] = session
         while session.held and self._may_send(session, len(session.held[0])):
             self._emit(session, session.held.popleft())
 

@@ -473,6 +473,22 @@ def test_plain_recipient_shows_reordered_messages_once_each():
 # ------------------------------------------------------------ the timer
 
 
+def test_on_timer_finds_a_retransmission_due_without_next_deadline_asked_first():
+    """Session deadlines are read lazily, after the answers are out; on_timer() must
+    still see every endpoint's timer even if the caller never asked next_deadline()."""
+    server = DatagramRelay(Relay(MessageStore(":memory:")), DEFAULT, new_token=itertools.count(0x1000).__next__)
+    link = DatagramLink(DEFAULT)
+    link.start(0.0)
+    link.send_frame(Hello("alice"), 0.0)
+    for datagram in link.datagrams_to_send(0.0):
+        server.receive(datagram, ("198.18.0.2", 1), 0.0)
+    [(hi, _)] = server.outgoing()  # lost on its way: never given to the link
+    server.on_timer(DEFAULT.initial_rto + 0.1)  # past the HI's retransmission timer
+    again = [datagram for datagram, _ in server.outgoing()]
+    assert [decode(d).number for d in again if decode(d).number] == [decode(hi).number]
+    assert server.session_stats("alice").retransmitted == 1
+
+
 def test_next_deadline_costs_no_loop_over_the_sessions_and_is_exact_after_the_timer():
     # The glue asks next_deadline() after every batch; with a thousand clients a loop
     # over them all took 250 us a batch. It must not loop, yet never be late.

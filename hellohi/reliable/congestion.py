@@ -41,7 +41,7 @@ class NewReno:
 
     def on_ack(self, sent_serial: int) -> None:
         """A packet (sent as transmission `sent_serial`) was acknowledged."""
-        if self.in_recovery(sent_serial):
+        if sent_serial <= self.recovery_start:  # in_recovery(), without the call: this runs per packet
             return  # acks of packets from before the loss do not grow the window
         if self.cwnd < self.ssthresh:
             self.cwnd += 1
