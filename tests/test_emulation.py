@@ -370,6 +370,32 @@ def test_down_leaves_a_live_bench_alone_and_points_leftovers_to_cleanup():
     assert find_leftovers(name) == []
 
 
+def test_a_creator_pid_taken_over_by_another_process_is_not_mistaken_for_the_creator():
+    """Once a creator dies its pid can go to a new process; the start time in meta.json tells them apart."""
+    proc, name = hold_network()
+    meta_path = network.STATE_ROOT / name / "meta.json"
+    try:
+        deadline = time.monotonic() + 10
+        while not network.read_meta(name).get("owner_start") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        meta = network.read_meta(name)
+        assert meta["owner_start"] == network.process_start(proc.pid)
+        assert network.leftover_runs(name) == []
+        # The same pid, but a process started at another time: as if the creator had died and
+        # the pid had been given to someone else.
+        meta_path.write_text(json.dumps({**meta, "owner_start": meta["owner_start"] + 1}))
+        assert network.leftover_runs(name) == [name]
+        status = cli_run("status", "--prefix", name).stdout
+        assert "LEFTOVER" in status, status
+        meta_path.write_text(json.dumps(meta))
+        assert network.leftover_runs(name) == []
+    finally:
+        proc.kill()
+        proc.wait()
+        network.remove_run(name)
+    assert find_leftovers(name) == []
+
+
 def test_cleanup_removes_an_up_run_whose_forwarder_died():
     name, _ = cli_up("--delay-ms", "1", "--backend", "nft-tun")
     try:

@@ -386,6 +386,8 @@ class EmulatedNetwork:
     def _write_meta(self) -> None:
         meta = {
             "name": self.name, "owner_pid": 0 if self.detached else os.getpid(), "detached": self.detached,
+            # With the pid, names the creator for good: a pid is reused once its process is gone.
+            "owner_start": None if self.detached else process_start(os.getpid()),
             "backend": self.backend, "loss_in": self.loss_in, "router_ns": self.router_ns,
             "server_ns": self.server_ns, "client_ns": self.client_ns, "server_addr": self.server_addr,
             "client_addrs": self.client_addrs, "up": self.up.to_dict(), "down": self.down.to_dict(),
@@ -562,6 +564,17 @@ def _process_running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"   # the state follows the command name in parentheses
 
 
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat); None if it
+    is gone.  A pid alone may name a new process once the old one has gone; pid and start
+    time together name one process for good."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])   # fields from the 3rd (state) on
+
+
 def _kill_pids(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -626,7 +639,8 @@ def made_by_up(run: str) -> bool:
 
 
 def run_owner_alive(run: str) -> bool:
-    """A run is in use if its creator pid lives, or if `up` made it (detached) and it still works.
+    """A run is in use if its creator lives (its pid, started when meta.json says), or if `up` made
+    it (detached) and it still works.
 
     A detached run has no creator to wait for; it counts as broken (a leftover) once its router
     namespace is gone or, if it had a TUN forwarder, that forwarder has died (the link would then
@@ -639,7 +653,13 @@ def run_owner_alive(run: str) -> bool:
         return not meta.get("forwarder_pid") or bool(_processes_tagged(run, exact=True))
     pid = run_creator_pid(run)
     # A zombie has finished too: a SIGKILLed bench stays one until its parent reaps it.
-    return pid is not None and pid != os.getpid() and _process_running(pid)
+    if pid is None or pid == os.getpid() or not _process_running(pid):
+        return False
+    # The pid lives, but is it still the creator? Not if the process under it started at
+    # another time: the creator died and its pid went to someone else. (A run whose meta
+    # is not written yet, or was written before owner_start existed, has only the pid.)
+    started = meta.get("owner_start")
+    return started is None or process_start(pid) == started
 
 
 def leftover_runs(prefix: str = PREFIX) -> list[str]:
