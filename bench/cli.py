@@ -133,8 +133,12 @@ def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
             ("hello beside sockperf udp", lambda: paired.measure("udp"))]
 
 
-def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenario], remote, progress: Progress) -> None:
-    """One pass over the baselines and the matrix; every entry it adds to `run` says its round."""
+def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenario], remote, progress: Progress,
+              noted_leftovers: set[str] | None = None) -> None:
+    """One pass over the baselines and the matrix; every entry it adds to `run` says its round.
+
+    `noted_leftovers`: emulated networks of killed runs already mentioned in an earlier round
+    (and added to as this round mentions more), so `--rounds N` names each once, not N times."""
     prefix = f"round {number}/{rounds}: " if rounds > 1 else ""
     for name, job in jobs:
         progress.step(prefix + name)
@@ -149,7 +153,9 @@ def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenari
     for sc in scenarios:
         if sc.link == "emulated":
             by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
-    if by_link and (left := leftover_runs()):
+    noted = set() if noted_leftovers is None else noted_leftovers
+    if by_link and (left := [run for run in leftover_runs() if run not in noted]):
+        noted.update(left)
         print(f"\nnote: {len(left)} emulated network(s) left by killed runs ({', '.join(left)}); "
               f"remove them with: {sys.executable} -m bench.emulation cleanup", file=sys.stderr)
     for link_json, group in by_link.items():
@@ -424,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     stopped_by = None
     previous_sigterm = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
+        noted_leftovers: set[str] = set()
         for number in range(1, args.rounds + 1):
-            run_round(run, number, args.rounds, jobs, [sc for sc in scenarios if sc.round == number], remote, progress)
+            run_round(run, number, args.rounds, jobs, [sc for sc in scenarios if sc.round == number], remote, progress,
+                      noted_leftovers)
     except (KeyboardInterrupt, SystemExit) as stop:
         if isinstance(stop, SystemExit) and stop.code != 128 + signal.SIGTERM:
             raise  # (an emulated network turns SIGTERM into SystemExit(143) while it is up)

@@ -1095,6 +1095,35 @@ def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch
     assert err.rstrip().endswith("-m bench.emulation cleanup")
 
 
+def test_with_rounds_each_leftover_network_is_named_once(monkeypatch, capsys):
+    import io
+
+    from bench import emulation
+
+    class Unbuildable:
+        def __init__(self, spec):
+            pass
+
+        def __enter__(self):
+            raise emulation.EmulationError("no link today")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(emulation, "EmulatedNetwork", Unbuildable)
+    leftovers = [["hh-4242-beef"], ["hh-4242-beef"], ["hh-4242-beef", "hh-77-cafe"]]
+    monkeypatch.setattr(cli, "leftover_runs", lambda: leftovers.pop(0))
+    scenario = Scenario("hello", "tcp", count=5, link="emulated", link_config={"loss": 0.05})
+    noted: set[str] = set()
+    notes = []
+    for number in (1, 2, 3):
+        run = results.new_run(["python", "-m", "bench"])
+        cli.run_round(run, number, 3, [], [scenario], None, cli.Progress(3, stream=io.StringIO()), noted)
+        notes.append([line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")])
+    assert [len(round_notes) for round_notes in notes] == [1, 0, 1]
+    assert "(hh-4242-beef)" in notes[0][0] and "1 emulated network(s) left by killed runs (hh-77-cafe)" in notes[2][0]
+
+
 def test_two_emulated_links_that_differ_only_in_seed_or_reorder_time_get_different_ids():
     def scenario_id(**link):
         return Scenario("hello", "udp", count=5, link="emulated", link_config=link).id
