@@ -1066,9 +1066,8 @@ def test_an_empty_server_address_is_refused_not_ignored(capsys):
     assert exit.value.code == 2 and "'' is not HOST:PORT, e.g. 127.0.0.1:5000" in capsys.readouterr().err
 
 
-def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch, capsys):
-    import io
-
+def unbuildable_links(monkeypatch, reason: str) -> None:
+    """Every EmulatedNetwork fails to build, with EmulationError(reason)."""
     from bench import emulation
 
     class Unbuildable:
@@ -1076,12 +1075,18 @@ def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch
             pass
 
         def __enter__(self):
-            raise emulation.EmulationError("command failed: tc qdisc add ... tbf: the \"rate\" parameter is mandatory")
+            raise emulation.EmulationError(reason)
 
         def __exit__(self, *exc):
             return False
 
     monkeypatch.setattr(emulation, "EmulatedNetwork", Unbuildable)
+
+
+def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch, capsys):
+    import io
+
+    unbuildable_links(monkeypatch, "command failed: tc qdisc add ... tbf: the \"rate\" parameter is mandatory")
     monkeypatch.setattr(cli, "leftover_runs", lambda: ["hh-4242-beef"])
     link = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
     scenarios = [Scenario("hello", "tcp", count=5, link="emulated", link_config=link),
@@ -1098,19 +1103,7 @@ def test_a_link_that_cannot_be_built_fails_its_scenarios_not_the_run(monkeypatch
 def test_with_rounds_each_leftover_network_is_named_once(monkeypatch, capsys):
     import io
 
-    from bench import emulation
-
-    class Unbuildable:
-        def __init__(self, spec):
-            pass
-
-        def __enter__(self):
-            raise emulation.EmulationError("no link today")
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(emulation, "EmulatedNetwork", Unbuildable)
+    unbuildable_links(monkeypatch, "no link today")
     leftovers = [["hh-4242-beef"], ["hh-4242-beef"], ["hh-4242-beef", "hh-77-cafe"]]
     monkeypatch.setattr(cli, "leftover_runs", lambda: leftovers.pop(0))
     scenario = Scenario("hello", "tcp", count=5, link="emulated", link_config={"loss": 0.05})
