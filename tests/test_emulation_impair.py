@@ -158,6 +158,20 @@ def test_the_rate_reaches_tc_in_whole_bits_per_second(backend, monkeypatch):
     assert [argv[argv.index("rate") + 1] for argv in commands] == ["1000bit", "100000000000bit"]
 
 
+def test_netem_gets_plain_decimals_even_for_tiny_values(monkeypatch):
+    # Python writes these in scientific notation ("1e-05ms", "2e-06%"), which tc does not read.
+    commands = []
+    monkeypatch.setattr(network, "_sh", lambda argv, **kw: commands.append(argv))
+    tiny = LinkSpec(delay_ms=0.01, jitter_ms=1e-5, reorder=2e-8, duplicate=0.2, rate_mbit=0.001)
+    usual = LinkSpec(delay_ms=10, jitter_ms=2.5, reorder=0.05)
+    net = EmulatedNetwork(up=tiny, down=usual, backend="netem", name="hh-0-test")
+    net._build_qdiscs()
+    up, down = (argv[argv.index("netem"):] for argv in commands)
+    assert up == ["netem", "limit", "100000", "delay", "10us", "0us", "reorder", "0.000002%",
+                  "duplicate", "20%", "rate", "1000bit"]
+    assert down == ["netem", "limit", "100000", "delay", "10000us", "2500us", "reorder", "5%"]
+
+
 def test_packet_direction_by_destination():
     server_net = ipaddress.IPv4Network("198.18.2.0/24")
     header = bytearray(20)

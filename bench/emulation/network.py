@@ -370,14 +370,7 @@ class EmulatedNetwork:
         for spec, dev in ((self.up, "s0"), (self.down, "br0")):
             tc = ["tc", "-n", self.router_ns, "qdisc", "add", "dev", dev, "root"]
             if self.backend == "netem" and (spec.needs_forwarder or spec.rate_mbit):
-                args = ["netem", "limit", "100000", "delay", f"{spec.delay_ms}ms", f"{spec.jitter_ms}ms"]
-                if spec.reorder:
-                    args += ["reorder", f"{spec.reorder * 100}%"]
-                if spec.duplicate:
-                    args += ["duplicate", f"{spec.duplicate * 100}%"]
-                if spec.rate_mbit:
-                    args += ["rate", spec.tc_rate]
-                _sh(tc + args)
+                _sh(tc + spec.netem_args())
             elif spec.rate_mbit:
                 # burst: >= one MTU and ~4 ms worth of the rate; queue up to 100 ms before dropping
                 burst = max(3200, int(spec.rate_mbit * 1e6 / 8 / 250))

@@ -80,6 +80,19 @@ class LinkSpec:
         which tc does not read."""
         return f"{round(self.rate_mbit * 1_000_000)}bit"
 
+    def netem_args(self) -> list[str]:
+        """This direction as the arguments of a netem qdisc (the netem backend). Every number is
+        written in plain decimals, like tc_rate: tc reads neither "1e-05ms" nor "2e-06%"."""
+        args = ["netem", "limit", "100000",
+                "delay", f"{round(self.delay_ms * 1000)}us", f"{round(self.jitter_ms * 1000)}us"]
+        if self.reorder:
+            args += ["reorder", _percent(self.reorder)]
+        if self.duplicate:
+            args += ["duplicate", _percent(self.duplicate)]
+        if self.rate_mbit:
+            args += ["rate", self.tc_rate]
+        return args
+
     @property
     def needs_forwarder(self) -> bool:
         """True when the nft-tun backend must route this direction through the TUN forwarder."""
@@ -99,3 +112,8 @@ class LinkSpec:
     def with_(self, **changes) -> "LinkSpec":
         """A copy with some fields changed, e.g. ``spec.with_(seed=2)``."""
         return replace(self, **changes)
+
+
+def _percent(share: float) -> str:
+    """A share as tc writes a percentage: 0.2 -> "20%", 2e-08 -> "0.000002%"."""
+    return f"{share * 100:.6f}".rstrip("0").rstrip(".") + "%"
