@@ -125,6 +125,17 @@ class _SentPacket:
     first_serial: int = 0  # transmission counter at the first transmission
     skips: int = 0  # acks that brought news of a later-numbered packet since the last transmission
 
+    @property
+    def proof_serial(self) -> int:
+        """The latest transmission an ack of this packet proves was sent before the ack.
+
+        For loss detection, an ack of a retransmitted packet only proves that its *first*
+        copy was sent before the ack: it may be that copy that arrived. Counting it as the
+        newer copy would make every packet sent in between look lost (a cascade of
+        spurious fast retransmits).
+        """
+        return self.serial if self.retries == 0 else self.first_serial
+
 
 class ReliableEndpoint:
     def __init__(
@@ -271,11 +282,7 @@ class ReliableEndpoint:
                 return False
             _, sent = unacked.popitem()
             self._acknowledged(sent)
-            proven = sent.serial if sent.retries == 0 else sent.first_serial
-            if proven > self._largest_acked_serial:
-                self._largest_acked_serial = proven
-            if sent.retries == 0:
-                self.rtt.on_sample(now - sent.last_sent, packet.ack_delay)
+            self._learn_from_ack(sent, sent.proof_serial, packet.ack_delay, now)
         # (Nothing in flight: the ack has nothing to tell us, as in _take_ack.)
         self._largest_received, self._largest_received_at = packet.number, now
         self._expected += 1
@@ -381,11 +388,8 @@ class ReliableEndpoint:
         number = self._next_packet
         self._next_packet += 1
         self._serial += 1
-        # Its timer: the RTO as it stands (rtt.rto, which is base_rto unless timeouts
-        # backed it off and no fresh RTT sample has come since; the usual case is the cheap one).
-        rtt = self.rtt
-        timeout = rtt.base_rto if rtt.backoffs == 0 else rtt.rto
-        packet = _SentPacket(number, tuple(fragments), now, self._serial, now + timeout, first_serial=self._serial)
+        deadline = now + self._timeout_for(retries=0)
+        packet = _SentPacket(number, tuple(fragments), now, self._serial, deadline, first_serial=self._serial)
         self._unacked[number] = packet
         self._stats.packets_sent += 1
         return self._encode(number, packet.fragments, now)
@@ -398,14 +402,15 @@ class ReliableEndpoint:
         packet.serial = self._serial
         packet.last_sent = now
         packet.skips = 0  # KCP resets its fastack counter on every transmission too
-        packet.deadline = now + self._timeout_for(packet)
+        packet.deadline = now + self._timeout_for(packet.retries)
         return self._encode(packet.number, packet.fragments, now)
 
-    def _timeout_for(self, packet: _SentPacket) -> float:
+    def _timeout_for(self, retries: int) -> float:
+        """The retransmission timeout of a packet sent now that was already sent `retries` times."""
         # Karn's rule, second half: keep the backed-off timeout for every packet
         # until a fresh RTT sample; and a packet's own retries back it off further.
         rtt = self.rtt
-        level = max(packet.retries, rtt.backoffs)
+        level = max(retries, rtt.backoffs)
         if level == 0:
             return rtt.base_rto  # the usual case: no backoff (base_rto is already capped)
         return min(rtt.base_rto * rtt.backoff_factor ** min(level, 64), rtt.max_rto)
@@ -438,26 +443,26 @@ class ReliableEndpoint:
         for sent in newly:
             if sent.serial > latest.serial:
                 latest = sent
-            # For loss detection, an ack of a retransmitted packet only proves that its
-            # *first* copy was sent before the ack: it may be that copy that arrived.
-            # Counting it as the newer copy would make every packet sent in between
-            # look lost (a cascade of spurious fast retransmits).
-            serial = sent.serial if sent.retries == 0 else sent.first_serial
-            if serial > proven:
-                proven = serial
+            if sent.proof_serial > proven:
+                proven = sent.proof_serial
             if sent.number > newest:
                 newest = sent.number
             self._acknowledged(sent)
-        # RTT sample from the most recently sent packet this ack covers, if it was
-        # never retransmitted (Karn's rule: otherwise we cannot tell which copy arrived).
-        if latest.retries == 0:
-            self.rtt.on_sample(now - latest.last_sent, packet.ack_delay)
-        if proven > self._largest_acked_serial:
-            self._largest_acked_serial = proven
+        self._learn_from_ack(latest, proven, packet.ack_delay, now)
         if unacked:  # (with nothing left in flight, nothing can be lost or skipped)
             self._detect_losses()
             if self.config.resend_after_skips is not None:
                 self._resend_skipped(newest, now)
+
+    def _learn_from_ack(self, latest: _SentPacket, proven: int, ack_delay: float, now: float) -> None:
+        """What an ack tells beyond the packets it frees. `latest`: the most recently sent
+        packet it covers; `proven`: the largest proof_serial among them."""
+        # An RTT sample, if `latest` was never retransmitted (Karn's rule: otherwise we
+        # cannot tell which copy arrived).
+        if latest.retries == 0:
+            self.rtt.on_sample(now - latest.last_sent, ack_delay)
+        if proven > self._largest_acked_serial:
+            self._largest_acked_serial = proven
 
     def _acknowledged(self, sent: _SentPacket) -> None:
         """The peer has packet `sent`: grow the window, report the messages it completes."""
