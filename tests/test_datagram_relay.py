@@ -199,6 +199,48 @@ def test_plain_clients_share_the_port_with_reliable_ones():
     assert bob.received() == [b"fire and forget"]
 
 
+def relay_conversation(monkeypatch, lanes: bool) -> dict:
+    """alice and bob say Hello, then alice sends bob 100 messages over a lossy path."""
+    import hellohi.client_session
+    import hellohi.datagram_client
+    import hellohi.datagram_relay
+    from hellohi.reliable import ReliableEndpoint
+
+    taken = [0]
+    receive_next_message = ReliableEndpoint.receive_next_message
+
+    def counted(self, *args):
+        took = receive_next_message(self, *args)
+        taken[0] += took
+        return took
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReliableEndpoint, "receive_next_message", counted)
+        patch.setattr(hellohi.client_session.secrets, "token_hex", lambda size: "ab" * size)  # the same refs in both runs
+        if not lanes:  # every datagram takes the general path
+            patch.setattr(hellohi.datagram_relay, "unpack_common_shape", lambda datagram: None)
+            patch.setattr(hellohi.datagram_client, "unpack_common_shape", lambda datagram: None)
+        net = Network(DEFAULT, Impairment(loss=0.1, delay=0.01, jitter=0.004, seed=3),
+                      Impairment(loss=0.1, delay=0.01, jitter=0.004, seed=4))
+        alice, bob = net.client("alice", 1), net.client("bob", 2)
+        alice.hello(), bob.hello()
+        net.run(5)
+        for i in range(100):
+            alice.send("bob", f"message {i}".encode())
+            net.run(0.05)
+        net.run(60)
+    return {"server sent": net.datagrams_to, "bob got": bob.received(), "alice saw": alice.events,
+            "stats": net.server.stats, "taken": taken[0]}
+
+
+def test_the_fast_lanes_of_relay_and_link_change_nothing_but_the_path(monkeypatch):
+    fast, general = relay_conversation(monkeypatch, lanes=True), relay_conversation(monkeypatch, lanes=False)
+    assert general["taken"] == 0 and fast["taken"] > 100
+    assert fast["bob got"] == [f"message {i}".encode() for i in range(100)]
+    for key in ("server sent", "bob got", "alice saw", "stats"):
+        assert fast[key] == general[key], key
+
+
 @pytest.mark.parametrize("config", [DEFAULT, TURBO], ids=["default", "turbo"])
 def test_exactly_once_in_order_through_the_relay_under_heavy_loss(config):
     up = Impairment(loss=0.3, duplicate=0.05, reorder=0.1, delay=0.02, jitter=0.01, seed=7)

@@ -179,6 +179,13 @@ class ReliableEndpoint:
         self._to_retransmit: OrderedDict[int, None] = OrderedDict()
         self._fragments_left: dict[int, int] = {}  # message id -> fragments not yet acked
         self._ping_due = False
+        # The fast lane (receive_next_message) answers first and accounts for the ack
+        # it took afterwards: the acked packet waits here, and packets sent meanwhile
+        # wait for their retransmission timers, until the next call that needs them
+        # (_settle). Every other entry point settles first, so none can tell.
+        self._unsettled = False
+        self._ack_to_account: tuple[_SentPacket, float, float] | None = None  # (packet, ack delay, when)
+        self._timers_owed: list[_SentPacket] = []
 
         # ---- receiver
         self._expected = 1  # next packet number to hand on; our cumulative ack
@@ -219,11 +226,15 @@ class ReliableEndpoint:
         return message_id
 
     def pop_events(self) -> list[Event]:
+        if self._unsettled:
+            self._settle()
         events, self._events = self._events, []
         return events
 
     @property
     def stats(self) -> EndpointStats:
+        if self._unsettled:
+            self._settle()
         self._stats.srtt = self.rtt.srtt
         self._stats.rto = self.rtt.rto
         self._stats.cwnd = self.cc.cwnd
@@ -232,6 +243,8 @@ class ReliableEndpoint:
     @property
     def unacknowledged(self) -> int:
         """Messages sent or queued and not yet acknowledged by the peer."""
+        if self._unsettled:
+            self._settle()
         return len(self._fragments_left)
 
     @property
@@ -249,6 +262,8 @@ class ReliableEndpoint:
 
     def receive_packet(self, packet: Packet, now: float, size: int = 0) -> None:
         """Like receive_datagram, for a packet the glue has already decoded (and checked)."""
+        if self._unsettled:
+            self._settle()
         if self.failed:
             return
         self.last_heard = now
@@ -262,35 +277,82 @@ class ReliableEndpoint:
         elif packet.is_ping:
             self._ack_now = True  # a keepalive: answer so the peer hears from us
 
-    def _take_predicted(self, packet: Packet, now: float) -> bool:
-        """Header prediction (Van Jacobson's, in TCP since 1988): most packets of a
-        conversation are the next one in order, carry one whole message and acknowledge
-        at most the one packet we have in flight, as every packet of a ping-pong does.
-        A few comparisons recognise such a packet; then a few lines do for it what
-        _take_ack and _take_data would. Any other packet returns False, nothing changed,
-        and takes the general path. (tests/test_reliable_prediction.py holds both paths
-        to the same datagrams, events and counters.)
+    def receive_next_message(self, number: int, cumulative_ack: int, ack_delay: float, data: bytes, now: float, size: int = 0) -> bool:
+        """The fast lane: header prediction on a datagram's fields, before anything is
+        built from them (packet.unpack_common_shape reads them).
+
+        True if packet `number` is the next one in order, carries `data` as one whole
+        message and acknowledges at most the one packet we have in flight. Then it is
+        taken: `data` is the caller's to deliver, and no MessageReceived is queued for
+        it. What its ack tells us (an RTT sample, a larger congestion window, a
+        MessageDelivered) is accounted for at the next call into the endpoint: a server
+        sends its answer, a client its next message, before that work is done.
+        False, with nothing changed, for any other packet: decode it and call
+        receive_packet(). `size` is the datagram's length, for the byte counter.
         """
-        if packet.number != self._expected or packet.ranges or self._early or self._partial or self._to_retransmit:
-            return False  # out of order, a gap on either side, a message half built, a loss being repaired
-        fragments = packet.fragments
-        if len(fragments) != 1 or fragments[0].count != 1 or len(fragments[0].data) > self.config.max_message:
+        if self._unsettled:
+            self._settle()
+        if self.failed or not self._take_next(number, cumulative_ack, ack_delay, len(data), now):
             return False
+        self.last_heard = now
+        self._stats.datagrams_received += 1
+        self._stats.bytes_received += size
+        return True
+
+    def _take_predicted(self, packet: Packet, now: float) -> bool:
+        """Header prediction (Van Jacobson's, in TCP since 1988) for a decoded packet:
+        see _take_next. Any other packet returns False, nothing changed, and takes the
+        general path. (tests/test_reliable_prediction.py holds both paths to the same
+        datagrams, events and counters.)
+        """
+        fragments = packet.fragments
+        if packet.ranges or len(fragments) != 1 or fragments[0].count != 1:
+            return False  # the peer has a gap to report, or the message is in pieces
+        fragment = fragments[0]
+        if not self._take_next(packet.number, packet.cumulative_ack, packet.ack_delay, len(fragment.data), now):
+            return False
+        # Accounted for at once on this path, so the events come in the general path's order.
+        self._settle()
+        self._events.append(MessageReceived(fragment.message_id, fragment.data))
+        return True
+
+    def _take_next(self, number: int, cumulative_ack: int, ack_delay: float, size: int, now: float) -> bool:
+        """Most packets of a conversation are the next one in order, carry one whole
+        message and acknowledge at most the one packet we have in flight, as every
+        packet of a ping-pong does. A few comparisons recognise such a packet (the
+        caller has checked that it is one whole message of `size` bytes); then a few
+        lines do what _take_ack and _take_data would, except the ack's accounting,
+        which waits in _ack_to_account (see _settle).
+        """
+        if number != self._expected or self._early or self._partial or self._to_retransmit or size > self.config.max_message:
+            return False  # out of order, a gap on either side, a message half built, a loss being repaired
         unacked = self._unacked
         if unacked:
-            if len(unacked) != 1 or packet.cumulative_ack != self._next_packet:
+            if len(unacked) != 1 or cumulative_ack != self._next_packet:
                 return False
             _, sent = unacked.popitem()
-            self._acknowledged(sent)
-            self._learn_from_ack(sent, sent.proof_serial, packet.ack_delay, now)
+            self._ack_to_account = (sent, ack_delay, now)
+            self._unsettled = True
         # (Nothing in flight: the ack has nothing to tell us, as in _take_ack.)
-        self._largest_received, self._largest_received_at = packet.number, now
+        self._largest_received, self._largest_received_at = number, now
         self._expected += 1
-        fragment = fragments[0]
         self._stats.messages_received += 1
-        self._events.append(MessageReceived(fragment.message_id, fragment.data))
         self._schedule_ack(now)
         return True
+
+    def _settle(self) -> None:
+        """The accounting the fast lane left for later: the ack it took (the packet
+        it freed, the RTT sample), then the retransmission timers of packets sent
+        since, which depend on that sample."""
+        self._unsettled = False
+        if self._ack_to_account is not None:
+            sent, ack_delay, when = self._ack_to_account
+            self._ack_to_account = None
+            self._acknowledged(sent)
+            self._learn_from_ack(sent, sent.proof_serial, ack_delay, when)
+        for sent in self._timers_owed:
+            sent.deadline = sent.last_sent + self._timeout_for(sent.retries)
+        self._timers_owed.clear()
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Everything due now: retransmissions, new data the windows allow, acks, a keepalive."""
@@ -301,7 +363,12 @@ class ReliableEndpoint:
             for number in self._to_retransmit:
                 out.append(self._retransmit(self._unacked[number], now))
             self._to_retransmit.clear()
-        while self._queue and self._may_send_new():
+        while self._queue:
+            if not self._may_send_new():
+                if not self._unsettled:
+                    break
+                self._settle()  # the ack not yet accounted for may have opened the window
+                continue
             out.append(self._send_new_packet(now))
         if self._ack_now or (self._ack_deadline is not None and now >= self._ack_deadline):
             out.append(self._encode(0, (), now))
@@ -318,6 +385,8 @@ class ReliableEndpoint:
 
     def next_deadline(self) -> float | None:
         """When handle_timer() (or datagrams_to_send()) next has work; None if never."""
+        if self._unsettled:
+            self._settle()
         if self.failed:
             return None
         # The earliest of: every packet's retransmission timer (retransmissions
@@ -336,6 +405,8 @@ class ReliableEndpoint:
 
     def handle_timer(self, now: float) -> None:
         """Time has passed: find packets whose retransmission timer expired, keepalives due."""
+        if self._unsettled:
+            self._settle()
         if self.failed:
             return
         expired = [p for p in self._unacked.values() if p.deadline <= now and p.number not in self._to_retransmit]
@@ -388,8 +459,11 @@ class ReliableEndpoint:
         number = self._next_packet
         self._next_packet += 1
         self._serial += 1
-        deadline = now + self._timeout_for(retries=0)
-        packet = _SentPacket(number, tuple(fragments), now, self._serial, deadline, first_serial=self._serial)
+        packet = _SentPacket(number, tuple(fragments), now, self._serial, 0.0, first_serial=self._serial)
+        if self._unsettled:
+            self._timers_owed.append(packet)  # its timeout depends on the RTT sample not yet taken
+        else:
+            packet.deadline = now + self._timeout_for(retries=0)
         self._unacked[number] = packet
         self._stats.packets_sent += 1
         return self._encode(number, packet.fragments, now)

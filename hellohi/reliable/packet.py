@@ -209,14 +209,27 @@ def _decode_field_by_field(datagram: bytes) -> Packet:
 
 
 def _decode_common_shape(datagram: bytes) -> Packet | None:
-    """The most common datagram, read with one unpack: a well-formed packet with no
-    ack ranges and one fragment that ends the datagram (a chat frame, or its answer,
-    with nothing lost). None for anything else, well-formed or not: decode() then
-    reads it field by field (_decode_field_by_field), and says what is wrong if
-    something is.
+    """decode() for the most common datagram (see unpack_common_shape); None for
+    anything else, well-formed or not: decode() then reads it field by field
+    (_decode_field_by_field), and says what is wrong if something is.
 
     Every check _decode_field_by_field makes of such a packet is made here too, so
     both ways give the same Packet (tests/test_reliable_packet.py compares them).
+    """
+    fields = unpack_common_shape(datagram)
+    if fields is None:
+        return None
+    flags, token, number, cumulative_ack, delay_units, message_id, index, count, data = fields
+    fragment = Fragment(message_id, index, count, data)
+    return Packet(token, number, cumulative_ack, delay_units * ACK_DELAY_UNIT, (), (fragment,), flags)
+
+
+def unpack_common_shape(datagram: bytes) -> tuple[int, int, int, int, int, int, int, int, bytes] | None:
+    """The most common datagram, read with one unpack: a well-formed packet with no
+    ack ranges and one fragment that ends the datagram (a chat frame, or its answer,
+    with nothing lost). Returns its fields as a plain tuple, without building a
+    Packet: (flags, token, number, cumulative_ack, delay_units, message_id, index,
+    count, data). None for anything else.
     """
     size = _HEADER_AND_FRAGMENT.size
     # Bytes 20 and 21 (R and F in the table above) count the ack ranges and the
@@ -232,5 +245,4 @@ def _decode_common_shape(datagram: bytes) -> Packet | None:
         return None  # a bad header
     if not number or not message_id or index >= count:  # (count 0 fails here too)
         return None  # a bad fragment, or data without a packet number
-    fragment = Fragment(message_id, index, count, bytes(datagram[size:]))
-    return Packet(token, number, cumulative_ack, delay_units * ACK_DELAY_UNIT, (), (fragment,), flags)
+    return flags, token, number, cumulative_ack, delay_units, message_id, index, count, bytes(datagram[size:])
