@@ -439,7 +439,10 @@ class ReliableEndpoint:
     # ------------------------------------------------------------ sender internals
 
     def _may_send_new(self) -> bool:
-        lowest = next(iter(self._unacked), self._next_packet)
+        if not self._unacked:
+            # Nothing in flight (a ping-pong's every message): both windows hold at least one packet.
+            return self._next_packet <= MAX_PACKET_NUMBER
+        lowest = next(iter(self._unacked))
         return (
             len(self._unacked) < self.cc.window
             and self._next_packet < lowest + self.config.send_window
@@ -449,6 +452,8 @@ class ReliableEndpoint:
     def _send_new_packet(self, now: float) -> bytes:
         fragments: list[Fragment] = []
         room = self._body_budget
+        if len(self._queue) == 1:
+            fragments.append(self._queue.popleft())  # a lone fragment always fits (see _fragment_size)
         while self._queue and len(fragments) < 255:
             size = FRAGMENT_HEADER + len(self._queue[0].data)
             if size > room:
