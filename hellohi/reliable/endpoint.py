@@ -183,7 +183,7 @@ class ReliableEndpoint:
         # it took afterwards: the acked packet waits here, and packets sent meanwhile
         # wait for their retransmission timers, until the next call that needs them
         # (_settle). Every other entry point settles first, so none can tell.
-        self._unsettled = False
+        # (Timers are owed only while an ack waits, so that ack alone says "unsettled".)
         self._ack_to_account: tuple[_SentPacket, float, float] | None = None  # (packet, ack delay, when)
         self._timers_owed: list[_SentPacket] = []
 
@@ -226,14 +226,14 @@ class ReliableEndpoint:
         return message_id
 
     def pop_events(self) -> list[Event]:
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         events, self._events = self._events, []
         return events
 
     @property
     def stats(self) -> EndpointStats:
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         self._stats.srtt = self.rtt.srtt
         self._stats.rto = self.rtt.rto
@@ -243,7 +243,7 @@ class ReliableEndpoint:
     @property
     def unacknowledged(self) -> int:
         """Messages sent or queued and not yet acknowledged by the peer."""
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         return len(self._fragments_left)
 
@@ -262,7 +262,7 @@ class ReliableEndpoint:
 
     def receive_packet(self, packet: Packet, now: float, size: int = 0) -> None:
         """Like receive_datagram, for a packet the glue has already decoded (and checked)."""
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         if self.failed:
             return
@@ -290,7 +290,7 @@ class ReliableEndpoint:
         False, with nothing changed, for any other packet: decode it and call
         receive_packet(). `size` is the datagram's length, for the byte counter.
         """
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         if self.failed or not self._take_next(number, cumulative_ack, ack_delay, len(data), now):
             return False
@@ -332,7 +332,6 @@ class ReliableEndpoint:
                 return False
             _, sent = unacked.popitem()
             self._ack_to_account = (sent, ack_delay, now)
-            self._unsettled = True
         # (Nothing in flight: the ack has nothing to tell us, as in _take_ack.)
         self._largest_received, self._largest_received_at = number, now
         self._expected += 1
@@ -344,7 +343,6 @@ class ReliableEndpoint:
         """The accounting the fast lane left for later: the ack it took (the packet
         it freed, the RTT sample), then the retransmission timers of packets sent
         since, which depend on that sample."""
-        self._unsettled = False
         if self._ack_to_account is not None:
             sent, ack_delay, when = self._ack_to_account
             self._ack_to_account = None
@@ -365,7 +363,7 @@ class ReliableEndpoint:
             self._to_retransmit.clear()
         while self._queue:
             if not self._may_send_new():
-                if not self._unsettled:
+                if self._ack_to_account is None:
                     break
                 self._settle()  # the ack not yet accounted for may have opened the window
                 continue
@@ -385,7 +383,7 @@ class ReliableEndpoint:
 
     def next_deadline(self) -> float | None:
         """When handle_timer() (or datagrams_to_send()) next has work; None if never."""
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         if self.failed:
             return None
@@ -405,7 +403,7 @@ class ReliableEndpoint:
 
     def handle_timer(self, now: float) -> None:
         """Time has passed: find packets whose retransmission timer expired, keepalives due."""
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._settle()
         if self.failed:
             return
@@ -465,7 +463,7 @@ class ReliableEndpoint:
         self._next_packet += 1
         self._serial += 1
         packet = _SentPacket(number, tuple(fragments), now, self._serial, 0.0, first_serial=self._serial)
-        if self._unsettled:
+        if self._ack_to_account is not None:
             self._timers_owed.append(packet)  # its timeout depends on the RTT sample not yet taken
         else:
             packet.deadline = now + self._timeout_for(retries=0)
