@@ -547,25 +547,30 @@ def _processes_tagged(run: str, *, exact: bool = False) -> list[int]:
     return pids
 
 
-def _process_running(pid: int) -> bool:
-    """True while ``pid`` runs.  A zombie has finished: it only waits for its parent to reap it
-    (which, for an orphan in a container, may never happen), so it does not count."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3 on of /proc/PID/stat (state, parent, ... start time is the 20th of them); None
+    if ``pid`` is gone.  They follow the command name in parentheses, which may itself hold
+    spaces and parentheses: hence the last ")"."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"   # the state follows the command name in parentheses
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _process_running(pid: int) -> bool:
+    """True while ``pid`` runs.  A zombie has finished: it only waits for its parent to reap it
+    (which, for an orphan in a container, may never happen), so it does not count."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def process_start(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat); None if it
     is gone.  A pid alone may name a new process once the old one has gone; pid and start
     time together name one process for good."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[19])   # fields from the 3rd (state) on
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
 
 
 def _kill_pids(pids: list[int]) -> None:
