@@ -154,7 +154,7 @@ def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenari
         if sc.link == "emulated":
             by_link.setdefault(json.dumps(sc.link_config, sort_keys=True), []).append(sc)
     noted = set() if noted_leftovers is None else noted_leftovers
-    if by_link and (left := [run for run in leftover_runs() if run not in noted]):
+    if by_link and (left := [name for name in leftover_runs() if name not in noted]):
         noted.update(left)
         print(f"\nnote: {len(left)} emulated network(s) left by killed runs ({', '.join(left)}); "
               f"remove them with: {sys.executable} -m bench.emulation cleanup", file=sys.stderr)

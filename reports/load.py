@@ -269,7 +269,7 @@ def shape_problem(run: dict) -> str | None:
 
 
 def interrupted(run: dict) -> bool:
-    """Whether Ctrl-C stopped the run (results.json then holds only what finished)."""
+    """Whether Ctrl-C (or SIGTERM) stopped the run (results.json then holds only what finished)."""
     return run.get("interrupted") is True
 
 
