@@ -441,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         # ran); what finished is still worth a table and a results file.
         stopped_by = "SIGTERM" if isinstance(stop, (_Terminated, SystemExit)) else "Ctrl-C"
         run["interrupted"] = True
+        run["stopped_by"] = stopped_by
         where = f"below and in {args.out}" if args.out else "below"
         print(f"\ninterrupted ({stopped_by}): {progress.done} of {progress.total} steps finished; "
               f"what they measured is {where}", file=sys.stderr)

@@ -107,7 +107,8 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     # apart, on the same two cores. The scenarios' own p50s, taken half a minute after
     # sockperf's baseline and wherever the scheduler put the processes, are shown as
     # information beside them.
-    unmeasured_turns = ("baselines skipped, Ctrl-C before them, or sockperf missing" if run.get("interrupted")
+    unmeasured_turns = (f"baselines skipped, {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them, or sockperf missing"
+                        if run.get("interrupted")
                         else "baselines skipped, or sockperf missing")
     for kernel, clients in CLIENTS.items():
         turns = _baseline(run, f"paired-hello-{kernel}")

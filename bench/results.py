@@ -82,7 +82,8 @@ def new_run(argv: list[str], tool_versions: dict | None = None) -> dict:
         "schema": SCHEMA,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": argv,
-        "interrupted": False,  # True: stopped by Ctrl-C; scenarios and baselines hold what finished
+        "interrupted": False,  # True: stopped early; scenarios and baselines hold what finished
+        "stopped_by": None,  # what stopped it early: "Ctrl-C" or "SIGTERM"
         "environment": environment(tool_versions),
         "scenarios": [],
         "baselines": [],

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .load import BadResults, describe_link, interrupted, link_of, load_run, results_file
+from .load import BadResults, describe_link, interrupted, link_of, load_run, results_file, stopped_by
 from .tables import (baseline_table, delivery_table, kcp_table, latency_table, not_measured_table, ratio_table,
                      throughput_table)
 
@@ -49,7 +49,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
         f"- links: {links_line}",
         *_rounds_line(run),
-        *(["- **interrupted**: Ctrl-C stopped this run; only the scenarios and baselines that finished before it "
+        *([f"- **interrupted**: {stopped_by(run)} stopped this run; only the scenarios and baselines that finished before it "
             "are here"] if interrupted(run) else []),
         "",
         "Latencies are in microseconds and each says whether it is a round trip or one way; jitter is the",
@@ -72,10 +72,10 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
                   "its own test.cpp, built from its repository, printed about 4,100-4,500 ms average there "
                   "(docs/bench.md). Normal and fast mode match the README."),
         *_section("Baselines, same run", baseline_table(run),
-                  empty="Ctrl-C stopped this run before any baseline finished, or they were skipped."
+                  empty=f"{stopped_by(run)} stopped this run before any baseline finished, or they were skipped."
                   if interrupted(run) else "Baselines were skipped in this run."),
         *_section("Scenarios not measured", not_measured_table(run),
-                  "Ctrl-C stopped this run: the scenarios it cut short or never reached are not in results.json, "
+                  f"{stopped_by(run)} stopped this run: the scenarios it cut short or never reached are not in results.json, "
                   "so they are not listed here either." if interrupted(run) else "",
                   empty="Every scenario that ran was measured." if interrupted(run)
                   else "Every scenario of the matrix was measured."),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from .load import baseline, describe_link, find, interrupted, latency, link_of, measured
+from .load import baseline, describe_link, find, interrupted, latency, link_of, measured, stopped_by
 from .tables import number, ratio_detail, ratio_target, ratio_value, verdict
 
 
@@ -27,7 +27,7 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
             reason = scenario.get("reason") or "no figures"
             return f"not measured in this run ({scenario['status']}: {reason})"
     if interrupted(run):
-        return "not measured in this run (not in its scenario matrix, or Ctrl-C stopped the run before it)"
+        return f"not measured in this run (not in its scenario matrix, or {stopped_by(run)} stopped the run before it)"
     return "not measured in this run (not in its scenario matrix)"
 
 
@@ -46,7 +46,7 @@ def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
     entry = baseline(run, test)
     if entry is None:
         if interrupted(run):
-            return None, "not measured in this run (baselines were skipped, or Ctrl-C stopped the run before them)"
+            return None, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"
         return None, "not measured in this run (baselines were skipped)"
     if entry["status"] != "ok":
         return None, f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
@@ -352,7 +352,7 @@ def handout(run: dict) -> str:
         "the full tables and the charts are in `report.md` beside this file. Latencies are in µs (KCP's",
         "test in ms) and each says whether it is a round trip or one way.",
         *_rounds_note(run),
-        *(["", "**Ctrl-C stopped this run**: only what finished before it was measured. Run the bench again "
+        *(["", f"**{stopped_by(run)} stopped this run**: only what finished before it was measured. Run the bench again "
             "to answer every question."] if interrupted(run) else []),
         "",
         *_floor_section(run),

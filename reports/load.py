@@ -85,6 +85,9 @@ def load_run(path: Path) -> dict:
 
 _NUMBER = (int, float)
 
+# What may stop a run early (bench/cli.py); None: it ended by itself, or the bench did not say.
+STOPPERS = (None, "Ctrl-C", "SIGTERM")
+
 # The impairments describe_link puts into words; each is multiplied or formatted as a number.
 _IMPAIRMENTS = ("loss", "delay_ms", "jitter_ms", "reorder", "duplicate", "rate_mbit")
 
@@ -254,7 +257,9 @@ def shape_problem(run: dict) -> str | None:
     if not isinstance(run.get("ratios", []), list):
         return "\"ratios\" is not a list"
     if run.get("interrupted") is not None and not isinstance(run["interrupted"], bool):
-        return "\"interrupted\" is not true, false or null (true: Ctrl-C stopped the run)"
+        return "\"interrupted\" is not true, false or null (true: Ctrl-C or SIGTERM stopped the run)"
+    if run.get("stopped_by") not in STOPPERS:
+        return "\"stopped_by\" is not \"Ctrl-C\", \"SIGTERM\" or null (what stopped an interrupted run)"
     if run.get("command") is not None and not isinstance(run["command"], list):
         return "\"command\" is not a list (the bench's command line, one word per item)"
     for key, check in (("scenarios", _problem_in_scenario), ("baselines", _problem_in_baseline),
@@ -271,6 +276,12 @@ def shape_problem(run: dict) -> str | None:
 def interrupted(run: dict) -> bool:
     """Whether Ctrl-C (or SIGTERM) stopped the run (results.json then holds only what finished)."""
     return run.get("interrupted") is True
+
+
+def stopped_by(run: dict) -> str:
+    """What stopped an interrupted run, in the report's words. Results written before the
+    bench recorded it (no "stopped_by") say only that one of the two did."""
+    return run.get("stopped_by") or "Ctrl-C or SIGTERM"
 
 
 def measured(run: dict) -> list[dict]:

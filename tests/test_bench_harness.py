@@ -774,7 +774,7 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
     assert "not measured (baselines skipped, Ctrl-C before them, or sockperf missing)" in stdout
     assert "hello-raw-tcp-64B-n20 " in stdout
     run = json.loads((out / "results.json").read_text())
-    assert run["interrupted"] is True
+    assert run["interrupted"] is True and run["stopped_by"] == "Ctrl-C"
     assert [s["id"] for s in run["scenarios"]] == ["hello-raw-tcp-64B-n20"]
     assert run["scenarios"][0]["figures"]["delivery"]["delivered"] == 20
     assert _processes_in_group(bench.pid) == [], "a server of the bench outlived it"
@@ -813,6 +813,8 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_server(tmp_path):
     assert f"interrupted (SIGTERM): 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
     run = json.loads((out / "results.json").read_text())
     assert run["interrupted"] is True and [s["id"] for s in run["scenarios"]] == ["hello-raw-tcp-64B-n20"]
+    assert run["stopped_by"] == "SIGTERM"
+    assert "not measured (baselines skipped, SIGTERM before them, or sockperf missing)" in stdout
     assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
 
 

@@ -393,7 +393,8 @@ def test_an_interrupted_run_says_so_at_the_top_of_the_report(tmp_path):
     folder = write_run(tmp_path / "whole", run)
     assert main([str(folder), "--out", str(tmp_path / "whole-report")]) == 0
     assert "**interrupted**" not in (tmp_path / "whole-report" / "report.md").read_text()
-    run["interrupted"] = True
+    assert run["stopped_by"] is None
+    run["interrupted"], run["stopped_by"] = True, "Ctrl-C"
     run["baselines"] = []  # stopped before the first baseline had finished
     folder = write_run(tmp_path / "cut", run)
     assert main([str(folder), "--out", str(tmp_path / "cut-report")]) == 0
@@ -414,6 +415,27 @@ def test_an_interrupted_run_says_so_at_the_top_of_the_report(tmp_path):
     assert main([str(folder), "--out", str(tmp_path / "cut-earlier-report")]) == 0
     handout = (tmp_path / "cut-earlier-report" / "handout.md").read_text()
     assert "not measured in this run (not in its scenario matrix, or Ctrl-C stopped the run before it)" in handout
+
+
+@pytest.mark.parametrize("stopper, words", [("SIGTERM", "SIGTERM"), (None, "Ctrl-C or SIGTERM")])
+def test_the_report_names_what_stopped_the_run(tmp_path, stopper, words):
+    """`kill PID` stops a run as Ctrl-C does, and the report says which; results written
+    before the bench recorded it (no "stopped_by") say it was one of the two."""
+    run = synthetic_run()
+    run["interrupted"], run["baselines"] = True, []
+    if stopper is None:
+        del run["stopped_by"]
+    else:
+        run["stopped_by"] = stopper
+    folder = write_run(tmp_path / "cut", run)
+    assert main([str(folder), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    handout = (tmp_path / "report" / "handout.md").read_text()
+    assert f"- **interrupted**: {words} stopped this run; only the scenarios" in report
+    assert f"{words} stopped this run before any baseline finished, or they were skipped." in report
+    assert f"**{words} stopped this run**: only what finished before it was measured." in handout
+    if stopper == "SIGTERM":
+        assert "Ctrl-C stopped" not in report + handout
 
 
 def test_every_protocol_the_bench_knows_has_its_own_colour_on_the_charts():

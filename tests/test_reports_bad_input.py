@@ -119,7 +119,9 @@ WRONG_TYPES = {
     "\"command\" is not a list (the bench's command line, one word per item)":
         lambda r: r.update(command="python -m bench"),
     "ratios[0].detail is not a string": lambda r: r["ratios"][0].update(detail=["25.5 us", "15.0 us"]),
-    "\"interrupted\" is not true, false or null (true: Ctrl-C stopped the run)": lambda r: r.update(interrupted="no"),
+    "\"interrupted\" is not true, false or null (true: Ctrl-C or SIGTERM stopped the run)": lambda r: r.update(interrupted="no"),
+    "\"stopped_by\" is not \"Ctrl-C\", \"SIGTERM\" or null (what stopped an interrupted run)":
+        lambda r: r.update(interrupted=True, stopped_by="SIGKILL"),
     "baselines[0].config is missing or not an object": lambda r: r["baselines"][0].pop("config"),
     "baselines[0] (ping-pong-tcp) has no figures.latency": lambda r: r["baselines"][0]["figures"].pop("latency"),
     "baselines[2] (tcp-throughput) has no figures.goodput_MB_per_s":
