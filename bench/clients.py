@@ -8,6 +8,7 @@ instead of crashing the run.
 from __future__ import annotations
 
 import importlib
+import socket
 
 from hellohi.datagram_relay import MAX_UDP_PAYLOAD
 
@@ -118,3 +119,8 @@ def plain_frame_problem(protocol: str, payload: int, sender: str = "bench-alice"
         return None
     return (f"not applicable: plain UDP carries one frame per datagram, and a {payload:,}-byte body "
             f"makes a {largest:,}-byte frame, more than the {MAX_UDP_PAYLOAD:,} bytes one UDP datagram can carry")
+
+
+def udp_socket(host: str) -> socket.socket:
+    """A UDP socket of the address family `host` is written in (an IPv6 address has colons)."""
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)

@@ -13,6 +13,8 @@ import time
 
 from hellohi.datagram_client import padded_plain_hello
 
+from .clients import udp_socket
+
 WAIT = 3.0  # seconds for an answer: far more than any round trip between two computers
 UDP_TRIES = 3  # plain UDP Hellos sent (one may be lost on the way, or its HI on the way back)
 
@@ -64,9 +66,8 @@ def _say_bye(sock: socket.socket) -> None:
 
 
 def _udp_hello(host: str, port: int, wait: float) -> str | None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        with udp_socket(host) as sock:
             sock.connect((host, port))
             # Padded: until our address is proven, the server sends it no more bytes than it got.
             hello = padded_plain_hello(b"Hello\n")

@@ -26,7 +26,7 @@ from typing import Callable
 from hellohi.client_session import MessageReceived, Registered, StatusChanged
 from hellohi.waiting import event_set_within
 
-from .clients import client_factory, is_plain, reliability_config
+from .clients import client_factory, is_plain, reliability_config, udp_socket
 from .stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder, rate
 
 WORKLOADS = ("hello", "hello-raw", "relay", "throughput", "throughput-raw", "fanin", "fanout", "drain")
@@ -258,7 +258,7 @@ def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario, stop: threadi
     of the server's, which checks our address, is answered with PONG."""
     from hellohi.datagram_client import padded_plain_hello
 
-    with socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with udp_socket(endpoint.host) as sock:
         sock.connect((endpoint.host, endpoint.port))
 
         def hi() -> bool:
@@ -307,7 +307,7 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario, stop: threading.Eve
     clock = time.monotonic
     link = DatagramLink(reliability_config(sc.protocol))
     link.start(clock())
-    with socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with udp_socket(endpoint.host) as sock:
         sock.connect((endpoint.host, endpoint.port))
         sock.setblocking(False)
         # poll() for the next deadline, then a read that cannot block: with a socket
