@@ -34,13 +34,10 @@ from .client_session import (
     StatusChanged,
 )
 from .chat_client import HelloRefused
-from .codec import ADDRESSABLE_NAME, CHOSEN_NAME
+from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
 
 # 2 is also what argparse exits with for a bad flag: a wrong --name or --send is one too.
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT, EXIT_BAD_USAGE = 0, 1, 2, 2
-
-# In words, the rule CHOSEN_NAME checks (the relay checks Hello's name with it too).
-NAME_RULE = "a name is 1-32 letters, digits, '_', '.' or '-'"
 
 # What to do about the refusals a person can fix, by ERR code.
 HELLO_REFUSED_FIX = {

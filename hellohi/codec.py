@@ -28,8 +28,10 @@ PROTOCOL_VERSION = "hellohi/1"
 DEFAULT_MAX_LINE = 1024
 DEFAULT_MAX_BODY = 64 * 1024
 
-# A name a client may choose with `Hello NAME`.
+# A name a client may choose with `Hello NAME`, and that rule in words (the relay's
+# ERR 422 and the client's command-line check both say it).
 CHOSEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+NAME_RULE = "a name is 1-32 letters, digits, '_', '.' or '-'"
 # Any name that can be addressed: chosen names, and the `IP:PORT` names the
 # server gives to clients that said a bare `Hello` (IPv6 in brackets).
 ADDRESSABLE_NAME = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,64}\Z")

@@ -21,6 +21,7 @@ from typing import Union
 
 from .codec import (
     CHOSEN_NAME,
+    NAME_RULE,
     PROTOCOL_VERSION,
     Ack,
     Bye,
@@ -241,7 +242,7 @@ class Relay:
             self._refuse(connection, ErrorCode.BAD_VERSION, f"this server speaks {PROTOCOL_VERSION}")
             return
         if hello.name is not None and not CHOSEN_NAME.match(hello.name):
-            self._reply_error(connection, ErrorCode.BAD_NAME, "a name is 1-32 letters, digits, '_', '.' or '-'")
+            self._reply_error(connection, ErrorCode.BAD_NAME, NAME_RULE)
             return
         name = hello.name or connection.peer
         if connection.name is not None:
