@@ -73,7 +73,7 @@ def cmd_status(args) -> int:
             state = "which is gone" if leftover else "still running"
             print(f"{run}: backend {meta.get('backend', '?')}, made by pid {run_creator_pid(run)} ({state})")
         if leftover:
-            print(f"  LEFTOVER: {_why_leftover(run, meta, router in namespaces)}; remove it with `{CLEANUP}`")
+            print(f"  LEFTOVER: {_why_leftover(meta, router in namespaces)}; remove it with `{CLEANUP}`")
         if router not in namespaces:
             continue
         print(f"  server {meta.get('server_ns')} {meta.get('server_addr')}; clients "
@@ -88,8 +88,8 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _why_leftover(run: str, meta: dict, has_router: bool) -> str:
-    """Why ``run`` is a leftover (run_owner_alive said it is not in use), for `status`."""
+def _why_leftover(meta: dict, has_router: bool) -> str:
+    """Why the run of ``meta`` is a leftover (run_owner_alive said it is not in use), for `status`."""
     if not meta.get("detached"):
         return "its creator was killed before it could remove it (SIGKILL, a crash)"
     if not has_router:
