@@ -249,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", type=_names(ALL_WORKLOADS, "workload"), metavar="LIST",
                    help=f"comma-separated, from: {', '.join(ALL_WORKLOADS)}")
     p.add_argument("--protocols", type=_names(ALL_PROTOCOLS, "protocol"), metavar="LIST",
-                   help=f"comma-separated, from: {', '.join(ALL_PROTOCOLS)} (default: tcp,udp,udp-raw, "
-                        "and udp-turbo for hello, relay and kcp-test; --full: all). kcp-test also takes udp and "
+                   help=f"comma-separated, from: {', '.join(ALL_PROTOCOLS)} (default: tcp,udp,udp-raw; the "
+                        "default matrix, with no --workloads, --payloads or --clients, adds udp-turbo for hello, "
+                        "relay and kcp-test; --full: all). kcp-test also takes udp and "
                         "udp-turbo: hellohi's reliability layer on KCP's simulated link")
     p.add_argument("--payloads", type=_positive_ints, metavar="BYTES,...",
                    help=f"body sizes, from {ID_WIDTH} (room for the message id) to {DEFAULT_MAX_BODY}")

@@ -97,7 +97,8 @@ def throughput_chart(run: dict, path: Path) -> Path | None:
 
 
 def _could_lose(scenario: dict) -> bool:
-    """Worth a bar on the delivery chart: an impaired link, UDP without acks, or anything that did lose."""
+    """Worth a bar on the delivery chart: any link but loopback (emulated, or a real network to a
+    --server), UDP without acks, or anything that did lose."""
     d = scenario["figures"]["delivery"]
     return (link_of(scenario["config"]) != "loopback" or scenario["config"]["protocol"] == "udp-raw"
             or d["lost"] > 0 or d["duplicates"] > 0)

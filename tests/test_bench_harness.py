@@ -704,6 +704,18 @@ def test_protocols_alone_cut_the_default_matrix_down_to_them(capsys, monkeypatch
         "kcp-pingpong-kcp-fast"}
 
 
+def test_a_matrix_of_flags_runs_the_three_default_protocols_and_udp_turbo_only_when_named(capsys):
+    # What --help says of --protocols: the default matrix adds udp-turbo; --workloads does not.
+    def listed(*argv: str) -> list[str]:
+        assert cli.main([*argv, "--no-emulation", "--list"]) == 0
+        return [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+
+    assert "hello-udp-turbo-64B-n1000" in listed()
+    assert listed("--workloads", "hello") == ["hello-tcp-64B-n1000", "hello-udp-64B-n1000", "hello-udp-raw-64B-n1000"]
+    assert "hello-udp-turbo-64B-n1000" in listed("--workloads", "hello", "--protocols", "udp,udp-turbo")
+    assert "with no --workloads, --payloads or --clients, adds udp-turbo for hello" in " ".join(cli.build_parser().format_help().split())
+
+
 def test_a_name_given_twice_in_a_flag_runs_once(capsys):
     assert cli.main(["--workloads", "hello,hello", "--protocols", "tcp,tcp", "--list"]) == 0
     assert capsys.readouterr().out.count("hello-tcp-64B") == 1

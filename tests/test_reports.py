@@ -201,6 +201,19 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
             "(baselines were skipped); UDP not measured in this run (baselines were skipped)") in handout
 
 
+def test_a_run_against_another_computer_gets_a_delivery_chart_even_without_loss(tmp_path):
+    # A real network can lose what loopback cannot, so --server runs are charted like emulated links.
+    run = synthetic_run()
+    run["scenarios"] = [s for s in run["scenarios"] if s["config"]["link"] == "loopback"
+                        and s["config"]["protocol"] != "udp-raw"]
+    assert not any(s.get("figures", {}).get("delivery", {}).get("lost") for s in run["scenarios"])
+    run["ratios"] = compute_ratios(run)
+    assert tmp_path / "a" / "delivery.png" not in build_report(copy.deepcopy(run), tmp_path / "a")
+    for s in run["scenarios"]:
+        s["config"]["link"] = "remote"
+    assert tmp_path / "b" / "delivery.png" in build_report(run, tmp_path / "b")
+
+
 def test_the_loop_question_measures_into_another_folder_than_the_run_it_was_built_from(tmp_path):
     # `make bench` alone writes results/latest: the run this handout was built from, usually.
     for loop, other in (("uvloop", "asyncio"), ("asyncio", "uvloop")):
