@@ -404,3 +404,75 @@ def test_rtt_samples_on_uvloop_keep_their_microseconds(server):
 
     rtt = eventloop.run(scenario(), "uvloop")
     assert rtt.samples >= 20 and 0 < rtt.min_rtt < 1
+
+
+class _Recorder(asyncio.DatagramProtocol):
+    """Stands between one client and the server, forwards every datagram and writes it
+    down with where it came from: what Lab 2 part 6 reads off tshark, without root."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, bytes]] = []
+        self.client = None
+        self.transport = None
+        self.upstream = None  # our socket towards the server (its answers come back through _FromServer)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.client = addr
+        self.seen.append(("client", data))
+        self.upstream.sendto(data)
+
+    def from_server(self, data: bytes) -> None:
+        self.seen.append(("server", data))
+        self.transport.sendto(data, self.client)
+
+
+class _FromServer(asyncio.DatagramProtocol):
+    def __init__(self, recorder: _Recorder):
+        self.recorder = recorder
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.recorder.from_server(data)
+
+
+def test_the_datagrams_lab2_decodes_are_what_the_real_client_and_server_send(server):
+    from hellohi.reliable.packet import decode
+
+    port = server().port
+
+    async def scenario():
+        bob = UdpChatClient("127.0.0.1", port, "bob", reconnect=False)
+        await bob.connect()  # bob is known, and offline when alice writes: her message is stored
+        await bob.close()
+        loop = asyncio.get_running_loop()
+        forward, recorder = await loop.create_datagram_endpoint(_Recorder, local_addr=("127.0.0.1", 0))
+        recorder.upstream, _ = await loop.create_datagram_endpoint(lambda: _FromServer(recorder), remote_addr=("127.0.0.1", port))
+        alice = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{forward.get_extra_info('sockname')[1]}",
+            "--name", "alice", "--send", "bob:hi", cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(alice.communicate(), 20)
+        await asyncio.sleep(0.1)  # the last datagrams
+        forward.close()
+        recorder.upstream.close()
+        return alice.returncode, output.decode(), recorder.seen
+
+    returncode, output, seen = asyncio.run(scenario())
+    assert returncode == 0 and "stored" in output, output
+    packets = [(side, decode(data), data) for side, data in seen]
+    # (a) The first datagram: HELLO alice, token 0, padded to 1,200 bytes (1,208 with UDP's header).
+    side, hello, data = packets[0]
+    assert side == "client" and len(data) == 1200 and hello.token == 0
+    assert [f.data for f in hello.fragments] == [b"HELLO alice\n"] and data[0] == 0xB1
+    # (b) HI: the server's token, its packet 1, and a cumulative ack saying alice's packet 1 arrived.
+    side, hi, _ = packets[1]
+    assert side == "server" and hi.token != 0 and hi.number == 1 and hi.cumulative_ack == 2
+    assert hi.fragments[0].data.startswith(b"HI alice ")
+    # (c) alice's next datagram: an empty message under the new token, which proves her address.
+    side, proof, _ = packets[2]
+    assert side == "client" and proof.token == hi.token and [f.data for f in proof.fragments] == [b""]
+    # Then her SEND, the server's STATUS stored, and a BYE each way.
+    texts = [(side, f.data.split(b" ")[0].strip()) for side, p, _ in packets for f in p.fragments if f.data]
+    assert texts[2:] == [("client", b"SEND"), ("server", b"STATUS"), ("client", b"BYE"), ("server", b"BYE")]
