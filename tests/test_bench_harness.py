@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import statistics
@@ -689,11 +690,14 @@ def test_a_config_file_asking_for_emulated_hosts_is_checked_before_anything_runs
     assert not (tmp_path / "out").exists()
 
 
-def test_protocols_alone_cut_the_default_matrix_down_to_them(capsys, monkeypatch):
-    def listed(*argv: str) -> list[str]:
-        assert cli.main([*argv, "--list"]) == 0
-        return [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+def _listed_ids(capsys, *argv: str) -> list[str]:
+    """The scenario ids `python -m bench ARGV --list` prints, in order."""
+    assert cli.main([*argv, "--list"]) == 0
+    return [line.split()[0] for line in capsys.readouterr().out.splitlines()]
 
+
+def test_protocols_alone_cut_the_default_matrix_down_to_them(capsys, monkeypatch):
+    listed = partial(_listed_ids, capsys)
     monkeypatch.setattr(cli, "emulation_problem", lambda: None)  # as root: the issue-4 link is added too
     everything = listed()
     assert listed("--protocols", "tcp") == [name for name in everything if "-tcp-" in name]
@@ -706,10 +710,7 @@ def test_protocols_alone_cut_the_default_matrix_down_to_them(capsys, monkeypatch
 
 def test_a_matrix_of_flags_runs_the_three_default_protocols_and_udp_turbo_only_when_named(capsys):
     # What --help says of --protocols: the default matrix adds udp-turbo; --workloads does not.
-    def listed(*argv: str) -> list[str]:
-        assert cli.main([*argv, "--no-emulation", "--list"]) == 0
-        return [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-
+    listed = partial(_listed_ids, capsys, "--no-emulation")
     assert "hello-udp-turbo-64B-n1000" in listed()
     assert listed("--workloads", "hello") == ["hello-tcp-64B-n1000", "hello-udp-64B-n1000", "hello-udp-raw-64B-n1000"]
     assert "hello-udp-turbo-64B-n1000" in listed("--workloads", "hello", "--protocols", "udp,udp-turbo")

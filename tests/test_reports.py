@@ -180,10 +180,16 @@ def test_changing_an_input_value_changes_the_output(tmp_path):
     assert f"{987.6 / 15.5:.2f}x" in (second / "report.md").read_text()
 
 
-def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
+def loopback_run_without_plain_udp() -> dict:
+    """synthetic_run() cut down to loopback and the protocols with acks: nothing in it can lose."""
     run = synthetic_run()
     run["scenarios"] = [s for s in run["scenarios"] if s["config"]["link"] == "loopback"
                         and s["config"]["protocol"] != "udp-raw"]
+    return run
+
+
+def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
+    run = loopback_run_without_plain_udp()
     run["baselines"] = []
     run["environment"]["event_loop"] = "uvloop"
     run["ratios"] = compute_ratios(run)
@@ -203,9 +209,7 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
 
 def test_a_run_against_another_computer_gets_a_delivery_chart_even_without_loss(tmp_path):
     # A real network can lose what loopback cannot, so --server runs are charted like emulated links.
-    run = synthetic_run()
-    run["scenarios"] = [s for s in run["scenarios"] if s["config"]["link"] == "loopback"
-                        and s["config"]["protocol"] != "udp-raw"]
+    run = loopback_run_without_plain_udp()
     assert not any(s.get("figures", {}).get("delivery", {}).get("lost") for s in run["scenarios"])
     run["ratios"] = compute_ratios(run)
     assert tmp_path / "a" / "delivery.png" not in build_report(copy.deepcopy(run), tmp_path / "a")
