@@ -173,7 +173,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
             "lower", f"{_shown(udp_p99, 'udp', ' us')} / {_shown(tcp_p99, 'tcp', ' us')}")
         retrans = _figure(udp, "retransmission_ratio")
         add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
-            "from the udp client's counters" if retrans is not None else "udp counters not measured")
+            _retransmission_detail(udp["figures"]) if retrans is not None else "udp counters not measured")
     # Judged on KCP's own scenario only: 8-byte echoes, as in the README figures it is read beside.
     kfast = _find(run, "kcp-test", "kcp-fast", payload=KcpScenario.payload)
     udp_turbo = _find(run, "kcp-test", "udp-turbo", payload=KcpScenario.payload)
@@ -182,6 +182,19 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
         add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", _ratio(ours, theirs), 1.0, "lower",
             f"{_shown(ours, 'udp preset')} / {_shown(theirs, 'KCP fast mode')}")
     return [r for r in ratios if r["target"] is not None or r["value"] is not None]
+
+
+def _retransmission_detail(figures: dict) -> str:
+    """How many retransmissions, against what minimum, from which loss share (bench/runner.py)."""
+    retransmitted = (figures.get("udp_counters") or {}).get("retransmitted")
+    minimum = figures.get("loss_implied_min_retransmissions")
+    if retransmitted is None or minimum is None:
+        return "from the udp clients' counters"
+    share = figures.get("loss_share") or {}  # results.json written before loss_share have none
+    if share.get("measured") is None:
+        return f"{retransmitted} retransmitted / {minimum:.1f} at the configured client -> server loss"
+    return (f"{retransmitted} retransmitted / {minimum:.1f} at the {share['measured']:.2%} the link dropped "
+            f"client -> server ({share['configured']:.0%} configured)")
 
 
 def _shown(value, what: str, unit: str = "") -> str:

@@ -248,7 +248,7 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             if sc.protocol == "tcp":
                 result["figures"]["tcp_counters"] = {host: _delta(tcp_before[host], net.tcp_counters(host))
                                                      for host in ("client", "server")}
-            add_retransmission_ratio(result["figures"], net.up.loss)
+            add_retransmission_ratio(result["figures"], net.up.loss, result["link"]["counters"]["up"])
             cpu_after = procstats.cpu_seconds(server.pid)
             result["server"]["cpu_s"] = (cpu_after - cpu_before) if None not in (cpu_after, cpu_before) else None
             result["server"]["peak_rss_bytes"] = procstats.peak_rss_bytes(server.pid)
@@ -267,21 +267,39 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
     return result
 
 
-def add_retransmission_ratio(figures: dict, loss: float) -> None:
+def add_retransmission_ratio(figures: dict, loss: float, up_counters: dict | None = None) -> None:
     """figures.retransmission_ratio = retransmissions / the loss-implied minimum, where the
     link's loss share is known (emulated links: the client -> server direction's loss).
 
     The clients' data packets all cross the client -> server link, which drops a share
-    `loss` of them, so together they need at least
-        minimum = sum over senders of packets_sent * loss / (1 - loss)
+    `p` of them, so together they need at least
+        minimum = sum over senders of packets_sent * p / (1 - p)
     retransmissions (bench.kcp_peer.loss_implied_minimum). 1.0 is the ideal sender;
     above it are spurious retransmissions (or lost acks). Nothing is added without UDP
-    counters (tcp, plain UDP) or without loss."""
+    counters (tcp, plain UDP) or without configured loss.
+
+    `p` is the share the link really dropped in this scenario when its counters are
+    given (`up_counters`, from EmulatedNetwork.counters()), else the configured `loss`.
+    The link draws its drops at random, so in a scenario of a thousand packets it may
+    drop 4 % or 6 % where 5 % is configured; judged against the configured share, the
+    same sender would read 1.0 on one run and 1.3 on the next by the link's luck."""
     from .kcp_peer import loss_implied_minimum
 
     counters = figures.get("udp_counters")
     if not counters or not loss:
         return
-    minimum = loss_implied_minimum(counters["packets_sent"], loss)
+    measured = measured_loss_share(up_counters) if up_counters else None
+    share = loss if measured is None else measured
+    minimum = loss_implied_minimum(counters["packets_sent"], share)
+    figures["loss_share"] = {"configured": loss, "measured": measured}
     figures["loss_implied_min_retransmissions"] = minimum
     figures["retransmission_ratio"] = counters["retransmitted"] / minimum if minimum else None
+
+
+def measured_loss_share(direction: dict) -> float | None:
+    """The share of packets one direction of an emulated link dropped (nftables or the
+    forwarder), out of every packet that entered it; None if none entered."""
+    seen = direction.get("nft_seen", 0)
+    if not seen:
+        return None
+    return (direction.get("nft_dropped", 0) + direction.get("fwd_dropped", 0)) / seen

@@ -362,6 +362,25 @@ def test_retransmission_ratio_formula():
     assert "retransmission_ratio" not in clean
 
 
+def test_retransmission_ratio_uses_the_loss_the_link_really_caused():
+    # 5 % configured, but this run's random drops took 6 % of what entered the link:
+    # the minimum is what 6 % implies, so a sender is not judged by the link's luck.
+    up = {"nft_seen": 2000, "nft_dropped": 120, "fwd_seen": 1880, "fwd_dropped": 0}
+    figures = {"udp_counters": {"packets_sent": 940, "retransmitted": 66}}
+    add_retransmission_ratio(figures, 0.05, up)
+    assert figures["loss_share"] == {"configured": 0.05, "measured": pytest.approx(0.06)}
+    assert figures["loss_implied_min_retransmissions"] == pytest.approx(60.0)
+    assert figures["retransmission_ratio"] == pytest.approx(1.1)
+    # Loss in the seeded forwarder instead of nftables counts just the same.
+    by_forwarder = {"udp_counters": {"packets_sent": 940, "retransmitted": 66}}
+    add_retransmission_ratio(by_forwarder, 0.05, {"nft_seen": 2000, "nft_dropped": 0, "fwd_seen": 2000, "fwd_dropped": 120})
+    assert by_forwarder["retransmission_ratio"] == pytest.approx(1.1)
+    # A link that saw nothing gives no share: the configured one stands in.
+    unseen = {"udp_counters": {"packets_sent": 950, "retransmitted": 60}}
+    add_retransmission_ratio(unseen, 0.05, {"nft_seen": 0, "nft_dropped": 0})
+    assert unseen["loss_share"]["measured"] is None and unseen["retransmission_ratio"] == pytest.approx(1.2)
+
+
 def test_ratios_read_the_udp_figures():
     link = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
 
@@ -372,13 +391,17 @@ def test_ratios_read_the_udp_figures():
     relay = {"latency": {"p99": 100.0}, "delivery": {"sent": 10, "delivered": 10, "duplicates": 0}}
     run = {"baselines": [], "scenarios": [
         scenario("relay", "tcp", relay, link="emulated", link_config=link),
-        scenario("relay", "udp", dict(relay, retransmission_ratio=1.1), link="emulated", link_config=link),
+        scenario("relay", "udp", dict(relay, retransmission_ratio=1.1, loss_implied_min_retransmissions=60.0,
+                                      udp_counters={"retransmitted": 66},
+                                      loss_share={"configured": 0.05, "measured": 0.06}),
+                 link="emulated", link_config=link),
         scenario("kcp-test", "kcp-fast", {"avg_rtt_ms": 140.0, "max_rtt_ms": 400.0}, payload=8),
         scenario("kcp-test", "udp-turbo", {"avg_rtt_ms": 70.0, "max_rtt_ms": 600.0}, payload=8),
     ]}
     by_name = {r["name"]: r for r in ratios.compute_ratios(run)}
     retrans = next(r for name, r in by_name.items() if "loss-implied minimum" in name)
     assert retrans["value"] == 1.1 and retrans["met"] is True
+    assert retrans["detail"] == "66 retransmitted / 60.0 at the 6.00% the link dropped client -> server (5% configured)"
     assert by_name["KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms"]["value"] == 0.5
     assert by_name["KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms"]["met"] is False
 
