@@ -56,6 +56,35 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def cpu_idle(sysfs: Path = Path("/sys")) -> dict | None:
+    """How this machine's idle CPUs sleep, which sets what each wake-up costs.
+
+    A loopback ping-pong puts each end to sleep once per round trip, so waking
+    up can be most of a round trip. On this project's KVM guest, whose idle CPUs
+    halt at once (cpuidle driver `haltpoll` with guest_halt_poll_ns 0), sockperf's
+    UDP round trip took 50 us; with the guest polling up to 200 us before halting
+    (the kernel's default), 11 us. Python's own work stays the same, so every
+    ratio to sockperf moves with this setting (docs/bench.md, "Idle CPUs").
+    None where the kernel does not say (not Linux, or no cpuidle).
+    """
+    idle = sysfs / "devices/system/cpu/cpuidle"
+    driver = _read(idle / "current_driver")
+    # Newer kernels name the governor file current_governor, older ones current_governor_ro.
+    governor = _read(idle / "current_governor") or _read(idle / "current_governor_ro")
+    if driver is None and governor is None:
+        return None
+    halt_poll = _read(sysfs / "module/haltpoll/parameters/guest_halt_poll_ns")  # only a KVM guest has it
+    return {"driver": driver, "governor": governor,
+            "guest_halt_poll_ns": int(halt_poll) if halt_poll is not None and halt_poll.isdigit() else None}
+
+
 def environment(tool_versions: dict | None = None) -> dict:
     """The machine and software a run happened on, so two runs can be compared."""
     uname = platform.uname()
@@ -67,6 +96,7 @@ def environment(tool_versions: dict | None = None) -> dict:
         "machine": uname.machine,
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_idle": cpu_idle(),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         # The asyncio event loop every hellohi process of the run used (hellohi.eventloop).

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .load import BadResults, describe_link, interrupted, link_of, load_run, results_file, stopped_by
+from .load import BadResults, describe_cpu_idle, describe_link, interrupted, link_of, load_run, results_file, stopped_by
 from .tables import (baseline_table, delivery_table, kcp_table, latency_table, not_measured_table, ratio_table,
                      throughput_table)
 
@@ -40,6 +40,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         links_line = ", ".join(links)  # (no loopback at all: a run against --server only)
     else:
         links_line = "loopback" + "".join(", " + link for link in links)
+    idle = describe_cpu_idle(environment)  # what a wake-up costs moves every ratio to sockperf
     parts = [
         "# hellohi bench report",
         "",
@@ -47,6 +48,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"- command: `{' '.join(map(str, run.get('command') or ['(not recorded)']))}`",
         f"- machine: {environment.get('cpu_model')} × {environment.get('cpu_count')} CPUs, {environment.get('os')} "
         f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
+        *([f"- idle CPUs {idle}"] if idle else []),
         f"- links: {links_line}",
         *_rounds_line(run),
         *([f"- **interrupted**: {stopped_by(run)} stopped this run; only the scenarios and baselines that finished before it "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from .load import baseline, describe_link, find, interrupted, latency, link_of, measured, stopped_by
+from .load import baseline, describe_cpu_idle, describe_link, find, interrupted, latency, link_of, measured, stopped_by
 from .tables import number, ratio_detail, ratio_target, ratio_value, verdict
 
 
@@ -139,7 +139,22 @@ def _floor_section(run: dict) -> list[str]:
         "`docs/udp-reliability.md` and list what hellohi's UDP layer does that stop-and-wait does not. Which of",
         "those does a ping-pong of one Hello at a time need? Which does a relay need, where the server sends",
         "messages nobody asked for and many may be in flight at once?",
+        *_idle_question(run),
         "",
+    ]
+
+
+def _idle_question(run: dict) -> list[str]:
+    idle = describe_cpu_idle(run.get("environment", {}))
+    if idle is None:
+        return []
+    return [
+        f"(h) This machine's idle CPUs {idle}. A ping-pong puts each end to sleep once per round trip, so",
+        "part of every figure above is waking up, and sockperf pays it as much as Python does. On a KVM guest,",
+        "`/sys/module/haltpoll/parameters/guest_halt_poll_ns` says how long an idle CPU keeps polling before it",
+        "halts. `docs/bench.md` (\"Idle CPUs\") gives sockperf and the Python echo measured with it at 0 and at",
+        "the kernel's default. When wake-ups get cheaper, which ratio to sockperf grows, and why? What does",
+        "that say about a target written as a ratio to a C program's round trip?",
     ]
 
 

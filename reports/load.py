@@ -327,6 +327,21 @@ def describe_link(config: dict) -> str:
     return f"{link_of(config)}: " + (", ".join(words) if words else "no impairment")
 
 
+def describe_cpu_idle(environment: dict) -> str | None:
+    """How the run's machine put idle CPUs to sleep, as words that follow "idle CPUs"; None if the run did not record it
+    (runs before the bench did, or a machine whose kernel does not say)."""
+    idle = environment.get("cpu_idle")
+    if not isinstance(idle, dict):
+        return None
+    names = f"cpuidle driver {idle.get('driver') or '?'}, governor {idle.get('governor') or '?'}"
+    poll = idle.get("guest_halt_poll_ns")
+    if poll == 0:
+        return f"halt at once ({names}; guest halt-polling 0 ns), so every wake-up goes through the hypervisor"
+    if isinstance(poll, int):
+        return f"poll up to {poll / 1000:g} µs before they halt ({names})"
+    return f"sleep as the {names} choose"
+
+
 def find(run: dict, workload: str, protocol: str, link: str = "loopback", payload: int | None = None,
          link_config: dict | None = None) -> dict | None:
     """The first measured scenario with this workload, protocol and link (and payload, link_config if given)."""

@@ -135,13 +135,31 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
     run = json.loads((tmp_path / "results.json").read_text())
     assert run["schema"] == results.SCHEMA
     env = run["environment"]
-    for key in ("kernel", "python", "machine", "packages", "cpu_count"):
+    for key in ("kernel", "python", "machine", "packages", "cpu_count", "cpu_idle"):
         assert key in env
     assert [s["config"]["workload"] for s in run["scenarios"]] == ["hello", "relay"]
     assert all(s["config"]["seed"] == 1 for s in run["scenarios"])
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [r["config.workload"] for r in rows] == ["hello", "relay"]
     assert rows[0]["figures.latency.measure"] == "round_trip"
+
+
+def test_the_environment_says_how_idle_cpus_sleep(tmp_path):
+    """Read from sysfs: a KVM guest's haltpoll setting, another machine's driver, or nothing."""
+    def fake_sysfs(root: Path, files: dict[str, str]) -> Path:
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text + "\n")
+        return root
+
+    guest = fake_sysfs(tmp_path / "guest", {"devices/system/cpu/cpuidle/current_driver": "haltpoll",
+                                            "devices/system/cpu/cpuidle/current_governor": "haltpoll",
+                                            "module/haltpoll/parameters/guest_halt_poll_ns": "0"})
+    assert results.cpu_idle(guest) == {"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": 0}
+    older_kernel = fake_sysfs(tmp_path / "older", {"devices/system/cpu/cpuidle/current_driver": "intel_idle",
+                                                   "devices/system/cpu/cpuidle/current_governor_ro": "menu"})
+    assert results.cpu_idle(older_kernel) == {"driver": "intel_idle", "governor": "menu", "guest_halt_poll_ns": None}
+    assert results.cpu_idle(tmp_path / "nothing") is None
 
 
 def test_config_file_matrix(tmp_path):

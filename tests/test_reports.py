@@ -55,6 +55,8 @@ def scenario(status: str = "ok", figures_: dict | None = None, reason: str | Non
 
 def synthetic_run(hello_p50_us: float = 123.4) -> dict:
     run = bench_results.new_run(["python", "-m", "bench", "--synthetic"], {"sockperf": "3.7", "iperf3": None})
+    # This project's VM, whatever machine the test runs on.
+    run["environment"]["cpu_idle"] = {"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": 0}
     run["scenarios"] = [
         scenario(workload="hello", protocol="tcp", count=5,
                  figures_=figures(ROUND_TRIP, [hello_p50_us] * 3 + [400.0, 500.0], 5, range(5))),
@@ -166,6 +168,31 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
             "(baselines were skipped)") in handout
     assert "no sockets: p50 31.50 µs back to back, 77.25 µs after a 50 µs sleep" in report
     assert f"{77.25 / 31.5:.2f}x" in report
+    # How the machine's idle CPUs sleep, which every ratio to sockperf depends on.
+    assert ("- idle CPUs halt at once (cpuidle driver haltpoll, governor haltpoll; guest halt-polling 0 ns), "
+            "so every wake-up goes through the hypervisor") in report
+    assert "(h) This machine's idle CPUs halt at once" in handout
+
+
+@pytest.mark.parametrize("cpu_idle, words", [
+    ({"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": 200000},
+     "idle CPUs poll up to 200 µs before they halt (cpuidle driver haltpoll, governor haltpoll)"),
+    ({"driver": "intel_idle", "governor": "menu", "guest_halt_poll_ns": None},
+     "idle CPUs sleep as the cpuidle driver intel_idle, governor menu choose"),
+    (None, None),  # a kernel that does not say, or a run from before the bench recorded it
+])
+def test_the_report_says_how_idle_cpus_slept_when_the_run_recorded_it(tmp_path, cpu_idle, words):
+    run = synthetic_run()
+    if cpu_idle is None:
+        del run["environment"]["cpu_idle"]
+    else:
+        run["environment"]["cpu_idle"] = cpu_idle
+    build_report(run, tmp_path)
+    report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
+    if words is None:
+        assert "idle CPUs" not in report and "(h) " not in handout
+    else:
+        assert f"- {words}" in report and f"(h) This machine's {words}." in handout
 
 
 def test_changing_an_input_value_changes_the_output(tmp_path):
