@@ -1,4 +1,8 @@
-"""The TCP server and client for real: separate server process, sockets on 127.0.0.1."""
+"""The TCP server and client for real: separate server process, sockets on 127.0.0.1.
+
+What the relay promises over either transport is tested once for both in
+tests/test_both_transports.py.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,9 @@ import sys
 
 import pytest
 
-from hellohi import eventloop
 from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
 from hellohi.launcher import REPO_ROOT
-from tests.support import Servers, live_relay, next_of, ring_of_clients
+from tests.support import Servers, next_of
 from tcp.client import TcpChatClient
 
 
@@ -43,19 +46,6 @@ def test_hello_by_hand_gets_hi(server):
     reply = raw_exchange(port, b"Hello\n")
     assert reply.startswith(b"HI 127.0.0.1:")
     assert raw_exchange(port, b"Hello alice\r\n").startswith(b"HI alice hellohi/1 ")
-
-
-def test_live_relay_and_ticks(server):
-    message, ref, states = asyncio.run(live_relay(TcpChatClient, server().port))
-    assert (message.sender, message.body) == ("alice", b"hi bob")
-    assert states == ["stored", "delivered"]
-
-
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_live_relay_on_either_event_loop(server, loop):
-    # Server and clients both on `loop`: asyncio's own loop is what runs where uvloop does not.
-    message, ref, states = eventloop.run(live_relay(TcpChatClient, server("--loop", loop).port), loop)
-    assert (message.sender, message.body, states) == ("alice", b"hi bob", ["stored", "delivered"])
 
 
 def test_offline_message_survives_sigkill_and_restart(server):
@@ -89,15 +79,6 @@ def test_offline_message_survives_sigkill_and_restart(server):
 
     got = asyncio.run(after_restart())
     assert [(m.sender, m.body) for m in got] == [("alice", b"\x00binary\nbody")]
-
-
-def test_fifty_concurrent_clients_lose_and_duplicate_nothing(server):
-    count, per_client = 50, 10
-    inboxes, extra = asyncio.run(ring_of_clients(TcpChatClient, server().port, count, per_client))
-    for n, inbox in enumerate(inboxes):
-        sender = (n - 1) % count
-        assert inbox == [f"{sender}:{k}".encode() for k in range(per_client)], f"c{n} got {inbox}"
-    assert not any(isinstance(event, MessageReceived) for event in extra)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,53 @@
+"""What the relay promises over either transport, tested once for both: a server
+process of each kind, its own client library, sockets on 127.0.0.1.
+
+What only one transport has (TCP's stream framing, UDP's loss recovery, sessions
+and amplification limit) is in tests/test_tcp.py and tests/test_udp.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hellohi import eventloop
+from hellohi.client_session import MessageReceived
+from tcp.client import TcpChatClient
+from tests.support import Servers, live_relay, ring_of_clients
+from udp.client import UdpChatClient
+
+CLIENTS = {"tcp": TcpChatClient, "udp": UdpChatClient}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def transport(request, tmp_path):
+    """(server starter, client class) for one transport; the servers stop at the end."""
+    servers = Servers(request.param, tmp_path)
+    yield servers, CLIENTS[request.param]
+    servers.stop_all()
+
+
+def test_live_relay_and_ticks(transport):
+    server, client = transport
+    message, ref, states = asyncio.run(live_relay(client, server().port))
+    assert (message.sender, message.body) == ("alice", b"hi bob")
+    assert states == ["stored", "delivered"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_live_relay_on_either_event_loop(transport, loop):
+    # Server and clients both on `loop`: asyncio's own loop is what runs where uvloop does not.
+    server, client = transport
+    message, ref, states = eventloop.run(live_relay(client, server("--loop", loop).port), loop)
+    assert (message.sender, message.body, states) == ("alice", b"hi bob", ["stored", "delivered"])
+
+
+def test_fifty_concurrent_clients_lose_and_duplicate_nothing(transport):
+    server, client = transport
+    count, per_client = 50, 10
+    inboxes, extra = asyncio.run(ring_of_clients(client, server().port, count, per_client))
+    for n, inbox in enumerate(inboxes):
+        sender = (n - 1) % count
+        assert inbox == [f"{sender}:{k}".encode() for k in range(per_client)], f"c{n} got {inbox}"
+    assert not any(isinstance(event, MessageReceived) for event in extra)
