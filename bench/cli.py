@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -119,18 +120,27 @@ def print_table(run: dict, out=None) -> None:
 # --------------------------------------------------------------------- main
 
 
-def baseline_jobs(seconds: float) -> list[tuple[str, Callable[[], dict]]]:
-    """(name, job) for every baseline; each job returns one baseline entry of results.json."""
-    return [("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", seconds)),
+def baseline_jobs(seconds: float, protocols: set[str] | None = None) -> list[tuple[str, Callable[[], dict]]]:
+    """(name, job) for every baseline; each job returns one baseline entry of results.json.
+
+    The kernel's and Python's floors are the machine's and always run. What runs
+    hellohi's own code (its protocol work, its Hello/HI clients beside sockperf)
+    runs only for the hellohi protocols in `protocols` (the run's, None: all), as
+    --protocols promises: a TCP-only run measures no UDP client."""
+    def wanted(protocol: str) -> bool:
+        return protocols is None or protocol in protocols
+
+    jobs = [("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", seconds)),
             ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", seconds)),
             ("iperf3 tcp", lambda: baselines.iperf3_throughput(seconds)),
             ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", seconds)),
             ("python echo udp", lambda: python_floor.echo_pingpong("udp", seconds)),
-            ("python stop-and-wait udp", lambda: python_floor.stop_and_wait_pingpong(seconds)),
-            ("protocol work udp", lambda: protocol_work.measure("udp")),
-            ("protocol work udp-raw", lambda: protocol_work.measure("udp-raw")),
-            ("hello beside sockperf tcp", lambda: paired.measure("tcp")),
-            ("hello beside sockperf udp", lambda: paired.measure("udp"))]
+            ("python stop-and-wait udp", lambda: python_floor.stop_and_wait_pingpong(seconds))]
+    jobs += [(f"protocol work {protocol}", partial(protocol_work.measure, protocol))
+             for protocol in ("udp", "udp-raw") if wanted(protocol)]
+    jobs += [(f"hello beside sockperf {kernel}", partial(paired.measure, kernel, protocols=protocols))
+             for kernel in paired.CLIENTS if paired.clients_of(kernel, protocols)]
+    return jobs
 
 
 def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenario], remote, progress: Progress,
@@ -426,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {tool} is not installed, so its baseline is skipped; to measure it: {hint}", file=sys.stderr)
     run = results.new_run(["python", "-m", "bench", *argv], baselines.tool_versions())
     run["rounds"] = args.rounds
-    jobs = [] if args.no_baselines or remote else baseline_jobs(args.baseline_seconds)
+    jobs = [] if args.no_baselines or remote else baseline_jobs(args.baseline_seconds, {sc.protocol for sc in scenarios})
     progress = Progress(len(scenarios) + args.rounds * len(jobs))
     stopped_by = None
     previous_sigterm = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)

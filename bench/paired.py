@@ -58,20 +58,28 @@ def client_label(workload: str, protocol: str) -> str:
     return f"{workload} {protocol}"
 
 
+def clients_of(kernel: str, protocols=None) -> list[tuple[str, str]]:
+    """The (workload, protocol) pairs measured beside `kernel`'s sockperf: all of them, or
+    those whose protocol is among `protocols` (a run's --protocols)."""
+    return [pair for pair in CLIENTS[kernel] if protocols is None or pair[1] in protocols]
+
+
 def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
-            host: str = "127.0.0.1") -> dict:
-    """Hello/HI beside sockperf over `kernel` (tcp or udp), in turns, as a baseline result."""
+            host: str = "127.0.0.1", protocols=None) -> dict:
+    """Hello/HI beside sockperf over `kernel` (tcp or udp), in turns, as a baseline result.
+    `protocols`: measure only the clients of these hellohi protocols (default: every client)."""
+    clients = clients_of(kernel, protocols)
     cores = two_cores()
     result = {"tool": "hellohi-paired", "test": f"paired-hello-{kernel}",
               "config": {"protocol": kernel, "blocks": blocks, "round_trips": round_trips,
                          "sockperf_seconds": SOCKPERF_SECONDS, "host": host,
                          "cores": {"client": cores[0], "server": cores[1]} if cores else None,
-                         "clients": [client_label(*pair) for pair in CLIENTS[kernel]],
+                         "clients": [client_label(*pair) for pair in clients],
                          "python": sys.version.split()[0], "event_loop": eventloop.resolve()}}
     if shutil.which("sockperf") is None:
         return {**result, "status": "missing", "reason": "sockperf not installed; " + baselines.INSTALL_HINT["sockperf"]}
     try:
-        rows = _blocks(kernel, blocks, round_trips, host, cores)
+        rows = _blocks(kernel, clients, blocks, round_trips, host, cores)
     except Exception as error:  # a baseline that fails is reported; the run goes on
         return {**result, "status": "error", "reason": f"{type(error).__name__}: {error}"}
     ratios = {}
@@ -89,7 +97,8 @@ def two_cores() -> tuple[int, int] | None:
     return cores[0], cores[1]
 
 
-def _blocks(kernel: str, blocks: int, round_trips: int, host: str, cores: tuple[int, int] | None) -> list[dict]:
+def _blocks(kernel: str, clients: list[tuple[str, str]], blocks: int, round_trips: int, host: str,
+            cores: tuple[int, int] | None) -> list[dict]:
     """[{"sockperf": p50, "<workload> <protocol>": p50, ...} for each block], in microseconds."""
     on_client_core = ["taskset", "-c", str(cores[0])] if cores else None
     on_server_core = ["taskset", "-c", str(cores[1])] if cores else None
@@ -108,7 +117,7 @@ def _blocks(kernel: str, blocks: int, round_trips: int, host: str, cores: tuple[
                 if latency["p50"] is None:
                     raise RuntimeError(f"sockperf measured nothing: {output[-300:]}")
                 row = {"sockperf": latency["p50"]}
-                for workload, protocol in CLIENTS[kernel]:
+                for workload, protocol in clients:
                     sc = Scenario(workload, protocol, count=round_trips)
                     figures = eventloop.run(RUNNERS[workload](endpoint, sc))
                     row[client_label(workload, protocol)] = figures["latency"]["p50"]

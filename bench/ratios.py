@@ -110,17 +110,21 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     unmeasured_turns = (f"baselines skipped, {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them, or sockperf missing"
                         if run.get("interrupted")
                         else "baselines skipped, or sockperf missing")
+    # The turns measure only the clients of the run's protocols (bench/cli.py, baseline_jobs).
+    run_protocols = {s["config"].get("protocol") for s in run["scenarios"] if isinstance(s.get("config"), dict)}
     for kernel, clients in CLIENTS.items():
         turns = _baseline(run, f"paired-hello-{kernel}")
         blocks = _figure(turns, "blocks") or []
         for workload, protocol in clients:
             label = client_label(workload, protocol)
             value = _figure(turns, "ratio_median", label)
+            why_not = (f"{protocol} is not among this run's protocols" if run_protocols and protocol not in run_protocols
+                       else unmeasured_turns)
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured in turns",
                 value, TARGET_RTT_RATIO, "lower",
                 f"median of {len(blocks)} blocks; per block (us / us): "
                 + ", ".join(f"{row.get(label)} / {row['sockperf']}" for row in blocks)
-                if value is not None else f"not measured ({unmeasured_turns})")
+                if value is not None else f"not measured ({why_not})")
             ours = _figure(_find(run, workload, protocol), "latency", "p50")
             floor = _figure(_baseline(run, f"ping-pong-{kernel}"), "latency", "p50")
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured apart (information)",

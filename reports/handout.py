@@ -41,10 +41,20 @@ def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback
     return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples)"
 
 
-def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
-    """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words)."""
+# The hellohi protocols whose clients the turns beside sockperf measure (bench/paired.py):
+# a run whose matrix has none of them measures no such turns.
+PAIRED_PROTOCOLS = {"tcp": ("tcp",), "udp": ("udp", "udp-raw")}
+
+
+def _measured_baseline(run: dict, test: str, protocols: tuple[str, ...] = ()) -> tuple[dict | None, str]:
+    """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words).
+    `protocols`: the hellohi protocols the baseline runs, if any; the bench runs it only when
+    the run's matrix has one of them."""
     entry = baseline(run, test)
     if entry is None:
+        run_protocols = {s.get("config", {}).get("protocol") for s in run["scenarios"]}
+        if protocols and run["scenarios"] and not run_protocols.intersection(protocols):
+            return None, f"not measured in this run (its protocols do not include {' or '.join(protocols)})"
         if interrupted(run):
             return None, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"
         return None, "not measured in this run (baselines were skipped)"
@@ -54,7 +64,7 @@ def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
 
 
 def _protocol_work(run: dict, protocol: str) -> str:
-    entry, why_not = _measured_baseline(run, f"protocol-work-{protocol}")
+    entry, why_not = _measured_baseline(run, f"protocol-work-{protocol}", (protocol,))
     if entry is None:
         return why_not
     figures = entry["figures"]
@@ -159,7 +169,7 @@ def _idle_question(run: dict) -> list[str]:
 
 
 def _paired_line(run: dict, kernel: str) -> str:
-    entry, why_not = _measured_baseline(run, f"paired-hello-{kernel}")
+    entry, why_not = _measured_baseline(run, f"paired-hello-{kernel}", PAIRED_PROTOCOLS[kernel])
     if entry is None:
         return f"  - over {kernel.upper()}: {why_not}"
     cores = entry["config"].get("cores")

@@ -23,7 +23,7 @@ import statistics
 
 import pytest
 
-from bench import baselines, cli, matrix, ratios, results, runner
+from bench import baselines, cli, matrix, paired, ratios, results, runner
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
@@ -422,6 +422,30 @@ def test_ratios_read_the_udp_figures():
     assert retrans["detail"] == "66 retransmitted / 60.0 at the 6.00% the link dropped client -> server (5% configured)"
     assert by_name["KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms"]["value"] == 0.5
     assert by_name["KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms"]["met"] is False
+
+
+def test_baselines_run_hellohi_only_over_the_protocols_of_the_run():
+    """--protocols tcp measures no UDP client beside sockperf, and the UDP targets say why."""
+    def names(protocols):
+        return [name for name, _ in cli.baseline_jobs(1.0, protocols)]
+
+    floors = ["sockperf tcp", "sockperf udp", "iperf3 tcp", "python echo tcp", "python echo udp",
+              "python stop-and-wait udp"]
+    assert names({"tcp"}) == floors + ["hello beside sockperf tcp"]
+    assert names({"udp-raw", "kcp-fast"}) == floors + ["protocol work udp-raw", "hello beside sockperf udp"]
+    assert names(None) == floors + ["protocol work udp", "protocol work udp-raw", "hello beside sockperf tcp",
+                                    "hello beside sockperf udp"]
+    turns = dict(cli.baseline_jobs(1.0, {"udp-raw", "tcp"}))["hello beside sockperf udp"]
+    assert turns.keywords == {"protocols": {"udp-raw", "tcp"}}  # only hello-raw over plain UDP is measured
+    assert paired.clients_of("udp", {"udp-raw", "tcp"}) == [("hello-raw", "udp-raw")]
+
+    run = {"baselines": [], "scenarios": [{"config": {"workload": "hello", "protocol": "tcp", "payload": 64},
+                                           "status": "ok", "figures": {"latency": {"p50": 80.0}}}]}
+    details = {r["name"].split(" round-trip")[0]: r["detail"] for r in ratios.compute_ratios(run)
+               if "measured in turns" in r["name"]}
+    assert details["hello udp"] == "not measured (udp is not among this run's protocols)"
+    assert details["hello-raw udp-raw"] == "not measured (udp-raw is not among this run's protocols)"
+    assert details["hello tcp"] == "not measured (baselines skipped, or sockperf missing)"
 
 
 def test_kcp_test_replays_udp_turbo_on_the_same_seeded_link():

@@ -72,3 +72,11 @@ def test_without_sockperf_the_turns_say_what_to_install(monkeypatch):
     monkeypatch.setattr(paired.shutil, "which", lambda program: None)
     result = paired.measure("tcp", blocks=1, round_trips=5)
     assert result["status"] == "missing" and "apt-get install sockperf" in result["reason"]
+
+
+def test_turns_measure_only_the_clients_of_the_protocols_asked_for():
+    result = paired.measure("udp", blocks=1, round_trips=10, protocols={"udp-raw"})
+    assert result["status"] == "ok", result.get("reason")
+    assert result["config"]["clients"] == ["hello-raw udp-raw"]
+    assert [set(row) for row in result["figures"]["blocks"]] == [{"sockperf", "hello-raw udp-raw"}]
+    assert list(result["figures"]["ratio_median"]) == ["hello-raw udp-raw"]

@@ -195,6 +195,18 @@ def test_the_report_says_how_idle_cpus_slept_when_the_run_recorded_it(tmp_path, 
         assert f"- {words}" in report and f"(h) This machine's {words}." in handout
 
 
+def test_a_tcp_only_run_says_its_protocols_left_the_udp_baselines_out(tmp_path):
+    run = synthetic_run()
+    run["scenarios"] = [s for s in run["scenarios"] if s["config"]["protocol"] == "tcp"]
+    run["baselines"] = [b for b in run["baselines"] if b["test"] not in ("protocol-work-udp", "paired-hello-udp")]
+    run["ratios"] = compute_ratios(run)
+    build_report(run, tmp_path)
+    handout = (tmp_path / "handout.md").read_text()
+    assert "over UDP: not measured in this run (its protocols do not include udp or udp-raw)" in handout
+    assert "with acks not measured in this run (its protocols do not include udp)" in handout
+    assert "over TCP (2 turns" in handout  # the TCP turns are still there
+
+
 def test_changing_an_input_value_changes_the_output(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     build_report(synthetic_run(hello_p50_us=123.4), first)
