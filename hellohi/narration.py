@@ -7,12 +7,20 @@ import asyncio
 from .codec import Frame, encode
 
 
+# The server process writes its log lines to the same terminal. print() writes a line
+# and its newline in two system calls, and a server line landing between them would
+# join the two ("[alice] -> HELLO alice[server] carol left"); one write per line cannot
+# be split.
+def _line(text: str) -> None:
+    print(text + "\n", end="", flush=True)
+
+
 def say(actor: str, text: str) -> None:
-    print(f"[{actor}] {text}", flush=True)
+    _line(f"[{actor}] {text}")
 
 
 def step(number: int, text: str) -> None:
-    print(f"\n=== {number}. {text}", flush=True)
+    _line(f"\n=== {number}. {text}")
 
 
 def frame_tracer(actor: str):
