@@ -482,7 +482,13 @@ class Window:
         while sent - (settled_now := settled()) >= self.size:
             self.progress.clear()
             if not await event_set_within(self.progress, self.timeout):
-                return  # nothing is moving (loss without retries): stop waiting
+                # Nothing is moving (loss without retries): give up on the window in
+                # flight, so that the next wait comes a whole window later. Returning
+                # without this made every later message wait out `timeout` as long as
+                # nothing arrived: a plain-UDP throughput over a lossy link once ran
+                # for 20 minutes at one message a second.
+                self._settled = sent
+                return
         self._settled = settled_now
 
 

@@ -23,7 +23,7 @@ import statistics
 
 import pytest
 
-from bench import baselines, cli, matrix, paired, ratios, results, runner
+from bench import baselines, cli, matrix, paired, ratios, results, runner, workloads
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
@@ -1014,6 +1014,25 @@ def test_a_cancel_that_comes_as_the_window_moves_is_never_lost():
         await window.wait(sent=1, settled=lambda: 0)  # one in flight: full, so it waits
 
     assert asyncio.run(cancel_as_it_finishes(window_wait)) == "cancelled"
+
+
+def test_a_window_that_nothing_settles_costs_one_timeout_per_window_not_per_message(monkeypatch):
+    """Plain UDP over a lossy link: nothing arrives, yet the sender goes on, a window at a time."""
+    waited_before = []
+    real_wait = workloads.event_set_within
+
+    async def send(count: int) -> None:
+        window = Window(size=4, timeout=0.001)
+        for sent in range(count):
+            async def counted(event, timeout, sent=sent):
+                waited_before.append(sent)
+                return await real_wait(event, timeout)
+
+            monkeypatch.setattr(workloads, "event_set_within", counted)
+            await window.wait(sent, settled=lambda: 0)  # not one message ever arrives
+
+    asyncio.run(send(12))
+    assert waited_before == [4, 8]  # the sender waited when each window was full, and only then
 
 
 def test_a_matrix_table_skips_the_pairs_that_cannot_run_as_the_flags_do(tmp_path, capsys):
