@@ -127,9 +127,6 @@ def baseline_jobs(seconds: float, protocols: set[str] | None = None) -> list[tup
     hellohi's own code (its protocol work, its Hello/HI clients beside sockperf)
     runs only for the hellohi protocols in `protocols` (the run's, None: all), as
     --protocols promises: a TCP-only run measures no UDP client."""
-    def wanted(protocol: str) -> bool:
-        return protocols is None or protocol in protocols
-
     jobs = [("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", seconds)),
             ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", seconds)),
             ("iperf3 tcp", lambda: baselines.iperf3_throughput(seconds)),
@@ -137,7 +134,7 @@ def baseline_jobs(seconds: float, protocols: set[str] | None = None) -> list[tup
             ("python echo udp", lambda: python_floor.echo_pingpong("udp", seconds)),
             ("python stop-and-wait udp", lambda: python_floor.stop_and_wait_pingpong(seconds))]
     jobs += [(f"protocol work {protocol}", partial(protocol_work.measure, protocol))
-             for protocol in ("udp", "udp-raw") if wanted(protocol)]
+             for protocol in ("udp", "udp-raw") if protocols is None or protocol in protocols]
     jobs += [(f"hello beside sockperf {kernel}", partial(paired.measure, kernel, protocols=protocols))
              for kernel in paired.CLIENTS if paired.clients_of(kernel, protocols)]
     return jobs

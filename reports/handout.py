@@ -52,8 +52,7 @@ def _measured_baseline(run: dict, test: str, protocols: tuple[str, ...] = ()) ->
     the run's matrix has one of them."""
     entry = baseline(run, test)
     if entry is None:
-        run_protocols = {s.get("config", {}).get("protocol") for s in run["scenarios"]}
-        if protocols and run["scenarios"] and not run_protocols.intersection(protocols):
+        if protocols and run["scenarios"] and not any(s["config"].get("protocol") in protocols for s in run["scenarios"]):
             return None, f"not measured in this run (its protocols do not include {' or '.join(protocols)})"
         if interrupted(run):
             return None, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"

@@ -1022,13 +1022,13 @@ def test_a_window_that_nothing_settles_costs_one_timeout_per_window_not_per_mess
     real_wait = workloads.event_set_within
 
     async def send(count: int) -> None:
+        async def counted(event, timeout):
+            waited_before.append(sent)  # the message the sender is about to send
+            return await real_wait(event, timeout)
+
+        monkeypatch.setattr(workloads, "event_set_within", counted)
         window = Window(size=4, timeout=0.001)
         for sent in range(count):
-            async def counted(event, timeout, sent=sent):
-                waited_before.append(sent)
-                return await real_wait(event, timeout)
-
-            monkeypatch.setattr(workloads, "event_set_within", counted)
             await window.wait(sent, settled=lambda: 0)  # not one message ever arrives
 
     asyncio.run(send(12))
