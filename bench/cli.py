@@ -126,17 +126,18 @@ def baseline_jobs(seconds: float, protocols: set[str] | None = None) -> list[tup
     The kernel's and Python's floors are the machine's and always run. What runs
     hellohi's own code (its protocol work, its Hello/HI clients beside sockperf)
     runs only for the hellohi protocols in `protocols` (the run's, None: all), as
-    --protocols promises: a TCP-only run measures no UDP client."""
+    --protocols promises: a TCP-only run measures no UDP client. What it leaves out is
+    still an entry, "skipped" with the reason, so readers need not work it out."""
     jobs = [("sockperf tcp", lambda: baselines.sockperf_pingpong("tcp", seconds)),
             ("sockperf udp", lambda: baselines.sockperf_pingpong("udp", seconds)),
             ("iperf3 tcp", lambda: baselines.iperf3_throughput(seconds)),
             ("python echo tcp", lambda: python_floor.echo_pingpong("tcp", seconds)),
             ("python echo udp", lambda: python_floor.echo_pingpong("udp", seconds)),
             ("python stop-and-wait udp", lambda: python_floor.stop_and_wait_pingpong(seconds))]
-    jobs += [(f"protocol work {protocol}", partial(protocol_work.measure, protocol))
-             for protocol in ("udp", "udp-raw") if protocols is None or protocol in protocols]
+    jobs += [(f"protocol work {protocol}", partial(protocol_work.measure, protocol, protocols=protocols))
+             for protocol in ("udp", "udp-raw")]
     jobs += [(f"hello beside sockperf {kernel}", partial(paired.measure, kernel, protocols=protocols))
-             for kernel in paired.CLIENTS if paired.clients_of(kernel, protocols)]
+             for kernel in paired.CLIENTS]
     return jobs
 
 

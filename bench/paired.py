@@ -64,18 +64,29 @@ def clients_of(kernel: str, protocols=None) -> list[tuple[str, str]]:
     return [pair for pair in CLIENTS[kernel] if protocols is None or pair[1] in protocols]
 
 
+def not_among_the_runs(protocols: list[str]) -> str:
+    """Why a baseline that runs hellohi's code over `protocols` was left out of a run."""
+    return f"{' and '.join(protocols)} {'is' if len(protocols) == 1 else 'are'} not among this run's protocols"
+
+
 def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
             host: str = "127.0.0.1", protocols=None) -> dict:
     """Hello/HI beside sockperf over `kernel` (tcp or udp), in turns, as a baseline result.
-    `protocols`: measure only the clients of these hellohi protocols (default: every client)."""
+    `protocols`: measure only the clients of these hellohi protocols (default: every client);
+    the entry's config names each client left out, with the reason, and with none left to
+    measure the entry is "skipped"."""
     clients = clients_of(kernel, protocols)
+    left_out = {client_label(*pair): not_among_the_runs([pair[1]]) for pair in CLIENTS[kernel] if pair not in clients}
     cores = two_cores()
     result = {"tool": "hellohi-paired", "test": f"paired-hello-{kernel}",
               "config": {"protocol": kernel, "blocks": blocks, "round_trips": round_trips,
                          "sockperf_seconds": SOCKPERF_SECONDS, "host": host,
                          "cores": {"client": cores[0], "server": cores[1]} if cores else None,
-                         "clients": [client_label(*pair) for pair in clients],
+                         "clients": [client_label(*pair) for pair in clients], "left_out": left_out,
                          "python": sys.version.split()[0], "event_loop": eventloop.resolve()}}
+    if not clients:
+        every_protocol = list(dict.fromkeys(protocol for _, protocol in CLIENTS[kernel]))
+        return {**result, "status": "skipped", "reason": not_among_the_runs(every_protocol)}
     if shutil.which("sockperf") is None:
         return {**result, "status": "missing", "reason": "sockperf not installed; " + baselines.INSTALL_HINT["sockperf"]}
     try:

@@ -38,6 +38,7 @@ from hellohi.relay import Relay, RelayLimits
 from hellohi.store import MessageStore
 
 from .clients import reliability_config
+from .paired import not_among_the_runs
 from .stats import ROUND_TRIP, LatencyRecorder
 
 CLIENT_ADDRESS = ("198.18.0.2", 40000)  # only a label: nothing is sent anywhere
@@ -119,11 +120,14 @@ def _timed_pairs(pair: _Pair, round_trips: int, sleep: float) -> tuple[LatencyRe
     return after_sleep, warm, answered
 
 
-def measure(protocol: str, round_trips: int = 3000, sleep: float = DEFAULT_SLEEP) -> dict:
-    """Python work per Hello/HI round trip for `protocol` (udp or udp-raw), as a baseline result."""
+def measure(protocol: str, round_trips: int = 3000, sleep: float = DEFAULT_SLEEP, protocols=None) -> dict:
+    """Python work per Hello/HI round trip for `protocol` (udp or udp-raw), as a baseline result;
+    "skipped" when `protocols` (a run's, None: all) does not include it."""
     result = {"tool": "hellohi-in-process", "test": f"protocol-work-{protocol}",
               "config": {"protocol": protocol, "round_trips": round_trips, "sleep_us": round(sleep * 1e6, 3),
                          "python": sys.version.split()[0]}}
+    if protocols is not None and protocol not in protocols:
+        return {**result, "status": "skipped", "reason": not_among_the_runs([protocol])}
     pair = _Pair(protocol)
     try:
         if not pair.round_trip(Hello("bench-work")):

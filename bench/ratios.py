@@ -37,6 +37,19 @@ def _baseline(run, test):
     return None
 
 
+def _why_no_turns(run, kernel, label) -> str | None:
+    """The bench's own reason why the turns beside `kernel`'s sockperf measured no `label`
+    client (the run's protocols left it out, sockperf missing, ...), if it recorded one."""
+    for b in run["baselines"]:
+        if b["test"] == f"paired-hello-{kernel}":
+            left_out = b.get("config", {}).get("left_out") or {}
+            if label in left_out:
+                return left_out[label]
+            if b["status"] != "ok":
+                return f"{b['status']}: {b.get('reason', '')}"
+    return None
+
+
 def _figure(entry: dict | None, *path: str):
     """entry["figures"][path...], or None where a scenario or baseline measured nothing."""
     value = (entry or {}).get("figures")
@@ -110,16 +123,13 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     unmeasured_turns = (f"baselines skipped, {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them, or sockperf missing"
                         if run.get("interrupted")
                         else "baselines skipped, or sockperf missing")
-    # The turns measure only the clients of the run's protocols (bench/cli.py, baseline_jobs).
-    run_protocols = {s["config"].get("protocol") for s in run["scenarios"] if isinstance(s.get("config"), dict)}
     for kernel, clients in CLIENTS.items():
         turns = _baseline(run, f"paired-hello-{kernel}")
         blocks = _figure(turns, "blocks") or []
         for workload, protocol in clients:
             label = client_label(workload, protocol)
             value = _figure(turns, "ratio_median", label)
-            why_not = (f"{protocol} is not among this run's protocols" if run_protocols and protocol not in run_protocols
-                       else unmeasured_turns)
+            why_not = _why_no_turns(run, kernel, label) or unmeasured_turns
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured in turns",
                 value, TARGET_RTT_RATIO, "lower",
                 f"median of {len(blocks)} blocks; per block (us / us): "

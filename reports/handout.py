@@ -41,19 +41,10 @@ def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback
     return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples)"
 
 
-# The hellohi protocols whose clients the turns beside sockperf measure (bench/paired.py):
-# a run whose matrix has none of them measures no such turns.
-PAIRED_PROTOCOLS = {"tcp": ("tcp",), "udp": ("udp", "udp-raw")}
-
-
-def _measured_baseline(run: dict, test: str, protocols: tuple[str, ...] = ()) -> tuple[dict | None, str]:
-    """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words).
-    `protocols`: the hellohi protocols the baseline runs, if any; the bench runs it only when
-    the run's matrix has one of them."""
+def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
+    """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words)."""
     entry = baseline(run, test)
     if entry is None:
-        if protocols and run["scenarios"] and not any(s["config"].get("protocol") in protocols for s in run["scenarios"]):
-            return None, f"not measured in this run (its protocols do not include {' or '.join(protocols)})"
         if interrupted(run):
             return None, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"
         return None, "not measured in this run (baselines were skipped)"
@@ -63,7 +54,7 @@ def _measured_baseline(run: dict, test: str, protocols: tuple[str, ...] = ()) ->
 
 
 def _protocol_work(run: dict, protocol: str) -> str:
-    entry, why_not = _measured_baseline(run, f"protocol-work-{protocol}", (protocol,))
+    entry, why_not = _measured_baseline(run, f"protocol-work-{protocol}")
     if entry is None:
         return why_not
     figures = entry["figures"]
@@ -168,7 +159,7 @@ def _idle_question(run: dict) -> list[str]:
 
 
 def _paired_line(run: dict, kernel: str) -> str:
-    entry, why_not = _measured_baseline(run, f"paired-hello-{kernel}", PAIRED_PROTOCOLS[kernel])
+    entry, why_not = _measured_baseline(run, f"paired-hello-{kernel}")
     if entry is None:
         return f"  - over {kernel.upper()}: {why_not}"
     cores = entry["config"].get("cores")

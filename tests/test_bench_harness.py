@@ -425,22 +425,24 @@ def test_ratios_read_the_udp_figures():
 
 
 def test_baselines_run_hellohi_only_over_the_protocols_of_the_run():
-    """--protocols tcp measures no UDP client beside sockperf, and the UDP targets say why."""
-    def names(protocols):
-        return [name for name, _ in cli.baseline_jobs(1.0, protocols)]
-
-    floors = ["sockperf tcp", "sockperf udp", "iperf3 tcp", "python echo tcp", "python echo udp",
-              "python stop-and-wait udp"]
-    assert names({"tcp"}) == floors + ["hello beside sockperf tcp"]
-    assert names({"udp-raw", "kcp-fast"}) == floors + ["protocol work udp-raw", "hello beside sockperf udp"]
-    assert names(None) == floors + ["protocol work udp", "protocol work udp-raw", "hello beside sockperf tcp",
-                                    "hello beside sockperf udp"]
+    """--protocols tcp measures no UDP client beside sockperf; what it left out is recorded
+    as skipped, with the reason, and the UDP targets repeat it."""
+    every = ["sockperf tcp", "sockperf udp", "iperf3 tcp", "python echo tcp", "python echo udp",
+             "python stop-and-wait udp", "protocol work udp", "protocol work udp-raw", "hello beside sockperf tcp",
+             "hello beside sockperf udp"]
+    assert [name for name, _ in cli.baseline_jobs(1.0, {"tcp"})] == every
+    jobs = dict(cli.baseline_jobs(1.0, {"tcp"}))
+    skipped = [jobs[name]() for name in ("protocol work udp", "protocol work udp-raw", "hello beside sockperf udp")]
+    assert [(b["test"], b["status"], b["reason"]) for b in skipped] == [
+        ("protocol-work-udp", "skipped", "udp is not among this run's protocols"),
+        ("protocol-work-udp-raw", "skipped", "udp-raw is not among this run's protocols"),
+        ("paired-hello-udp", "skipped", "udp and udp-raw are not among this run's protocols")]
     turns = dict(cli.baseline_jobs(1.0, {"udp-raw", "tcp"}))["hello beside sockperf udp"]
     assert turns.keywords == {"protocols": {"udp-raw", "tcp"}}  # only hello-raw over plain UDP is measured
     assert paired.clients_of("udp", {"udp-raw", "tcp"}) == [("hello-raw", "udp-raw")]
 
-    run = {"baselines": [], "scenarios": [{"config": {"workload": "hello", "protocol": "tcp", "payload": 64},
-                                           "status": "ok", "figures": {"latency": {"p50": 80.0}}}]}
+    run = {"baselines": skipped, "scenarios": [{"config": {"workload": "hello", "protocol": "tcp", "payload": 64},
+                                                "status": "ok", "figures": {"latency": {"p50": 80.0}}}]}
     details = {r["name"].split(" round-trip")[0]: r["detail"] for r in ratios.compute_ratios(run)
                if "measured in turns" in r["name"]}
     assert details["hello udp"] == "not measured (udp is not among this run's protocols)"

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from bench import paired
+from bench import paired, ratios
 
 # CI installs sockperf (.ci/run) and must run these; a student's machine without it skips them.
 pytestmark = pytest.mark.skipif(shutil.which("sockperf") is None and not os.environ.get("CI"),
@@ -80,3 +80,8 @@ def test_turns_measure_only_the_clients_of_the_protocols_asked_for():
     assert result["config"]["clients"] == ["hello-raw udp-raw"]
     assert [set(row) for row in result["figures"]["blocks"]] == [{"sockperf", "hello-raw udp-raw"}]
     assert list(result["figures"]["ratio_median"]) == ["hello-raw udp-raw"]
+    # The clients left out are named, with the reason, for the ratios to repeat.
+    assert result["config"]["left_out"] == {"hello udp": "udp is not among this run's protocols",
+                                            "hello-raw udp": "udp is not among this run's protocols"}
+    assert "not measured (udp is not among this run's protocols)" in {
+        r["detail"] for r in ratios.compute_ratios({"baselines": [result], "scenarios": []})}

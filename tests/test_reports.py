@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import paired, protocol_work
 from bench import results as bench_results
 from bench.ratios import compute_ratios
 from bench.stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder
@@ -199,11 +200,13 @@ def test_a_tcp_only_run_says_its_protocols_left_the_udp_baselines_out(tmp_path):
     run = synthetic_run()
     run["scenarios"] = [s for s in run["scenarios"] if s["config"]["protocol"] == "tcp"]
     run["baselines"] = [b for b in run["baselines"] if b["test"] not in ("protocol-work-udp", "paired-hello-udp")]
+    # As the bench records them for `--protocols tcp` (bench/cli.py, baseline_jobs).
+    run["baselines"] += [protocol_work.measure("udp", protocols={"tcp"}), paired.measure("udp", protocols={"tcp"})]
     run["ratios"] = compute_ratios(run)
     build_report(run, tmp_path)
     handout = (tmp_path / "handout.md").read_text()
-    assert "over UDP: not measured in this run (its protocols do not include udp or udp-raw)" in handout
-    assert "with acks not measured in this run (its protocols do not include udp)" in handout
+    assert "over UDP: not measured in this run (skipped: udp and udp-raw are not among this run's protocols)" in handout
+    assert "with acks not measured in this run (skipped: udp is not among this run's protocols)" in handout
     assert "over TCP (2 turns" in handout  # the TCP turns are still there
 
 
