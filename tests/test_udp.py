@@ -386,6 +386,26 @@ def test_rtt_samples_on_uvloop_keep_their_microseconds(server):
     assert rtt.samples >= 20 and 0 < rtt.min_rtt < 1
 
 
+def test_a_hello_written_on_its_hi_carries_the_ack_for_it_in_one_datagram(server):
+    # The client's acks for a datagram leave at the end of the event loop's turn,
+    # after the application has run on what the datagram brought: a Hello written
+    # on HI leaves at once and the ack for HI rides in it, so a ping-pong costs one
+    # datagram each way, not two.
+    async def scenario():
+        client = UdpChatClient("127.0.0.1", server().port, "alice")
+        await client.connect(timeout=5)
+        await next_of(client, Registered)
+        before = client.stats.datagrams_sent
+        for _ in range(20):
+            client.say_hello()
+            await next_of(client, Registered)
+        sent = client.stats.datagrams_sent - before
+        await client.close()
+        return sent
+
+    assert eventloop.run(scenario()) == 20
+
+
 class _Recorder(asyncio.DatagramProtocol):
     """Stands between one client and the server, forwards every datagram and writes it
     down with where it came from: what Lab 2 part 6 reads off tshark, without root."""

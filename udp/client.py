@@ -60,6 +60,7 @@ class UdpChatClient(ChatClient):
         self._transport: asyncio.DatagramTransport | None = None
         self._timer = DeadlineTimer(self._on_timer)
         self._pump_scheduled = False  # an end-of-turn pump is due
+        self._sent_this_turn = False  # a frame has left at once in this turn
         self._reading = False  # inside _datagram_in: replies wait for its pump
 
     @property
@@ -121,14 +122,16 @@ class UdpChatClient(ChatClient):
         # The first frame of a turn of the event loop leaves at once, so a lone
         # request waits for nothing; frames written after it in the same turn (a
         # burst of SENDs) leave together at the turn's end and share datagrams.
-        # Replies to a datagram (the ACKs for its MSGs) wait for _datagram_in's pump.
-        if not self._pump_scheduled and not self._reading:
-            self._pump_scheduled = True
+        # Replies to a datagram (the ACKs for its MSGs) wait for the end of its turn.
+        if not self._sent_this_turn and not self._reading:
+            self._sent_this_turn = True
             self._pump()
-            asyncio.get_running_loop().call_soon(self._end_of_turn)
+            if not self._pump_scheduled:
+                self._pump_scheduled = True
+                asyncio.get_running_loop().call_soon(self._end_of_turn)
 
     def _end_of_turn(self) -> None:
-        self._pump_scheduled = False
+        self._pump_scheduled = self._sent_this_turn = False
         self._pump()
 
     def _server_silent(self) -> None:
@@ -169,7 +172,12 @@ class UdpChatClient(ChatClient):
             self._take(items)
         finally:
             self._reading = False
-        self._pump()
+        # The acks and replies for this datagram leave at the end of the turn, after
+        # the application's task has run on the events it got: what it writes then
+        # (a Hello on HI) leaves at once and carries them.
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_of_turn)
 
     def _take(self, items) -> None:
         for item in items:
