@@ -33,7 +33,7 @@ from .client_session import (
     ServerSaidBye,
     StatusChanged,
 )
-from .chat_client import HelloRefused
+from .chat_client import ChatClient, HelloRefused
 from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
 
 # 2 is also what argparse exits with for a bad flag: a wrong --name or --send is one too.
@@ -106,7 +106,7 @@ def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str 
     return None
 
 
-async def run(args: argparse.Namespace, make_client: Callable[..., object]) -> int:
+async def run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) -> int:
     sends = args.send  # (NAME, TEXT) pairs: options.parse_send checked each for its ':'
     if problem := command_line_problem(args.name, sends):
         print(f"error: {problem}", file=sys.stderr)

@@ -84,17 +84,17 @@ class EventInbox:
             if timeout is not None:
                 self._give_up_at = loop.time() + timeout
                 if self._timer is None or self._timer.when() > self._give_up_at + TIMER_SLACK:
-                    self._arm(loop)
+                    self._arm(loop, self._give_up_at)
             try:
                 await self._reader
             finally:
                 self._reader = self._give_up_at = None
         return self._events.popleft() if self._events else None
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm(self, loop: asyncio.AbstractEventLoop, give_up_at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(self._give_up_at + TIMER_SLACK, self._time_check)
+        self._timer = loop.call_at(give_up_at + TIMER_SLACK, self._time_check)
 
     def _time_check(self) -> None:
         self._timer = None
@@ -104,7 +104,7 @@ class EventInbox:
         if loop.time() >= self._give_up_at:
             self._reader.set_result(None)
         else:
-            self._arm(loop)  # set for an earlier reader, or fired a little early
+            self._arm(loop, self._give_up_at)  # set for an earlier reader, or fired a little early
 
 
 class ChatClient:
@@ -210,9 +210,9 @@ class ChatClient:
             self._registered.set()
             if self.heartbeat is None:
                 self.heartbeat = event.heartbeat_ms / 1000
-        waiting_for_hello = self._hello_answer is not None and not self._hello_answer.done()
-        if waiting_for_hello and not getattr(event, "ref", None):  # an ERR about a SEND is no answer to Hello
-            self._hello_answer.set_result(event)
+        answer = self._hello_answer
+        if answer is not None and not answer.done() and not getattr(event, "ref", None):  # an ERR about a SEND is no answer to Hello
+            answer.set_result(event)
 
     def _connection_lost(self, reason: str) -> None:
         """The transport is gone: tell the application, and reconnect if asked to."""
@@ -262,6 +262,10 @@ class ChatClient:
                 self._write(Ping())
 
     # ------------------------------------------------------------ the transport's part
+
+    async def close(self) -> None:
+        """Say BYE and close the connection (each transport knows how)."""
+        raise NotImplementedError
 
     async def _open(self) -> None:
         raise NotImplementedError

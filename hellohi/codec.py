@@ -305,7 +305,11 @@ _BODY_FRAMES: dict[str, tuple[str, Callable[[list[str], bytes], Frame]]] = {
     "MSG": ("MSG ID FROM LENGTH", _msg),
 }
 VERBS = tuple(_LINE_FRAMES) + tuple(_BODY_FRAMES)
-_CAREFULLY = object()  # _canonical_frame's answer for "leave this one to the careful path"
+class _Carefully:
+    """_canonical_frame's answer for "leave this one to the careful path"."""
+
+
+_CAREFULLY = _Carefully()
 
 # The frames that carry nearly all the traffic (the four of every message, and the
 # HELLO and HI of every ping), in exactly the form encode() writes them:
@@ -364,7 +368,7 @@ class Decoder:
             canonical = _CANONICAL.match(self._buffer)
             if canonical is not None and canonical.end() <= self.max_line + 1:
                 frame = self._canonical_frame(canonical)
-                if frame is not _CAREFULLY:
+                if not isinstance(frame, _Carefully):
                     return frame
             line = self._take_line()
             if line is None:
@@ -383,9 +387,10 @@ class Decoder:
         self._broken = ProtocolError(error, detail, fatal=True)
         return self._broken
 
-    def _canonical_frame(self, match: re.Match[bytes]) -> Frame | None | object:
+    def _canonical_frame(self, match: re.Match[bytes]) -> Frame | None | _Carefully:
         """The frame a _CANONICAL match found (None: its body has not all arrived yet)."""
         last = match.lastgroup  # the last group of the alternative that matched
+        assert last is not None  # every alternative ends in a named group
         if last == "status_id":
             frame: Frame = Status(match["status_ref"].decode(), match["status_state"].decode(), int(match["status_id"]))
         elif last == "ack_id":

@@ -32,7 +32,7 @@ The session rules it follows:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 from .codec import Decoder, Err, Frame, Hello, Hi, encode
 from .errors import ProtocolError
@@ -207,18 +207,19 @@ class DatagramLink:
         if self.endpoint is not None:
             self.endpoint.handle_timer(now)
             return self._frames(self._take_events())
-        if self._hello_retry_at is not None and now >= self._hello_retry_at:
+        hello = self._unanswered_hello
+        if hello is not None and self._hello_retry_at is not None and now >= self._hello_retry_at:
             if self.trace:
                 self.trace(f"no HI within {PLAIN_HELLO_RETRY:g} s: saying Hello again (plain mode)")
-            self.send_frame(self._unanswered_hello, now)  # sets the next retry time too
+            self.send_frame(hello, now)  # sets the next retry time too
         return []
 
     def next_deadline(self) -> float | None:
         return self.endpoint.next_deadline() if self.endpoint is not None else self._hello_retry_at
 
-    def _take_events(self) -> list[bytes | LinkFailed]:
+    def _take_events(self) -> list[bytes | SessionReset | LinkFailed]:
         assert self.endpoint is not None
-        out: list[bytes | LinkFailed] = []
+        out: list[bytes | SessionReset | LinkFailed] = []
         for event in self.endpoint.pop_events():
             if isinstance(event, MessageReceived):
                 out.append(event.data)
@@ -227,7 +228,7 @@ class DatagramLink:
                 out.append(LinkFailed(f"the server stopped answering: {event.reason}"))
         return out
 
-    def _frames(self, messages: list[bytes | SessionReset | LinkFailed]) -> list[Received]:
+    def _frames(self, messages: Sequence[bytes | SessionReset | LinkFailed]) -> list[Received]:
         """Messages decoded into frames; the session's own items pass through."""
         out: list[Received] = []
         for item in messages:

@@ -72,6 +72,7 @@ def start_server(
     process = subprocess.Popen(
         (command_prefix or []) + argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
     )
+    assert process.stdout is not None  # stdout=PIPE
     # The banner comes quickly; a server that fails says why on stderr and exits.
     timer = _kill_after(process, timeout)
     try:

@@ -76,8 +76,9 @@ class TcpChatClient(ChatClient):
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._closed = loop.create_future()
-        self._transport, _ = await loop.create_connection(lambda: _StreamProtocol(self, self._closed), self.host, self.port)
+        closed: asyncio.Future[None] = loop.create_future()
+        self._closed = closed
+        self._transport, _ = await loop.create_connection(lambda: _StreamProtocol(self, closed), self.host, self.port)
         self._pending = None  # meant for the old connection; what matters goes again below
         self._expect_hello_answer()
         self._write(self.session.hello())

@@ -134,7 +134,7 @@ class _ClientConnection(asyncio.Protocol):
         self.decoder = Decoder(server.max_line, server.max_body)
         self.id = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # a stream's is a Transport
         peer = format_peer(transport.get_extra_info("peername"))
         self.id = self.server.relay.connect(peer, asyncio.get_running_loop().time())
         self.server._transports[self.id] = transport

@@ -90,19 +90,21 @@ class Demo:
         self.host, self.port = "127.0.0.1", 0
 
     def client(self, name: str, plain: bool = False, lossy: bool = False, trace_frames: bool = True) -> UdpChatClient:
-        impair = {}
+        impair_send = impair_receive = None
         if lossy:
             # Loss starts at 0 and is switched on after Hello, so both modes face it
             # on the same traffic (a plain Hello that is lost is simply never answered).
-            impair = dict(
-                impair_send=Impairment(seed=len(self.clients) * 2 + 1, trace=link_narrator(f"{name} -> server", self.quiet)),
-                impair_receive=Impairment(seed=len(self.clients) * 2 + 2, trace=link_narrator(f"server -> {name}", self.quiet)),
-            )
+            impair_send = Impairment(seed=len(self.clients) * 2 + 1, trace=link_narrator(f"{name} -> server", self.quiet))
+            impair_receive = Impairment(seed=len(self.clients) * 2 + 2, trace=link_narrator(f"server -> {name}", self.quiet))
+
+        def link_trace(text: str) -> None:
+            say(name, text)
+
         client = UdpChatClient(
             self.host, self.port, name, plain=plain, reconnect=False,
             trace=frame_tracer(name) if trace_frames else None,
-            link_trace=None if self.quiet else (lambda text, name=name: say(name, text)),
-            **impair,
+            link_trace=None if self.quiet else link_trace,
+            impair_send=impair_send, impair_receive=impair_receive,
         )
         self.clients.append(client)
         return client
@@ -153,46 +155,54 @@ class Demo:
         kind = "plain UDP, no acks and no retransmission" if plain else "reliable UDP: acks and retransmission"
         step(number, f"{MESSAGES} messages alice -> bob with {LOSS:.0%} of datagrams dropped each way ({kind})")
         suffix = "-plain" if plain else "-lossy"
-        sender = self.client("alice" + suffix, plain=plain, lossy=True, trace_frames=False)
-        receiver = self.client("bob" + suffix, plain=plain, lossy=True, trace_frames=False)
+        sender_name, receiver_name = "alice" + suffix, "bob" + suffix
+        sender = self.client(sender_name, plain=plain, lossy=True, trace_frames=False)
+        receiver = self.client(receiver_name, plain=plain, lossy=True, trace_frames=False)
         await sender.connect(), await receiver.connect()
-        for client in (sender, receiver):
-            client.impair_send.loss = client.impair_receive.loss = LOSS
-            client.impair_receive.duplicate = 0.05  # the network may also deliver a datagram twice
+        links = [_impairments(client) for client in (sender, receiver)]
+        for to_server, from_server in links:
+            to_server.loss = from_server.loss = LOSS
+            from_server.duplicate = 0.05  # the network may also deliver a datagram twice
         expected = [f"message {i:02d}".encode() for i in range(MESSAGES)]
         for body in expected:
-            sender.send(receiver.name, body)
+            sender.send(receiver_name, body)
             # Typed one by one, as in a chat: each message travels in its own datagram
             # (a burst would share datagrams, and fewer would be at risk).
             await asyncio.sleep(0.02)
         bodies, duplicates = await collect(receiver, MESSAGES, quiet_for=3.0 if plain else 8.0, limit=15.0)
-        dropped = sum(c.impair_send.dropped + c.impair_receive.dropped for c in (sender, receiver))
+        dropped = sum(to_server.dropped + from_server.dropped for to_server, from_server in links)
         if plain:
             lost = MESSAGES - len(bodies)
             say("demo", f"plain UDP: {len(bodies)} of {MESSAGES} arrived; {lost} lost for good "
                         f"({dropped} datagrams dropped, and nobody noticed)")
-            for client in (sender, receiver):
-                client.impair_send.loss = client.impair_receive.loss = 0.0
+            for (to_server, from_server), client in zip(links, (sender, receiver)):
+                to_server.loss = from_server.loss = 0.0
                 await client.close()
             return True
         stats = [sender.stats, receiver.stats]
-        server_side = [self.datagram_relay.session_stats(c.name) for c in (sender, receiver)]
+        server_side = [self.datagram_relay.session_stats(name) for name in (sender_name, receiver_name)]
         retransmitted = sum(s.retransmitted for s in stats + server_side if s is not None)
         suppressed = sum(s.duplicates_dropped for s in stats + server_side if s is not None) + duplicates
         exact = bodies == expected
         verdict = "delivered exactly once, in order" if exact else "NOT delivered exactly once in order"
         say("demo", f"{len(bodies)} of {MESSAGES} {verdict}: {dropped} datagrams dropped, "
                     f"{retransmitted} retransmissions, {suppressed} duplicates suppressed")
-        for client, stat in zip((sender, receiver), stats):
+        for name, stat in zip((sender_name, receiver_name), stats):
             srtt = f"{stat.srtt * 1000:.1f} ms" if stat.srtt is not None else "no sample yet"
-            say(client.name, f"sent {stat.packets_sent} data packets, retransmitted {stat.retransmitted} "
-                             f"({stat.fast_retransmits} fast), {stat.out_of_order_buffered} buffered out of order, "
-                             f"{stat.duplicates_dropped} duplicates dropped; SRTT {srtt}, RTO {stat.rto * 1000:.0f} ms")
-        for client in (sender, receiver):
-            client.impair_send.loss = client.impair_receive.loss = 0.0
-            client.impair_receive.duplicate = 0.0
+            say(name, f"sent {stat.packets_sent} data packets, retransmitted {stat.retransmitted} "
+                      f"({stat.fast_retransmits} fast), {stat.out_of_order_buffered} buffered out of order, "
+                      f"{stat.duplicates_dropped} duplicates dropped; SRTT {srtt}, RTO {stat.rto * 1000:.0f} ms")
+        for (to_server, from_server), client in zip(links, (sender, receiver)):
+            to_server.loss = from_server.loss = 0.0
+            from_server.duplicate = 0.0
             await client.close()
         return exact
+
+
+def _impairments(client: UdpChatClient) -> tuple[Impairment, Impairment]:
+    """The (to the server, from the server) impairments of a client made with lossy=True."""
+    assert client.impair_send is not None and client.impair_receive is not None
+    return client.impair_send, client.impair_receive
 
 
 async def main_async(workdir: Path, quiet: bool) -> int:
