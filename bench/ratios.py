@@ -120,9 +120,11 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     # apart, on the same two cores. The scenarios' own p50s, taken half a minute after
     # sockperf's baseline and wherever the scheduler put the processes, are shown as
     # information beside them.
-    unmeasured_turns = (f"baselines skipped, {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them, or sockperf missing"
+    # Without an entry for the turns (an entry says why it measured nothing, sockperf
+    # missing among the reasons), the run had no baselines, or was stopped before them.
+    unmeasured_turns = (f"baselines skipped, or {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them"
                         if run.get("interrupted")
-                        else "baselines skipped, or sockperf missing")
+                        else "baselines skipped")
     for kernel, clients in CLIENTS.items():
         turns = _baseline(run, f"paired-hello-{kernel}")
         blocks = _figure(turns, "blocks") or []

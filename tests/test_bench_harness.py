@@ -447,7 +447,7 @@ def test_baselines_run_hellohi_only_over_the_protocols_of_the_run():
                if "measured in turns" in r["name"]}
     assert details["hello udp"] == "not measured (udp is not among this run's protocols)"
     assert details["hello-raw udp-raw"] == "not measured (udp-raw is not among this run's protocols)"
-    assert details["hello tcp"] == "not measured (baselines skipped, or sockperf missing)"
+    assert details["hello tcp"] == "not measured (baselines skipped)"
 
 
 def test_kcp_test_replays_udp_turbo_on_the_same_seeded_link():
@@ -851,7 +851,7 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
     assert bench.returncode == 130
     assert f"interrupted (Ctrl-C): 1 of 2 steps finished; what they measured is below and in {out}\n" in stderr
     assert "Traceback" not in stderr
-    assert "not measured (baselines skipped, Ctrl-C before them, or sockperf missing)" in stdout
+    assert "not measured (baselines skipped, or Ctrl-C before them)" in stdout
     assert "hello-raw-tcp-64B-n20 " in stdout
     run = json.loads((out / "results.json").read_text())
     assert run["interrupted"] is True and run["stopped_by"] == "Ctrl-C"
@@ -894,7 +894,7 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_server(tmp_path):
     run = json.loads((out / "results.json").read_text())
     assert run["interrupted"] is True and [s["id"] for s in run["scenarios"]] == ["hello-raw-tcp-64B-n20"]
     assert run["stopped_by"] == "SIGTERM"
-    assert "not measured (baselines skipped, SIGTERM before them, or sockperf missing)" in stdout
+    assert "not measured (baselines skipped, or SIGTERM before them)" in stdout
     assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
 
 

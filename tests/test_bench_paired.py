@@ -72,6 +72,9 @@ def test_without_sockperf_the_turns_say_what_to_install(monkeypatch):
     monkeypatch.setattr(paired.shutil, "which", lambda program: None)
     result = paired.measure("tcp", blocks=1, round_trips=5)
     assert result["status"] == "missing" and "apt-get install sockperf" in result["reason"]
+    # ... and the targets repeat it.
+    details = {r["detail"] for r in ratios.compute_ratios({"baselines": [result], "scenarios": []})}
+    assert f"not measured (missing: {result['reason']})" in details
 
 
 def test_turns_measure_only_the_clients_of_the_protocols_asked_for():
