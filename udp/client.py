@@ -61,7 +61,7 @@ class UdpChatClient(ChatClient):
         self._timer = DeadlineTimer(self._on_timer)
         self._pump_scheduled = False  # an end-of-turn pump is due
         self._sent_this_turn = False  # a frame has left at once in this turn
-        self._reading = False  # inside _datagram_in: replies wait for its pump
+        self._reading = False  # inside _datagram_in: replies wait for the end-of-turn pump
 
     @property
     def stats(self):
@@ -126,9 +126,12 @@ class UdpChatClient(ChatClient):
         if not self._sent_this_turn and not self._reading:
             self._sent_this_turn = True
             self._pump()
-            if not self._pump_scheduled:
-                self._pump_scheduled = True
-                asyncio.get_running_loop().call_soon(self._end_of_turn)
+            self._pump_at_end_of_turn()
+
+    def _pump_at_end_of_turn(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_of_turn)
 
     def _end_of_turn(self) -> None:
         self._pump_scheduled = self._sent_this_turn = False
@@ -175,9 +178,7 @@ class UdpChatClient(ChatClient):
         # The acks and replies for this datagram leave at the end of the turn, after
         # the application's task has run on the events it got: what it writes then
         # (a Hello on HI) leaves at once and carries them.
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._end_of_turn)
+        self._pump_at_end_of_turn()
 
     def _take(self, items) -> None:
         for item in items:
