@@ -30,23 +30,27 @@ def _find(run, workload, protocol, payload=None, link="loopback", link_config=No
     return None
 
 
+def _baseline_entry(run, test):
+    """The baseline entry for `test`, whatever its status (one per test in a round)."""
+    return next((b for b in run["baselines"] if b["test"] == test), None)
+
+
 def _baseline(run, test):
-    for b in run["baselines"]:
-        if b["test"] == test and b["status"] == "ok":
-            return b
-    return None
+    """The baseline entry for `test` if it measured, else None."""
+    entry = _baseline_entry(run, test)
+    return entry if entry is not None and entry["status"] == "ok" else None
 
 
-def _why_no_turns(run, kernel, label) -> str | None:
-    """The bench's own reason why the turns beside `kernel`'s sockperf measured no `label`
-    client (the run's protocols left it out, sockperf missing, ...), if it recorded one."""
-    for b in run["baselines"]:
-        if b["test"] == f"paired-hello-{kernel}":
-            left_out = b.get("config", {}).get("left_out") or {}
-            if label in left_out:
-                return left_out[label]
-            if b["status"] != "ok":
-                return f"{b['status']}: {b.get('reason', '')}"
+def _why_no_turns(entry: dict | None, label: str) -> str | None:
+    """The bench's own reason why the turns' baseline `entry` measured no `label` client
+    (the run's protocols left it out, sockperf missing, ...), if it recorded one."""
+    if entry is None:
+        return None
+    left_out = entry.get("config", {}).get("left_out") or {}
+    if label in left_out:
+        return left_out[label]
+    if entry["status"] != "ok":
+        return f"{entry['status']}: {entry.get('reason', '')}"
     return None
 
 
@@ -126,12 +130,12 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
                         if run.get("interrupted")
                         else "baselines skipped")
     for kernel, clients in CLIENTS.items():
-        turns = _baseline(run, f"paired-hello-{kernel}")
+        turns = _baseline_entry(run, f"paired-hello-{kernel}")  # an entry that measured nothing has no figures
         blocks = _figure(turns, "blocks") or []
         for workload, protocol in clients:
             label = client_label(workload, protocol)
             value = _figure(turns, "ratio_median", label)
-            why_not = _why_no_turns(run, kernel, label) or unmeasured_turns
+            why_not = _why_no_turns(turns, label) or unmeasured_turns
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured in turns",
                 value, TARGET_RTT_RATIO, "lower",
                 f"median of {len(blocks)} blocks; per block (us / us): "
