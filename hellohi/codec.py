@@ -305,6 +305,8 @@ _BODY_FRAMES: dict[str, tuple[str, Callable[[list[str], bytes], Frame]]] = {
     "MSG": ("MSG ID FROM LENGTH", _msg),
 }
 VERBS = tuple(_LINE_FRAMES) + tuple(_BODY_FRAMES)
+
+
 class _Carefully:
     """_canonical_frame's answer for "leave this one to the careful path"."""
 
