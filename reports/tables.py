@@ -178,8 +178,8 @@ _NONE_FIGURE = re.compile(r"\bNone\b")
 
 def ratio_detail(ratio: dict) -> str:
     """Where a ratio came from: the bench's detail (its two figures), or, if it was not
-    measured, why not. The bench says why in words ("not measured (baselines skipped, or
-    sockperf missing)", "udp preset not measured / 216.7"); results.json files of older
+    measured, why not. The bench says why in words ("not measured (baselines skipped)",
+    "udp preset not measured / 216.7"); results.json files of older
     benches may instead hold the formula with the missing figure printed as None
     ("None msg/s"), which a student cannot read as a reason: the report says it in words."""
     detail = ratio.get("detail") or ""
