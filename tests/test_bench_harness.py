@@ -438,8 +438,8 @@ def test_baselines_run_hellohi_only_over_the_protocols_of_the_run():
         ("protocol-work-udp-raw", "skipped", "udp-raw is not among this run's protocols"),
         ("paired-hello-udp", "skipped", "udp and udp-raw are not among this run's protocols")]
     turns = dict(cli.baseline_jobs(1.0, {"udp-raw", "tcp"}))["hello beside sockperf udp"]
-    assert turns.keywords == {"protocols": {"udp-raw", "tcp"}}  # only hello-raw over plain UDP is measured
-    assert paired.clients_of("udp", {"udp-raw", "tcp"}) == [("hello-raw", "udp-raw")]
+    assert turns.keywords == {"protocols": {"udp-raw", "tcp"}}  # only the clients over plain UDP are measured
+    assert paired.clients_of("udp", {"udp-raw", "tcp"}) == [("hello", "udp-raw"), ("hello-raw", "udp-raw")]
 
     run = {"baselines": skipped, "scenarios": [{"config": {"workload": "hello", "protocol": "tcp", "payload": 64},
                                                 "status": "ok", "figures": {"latency": {"p50": 80.0}}}]}

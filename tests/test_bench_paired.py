@@ -80,9 +80,9 @@ def test_without_sockperf_the_turns_say_what_to_install(monkeypatch):
 def test_turns_measure_only_the_clients_of_the_protocols_asked_for():
     result = paired.measure("udp", blocks=1, round_trips=10, protocols={"udp-raw"})
     assert result["status"] == "ok", result.get("reason")
-    assert result["config"]["clients"] == ["hello-raw udp-raw"]
-    assert [set(row) for row in result["figures"]["blocks"]] == [{"sockperf", "hello-raw udp-raw"}]
-    assert list(result["figures"]["ratio_median"]) == ["hello-raw udp-raw"]
+    assert result["config"]["clients"] == ["hello udp-raw", "hello-raw udp-raw"]
+    assert [set(row) for row in result["figures"]["blocks"]] == [{"sockperf", "hello udp-raw", "hello-raw udp-raw"}]
+    assert list(result["figures"]["ratio_median"]) == ["hello udp-raw", "hello-raw udp-raw"]
     # The clients left out are named, with the reason, for the ratios to repeat.
     assert result["config"]["left_out"] == {"hello udp": "udp is not among this run's protocols",
                                             "hello-raw udp": "udp is not among this run's protocols"}
