@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     run["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run["ratios"] = compute_ratios(run)
     print_table(run)
-    print_ratios(run["ratios"])
+    print_ratios(run["ratios"], run["environment"])
     if args.out:
         json_path, csv_path = results.write(run, args.out)
         print(f"\nwrote {json_path} and {csv_path}")

@@ -222,11 +222,13 @@ def _shown(value, what: str, unit: str = "") -> str:
     return f"{value}{unit}" if value is not None else f"{what} not measured"
 
 
-def print_ratios(ratios: list[dict], out=None) -> None:
+def print_ratios(ratios: list[dict], environment: dict | None = None, out=None) -> None:
     out = out or sys.stdout
     rounds = max((len(r.get("per_round", ())) for r in ratios), default=0)
     how = f" (the median of each ratio over {rounds} rounds)" if rounds > 1 else ""
     print(f"\nIssue 4 targets, as measured in this run{how}:", file=out)
+    if environment:
+        print(f"  on {machine_line(environment)}", file=out)
     for r in ratios:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[r["met"]]
         if r["target"] is None:
@@ -234,3 +236,14 @@ def print_ratios(ratios: list[dict], out=None) -> None:
         value = "-" if r["value"] is None else f"{r['value']:.2f}x"
         target = "" if r["target"] is None else f" (target {'<=' if r['better'] == 'lower' else '>='} {r['target']}x)"
         print(f"  {value:>8s}  {r['name']}{target}: {verdict}  [{r['detail']}]", file=out)
+
+
+def machine_line(environment: dict) -> str:
+    """The processor and how its idle CPUs sleep: a ratio to sockperf is a property of both
+    (docs/bench.md, "Idle CPUs"), so two runs' ratios compare only beside this line."""
+    idle = environment.get("cpu_idle") or {}
+    poll = idle.get("guest_halt_poll_ns")
+    sleeping = (f"idle CPUs: cpuidle driver {idle.get('driver') or '?'}"
+                + (f", guest halt-polling {poll} ns" if poll is not None else "")) if idle else "idle CPUs: not recorded"
+    return (f"{environment.get('cpu_model') or 'an unnamed processor'}, {environment.get('cpu_count') or '?'} CPUs; "
+            f"{sleeping} (ratios to sockperf move with both: docs/bench.md, \"Idle CPUs\")")

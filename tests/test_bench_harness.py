@@ -6,6 +6,7 @@ balance and that it writes well-formed results; they never assert on speed.
 
 import asyncio
 import csv
+import io
 import json
 import os
 import shutil
@@ -131,6 +132,7 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr()
     assert "hello-tcp" in out.out and "targets, as measured" in out.out
+    assert "(ratios to sockperf move with both" in out.out  # the machine they were measured on
     assert "[" in out.err and "done" in out.err  # progress bar on stderr
     run = json.loads((tmp_path / "results.json").read_text())
     assert run["schema"] == results.SCHEMA
@@ -160,6 +162,20 @@ def test_the_environment_says_how_idle_cpus_sleep(tmp_path):
                                                    "devices/system/cpu/cpuidle/current_governor_ro": "menu"})
     assert results.cpu_idle(older_kernel) == {"driver": "intel_idle", "governor": "menu", "guest_halt_poll_ns": None}
     assert results.cpu_idle(tmp_path / "nothing") is None
+
+
+def test_the_targets_are_printed_under_the_machine_they_were_measured_on():
+    guest = {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_count": 2,
+             "cpu_idle": {"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": 0}}
+    out = io.StringIO()
+    ratios.print_ratios([], guest, out=out)
+    assert out.getvalue().splitlines()[2:] == [
+        "  on Intel(R) Xeon(R) Processor, 2 CPUs; idle CPUs: cpuidle driver haltpoll, guest halt-polling 0 ns "
+        "(ratios to sockperf move with both: docs/bench.md, \"Idle CPUs\")"]
+    laptop = {"cpu_model": None, "cpu_count": 8, "cpu_idle": {"driver": "intel_idle", "governor": "menu",
+                                                              "guest_halt_poll_ns": None}}
+    assert ratios.machine_line(laptop).startswith("an unnamed processor, 8 CPUs; idle CPUs: cpuidle driver intel_idle (")
+    assert "idle CPUs: not recorded" in ratios.machine_line({"cpu_model": "M1", "cpu_count": 8, "cpu_idle": None})
 
 
 def test_config_file_matrix(tmp_path):
