@@ -999,6 +999,20 @@ def test_a_ratio_that_was_not_measured_says_so_instead_of_printing_none():
     assert p99 == "udp not measured / 5000.0 us"
 
 
+def test_the_udp_relays_throughput_stands_beside_the_target_as_information():
+    def throughput(protocol: str, mps: float) -> dict:
+        return {"id": f"throughput-{protocol}-64B", "status": "ok", "figures": {"messages_per_s": mps},
+                "config": {"workload": "throughput", "protocol": protocol, "payload": 64, "link": "loopback"}}
+
+    run = results.new_run(["python", "-m", "bench"])
+    run["scenarios"] = [throughput("tcp", 70000.0), throughput("udp", 39000.0)]
+    shown = {r["name"]: r for r in ratios.compute_ratios(run)}
+    udp = shown["throughput udp relay alice->bob 64 B (msg/s) / 50,000 (information)"]
+    assert (udp["value"], udp["target"], udp["met"], udp["detail"]) == (0.78, None, None, "39,000 msg/s")
+    assert shown["throughput tcp relay alice->bob 64 B (msg/s) / 50,000"]["met"] is True
+    assert not any("throughput udp-raw" in name for name in shown)  # not measured: no line
+
+
 def test_the_kcp_target_is_judged_on_kcps_own_8_byte_echoes_only():
     def kcp_test(protocol: str, payload: int, avg: float) -> dict:
         return {"id": f"kcp-test-{protocol}-{payload}B", "status": "ok", "figures": {"avg_rtt_ms": avg, "max_rtt_ms": avg},
