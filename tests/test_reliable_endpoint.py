@@ -134,6 +134,20 @@ def test_turbo_recovers_from_a_loss_faster_than_default():
     assert recovery_time(TURBO) < recovery_time(DEFAULT)
 
 
+def test_arrival_times_show_what_turbo_buys_a_message_sent_alone():
+    """Lab 2, part 4: one message every 0.5 s over 10 % loss. Each is the last of its burst, so
+    no later packet can reveal its loss: it waits for the RTO, which turbo keeps short."""
+    def waits(config) -> list[float]:
+        sim = run_stream(config, Impairment(loss=0.1, delay=0.05, jitter=0.005, seed=1), payloads(200), spacing=0.5)
+        assert len(sim.received_at["b"]) == len(sim.received["b"]) == 200
+        assert sim.received_at["b"] == sorted(sim.received_at["b"])
+        return [at - i * 0.5 for i, at in enumerate(sim.received_at["b"])]
+
+    default, turbo = waits(DEFAULT), waits(TURBO)
+    assert min(default) >= 0.05 and min(turbo) >= 0.05  # nothing arrives sooner than the link's delay
+    assert max(turbo) < max(default)
+
+
 def test_retransmissions_at_ten_percent_loss_stay_near_the_minimum():
     """At 10% loss each way, retransmissions <= 1.5 x the loss-implied minimum.
 

@@ -9,6 +9,7 @@ it to watch the protocol without any network:
         sim.send_at(i * 0.01, "a", f"message {i}".encode())
     sim.run(until=60)
     sim.received["b"]   # the 100 messages, in order
+    sim.received_at["b"]   # the simulated time each of them reached b's application
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Simulation:
     back_link: Impairment | None = None
     now: float = 0.0
     received: dict[str, list[bytes]] = field(default_factory=lambda: {"a": [], "b": []})
+    received_at: dict[str, list[float]] = field(default_factory=lambda: {"a": [], "b": []})  # when each of `received` arrived
     delivered: dict[str, list[int]] = field(default_factory=lambda: {"a": [], "b": []})
     failed: dict[str, list[int]] = field(default_factory=lambda: {"a": [], "b": []})
 
@@ -85,6 +87,7 @@ class Simulation:
             for event in endpoint.pop_events():
                 if isinstance(event, MessageReceived):
                     self.received[side].append(event.data)
+                    self.received_at[side].append(now)
                 elif isinstance(event, MessageDelivered):
                     self.delivered[side].append(event.message_id)
                 elif isinstance(event, MessageFailed):
