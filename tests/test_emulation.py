@@ -257,6 +257,22 @@ def test_nothing_left_after_a_failure_while_building(monkeypatch):
     assert find_leftovers(name) == []
 
 
+def test_a_name_already_in_use_is_refused_and_the_other_run_left_alone():
+    name = network.new_run_name()
+    other = network.STATE_ROOT / name  # another run's state, as a reused pid would meet it
+    other.mkdir(parents=True)
+    (other / "meta.json").write_text('{"detached": true}')
+    try:
+        with pytest.raises(EmulationError, match=f"a run named {name} already exists.*nothing was built"):
+            with EmulatedNetwork(LinkSpec(delay_ms=1), backend="nft-tun", name=name):
+                pass
+        assert (other / "meta.json").read_text() == '{"detached": true}'
+        assert not [ns for ns in network.list_namespaces() if ns.startswith(name)]
+    finally:
+        shutil.rmtree(other)
+    assert find_leftovers(name) == []
+
+
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
                          ids=["sigterm", "sigint", "ctrl-c-to-process-group"])
 def test_nothing_left_after_sigterm_or_ctrl_c(sig, to_group):

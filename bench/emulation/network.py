@@ -183,6 +183,7 @@ class EmulatedNetwork:
         self.forwarder: subprocess.Popen | None = None
         self.forwarded_directions: list[str] = []
         self._created_ns: list[str] = []
+        self._name_is_ours = False  # set once start() finds no other run by this name: stop() removes it then
         self._procs: list[subprocess.Popen] = []
         self._old_handlers: dict[int, object] = {}
         self._stopping = False
@@ -254,14 +255,21 @@ class EmulatedNetwork:
             check_environment(need_tun=False, need_tc=True)
             self.backend = "netem" if netem_available() else "nft-tun"
         if self.backend == "netem" and self.loss_in == "forwarder":
-            raise EmulationError("loss_in='forwarder' needs backend='nft-tun' (netem has no seeded forwarder)")
+            raise EmulationError("loss in the forwarder (--loss-in forwarder) needs the nft-tun backend "
+                                 "(--backend nft-tun): netem has no seeded forwarder")
         uses_tun = self.backend == "nft-tun" and bool(self._forwarder_directions())
         uses_tc = any(s.rate_mbit for s in (self.up, self.down)) or self.backend == "netem"
         check_environment(need_tun=uses_tun, need_tc=uses_tc)
         if self.backend == "netem" and not netem_available():
-            raise EmulationError("this kernel has no netem qdisc (sch_netem); use backend='nft-tun' "
-                                 "(nftables + TUN forwarder), which works without it")
+            raise EmulationError("this kernel has no netem qdisc (sch_netem); use the nft-tun backend "
+                                 "(--backend nft-tun: nftables + TUN forwarder), which works without it")
 
+        # A name already on this machine is another run's (a reused pid with the same four hex
+        # digits, or a name passed in): build nothing, and leave what carries that name alone.
+        if self.name in run_names(self.name):
+            raise EmulationError(f"a run named {self.name} already exists on this machine "
+                                 "(`python -m bench.emulation status` lists it); nothing was built")
+        self._name_is_ours = True
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_meta()
         for ns in self.namespaces:
@@ -444,7 +452,10 @@ class EmulatedNetwork:
                 if self.forwarder.stdout:
                     self.forwarder.stdout.close()
                 self.forwarder = None
-            remove_run(self.name, namespaces=self._created_ns or None)
+            if self._name_is_ours:
+                # (None: every namespace by the run's name, in case a signal came between
+                # creating one and noting it in _created_ns.)
+                remove_run(self.name, namespaces=self._created_ns or None)
             self._created_ns.clear()
         finally:
             self._stopping = False
