@@ -48,6 +48,7 @@ class TcpRelayServer:
         self._server: asyncio.base_events.Server | None = None
         # One timer, always set for the relay's next deadline (heartbeat or timeout).
         self._timer: asyncio.TimerHandle | None = None
+        self.closing = False  # close() has begun: the store is closed or about to be
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -56,6 +57,7 @@ class TcpRelayServer:
         return address[0], address[1]
 
     async def close(self) -> None:
+        self.closing = True
         if self._timer:
             self._timer.cancel()
         if self._server:
@@ -159,10 +161,15 @@ class _ClientConnection(asyncio.Protocol):
         self.server.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.server.closing:
+            # Shutting down, every connection at once. The event loop reports them lost
+            # after close() has closed the store (wait_closed() does not wait for them),
+            # and there is nothing to record: waiting messages are on disk already.
+            return
         if self.server._transports.pop(self.id, None) is not None:
             log.info("connection #%d lost%s", self.id, f" ({exc})" if exc else "")
-        if self.decoder.buffered:
-            log.info("connection #%d left %d bytes of an unfinished frame; ignored", self.id, self.decoder.buffered)
+        if self.decoder.mid_frame:
+            log.info("connection #%d left an unfinished frame; ignored", self.id)
         self.server.relay.disconnected(self.id)
         self.server.flush()
 

@@ -43,6 +43,25 @@ def test_live_relay_on_either_event_loop(transport, loop):
     assert (message.sender, message.body, states) == ("alice", b"hi bob", ["stored", "delivered"])
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_server_stopped_with_clients_connected_shuts_down_without_a_traceback(transport, tmp_path, loop):
+    server, client = transport
+    running = server("--loop", loop)
+
+    async def connected_when_stopped():
+        alice, bob = client("127.0.0.1", running.port, "alice"), client("127.0.0.1", running.port, "bob")
+        await alice.connect(), await bob.connect()
+        alice.send("bob", "in flight as the server stops")
+        running.stop()  # SIGTERM, then wait for the process to exit
+        await alice.close(), await bob.close()
+
+    asyncio.run(connected_when_stopped())
+    assert running.process.returncode == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "shutting down" in log
+    assert "Traceback" not in log and "Exception" not in log, log
+
+
 def test_fifty_concurrent_clients_lose_and_duplicate_nothing(transport):
     server, client = transport
     count, per_client = 50, 10
