@@ -356,6 +356,12 @@ class Decoder:
         """Bytes received but not yet part of a whole frame."""
         return len(self._buffer)
 
+    @property
+    def mid_frame(self) -> bool:
+        """True while a frame has begun and not ended: bytes buffered, or a header whose body
+        has not come (its bytes are no longer buffered)."""
+        return bool(self._buffer) or self._pending_body is not None
+
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
@@ -481,6 +487,6 @@ def decode_all(data: bytes, max_line: int = DEFAULT_MAX_LINE, max_body: int = DE
     decoder = Decoder(max_line, max_body)
     decoder.feed(data)
     frames = decoder.frames()
-    if decoder.buffered:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"{decoder.buffered} bytes left after the last whole frame")
+    if decoder.mid_frame:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the data ends in the middle of a frame")
     return frames

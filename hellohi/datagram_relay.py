@@ -343,7 +343,7 @@ class DatagramRelay:
         # because the next one may never come.
         session.decoder = Decoder(self.max_line, self.max_body)
         self._frames_in(session, datagram, now)
-        if session.decoder.buffered and session.connection in self._by_connection:
+        if session.decoder.mid_frame and session.connection in self._by_connection:
             self.relay.reject(session.connection, ProtocolError(ErrorCode.BAD_FRAME, "a plain datagram must hold whole frames"))
         self._touched.add(session.connection)
         return session

@@ -81,6 +81,15 @@ def test_blank_lines_are_skipped():
     assert decode_all(b"\n\r\nPING\n\n") == [codec.Ping()]
 
 
+@pytest.mark.parametrize("data", [b"SEND bob r1 5\n", b"SEND bob r1 5\nhel", b"PING"], ids=["header alone", "body cut", "no newline"])
+def test_data_that_ends_inside_a_frame_is_not_whole_frames(data):
+    decoder = Decoder()
+    decoder.feed(data)
+    assert decoder.next_frame() is None and decoder.mid_frame  # waiting for more, even with nothing buffered
+    with pytest.raises(ProtocolError, match="ends in the middle of a frame"):
+        decode_all(data)
+
+
 def test_limits_are_configurable():
     decoder = Decoder(max_line=16, max_body=4)
     decoder.feed(b"SEND bob r1 5\n")

@@ -472,6 +472,20 @@ def test_plain_garbage_gets_an_err_frame():
     assert b"ERR 405 unknown-command" in answer
 
 
+@pytest.mark.parametrize("cut", [b"SEND alice r2 5\nhel", b"SEND alice r2 5\n"], ids=["body cut short", "body missing"])
+def test_a_plain_datagram_that_ends_inside_a_frame_gets_err_400(cut):
+    # `nc -u` sends each typed line as a datagram of its own: a SEND's header alone is the
+    # case a student meets first, and its body must not be read as a frame of its own.
+    net = Network()
+    source = ("198.18.0.50", 5050)
+    net.inject(b"Hello mallory" + b"\n" * 200, source)
+    net.run(0.1)
+    net.inject(cut, source)
+    net.run(0.1)
+    answer = b"".join(net.datagrams_to[source])
+    assert b"ERR 400 bad-frame a plain datagram must hold whole frames" in answer
+
+
 def test_reset_is_never_longer_than_what_provoked_it():
     net = Network()
     source = ("198.18.0.50", 5050)
