@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Callable
 
@@ -107,6 +108,16 @@ def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str 
 
 
 async def run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) -> int:
+    try:
+        return await _run(args, make_client)
+    except BrokenPipeError:
+        # Whoever read our output has gone (`... --json | head -1`): stop quietly, as Unix
+        # tools do. Python would try stdout once more as it exits, so point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INCOMPLETE
+
+
+async def _run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) -> int:
     sends = args.send  # (NAME, TEXT) pairs: options.parse_send checked each for its ':'
     if problem := command_line_problem(args.name, sends):
         print(f"error: {problem}", file=sys.stderr)

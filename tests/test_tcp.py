@@ -179,6 +179,18 @@ def test_cli_scripted_mode_and_json(server):
     assert [e["text"] for e in events if e["event"] == "message"] == ["hello there", "again"]
 
 
+def test_cli_whose_reader_goes_away_stops_quietly(server):
+    port = server().port
+    client = subprocess.Popen([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "bob",
+                               "--poll", "0.5", "--json"], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(client.stdout.readline())["event"] == "connected"
+    client.stdout.close()  # like `| head -1`: the "done" line half a second later has no reader
+    _, errors = client.communicate(timeout=30)
+    assert client.returncode == 1
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+
+
 def test_cli_says_what_is_wrong(server):
     port = server().port
     unknown = run_client(port, "--name", "alice", "--send", "nobody:hi", "--timeout", "3")
