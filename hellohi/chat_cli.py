@@ -61,6 +61,10 @@ class Printer:
         else:
             print(f"[{self.who}] {line}", flush=True)
 
+    def help(self, text: str) -> None:
+        """A hint for the person at the prompt; as JSON with its text, for a program to show."""
+        self.emit("help", text, text=text)
+
     def event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
             text = event.body.decode("utf-8", "replace")
@@ -198,7 +202,7 @@ HELP = "type '@NAME TEXT' or '/msg NAME TEXT' to send, '/who' for who is online,
 
 async def _interactive(client, printer: Printer) -> int:
     loop = asyncio.get_running_loop()
-    printer.emit("help", HELP)
+    printer.help(HELP)
 
     async def show_events() -> None:
         while True:
@@ -222,13 +226,13 @@ async def _interactive(client, printer: Printer) -> int:
             elif command.startswith(("@", "/msg ")):
                 target, _, text = command.removeprefix("/msg ").lstrip("@").partition(" ")
                 if target and text and (problem := recipient_problem(target)):
-                    printer.emit("help", f"not sent: {problem}, e.g. @bob hello")
+                    printer.help(f"not sent: {problem}, e.g. @bob hello")
                 elif target and text:
                     ref = client.send(target, text)
                     printer.emit("sent", f"-> {target}: {text} (ref {ref})", to=target, ref=ref, text=text)
                 else:
-                    printer.emit("help", "usage: @NAME TEXT")
+                    printer.help("usage: @NAME TEXT")
             else:
-                printer.emit("help", HELP)
+                printer.help(HELP)
     finally:
         shower.cancel()

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
+from hellohi.codec import NAME_RULE
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, next_of
 from tcp.client import TcpChatClient
@@ -177,6 +178,16 @@ def test_cli_scripted_mode_and_json(server):
     assert got.returncode == 0, got.stdout
     events = [json.loads(line) for line in got.stdout.splitlines()]
     assert [e["text"] for e in events if e["event"] == "message"] == ["hello there", "again"]
+
+
+def test_cli_hints_carry_their_text_in_json(server):
+    port = server().port
+    typed = "@bob\n@no!such hi\n/quit\n"  # no text; a name nobody can have
+    result = subprocess.run([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "carol",
+                             "--json"], cwd=REPO_ROOT, input=typed, capture_output=True, text=True, timeout=30)
+    hints = [event["text"] for event in map(json.loads, result.stdout.splitlines()) if event["event"] == "help"]
+    assert hints[1:] == ["usage: @NAME TEXT", "not sent: 'no!such' is not a name anybody can have: " + NAME_RULE + ", e.g. @bob hello"]
+    assert "@NAME TEXT" in hints[0]  # the help shown at the start
 
 
 def test_cli_whose_reader_goes_away_stops_quietly(server):
