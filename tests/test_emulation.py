@@ -348,7 +348,8 @@ def test_down_takes_a_whole_name_never_a_prefix():
         pid_part = name.rsplit("-", 1)[0]                     # hh-<pid>: once removed every run of that pid...
         for partial in (pid_part, name[:-1]):                 # ...and down hh-2418 removed hh-24187-75c7
             down = cli_run("down", partial)
-            assert down.returncode == 1 and f"no run named {partial!r} (give its whole name" in down.stderr, down
+            assert down.returncode == 1, down
+            assert f"no run named {partial!r}; runs whose names start so: {name}; give the whole name" in down.stderr
         assert network.run_names(name) == {name} and any(i.startswith("netns") for i in find_leftovers(name))
     finally:
         down = cli_run("down", name)

@@ -115,9 +115,11 @@ def _why_not_down(run: str) -> str | None:
 def cmd_down(args) -> int:
     check_environment(need_tun=False)
     run = args.name
-    if run not in run_names(run):  # the whole name: `down hh-2418` must never remove hh-24187-75c7
-        print(f"no run named {run!r} (give its whole name, e.g. hh-4242-1a2b); "
-              "`python -m bench.emulation status` lists them", file=sys.stderr)
+    named_so = run_names(run)  # every run whose name starts with what was given
+    if run not in named_so:  # the whole name: `down hh-2418` must never remove hh-24187-75c7
+        meant = f"runs whose names start so: {', '.join(sorted(named_so))}; give the whole name" if named_so \
+            else "`python -m bench.emulation status` lists the runs on this machine"
+        print(f"no run named {run!r}; {meant}", file=sys.stderr)
         return 1
     if not args.force and (refusal := _why_not_down(run)):
         print(f"refused: {refusal}", file=sys.stderr)
