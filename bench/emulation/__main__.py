@@ -153,10 +153,11 @@ def cmd_check(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The module docstring's first line and last paragraph; its command list is the subparsers' help.
     p = argparse.ArgumentParser(prog="python -m bench.emulation", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                epilog=__doc__.strip().split("\n\n")[-1])
     sub = p.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="build a link that stays until `down`")
+    up = sub.add_parser("up", help="build a link that stays until `down` (prints the namespaces and commands to try)")
     up.add_argument("--loss", type=float, default=0.0, help="share of packets lost, e.g. 0.05")
     up.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay")
     up.add_argument("--jitter-ms", type=float, default=0.0)
@@ -170,16 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--clients", type=int, default=1)
     up.add_argument("--backend", choices=["auto", "nft-tun", "netem"], default="auto")
     up.add_argument("--loss-in", choices=["kernel", "forwarder"], default="kernel")
-    st = sub.add_parser("status", help="list runs and their counters")
+    st = sub.add_parser("status", help="list the runs on this machine with their settings and counters, leftovers marked")
     st.add_argument("--prefix", default=PREFIX)
-    dn = sub.add_parser("down", help="remove a run made by `up`")
+    dn = sub.add_parser("down", help="remove a run made by `up` (its exact name; --force for a run something else made)")
     dn.add_argument("name", help="the run's whole name (hh-<pid>-<hex>) as printed by `up`")
     dn.add_argument("--force", action="store_true",
                     help="also a run that `up` did not make: a live bench's (it breaks mid-run) or a leftover")
-    cl = sub.add_parser("cleanup", help="remove leftovers of crashed runs")
+    cl = sub.add_parser("cleanup", help="remove leftovers of crashed runs (by name prefix)")
     cl.add_argument("--prefix", default=PREFIX, help=f"only runs whose name starts with this (default {PREFIX})")
     cl.add_argument("--force", action="store_true", help="also runs whose creator still lives, and `up` runs")
-    sub.add_parser("check", help="can emulation run here? which backend?")
+    sub.add_parser("check", help="say whether emulation can run here and which backend it would use")
     return p
 
 
