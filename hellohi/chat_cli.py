@@ -8,8 +8,8 @@ Modes:
 - interactive (default): type `@bob hello` or `/msg bob hello`, `/who`, `/quit`;
 - scripted: `--send NAME:TEXT` (repeatable) and/or `--expect N`, for demos,
   tests and autograders; exit status 0 means everything was sent and every
-  expected message arrived (1: something is missing; 2: the server could not
-  be reached or refused Hello, or a flag is wrong);
+  expected message arrived (1: something is missing, or the connection was lost
+  for good; 2: the server could not be reached or refused Hello, or a flag is wrong);
 - poll: `--poll [IDLE]`: connect, collect what waits, leave after IDLE quiet seconds.
 """
 
@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 from typing import Callable
 
 from .client_session import (
@@ -155,6 +156,7 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
     wanted_state = "delivered" if args.wait_delivered else "stored"
     unconfirmed: set[str] = set()
     failed: list[str] = []
+    lost = ""  # why the connection ended for good, if it did
     received = 0
     for to, text in sends:
         ref = client.send(to, text)
@@ -182,8 +184,11 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
             unconfirmed.discard(event.ref)
             failed.append(event.ref)
         elif isinstance(event, ConnectionLost) and not event.reconnecting:
+            lost = event.reason
             break
     problems = []
+    if lost:
+        problems.append(f"the connection was lost ({lost})")
     if unconfirmed:
         problems.append(f"{len(unconfirmed)} of {len(sends)} messages not {wanted_state}")
     if failed:
@@ -200,20 +205,45 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
 HELP = "type '@NAME TEXT' or '/msg NAME TEXT' to send, '/who' for who is online, '/quit' to leave"
 
 
+# Put in the interactive loop's inbox beside the typed lines: the client will not reconnect.
+_LOST_FOR_GOOD = object()
+
+
+def _read_lines_into(inbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
+    """The typed lines, from a thread of their own ("" at the end of input).
+
+    A daemon thread, not the event loop's executor: an executor's thread still blocked
+    in readline() would keep the program from exiting until the person pressed Enter.
+    """
+    while True:
+        line = sys.stdin.readline()
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, line)
+        except RuntimeError:  # the event loop has finished: nobody reads any more
+            return
+        if not line:
+            return
+
+
 async def _interactive(client, printer: Printer) -> int:
-    loop = asyncio.get_running_loop()
     printer.help(HELP)
+    inbox: asyncio.Queue = asyncio.Queue()
+    threading.Thread(target=_read_lines_into, args=(inbox, asyncio.get_running_loop()), daemon=True).start()
 
     async def show_events() -> None:
         while True:
             event = await client.next_event()
             if event is not None:
                 printer.event(event)
+                if isinstance(event, ConnectionLost) and not event.reconnecting:
+                    inbox.put_nowait(_LOST_FOR_GOOD)
 
     shower = asyncio.create_task(show_events())
     try:
         while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
+            line = await inbox.get()
+            if line is _LOST_FOR_GOOD:  # --no-reconnect, or the server refused us: nothing left to do
+                return EXIT_INCOMPLETE
             if not line:  # end of input, like /quit
                 return EXIT_OK
             command = line.strip()

@@ -190,6 +190,26 @@ def test_cli_hints_carry_their_text_in_json(server):
     assert "@NAME TEXT" in hints[0]  # the help shown at the start
 
 
+@pytest.mark.parametrize("mode", [[], ["--poll", "30"]], ids=["interactive", "poll"])
+def test_cli_with_no_reconnect_exits_when_the_server_goes(server, mode):
+    running = server()
+    client = subprocess.Popen([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{running.port}",
+                               "--name", "dan", "--no-reconnect", "--json", *mode], cwd=REPO_ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while json.loads(client.stdout.readline())["event"] != "registered":
+            pass
+        running.stop()
+        # The person is still at the prompt (stdin stays open): the client must not wait for them.
+        assert client.wait(timeout=15) == 1
+    finally:
+        client.kill()
+        output, errors = client.communicate()
+    events = [json.loads(line) for line in output.splitlines()]
+    assert {"event": "connection-lost", "reason": "server closed the connection", "reconnecting": False} in events
+    assert "Traceback" not in errors, errors
+
+
 def test_cli_whose_reader_goes_away_stops_quietly(server):
     port = server().port
     client = subprocess.Popen([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "bob",
