@@ -10,8 +10,9 @@ measures the drift as much as hellohi.
 So this measures them in turns, against one hellohi server and one sockperf
 server started once: a one-second sockperf ping-pong, then a thousand
 Hello/HI round trips through each client (the library, then `hello-raw`; over
-UDP each with acks and plain), and again, `blocks` times. Each block gives ratios of figures taken within about a
-second of each other; the figure for the target is their median over the blocks.
+UDP each with acks and plain), and again, `blocks` times. Each block gives
+ratios of figures taken within about a second of each other; the figure for
+the target is their median over the blocks.
 
 Both pairs of programs also run on the same cores: every server on one core,
 every client on another (taskset), where the machine has two. Where a process
