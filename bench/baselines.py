@@ -151,6 +151,10 @@ def iperf3_throughput(seconds: float = 2.0, host: str = "127.0.0.1") -> dict:
         received = json.loads(out.stdout)["end"]["sum_received"]
     except (ValueError, KeyError):
         return {**result, "status": "error", "reason": (out.stdout + out.stderr)[-500:]}
+    if out.returncode != 0 or not received.get("bytes") or not received.get("seconds"):
+        # Stopped early (a signal to iperf3 alone), its report is still JSON, of a run that carried nothing.
+        return {**result, "status": "error", "reason": f"iperf3 exited with status {out.returncode} after "
+                                                       f"{received.get('bytes', 0)} bytes: {out.stderr.strip()[-300:]}"}
     return {**result, "status": "ok", "figures": {
         "goodput_MB_per_s": received["bytes"] / received["seconds"] / 1e6,
         "bits_per_second": received["bits_per_second"],

@@ -82,7 +82,8 @@ def compute_ratios(run: dict) -> list[dict]:
     by_round = []
     for number in range(1, rounds + 1):
         view = {"scenarios": [s for s in run["scenarios"] if s["config"].get("round", 1) == number],
-                "baselines": [b for b in run["baselines"] if b.get("round", 1) == number]}
+                "baselines": [b for b in run["baselines"] if b.get("round", 1) == number],
+                "interrupted": run.get("interrupted"), "stopped_by": run.get("stopped_by")}
         by_round.append({r["name"]: r for r in _ratios_of_one_round(view)})
     names = list(dict.fromkeys(name for ratios in by_round for name in ratios))
     merged = []
@@ -93,7 +94,10 @@ def compute_ratios(run: dict) -> list[dict]:
         measured = [v for v in values if v is not None]
         value = statistics.median(measured) if measured else None
         met_rounds = sum(1 for e in entries if e and e["met"]) if first["target"] is not None else None
-        if not measured:
+        reasons = {e["detail"] for e in entries if e is not None}
+        if not measured and len(reasons) == 1:  # the same reason every time (a protocol the run left out)
+            detail = f"{reasons.pop()}, in each of {rounds} rounds"
+        elif not measured:
             detail = f"not measured in any of {rounds} rounds"
         else:
             how = f"median of {len(measured)} rounds" if len(measured) > 1 else f"measured in 1 of {rounds} rounds"
@@ -126,9 +130,13 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     # information beside them.
     # Without an entry for the turns (an entry says why it measured nothing, sockperf
     # missing among the reasons), the run had no baselines, or was stopped before them.
-    unmeasured_turns = (f"baselines skipped, or {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them"
-                        if run.get("interrupted")
-                        else "baselines skipped")
+    remote = any(r["config"].get("link") == "remote" for r in run["scenarios"])
+    if remote:  # bench/cli.py runs no baselines against --server: they would measure this computer
+        unmeasured_turns = "a run against --server measures no baselines; the targets are judged on loopback"
+    elif run.get("interrupted"):
+        unmeasured_turns = f"baselines skipped, or {run.get('stopped_by') or 'Ctrl-C or SIGTERM'} before them"
+    else:
+        unmeasured_turns = "baselines skipped"
     for kernel, clients in CLIENTS.items():
         turns = _baseline_entry(run, f"paired-hello-{kernel}")  # an entry that measured nothing has no figures
         blocks = _figure(turns, "blocks") or []
@@ -168,8 +176,10 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     for workload in ("throughput", "throughput-raw"):
         s = _find(run, workload, "tcp", 64)
         mps = _figure(s, "messages_per_s")
+        missing = f"{workload} tcp 64 B not measured" + (" on loopback, where it is judged (this run was against --server)"
+                                                          if remote else "")
         add(f"{workload} tcp relay alice->bob 64 B (msg/s) / 50,000", _ratio(mps, TARGET_MSGS_PER_S),
-            1.0, "higher", f"{mps:,.0f} msg/s" if mps is not None else f"{workload} tcp 64 B not measured")
+            1.0, "higher", f"{mps:,.0f} msg/s" if mps is not None else missing)
     # The throughput target names no transport; it is judged on TCP (docs/bench.md,
     # "Ratios and their targets"), and the UDP relay's figures stand beside it, so neither is hidden.
     for protocol in ("udp", "udp-raw"):
@@ -199,15 +209,27 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
         add(f"emulated {link}: udp relay round-trip p99 / tcp relay round-trip p99", _ratio(udp_p99, tcp_p99), 1.0,
             "lower", f"{_shown(udp_p99, 'udp', ' us')} / {_shown(tcp_p99, 'tcp', ' us')}")
         retrans = _figure(udp, "retransmission_ratio")
-        add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower",
-            _retransmission_detail(udp["figures"]) if retrans is not None else "udp counters not measured")
+        if retrans is not None:
+            why = _retransmission_detail(udp["figures"])
+        elif udp is None:
+            why = "udp relay not measured on this link"
+        elif not config.get("loss"):
+            why = "this link loses nothing: there is no loss-implied minimum to compare with"
+        else:
+            why = "udp counters not measured"
+        add(f"emulated {link}: udp retransmissions / loss-implied minimum", retrans, 1.3, "lower", why)
     # Judged on KCP's own scenario only: 8-byte echoes, as in the README figures it is read beside.
     kfast = _find(run, "kcp-test", "kcp-fast", payload=KcpScenario.payload)
     udp_turbo = _find(run, "kcp-test", "udp-turbo", payload=KcpScenario.payload)
+    other_payloads = sorted({r["config"]["payload"] for r in run["scenarios"]
+                             if r["config"]["workload"] == "kcp-test"} - {KcpScenario.payload})
     for stat in ("avg_rtt_ms", "max_rtt_ms"):
         ours, theirs = _figure(udp_turbo, stat), _figure(kfast, stat)
-        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", _ratio(ours, theirs), 1.0, "lower",
-            f"{_shown(ours, 'udp preset')} / {_shown(theirs, 'KCP fast mode')}")
+        detail = f"{_shown(ours, 'udp preset')} / {_shown(theirs, 'KCP fast mode')}"
+        if (ours is None or theirs is None) and other_payloads:
+            detail = (f"judged on KCP's own {KcpScenario.payload}-byte echoes only; this run's kcp-test sent "
+                      f"{', '.join(map(str, other_payloads))} B")
+        add(f"KCP test: udp latency preset {stat} / KCP fast mode {stat}", _ratio(ours, theirs), 1.0, "lower", detail)
     return [r for r in ratios if r["target"] is not None or r["value"] is not None]
 
 

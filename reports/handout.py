@@ -26,6 +26,8 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
                 and (link_config is None or config.get("link_config") == link_config):
             reason = scenario.get("reason") or "no figures"
             return f"not measured in this run ({scenario['status']}: {reason})"
+    if link == "loopback" and any(link_of(s["config"]) == "remote" for s in run["scenarios"]):
+        return "not measured in this run (it ran against another computer's server, --server: see part 4)"
     if interrupted(run):
         return f"not measured in this run (not in its scenario matrix, or {stopped_by(run)} stopped the run before it)"
     return "not measured in this run (not in its scenario matrix)"
@@ -242,10 +244,10 @@ def _lossy_section(run: dict) -> list[str]:
             configs.append(config)
     if not configs:
         lines += [
-            "This run had no emulated link: `make bench` measures on loopback only. As root on Linux,",
-            "`make bench-full`, or `make bench BENCH_ARGS=\"--link issue4\"`, adds two emulated hosts joined",
-            "by a link with 5 % loss and 10 ms delay each way. Run one of them, then `make report` again,",
-            "to fill in this part (they write over `results/latest`, the run this handout was built from).",
+            "This run had no emulated link (`make bench` measures on loopback only). As root on Linux,",
+            "`--link issue4` adds two emulated hosts joined by a link with 5 % loss and 10 ms delay each way.",
+            "Measure it into a folder of its own, so that the run this handout was built from stays as it is:",
+            "`make bench BENCH_ARGS=\"--link issue4\" RESULTS=results/lossy`, then `make report RESULTS=results/lossy`.",
             "",
         ]
     for config in configs:

@@ -650,7 +650,13 @@ def test_ratios_over_rounds_are_each_rounds_ratio_then_the_median():
     assert ratio["value"] == 1.5 and ratio["met"] is True and ratio["met_rounds"] == 2
     assert ratio["detail"] == "median of 3 rounds: 1.50x, 3.33x, 1.20x; met in 2 of 4"
     never = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello tcp") and "in turns" in r["name"])
-    assert never["value"] is None and never["met"] is None and never["detail"] == "not measured in any of 4 rounds"
+    assert never["value"] is None and never["met"] is None
+    assert never["detail"] == "not measured (baselines skipped), in each of 4 rounds"  # the one reason, once
+    for entry in run["baselines"]:  # a different reason in round 2
+        if entry["test"] == "paired-hello-tcp" and entry["round"] == 2:
+            entry.update(status="skipped", reason="tcp is not among this run's protocols")
+    never = next(r for r in ratios.compute_ratios(run) if r["name"].startswith("hello tcp") and "in turns" in r["name"])
+    assert never["detail"] == "not measured in any of 4 rounds"
 
 
 def test_cli_rounds_measure_the_matrix_again_and_say_which_round(tmp_path, capsys):
@@ -999,6 +1005,33 @@ def test_a_ratio_that_was_not_measured_says_so_instead_of_printing_none():
     assert p99 == "udp not measured / 5000.0 us"
 
 
+def test_a_target_not_measured_says_why():
+    def relay(protocol: str, link: str, link_config=None, **figures) -> dict:
+        return {"id": f"relay-{protocol}", "status": "ok", "figures": {"latency": {"p99": 5000.0}, **figures},
+                "config": {"workload": "relay", "protocol": protocol, "payload": 64, "link": link, "link_config": link_config}}
+
+    run = results.new_run(["python", "-m", "bench"])
+    # A link with reordering and no loss: no loss-implied minimum.
+    run["scenarios"] = [relay("tcp", "emulated", {"reorder": 0.1}), relay("udp", "emulated", {"reorder": 0.1},
+                                                                          delivery={"delivered": 5, "sent": 5, "duplicates": 0})]
+    shown = {r["name"]: r["detail"] for r in ratios.compute_ratios(run)}
+    assert shown['emulated {"reorder": 0.1}: udp retransmissions / loss-implied minimum'] == \
+        "this link loses nothing: there is no loss-implied minimum to compare with"
+    # kcp-test with another payload: the target is judged on KCP's own 8-byte echoes.
+    run["scenarios"] = [{"id": f"kcp-test-{p}", "status": "ok", "figures": {"avg_rtt_ms": 1.0, "max_rtt_ms": 2.0},
+                         "config": {"workload": "kcp-test", "protocol": p, "payload": 16, "link": "loopback"}}
+                        for p in ("kcp-fast", "udp-turbo")]
+    kcp = [r["detail"] for r in ratios.compute_ratios(run) if r["name"].startswith("KCP test")]
+    assert kcp == ["judged on KCP's own 8-byte echoes only; this run's kcp-test sent 16 B"] * 2
+    # Against --server: no baselines and no loopback figures, and the targets say so.
+    run["scenarios"] = [relay("tcp", "remote")]
+    shown = {r["name"]: r["detail"] for r in ratios.compute_ratios(run)}
+    assert shown["hello tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured in turns"] == \
+        "not measured (a run against --server measures no baselines; the targets are judged on loopback)"
+    assert shown["throughput tcp relay alice->bob 64 B (msg/s) / 50,000"] == \
+        "throughput tcp 64 B not measured on loopback, where it is judged (this run was against --server)"
+
+
 def test_the_udp_relays_throughput_stands_beside_the_target_as_information():
     def throughput(protocol: str, mps: float) -> dict:
         return {"id": f"throughput-{protocol}-64B", "status": "ok", "figures": {"messages_per_s": mps},
@@ -1037,6 +1070,18 @@ def test_sockperf_and_iperf3_record_the_whole_seconds_they_ran():
     assert sockperf["config"]["seconds"] == 1 and sockperf["config"]["argv"][sockperf["config"]["argv"].index("-t") + 1] == "1"
     iperf3 = baselines.iperf3_throughput(0.4)
     assert iperf3["config"]["seconds"] == 1 and iperf3["config"]["argv"][-2:] == ["1", "-J"]
+
+
+def test_an_iperf3_stopped_early_is_an_error_not_zero_throughput(monkeypatch):
+    if shutil.which("iperf3") is None:
+        pytest.skip("not installed: iperf3 (.ci/run installs it)")
+    # What iperf3 -J prints when a signal stops the client alone: still JSON, of nothing carried.
+    report = {"end": {"sum_received": {"bytes": 0, "seconds": 0.3, "bits_per_second": 0.0}}}
+    stopped = subprocess.CompletedProcess([], 1, stdout=json.dumps(report), stderr="iperf3: interrupt - the client has terminated")
+    monkeypatch.setattr(baselines.subprocess, "run", lambda *args, **kwargs: stopped)
+    result = baselines.iperf3_throughput(1)
+    assert result["status"] == "error" and "figures" not in result
+    assert result["reason"].startswith("iperf3 exited with status 1 after 0 bytes: iperf3: interrupt")
 
 
 def test_a_cancel_that_comes_as_the_window_moves_is_never_lost():
