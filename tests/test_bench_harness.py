@@ -1072,6 +1072,17 @@ def test_sockperf_and_iperf3_record_the_whole_seconds_they_ran():
     assert iperf3["config"]["seconds"] == 1 and iperf3["config"]["argv"][-2:] == ["1", "-J"]
 
 
+def test_a_reader_that_went_away_stops_the_bench_quietly():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `python -m bench --list | head -1` once head has exited
+    try:
+        listed = subprocess.run([sys.executable, "-m", "bench", "--list"], cwd=REPO_ROOT, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr, listed.stderr
+
+
 def test_an_iperf3_stopped_early_is_an_error_not_zero_throughput(monkeypatch):
     if shutil.which("iperf3") is None:
         pytest.skip("not installed: iperf3 (.ci/run installs it)")
