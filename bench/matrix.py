@@ -181,6 +181,8 @@ def load_config(path: str) -> list[dict]:
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise MatrixError(f"{where}: [defaults] must be a table of scenario fields")
+    if unknown := sorted(set(defaults) - set(SCENARIO_FIELDS)):
+        raise MatrixError(f"{where}, [defaults]: unknown field {unknown[0]!r}; the fields are {', '.join(SCENARIO_FIELDS)}")
     if "scenario" in data and "scenarios" in data:
         raise MatrixError(f"{where} has both [[scenario]] and [[scenarios]]; put all the scenarios under one name")
     listed = data.get("scenario", data.get("scenarios", []))
@@ -192,8 +194,10 @@ def load_config(path: str) -> list[dict]:
         cells += _matrix_cells(data["matrix"], defaults, where)
     if not cells:
         raise MatrixError(f"{where} describes no scenario: add [[scenario]] tables or a [matrix]")
+    # A bad value may be the scenario's own or one it took from [defaults]: the message says both.
+    inherited = " (its fields include [defaults])" if defaults else ""
     for number, cell in enumerate(cells, 1):
-        check_cell(cell, f"{where}, scenario {number}")
+        check_cell(cell, f"{where}, scenario {number}{inherited}")
         cell.setdefault("payload", default_payload(cell["workload"]))
         cell.setdefault("count", _count_for(cell["workload"], cell["payload"], 1))
     return cells

@@ -720,7 +720,9 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
 
 
 @pytest.mark.parametrize("text, message", [
-    ('[defaults]\nsede = 3\n[matrix]\nworkloads = ["hello"]\n', "scenario 1: unknown field 'sede'; the fields are"),
+    ('[defaults]\nsede = 3\n[matrix]\nworkloads = ["hello"]\n', "[defaults]: unknown field 'sede'; the fields are"),
+    ('[defaults]\ncount = 0\n[matrix]\nworkloads = ["hello"]\n',
+     "scenario 1 (its fields include [defaults]): count must be a whole number of at least 1, got 0"),
     ('[[scenario]]\nprotocol = "tcp"\n', "scenario 1 has no workload; add one"),
     ('[matrix]\nworkloads = "hello"\n', "[matrix] workloads must be a non-empty list"),
     ('[matrix]\nworkload = ["relay"]\n', "[matrix] has no field 'workload'"),
@@ -739,7 +741,7 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
     ('[[scenario]]\nworkload = "relay"\nlink_config = {loss = 0.1}\n',
      'scenario 1: link_config only applies to an emulated link; add link = "emulated"'),
     ('[defaults]\nlink_config = {loss = 0.1}\n[matrix]\nworkloads = ["hello"]\n',
-     'scenario 1: link_config only applies to an emulated link; add link = "emulated"'),
+     'scenario 1 (its fields include [defaults]): link_config only applies to an emulated link; add link = "emulated"'),
     ('[[scenario]]\nworkload = "relay"\nlink = "emulated"\nlink_config = {seed = -1}\n',
      "LinkSpec.seed must be a whole number >= 0, got -1"),
     # Pairs that cannot run are refused as the same flags are, not run as "unavailable".
