@@ -87,7 +87,8 @@ def start_server(
     if not match:
         process.kill()
         process.wait()
-        raise ServerDidNotStart(f"{' '.join(argv)} did not start (exit status {process.returncode}): {banner.strip()}")
+        said = f": {banner.strip()}" if banner.strip() else " and printed nothing"
+        raise ServerDidNotStart(f"{' '.join(argv)} did not start (exit status {process.returncode}){said}")
     return ServerProcess(transport, argv, process, match.group(1), int(match.group(2)), banner.strip())
 
 

@@ -361,7 +361,8 @@ def test_a_server_that_does_not_start_is_an_error_and_the_run_goes_on(tmp_path, 
     run = json.loads((tmp_path / "results.json").read_text())
     by_protocol = {s["config"]["protocol"]: s for s in run["scenarios"]}
     assert by_protocol["udp"]["status"] == "error"
-    assert "did not start" in by_protocol["udp"]["reason"] and "no-such-flag" in by_protocol["udp"]["reason"]
+    assert "did not start (exit status 2) and printed nothing; its stderr ends: " in by_protocol["udp"]["reason"]
+    assert "no-such-flag" in by_protocol["udp"]["reason"]
     assert by_protocol["tcp"]["status"] == "ok"  # the next scenario still ran
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [r["status"] for r in rows] == ["error", "ok"]
