@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", action="append", type=parse_link, metavar="SPEC",
                    help="also run the matrix across emulated hosts joined by this impaired link (root, Linux), "
                         "e.g. loss=0.05,delay_ms=10,seed=1 (fields of bench.emulation.LinkSpec; repeatable). "
-                        "'issue4' is loss=0.05,delay_ms=10")
+                        "'issue4' is loss=0.05,delay_ms=10,seed=1")
     p.add_argument("--no-emulation", action="store_true",
                    help="do not add the issue-4 emulated link that the default matrix adds when running as root "
                         "(--link still adds the links it names)")
@@ -332,14 +332,16 @@ def _cells_asked_for(args) -> list[dict]:
     if not _wants_flag_matrix(args):
         return default_matrix(args.full, args.protocols)
     args.workloads = args.workloads or list(WORKLOADS)
+    named_protocols = bool(args.protocols)
     args.protocols = args.protocols or list(DEFAULT_PROTOCOLS)
     check_payload_flag(args.payloads or [], args.workloads, args.protocols)
     cells = flag_matrix(args)
     for workload in args.workloads:  # left out of the matrix: say so, not silently
         problems = [pair_problem(workload, protocol) for protocol in args.protocols]
         if cells and all(problems):
-            print(f"note: {workload} left out: {problems[0]}, and --protocols {','.join(args.protocols)} "
-                  "names none", file=sys.stderr)
+            which = (f"--protocols {','.join(args.protocols)} names none" if named_protocols
+                     else f"none of the default protocols ({','.join(args.protocols)}) is one; name one with --protocols")
+            print(f"note: {workload} left out: {problems[0]}, and {which}", file=sys.stderr)
     return cells
 
 

@@ -1203,6 +1203,10 @@ def test_a_workload_that_none_of_the_protocols_can_run_is_named_not_dropped_sile
     assert [line.split()[0] for line in captured.out.splitlines()] == ["relay-tcp-64B-n300"]
     assert "note: kcp-test left out: kcp-test needs a kcp-* protocol" in captured.err
     assert "and --protocols tcp names none" in captured.err
+    # Without --protocols the note speaks of the defaults, not of a flag nobody gave.
+    assert cli.main(["--workloads", "hello,kcp-pingpong", "--list"]) == 0
+    assert ("note: kcp-pingpong left out: kcp-pingpong needs a kcp-* protocol, and none of the default protocols "
+            "(tcp,udp,udp-raw) is one; name one with --protocols") in capsys.readouterr().err
 
 
 def test_a_server_that_does_not_answer_stops_the_run_at_once_with_one_line(tmp_path, capsys):
