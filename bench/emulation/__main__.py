@@ -40,8 +40,8 @@ def cmd_up(args) -> int:
     except BaseException:
         net.stop()
         raise
-    py = sys.executable
-    print(f"run {net.name} is up (backend {net.backend}); remove it with: python -m bench.emulation down {net.name}")
+    py = sys.executable  # the interpreter that ran us (the venv's): the commands below work as printed
+    print(f"run {net.name} is up (backend {net.backend}); remove it with: {py} -m bench.emulation down {net.name}")
     print(f"  server  {net.server_ns:<20} {net.server_addr}")
     for ns, addr in zip(net.client_ns, net.client_addrs):
         print(f"  client  {ns:<20} {addr}")
@@ -52,7 +52,7 @@ def cmd_up(args) -> int:
     print(f"  ip netns exec {net.server_ns} {py} -m bench.emulation.probe udp-echo --port 7 &")
     print(f"  ip netns exec {net.client_ns[0]} {py} -m bench.emulation.probe udp-ping --to {net.server_addr}:7 --count 100")
     print(f"  ip netns exec {net.client_ns[0]} ping -c 10 {net.server_addr}      # if iputils-ping is installed")
-    print("  python -m bench.emulation status")
+    print(f"  {py} -m bench.emulation status")
     return 0
 
 
