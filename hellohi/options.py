@@ -126,7 +126,7 @@ def add_udp_arguments(parser: argparse.ArgumentParser, client: bool) -> None:
     group.add_argument("--min-rto", type=positive(float), metavar="SECONDS", help="retransmission timeout floor (preset's if not given)")
     group.add_argument("--backoff", type=positive(float), metavar="FACTOR", help="RTO multiplier per timeout, e.g. 2 or 1.5")
     group.add_argument("--ack-delay", type=non_negative, metavar="SECONDS", help="longest an ack waits to ride on data")
-    group.add_argument("--fast-retransmit", type=positive(int), metavar="N", help="retransmit once N later packets were acked")
+    group.add_argument("--fast-retransmit", type=positive(int), metavar="N", help="retransmit a packet once one sent N after it is acked")
     group.add_argument("--max-retries", type=positive(int), metavar="N", help="retransmissions before the peer is given up")
     group.add_argument("--max-datagram", type=positive(int), metavar="BYTES", help="UDP payload per datagram (default 1200)")
     lossy = parser.add_argument_group("injected impairment (in this process, seeded; no root needed)")

@@ -5,9 +5,9 @@ Two presets:
 - DEFAULT: TCP-like and polite to the network. RTO floor 50 ms: RFC 6298
   says 1 s and Linux uses 200 ms, floors chosen for slow timers and the
   Internet of their day; QUIC (RFC 9002) has no floor beyond the clock's
-  granularity. Our RTO already adds the peer's 25 ms ack delay, so 50 ms only
+  granularity. Our RTO already adds 25 ms for the peer's ack delay, so 50 ms only
   matters on LAN-like paths, where a 200 ms floor would make every lost
-  packet cost ten round trips. Exponential backoff x2, fast retransmit after 3 later packets were acknowledged, acks
+  packet cost ten round trips. Exponential backoff x2, fast retransmit once a packet sent 3 after it is acknowledged, acks
   delayed up to 25 ms (or sent at once for every second packet), a NewReno
   congestion window that may shrink to 2 packets. A packet is sent again
   only when it is known (or timed out) to be lost.
@@ -57,7 +57,7 @@ class ReliabilityConfig:
     max_sack_ranges: int = 8  # selective-ack ranges per datagram
     ack_repeat_delay: float | None = 0.005  # send a new ack once more this much later (None: never)
     # ---- loss detection and retry budget
-    fast_retransmit_threshold: int = 3  # a packet is lost once this many later-sent packets were acked
+    fast_retransmit_threshold: int = 3  # a packet is lost once one sent this many transmissions after it is acked
     # KCP's skip rule (see above), off when None: a packet is sent again once this many acks
     # brought news of later-numbered packets since it last went out, retransmitted or not.
     # It catches lost retransmissions without waiting a round trip, at the price of copies

@@ -20,8 +20,8 @@ How it works, in TCP terms:
 - The receiver buffers packets that arrive early and hands messages to the
   application strictly in order, each exactly once.
 - The sender retransmits a packet when its timer (RTO, rtt.py) expires, or
-  sooner, "fast retransmit", when `fast_retransmit_threshold` packets sent
-  after it have been acked; with `resend_after_skips` (turbo) also when that
+  sooner, "fast retransmit", when a packet sent `fast_retransmit_threshold`
+  transmissions after it has been acked (RFC 9002's packet threshold); with `resend_after_skips` (turbo) also when that
   many acks brought news of later packets since it last went out (KCP's
   skips). It keeps at most `send_window` packets unacked (the receiver's
   buffer) and at most the congestion window (congestion.py).
@@ -557,7 +557,7 @@ class ReliableEndpoint:
                 self._fragments_left[fragment.message_id] = left - 1
 
     def _detect_losses(self) -> None:
-        """Fast retransmit: a packet is lost once `threshold` packets sent after it were acked."""
+        """Fast retransmit: a packet is lost once one sent `threshold` transmissions after it was acked."""
         threshold = self.config.fast_retransmit_threshold
         for sent in self._unacked.values():
             if sent.serial + threshold > self._largest_acked_serial:
