@@ -16,6 +16,8 @@ import subprocess
 import time
 from contextlib import contextmanager
 
+from .cores import on_core, two_cores
+
 INSTALL_HINT = {
     "sockperf": "apt-get install sockperf   (Debian/Ubuntu; or build it from github.com/Mellanox/sockperf)",
     "iperf3": "apt-get install iperf3   (Debian/Ubuntu; brew install iperf3 on macOS)",
@@ -118,12 +120,17 @@ def sockperf_client(protocol: str, port: int, seconds: float = 2.0, payload: int
 
 def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
                       host: str = "127.0.0.1") -> dict:
+    """sockperf's ping-pong, its client on one core and its server on another, as in the turns
+    (bench/cores.py): `config.cores` says where (null: not pinned)."""
+    cores = two_cores()
     result = {"tool": "sockperf", "test": f"ping-pong-{protocol}", "config": {
-        "protocol": protocol, "seconds": whole_seconds(seconds), "payload": payload, "host": host}}
+        "protocol": protocol, "seconds": whole_seconds(seconds), "payload": payload, "host": host,
+        "cores": {"client": cores[0], "server": cores[1]} if cores else None}}
     if shutil.which("sockperf") is None:
         return {**result, "status": "missing", "reason": "sockperf not installed; " + INSTALL_HINT["sockperf"]}
-    with sockperf_server(protocol, host) as port:
-        argv, latency, output = sockperf_client(protocol, port, seconds, payload, host)
+    with sockperf_server(protocol, host, on_core(cores[1]) if cores else None) as port:
+        argv, latency, output = sockperf_client(protocol, port, seconds, payload, host,
+                                                on_core(cores[0]) if cores else None)
     result["config"]["argv"] = argv
     if latency["p50"] is None:
         return {**result, "status": "error", "reason": output[-500:]}

@@ -15,32 +15,26 @@ ratios of figures taken within about a second of each other; the figure for
 the target is their median over the blocks.
 
 Both pairs of programs also run on the same cores: every server on one core,
-every client on another (taskset), where the machine has two. Where a process
-runs matters more than anything in it: on a 2-vCPU VM a loopback round trip
-between two cores took 45-61 us with sockperf, and 11-14 us with both ends on
-one core, where a wake-up needs no interrupt to the other core. Left to itself
-the scheduler sometimes puts a ping-pong's two ends on one core and sometimes
-not: unpinned, `hello-raw` over TCP read 27 us in one block and 73 us in the
-next, against sockperf's 53-61. Two cores are also the honest model of a
-client and a server on two computers.
+every client on another, where the machine has two (bench/cores.py says why).
+Unpinned, `hello-raw` over TCP read 27 us in one block and 73 us in the next,
+against sockperf's 53-61.
 
 It runs with the other baselines in every bench run (`--no-baselines` skips it).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from hellohi import eventloop
 from hellohi.launcher import start_server
 
 from . import baselines
+from .cores import on_core, running_on, two_cores
 from .runner import SERVER_ARGS
 from .workloads import RUNNERS, Endpoint, Scenario
 
@@ -103,24 +97,16 @@ def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
     return {**result, "status": "ok", "figures": {"blocks": rows, "ratio_median": ratios}}
 
 
-def two_cores() -> tuple[int, int] | None:
-    """(client core, server core): two cores this process may use, if it has two and taskset."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cores) < 2 or shutil.which("taskset") is None:
-        return None
-    return cores[0], cores[1]
-
-
 def _blocks(kernel: str, clients: list[tuple[str, str]], blocks: int, round_trips: int, host: str,
             cores: tuple[int, int] | None) -> list[dict]:
     """[{"sockperf": p50, "<workload> <protocol>": p50, ...} for each block], in microseconds."""
-    on_client_core = ["taskset", "-c", str(cores[0])] if cores else None
-    on_server_core = ["taskset", "-c", str(cores[1])] if cores else None
+    on_client_core = on_core(cores[0]) if cores else None
+    on_server_core = on_core(cores[1]) if cores else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="hellohi-paired-") as tmp, \
             baselines.sockperf_server(kernel, host, on_server_core) as sockperf_port, \
             open(Path(tmp) / "server.log", "w") as log, \
-            _running_on(cores[0] if cores else None):
+            running_on(cores[0] if cores else None):
         server = start_server(kernel, ["--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS],
                               host=host, stderr=log, command_prefix=on_server_core)
         try:
@@ -139,17 +125,3 @@ def _blocks(kernel: str, clients: list[tuple[str, str]], blocks: int, round_trip
         finally:
             server.stop()
     return rows
-
-
-@contextmanager
-def _running_on(core: int | None):
-    """This thread (and the threads it starts, such as hello-raw's) on `core` only, for the block."""
-    if core is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)

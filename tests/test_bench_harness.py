@@ -24,7 +24,7 @@ import statistics
 
 import pytest
 
-from bench import baselines, cli, matrix, paired, ratios, results, runner, workloads
+from bench import baselines, cli, cores, matrix, paired, python_floor, ratios, results, runner, workloads
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
@@ -1062,6 +1062,28 @@ def test_the_kcp_target_is_judged_on_kcps_own_8_byte_echoes_only():
     run["scenarios"] += [kcp_test("kcp-fast", 8, 100.0), kcp_test("udp-turbo", 8, 120.0)]
     kcp = [r for r in ratios.compute_ratios(run) if r["name"].startswith("KCP test")]
     assert [r["value"] for r in kcp] == [1.2, 1.2] and [r["met"] for r in kcp] == [False, False]
+
+
+def test_the_floors_and_sockperf_run_pinned_like_the_turns(monkeypatch):
+    pair = cores.two_cores()
+    if pair is None:
+        pytest.skip("needs two cores and taskset")
+    client, server = pair
+    started = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv) or real_popen(argv, **kwargs))
+    affinity = os.sched_getaffinity(0)
+    echo = python_floor.echo_pingpong("udp", 0.3)
+    assert echo["status"] == "ok" and echo["config"]["cores"] == {"client": client, "server": server}
+    assert started[0][:3] == ["taskset", "-c", str(server)]
+    assert os.sched_getaffinity(0) == affinity  # the bench's own process gets its cores back
+    if shutil.which("sockperf") is None:
+        return
+    started.clear()
+    sockperf = baselines.sockperf_pingpong("udp", 0.4)
+    assert sockperf["status"] == "ok" and sockperf["config"]["cores"] == {"client": client, "server": server}
+    assert started[0][:4] == ["taskset", "-c", str(server), "sockperf"]
+    assert sockperf["config"]["argv"][:4] == ["taskset", "-c", str(client), "sockperf"]
 
 
 def test_sockperf_and_iperf3_record_the_whole_seconds_they_ran():
