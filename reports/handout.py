@@ -198,7 +198,7 @@ def _throughput_section(run: dict) -> list[str]:
             lines.append(f"- {protocol}: {_missing(run, 'throughput', protocol)}")
             continue
         parts = [f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
-                 f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s" for payload, s in rates]
+                 f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s{_lost_share(s)}" for payload, s in rates]
         lines.append(f"- {protocol}, alice → bob on loopback: " + "; ".join(parts))
     raw = find(run, "throughput-raw", "tcp", payload=64)
     if raw is not None:
@@ -219,6 +219,14 @@ def _throughput_section(run: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _lost_share(scenario: dict) -> str:
+    """" (delivered X of Y)" where messages were lost: a rate of what arrived reads faster than it was."""
+    delivery = scenario["figures"].get("delivery") or {}
+    if not delivery.get("lost"):
+        return ""
+    return f" (delivered {delivery['delivered']} of {delivery['sent']})"
 
 
 def _link_counters(run: dict, link_config: dict) -> str | None:
