@@ -317,7 +317,7 @@ def _kcp_section(run: dict) -> list[str]:
             lines += [
                 "The bench replays the test of KCP's README on a simulated link (virtual clock, so it takes no",
                 f"real time): {kcp.get('loss_round_trip_percent')} % loss per round trip, round trip "
-                f"{kcp.get('rtt_min_ms')}-{kcp.get('rtt_max_ms')} ms, a {kcp.get('payload')}-byte echo every "
+                f"{kcp.get('rtt_min_ms')}-{kcp.get('rtt_max_ms')} ms, an echo of {kcp.get('payload')} bytes every "
                 f"{kcp.get('send_interval_ms')} ms, {kcp.get('echoes')} echoes, seed {kcp.get('seed')}.",
                 "",
             ]
@@ -330,8 +330,8 @@ def _kcp_section(run: dict) -> list[str]:
     if not found:
         lines.append(f"- {_missing(run, 'kcp-test', 'kcp-fast')}")
     if find(run, "kcp-test", "kcp-default"):
-        lines += ["", "The README's default-mode figures are older than KCP's code: its own test program, built "
-                      "today, averages about 4,100-4,500 ms in default mode (docs/bench.md)."]
+        lines += ["", "The README's default-mode figures do not match what KCP's own test program gives today: "
+                      "built now, it averages about 4,100-4,500 ms in default mode (docs/bench.md)."]
     lines += [
         "",
         "**Question.** KCP's fast mode gives up some fairness to the rest of the network for latency.",
