@@ -305,7 +305,10 @@ def link_of(config: dict) -> str:
 
 
 def describe_link(config: dict) -> str:
-    """'loopback', 'remote server', or the impairments of an emulated link in words: 'emulated: loss 5 %, delay 10 ms one way'."""
+    """'loopback', 'remote server', or the impairments of an emulated link in words: 'emulated: loss 5 %, delay 10 ms one way'.
+    KCP's test runs on a link of its own, simulated with a virtual clock, whatever its config's link says."""
+    if config.get("workload") == "kcp-test":
+        return "simulated (KCP's test link, virtual time)"
     if link_of(config) == "loopback":
         return "loopback"
     if link_of(config) == "remote":

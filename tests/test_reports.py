@@ -132,6 +132,8 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
     assert "43,210" in report and "2.77" in report                      # msg/s, MB/s
     assert "15.50" in report and "2,500" in report                      # sockperf p50, iperf3 MB/s
     assert "216.7" in report and "138" in report                        # KCP test and its README figure
+    kcp_row = next(line for line in report.splitlines() if line.startswith("| kcp-test-kcp-fast"))
+    assert kcp_row.split("|")[2].strip() == "simulated (KCP's test link, virtual time)"  # not "loopback"
     # The loss ledger of plain UDP: 10 sent, 8 delivered, 2 lost, 1 duplicate, 1 reordered.
     udp_raw_row = next(line for line in report.splitlines() if line.startswith("| relay-udp-raw") and "| 10 " in line)
     assert [cell.strip() for cell in udp_raw_row.split("|")[3:10]] == ["10", "8", "2", "1", "1", "0", "0"]
