@@ -126,7 +126,8 @@ def _floor_section(run: dict) -> list[str]:
         "you expect to cost the most? (b) `hello-raw` and `hello` differ only on the client side. What does",
         "their difference tell you about where the time goes? (c) Compare TCP and UDP here. On loopback",
         "nothing is lost: what does UDP save, and what does our UDP layer add back? (In the turns over UDP",
-        "each client ran with acks and plain, seconds apart: subtract.) (d) This run used the",
+        "each client ran with acks and plain, seconds apart: subtract their round trips, which part 6 lists",
+        "turn by turn in µs.) (d) This run used the",
         f"{loop} event loop. Measure the {other} loop into a folder of its own, so that this run stays as it is:",
         f"`make bench BENCH_ARGS=\"--loop {other}\" RESULTS=results/{other}`, then `make report RESULTS=results/{other}`.",
         "Compare: which figures move, which stay, and what does that say about where a Python server spends its time?",
@@ -157,7 +158,7 @@ def _idle_question(run: dict) -> list[str]:
         "part of every figure above is waking up, and sockperf pays it as much as Python does. On a KVM guest,",
         "`/sys/module/haltpoll/parameters/guest_halt_poll_ns` says how long an idle CPU keeps polling before it",
         "halts. `docs/bench.md` (\"Idle CPUs\") gives sockperf and the Python echo measured with it at 0 and at",
-        "the kernel's default. When wake-ups get cheaper, which ratio to sockperf grows, and why? What does",
+        "the kernel's default. When wake-ups get cheaper, what happens to the ratios to sockperf, and why? What does",
         "that say about a target written as a ratio to a C program's round trip?",
     ]
 
