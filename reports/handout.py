@@ -257,7 +257,8 @@ def _lossy_section(run: dict) -> list[str]:
             "This run had no emulated link (`make bench` measures on loopback only). As root on Linux,",
             "`--link issue4` adds two emulated hosts joined by a link with 5 % loss and 10 ms delay each way.",
             "Measure it into a folder of its own, so that the run this handout was built from stays as it is:",
-            "`make bench BENCH_ARGS=\"--link issue4\" RESULTS=results/lossy`, then `make report RESULTS=results/lossy`.",
+            "`make bench BENCH_ARGS=\"--link issue4\" RESULTS=results/lossy` (about 3 minutes), then",
+            "`make report RESULTS=results/lossy`.",
             "",
         ]
     for config in configs:

@@ -245,7 +245,7 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
     # Measured into a folder of its own, and the handout built from it; this one stays as it is.
-    assert "`make bench BENCH_ARGS=\"--link issue4\" RESULTS=results/lossy`, then `make report RESULTS=results/lossy`" in handout
+    assert "`make bench BENCH_ARGS=\"--link issue4\" RESULTS=results/lossy` (about 3 minutes), then\n`make report RESULTS=results/lossy`" in handout
     assert "sockperf TCP ping-pong, p50: not measured in this run (baselines were skipped)" in handout
     assert 'uvloop event loop. Measure the asyncio loop into a folder of its own' in handout  # question (d)
     assert ("Python echo server on the uvloop event loop, no protocol at all (`bench/python_floor.py`), p50: TCP not measured in this run "
