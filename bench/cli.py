@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"body sizes, from {ID_WIDTH} (room for the message id) to {DEFAULT_MAX_BODY}")
     p.add_argument("--clients", type=_positive_ints, metavar="N,...",
                    help="fan-in/fan-out widths")
-    p.add_argument("--count", type=_positive_int, help="messages or pings per scenario")
+    p.add_argument("--count", type=_positive_int, help="messages or pings per scenario (default: set per workload and payload; --list shows them)")
     p.add_argument("--window", type=_positive_int, help="bulk workloads: messages in flight (default 256)")
     p.add_argument("--seed", type=_seed, default=1, help="seeds every random choice of the run (default: 1)")
     p.add_argument("--rounds", type=_positive_int, default=1, metavar="N",
