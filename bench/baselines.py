@@ -16,7 +16,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 
-from .cores import on_core, two_cores
+from .cores import on_core, pinning
 
 INSTALL_HINT = {
     "sockperf": "apt-get install sockperf   (Debian/Ubuntu; or build it from github.com/Mellanox/sockperf)",
@@ -122,15 +122,14 @@ def sockperf_pingpong(protocol: str, seconds: float = 2.0, payload: int = 64,
                       host: str = "127.0.0.1") -> dict:
     """sockperf's ping-pong, its client on one core and its server on another, as in the turns
     (bench/cores.py): `config.cores` says where (null: not pinned)."""
-    cores = two_cores()
+    pin = pinning()
     result = {"tool": "sockperf", "test": f"ping-pong-{protocol}", "config": {
         "protocol": protocol, "seconds": whole_seconds(seconds), "payload": payload, "host": host,
-        "cores": {"client": cores[0], "server": cores[1]} if cores else None}}
+        "cores": pin.config}}
     if shutil.which("sockperf") is None:
         return {**result, "status": "missing", "reason": "sockperf not installed; " + INSTALL_HINT["sockperf"]}
-    with sockperf_server(protocol, host, on_core(cores[1]) if cores else None) as port:
-        argv, latency, output = sockperf_client(protocol, port, seconds, payload, host,
-                                                on_core(cores[0]) if cores else None)
+    with sockperf_server(protocol, host, on_core(pin.server)) as port:
+        argv, latency, output = sockperf_client(protocol, port, seconds, payload, host, on_core(pin.client))
     result["config"]["argv"] = argv
     if latency["p50"] is None:
         return {**result, "status": "error", "reason": output[-500:]}

@@ -13,19 +13,34 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 
-def two_cores() -> tuple[int, int] | None:
-    """(client core, server core): two cores this process may use, if it has two and taskset."""
+@dataclass(frozen=True)
+class Pinning:
+    """The core for the clients and the core for the servers (None: wherever the scheduler likes)."""
+
+    client: int | None = None
+    server: int | None = None
+
+    @property
+    def config(self) -> dict | None:
+        """What a result's `config.cores` records (None: not pinned)."""
+        return {"client": self.client, "server": self.server} if self.client is not None else None
+
+
+def pinning() -> Pinning:
+    """Clients on the first core this process may use, servers on the second; not pinned
+    where it has one core, or no taskset."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cores) < 2 or shutil.which("taskset") is None:
-        return None
-    return cores[0], cores[1]
+        return Pinning()
+    return Pinning(client=cores[0], server=cores[1])
 
 
-def on_core(core: int | None) -> list[str] | None:
-    """The command prefix that runs a program on `core` (None: wherever the scheduler likes)."""
-    return ["taskset", "-c", str(core)] if core is not None else None
+def on_core(core: int | None) -> list[str]:
+    """The command prefix that runs a program on `core` ([]: wherever the scheduler likes)."""
+    return ["taskset", "-c", str(core)] if core is not None else []
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from hellohi import eventloop
 from hellohi.launcher import start_server
 
 from . import baselines
-from .cores import on_core, running_on, two_cores
+from .cores import Pinning, on_core, pinning, running_on
 from .runner import SERVER_ARGS
 from .workloads import RUNNERS, Endpoint, Scenario
 
@@ -74,11 +74,11 @@ def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
     measure the entry is "skipped"."""
     clients = clients_of(kernel, protocols)
     left_out = {client_label(*pair): not_among_the_runs([pair[1]]) for pair in CLIENTS[kernel] if pair not in clients}
-    cores = two_cores()
+    pin = pinning()
     result = {"tool": "hellohi-paired", "test": f"paired-hello-{kernel}",
               "config": {"protocol": kernel, "blocks": blocks, "round_trips": round_trips,
                          "sockperf_seconds": SOCKPERF_SECONDS, "host": host,
-                         "cores": {"client": cores[0], "server": cores[1]} if cores else None,
+                         "cores": pin.config,
                          "clients": [client_label(*pair) for pair in clients], "left_out": left_out,
                          "python": sys.version.split()[0], "event_loop": eventloop.resolve()}}
     if not clients:
@@ -87,7 +87,7 @@ def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
     if shutil.which("sockperf") is None:
         return {**result, "status": "missing", "reason": "sockperf not installed; " + baselines.INSTALL_HINT["sockperf"]}
     try:
-        rows = _blocks(kernel, clients, blocks, round_trips, host, cores)
+        rows = _blocks(kernel, clients, blocks, round_trips, host, pin)
     except Exception as error:  # a baseline that fails is reported; the run goes on
         return {**result, "status": "error", "reason": f"{type(error).__name__}: {error}"}
     ratios = {}
@@ -98,15 +98,14 @@ def measure(kernel: str, blocks: int = BLOCKS, round_trips: int = ROUND_TRIPS,
 
 
 def _blocks(kernel: str, clients: list[tuple[str, str]], blocks: int, round_trips: int, host: str,
-            cores: tuple[int, int] | None) -> list[dict]:
+            pin: Pinning) -> list[dict]:
     """[{"sockperf": p50, "<workload> <protocol>": p50, ...} for each block], in microseconds."""
-    on_client_core = on_core(cores[0]) if cores else None
-    on_server_core = on_core(cores[1]) if cores else None
+    on_client_core, on_server_core = on_core(pin.client), on_core(pin.server)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hellohi-paired-") as tmp, \
             baselines.sockperf_server(kernel, host, on_server_core) as sockperf_port, \
             open(Path(tmp) / "server.log", "w") as log, \
-            running_on(cores[0] if cores else None):
+            running_on(pin.client):
         server = start_server(kernel, ["--store", str(Path(tmp) / "store.sqlite3"), *SERVER_ARGS],
                               host=host, stderr=log, command_prefix=on_server_core)
         try:

@@ -36,7 +36,7 @@ from hellohi import eventloop
 from hellohi.launcher import REPO_ROOT
 
 from .baselines import free_port
-from .cores import on_core, running_on, two_cores
+from .cores import on_core, pinning, running_on
 from .stats import ROUND_TRIP, LatencyRecorder
 
 ANSWER = b"HI floor hellohi/1 15000\n"  # as long as a real HI
@@ -166,23 +166,23 @@ def _pingpong(kind: str, protocol: str, test: str, seconds: float, host: str,
               round_trip: Callable[[socket.socket], Callable[[], None]]) -> dict:
     """Start the `kind` server and time `round_trip(sock)()`, one round trip, again and again for `seconds`:
     the client (this thread) on one core, the server on another, as sockperf's (bench/cores.py)."""
-    cores = two_cores()
+    pin = pinning()
     result = {"tool": "python-asyncio-echo", "test": test,
               "config": {"protocol": protocol, "seconds": seconds, "host": host, "python": sys.version.split()[0],
                          "event_loop": eventloop.resolve(),
-                         "cores": {"client": cores[0], "server": cores[1]} if cores else None}}
+                         "cores": pin.config}}
     port = free_port(socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM, host)
     # A session of its own: a Ctrl-C in the terminal (sent to the bench's process group)
     # does not reach it, where it would only print a traceback amid the bench's output.
     # The bench ends it by closing its stdin, also when it is interrupted.
-    server = subprocess.Popen([*(on_core(cores[1]) if cores else []), sys.executable, "-m", "bench.python_floor",
-                               "serve", kind, host, str(port)],
+    server = subprocess.Popen([*on_core(pin.server), sys.executable, "-m", "bench.python_floor", "serve", kind, host,
+                               str(port)],
                               cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
     rtt = LatencyRecorder(ROUND_TRIP)
     try:
         if server.stdout.readline().strip() != b"ready":
             return {**result, "status": "error", "reason": f"the {kind} server did not start"}
-        with _connect(protocol, host, port) as sock, running_on(cores[0] if cores else None):
+        with _connect(protocol, host, port) as sock, running_on(pin.client):
             one_round_trip = round_trip(sock)
             end = time.monotonic() + seconds
             warmup = WARMUP

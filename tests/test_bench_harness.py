@@ -1065,10 +1065,10 @@ def test_the_kcp_target_is_judged_on_kcps_own_8_byte_echoes_only():
 
 
 def test_the_floors_and_sockperf_run_pinned_like_the_turns(monkeypatch):
-    pair = cores.two_cores()
-    if pair is None:
+    pin = cores.pinning()
+    if pin.config is None:
         pytest.skip("needs two cores and taskset")
-    client, server = pair
+    client, server = pin.client, pin.server
     started = []
     real_popen = subprocess.Popen
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv) or real_popen(argv, **kwargs))
