@@ -352,11 +352,6 @@ class Decoder:
         self._broken: ProtocolError | None = None
 
     @property
-    def buffered(self) -> int:
-        """Bytes received but not yet part of a whole frame."""
-        return len(self._buffer)
-
-    @property
     def mid_frame(self) -> bool:
         """True while a frame has begun and not ended: bytes buffered, or a header whose body
         has not come (its bytes are no longer buffered)."""
