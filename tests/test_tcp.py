@@ -162,11 +162,14 @@ def flood_without_reading(sock: socket.socket) -> None:
     raise AssertionError("the server kept a client that never reads")
 
 
+def client_argv(port: int, *args: str) -> list[str]:
+    """The command line of `python -m tcp.client` against the server on `port`."""
+    return [sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", *args]
+
+
 def run_client(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
+    return subprocess.run(client_argv(port, *args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_cli_scripted_mode_and_json(server):
@@ -183,8 +186,8 @@ def test_cli_scripted_mode_and_json(server):
 def test_cli_hints_carry_their_text_in_json(server):
     port = server().port
     typed = "@bob\n@no!such hi\n/quit\n"  # no text; a name nobody can have
-    result = subprocess.run([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "carol",
-                             "--json"], cwd=REPO_ROOT, input=typed, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(client_argv(port, "--name", "carol", "--json"), cwd=REPO_ROOT, input=typed,
+                            capture_output=True, text=True, timeout=30)
     hints = [event["text"] for event in map(json.loads, result.stdout.splitlines()) if event["event"] == "help"]
     assert hints[1:] == ["usage: @NAME TEXT", "not sent: 'no!such' is not a name anybody can have: " + NAME_RULE + ", e.g. @bob hello"]
     assert "@NAME TEXT" in hints[0]  # the help shown at the start
@@ -193,8 +196,7 @@ def test_cli_hints_carry_their_text_in_json(server):
 @pytest.mark.parametrize("mode", [[], ["--poll", "30"]], ids=["interactive", "poll"])
 def test_cli_with_no_reconnect_exits_when_the_server_goes(server, mode):
     running = server()
-    client = subprocess.Popen([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{running.port}",
-                               "--name", "dan", "--no-reconnect", "--json", *mode], cwd=REPO_ROOT,
+    client = subprocess.Popen(client_argv(running.port, "--name", "dan", "--no-reconnect", "--json", *mode), cwd=REPO_ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while json.loads(client.stdout.readline())["event"] != "registered":
@@ -212,9 +214,8 @@ def test_cli_with_no_reconnect_exits_when_the_server_goes(server, mode):
 
 def test_cli_whose_reader_goes_away_stops_quietly(server):
     port = server().port
-    client = subprocess.Popen([sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "bob",
-                               "--poll", "0.5", "--json"], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen(client_argv(port, "--name", "bob", "--poll", "0.5", "--json"), cwd=REPO_ROOT,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert json.loads(client.stdout.readline())["event"] == "connected"
     client.stdout.close()  # like `| head -1`: the "done" line half a second later has no reader
     _, errors = client.communicate(timeout=30)
@@ -354,7 +355,7 @@ def test_cli_interactive_prompt(server):
     port = server().port
     assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
     chat = subprocess.run(
-        [sys.executable, "-m", "tcp.client", "--server", f"127.0.0.1:{port}", "--name", "alice"],
+        client_argv(port, "--name", "alice"),
         cwd=REPO_ROOT, input="@bob! oops\n@bob hi there\n/who\n/quit\n", capture_output=True, text=True, timeout=30,
     )
     assert chat.returncode == 0, chat.stdout + chat.stderr
