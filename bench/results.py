@@ -122,22 +122,37 @@ def new_run(argv: list[str], tool_versions: dict | None = None) -> dict:
 
 
 def _flatten(prefix: str, value, row: dict) -> None:
-    if isinstance(value, dict):
+    if isinstance(value, dict) and value:
         for key, inner in value.items():
             _flatten(f"{prefix}.{key}" if prefix else key, inner, row)
-    elif isinstance(value, (list, tuple)):
-        row[prefix] = json.dumps(value)
+    elif isinstance(value, (dict, list, tuple)):
+        row[prefix] = json.dumps(value)  # an empty dict too: "{}" keeps its column
     else:
         row[prefix] = value
 
 
+# The run's own fields, written into every row: a row copied into another
+# spreadsheet still says when, how and on what machine it was measured.
+RUN_FIELDS_IN_EVERY_ROW = ("schema", "started_utc", "command", "interrupted", "stopped_by", "environment")
+
+
+def _run_fields(run: dict) -> dict:
+    fields: dict = {}
+    for key in RUN_FIELDS_IN_EVERY_ROW:
+        _flatten(key, run.get(key), fields)
+    return fields
+
+
 def csv_rows(run: dict) -> list[dict]:
-    """One row per scenario and per baseline, nested keys joined with dots."""
+    """One row per scenario and per baseline, nested keys joined with dots, then the
+    run's fields (environment.kernel, environment.python, ...), the same in every row."""
+    run_fields = _run_fields(run)
     rows = []
     for kind in ("scenarios", "baselines"):
         for item in run[kind]:
             row = {"kind": kind[:-1]}
             _flatten("", item, row)
+            row.update(run_fields)
             rows.append(row)
     return rows
 
@@ -148,11 +163,14 @@ def write(run: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     json_path = out / "results.json"
     json_path.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
     rows = csv_rows(run)
+    # Each scenario's and baseline's columns in the order first met, the run's last.
+    run_columns = list(_run_fields(run))
     columns: list[str] = []
     for row in rows:
         for key in row:
-            if key not in columns:
+            if key not in columns and key not in run_columns:
                 columns.append(key)
+    columns += run_columns
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

@@ -141,9 +141,18 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
         assert key in env
     assert [s["config"]["workload"] for s in run["scenarios"]] == ["hello", "relay"]
     assert all(s["config"]["seed"] == 1 for s in run["scenarios"])
-    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    with (tmp_path / "results.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = reader.fieldnames, list(reader)
     assert [r["config.workload"] for r in rows] == ["hello", "relay"]
     assert rows[0]["figures.latency.measure"] == "round_trip"
+    # Each row carries the run's machine and start, so rows of two runs can be told apart.
+    assert columns[:2] == ["kind", "id"] and columns[-1].startswith("environment.")
+    for row in rows:
+        assert row["environment.kernel"] == env["kernel"] and row["environment.python"] == env["python"]
+        assert row["environment.cpu_count"] == str(env["cpu_count"])
+        assert row["started_utc"] == run["started_utc"] and json.loads(row["command"]) == run["command"]
+        assert row["config.link_config"] == "{}"  # an empty dict keeps its column
 
 
 def test_the_environment_says_how_idle_cpus_sleep(tmp_path):
