@@ -6,6 +6,8 @@ Each function returns the path it wrote, or None when the run has nothing to dra
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -65,20 +67,39 @@ def latency_chart(run: dict, path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def throughput_series(run: dict) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
+    """Per (protocol, link): (payload, messages/s, MB/s) by payload size, the median of the
+    rounds with --rounds. A size that was in the matrix but not measured (it failed, or could
+    not run) is NaN, so its line breaks there instead of running straight from one measured
+    size to the next as if that size had been measured too."""
+    series: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = {}
+    for scenario in run["scenarios"]:
+        config, figures = scenario["config"], scenario.get("figures") or {}
+        if config["workload"] != "throughput":
+            continue
+        rounds = series.setdefault((config["protocol"], describe_link(config)), {}).setdefault(config.get("payload", 0), [])
+        if scenario["status"] == "ok" and figures.get("messages_per_s"):
+            rounds.append((figures["messages_per_s"], figures.get("goodput_MB_per_s") or 0.0))
+    lines = {}
+    for key, by_payload in series.items():
+        if any(by_payload.values()):
+            lines[key] = [(payload, *_median_point(by_payload[payload])) for payload in sorted(by_payload)]
+    return lines
+
+
+def _median_point(rounds: list[tuple[float, float]]) -> tuple[float, float]:
+    if not rounds:
+        return math.nan, math.nan
+    return statistics.median(r for r, _ in rounds), statistics.median(g for _, g in rounds)
+
+
 def throughput_chart(run: dict, path: Path) -> Path | None:
     """Messages per second and MB/s against payload size, one line per protocol and link."""
-    lines: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
-    for scenario in measured(run):
-        config, figures = scenario["config"], scenario["figures"]
-        if config["workload"] == "throughput" and figures.get("messages_per_s"):
-            key = (config["protocol"], describe_link(config))
-            lines.setdefault(key, []).append(
-                (config.get("payload", 0), figures["messages_per_s"], figures.get("goodput_MB_per_s") or 0.0))
+    lines = throughput_series(run)
     if not lines:
         return None
     figure, (rate_axes, goodput_axes) = plt.subplots(1, 2, figsize=(12, 5))
     for (protocol, link), points in sorted(lines.items()):
-        points.sort()
         style, marker = ("-", "o") if link == "loopback" else ("--", "s")
         payloads = [p for p, _, _ in points]
         rate_axes.plot(payloads, [r for _, r, _ in points], style, marker=marker, color=_colour(protocol),
@@ -120,7 +141,8 @@ def delivery_chart(run: dict, path: Path) -> Path | None:
     # The id already names an emulated link's impairments (e.g. ...-emulated-delay_ms10-loss0.05).
     axes.set_yticks(range(len(scenarios)), [s["id"] for s in scenarios], fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlim(0, 130)
+    axes.set_xlim(0, 130)  # room on the right for the counts written beside the bars
+    axes.set_xticks(range(0, 101, 20))  # a share of sent never exceeds 100 %
     axes.set_xlabel("% of messages sent (sent = delivered + lost; duplicates counted apart)", fontsize=9)
     axes.set_title("What arrives when messages can be lost")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)

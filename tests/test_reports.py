@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from bench import results as bench_results
 from bench.ratios import compute_ratios
 from bench.stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder
 from bench.workloads import Scenario
+from reports import charts
 from reports.cli import build_report, main
 from reports.load import BadResults, load_run
 
@@ -518,3 +520,27 @@ def test_every_protocol_the_bench_knows_has_its_own_colour_on_the_charts():
 
     assert set(ALL_PROTOCOLS) <= set(PROTOCOL_COLOURS)
     assert len(set(PROTOCOL_COLOURS.values())) == len(PROTOCOL_COLOURS)
+
+
+def test_the_throughput_line_breaks_at_a_size_that_was_not_measured():
+    """A failed size in the middle of the matrix is a gap in the line, not a straight stretch
+    that looks measured; with --rounds each size is the median of its rounds."""
+    def throughput(payload: int, rate: float | None, round_: int = 1) -> dict:
+        if rate is None:
+            return scenario(workload="throughput", protocol="udp", payload=payload, count=4, round=round_,
+                            status="error", reason="the server died")
+        return scenario(workload="throughput", protocol="udp", payload=payload, count=4, round=round_,
+                        figures_=figures(ONE_WAY, [50.0] * 4, 4, range(4), elapsed_s=0.001,
+                                         messages_per_s=rate, goodput_MB_per_s=rate / 1000))
+    run = synthetic_run()
+    run["scenarios"] = [throughput(64, 40_000.0), throughput(1024, None), throughput(16384, 9_000.0),
+                        throughput(64, 44_000.0, round_=2), throughput(1024, None, round_=2),
+                        throughput(16384, 5_000.0, round_=2)]
+    [(key, points)] = charts.throughput_series(run).items()
+    assert key == ("udp", "loopback")
+    assert [p for p, _, _ in points] == [64, 1024, 16384]
+    assert points[0][1:] == (42_000.0, 42.0) and points[2][1] == 7_000.0  # medians of two rounds
+    assert math.isnan(points[1][1]) and math.isnan(points[1][2])
+    # Nothing measured at all: no line (and no chart), rather than a line of gaps.
+    run["scenarios"] = [throughput(64, None)]
+    assert charts.throughput_series(run) == {}
