@@ -98,7 +98,7 @@ def build_report(run: dict, out: Path) -> list[Path]:
     charts = [
         ("latency", "Percentiles p50/p90/p99/p99.9 per scenario, on a line from min to max.",
          latency_chart(run, out / "latency.png")),
-        ("throughput", "Messages per second and goodput against payload size.",
+        ("throughput", "Messages per second and goodput against payload size (a gap: that size was not measured).",
          throughput_chart(run, out / "throughput.png")),
         ("delivery", "Delivered and lost shares of sent, where messages could be lost.",
          delivery_chart(run, out / "delivery.png")),
