@@ -80,18 +80,20 @@ def _round_label(number: int, run: dict) -> str:
 
 def print_table(run: dict, out=None) -> None:
     out = out or sys.stdout
-    header = f"{'scenario':34s} {'status':14s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
+    # As wide as the longest id: an emulated link's ids differ only at their end (...-loss0.05).
+    width = max([len("scenario")] + [len(r["id"]) for r in run["scenarios"]])
+    header = f"{'scenario':{width}s} {'status':14s} {'measure':10s} {'p50 us':>10s} {'p99 us':>10s} {'max us':>11s} {'deliv/sent':>13s} {'msg/s':>10s} {'MB/s':>8s} {'srv cpu s':>9s}"
     print(header, file=out)
     shown_round = None
     for r in run["scenarios"]:
         if run.get("rounds", 1) > 1 and r["config"].get("round", 1) != shown_round:
             shown_round = r["config"].get("round", 1)
-            print(f"round {shown_round} of {run['rounds']}:", file=out)  # (long ids are cut short below)
+            print(f"round {shown_round} of {run['rounds']}:", file=out)
         f = r.get("figures") or {}
         lat = f.get("latency") or {}
         d = f.get("delivery") or {}
         deliv = f"{d['delivered']}/{d['sent']}" if d else "-"
-        print(f"{r['id'][:34]:34s} {r['status']:14s} {lat.get('measure') or '-':10s} {_fmt(lat.get('p50')):>10s} "
+        print(f"{r['id']:{width}s} {r['status']:14s} {lat.get('measure') or '-':10s} {_fmt(lat.get('p50')):>10s} "
               f"{_fmt(lat.get('p99')):>10s} {_fmt(lat.get('max')):>11s} {deliv:>13s} {_fmt(f.get('messages_per_s'), 0):>10s} "
               f"{_fmt(f.get('goodput_MB_per_s'), 2):>8s} {_fmt((r.get('server') or {}).get('cpu_s'), 2):>9s}", file=out)
         if r["status"] != "ok":

@@ -155,6 +155,23 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
         assert row["config.link_config"] == "{}"  # an empty dict keeps its column
 
 
+def test_the_table_prints_whole_ids_that_differ_only_at_their_end():
+    # Two emulated links' ids share their first 40 characters; cut short, they read alike.
+    run = results.new_run(["python", "-m", "bench"])
+    for loss in ("0.05", "0.1"):
+        scenario = workloads.Scenario("relay", "udp", count=300, link="emulated",
+                                      link_config={"delay_ms": 10.0, "loss": float(loss)})
+        run["scenarios"].append({"id": scenario.id, "config": scenario.as_dict(), "status": "skipped", "reason": "no root"})
+    out = io.StringIO()
+    cli.print_table(run, out)
+    lines = out.getvalue().splitlines()
+    ids = [s["id"] for s in run["scenarios"]]
+    assert len(ids[0]) > 34 and ids[0][:34] == ids[1][:34]
+    rows = [line for line in lines if line.startswith("relay-")]
+    assert [row.split()[0] for row in rows] == ids
+    assert {row.index("skipped") for row in rows} == {lines[0].index("status")}  # the columns stay aligned
+
+
 def test_the_environment_says_how_idle_cpus_sleep(tmp_path):
     """Read from sysfs: a KVM guest's haltpoll setting, another machine's driver, or nothing."""
     def fake_sysfs(root: Path, files: dict[str, str]) -> Path:
