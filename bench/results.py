@@ -97,6 +97,9 @@ def environment(tool_versions: dict | None = None) -> dict:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_idle": cpu_idle(),
+        # TCP's figures on a lossy link depend on it (cubic backs off at each loss, bbr does
+        # not), and it differs between machines; None where the kernel does not say.
+        "tcp_congestion_control": _read(Path("/proc/sys/net/ipv4/tcp_congestion_control")),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         # The asyncio event loop every hellohi process of the run used (hellohi.eventloop).

@@ -210,7 +210,8 @@ def run_emulated(sc: Scenario, net, result: dict) -> dict:
             return result
         server_argv = None
     result["link"] = {"kind": "emulated", "backend": net.backend,
-                      "up": net.up.to_dict(), "down": net.down.to_dict()}
+                      "up": net.up.to_dict(), "down": net.down.to_dict(),
+                      "tcp_congestion_control": {host: net.tcp_congestion_control(host) for host in ("client", "server")}}
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hellohi-bench-") as tmp:
         if server_argv is None:

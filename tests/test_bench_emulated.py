@@ -8,6 +8,7 @@ the hosts' TCP counters showing the retransmissions.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,10 @@ def test_emulated_loss_tcp_relay_still_exact():
     tcp = result["figures"]["tcp_counters"]
     retransmitted = tcp["client"]["RetransSegs"] + tcp["server"]["RetransSegs"]
     assert 0 < retransmitted < tcp["client"]["OutSegs"] + tcp["server"]["OutSegs"]
+    # How TCP reacts to loss is its congestion control's: recorded for both hosts, which
+    # take the machine's default when the namespaces are made.
+    default = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    assert result["link"]["tcp_congestion_control"] == {"client": default, "server": default}
 
 
 def test_cli_link_runs_tcp_and_udp_across_the_lossy_link_and_leaves_nothing(tmp_path, capsys):

@@ -139,6 +139,7 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
     env = run["environment"]
     for key in ("kernel", "python", "machine", "packages", "cpu_count", "cpu_idle"):
         assert key in env
+    assert env["tcp_congestion_control"] == Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     assert [s["config"]["workload"] for s in run["scenarios"]] == ["hello", "relay"]
     assert all(s["config"]["seed"] == 1 for s in run["scenarios"])
     with (tmp_path / "results.csv").open() as handle:

@@ -421,6 +421,11 @@ class EmulatedNetwork:
         header, values = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
         return {name: int(values[header.index(name)]) for name in ("OutSegs", "RetransSegs")}
 
+    def tcp_congestion_control(self, which: str) -> str:
+        """The TCP congestion control a host's connections start with. A namespace takes
+        the machine's default when it is made, so this is usually the host's."""
+        return self.run(which, ["cat", "/proc/sys/net/ipv4/tcp_congestion_control"]).stdout.strip()
+
     def counters(self) -> dict:
         """Per direction: nft_seen, nft_dropped (nftables) and fwd_seen, fwd_dropped, forwarded,
         duplicated, reordered (the TUN forwarder; zero when it does not handle that direction)."""
