@@ -47,7 +47,8 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"- run: started {run.get('started_utc', '(not recorded)')}, finished {run.get('finished_utc', '(not recorded)')}",
         f"- command: `{' '.join(map(str, run.get('command') or ['(not recorded)']))}`",
         f"- machine: {environment.get('cpu_model')} × {environment.get('cpu_count')} CPUs, {environment.get('os')} "
-        f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}",
+        f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}"
+        + (f", TCP congestion control {environment['tcp_congestion_control']}" if environment.get("tcp_congestion_control") else ""),
         *([f"- idle CPUs {idle}"] if idle else []),
         f"- links: {links_line}",
         *_rounds_line(run),

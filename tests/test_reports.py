@@ -179,6 +179,17 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
     assert "(h) This machine's idle CPUs halt at once" in handout
 
 
+def test_the_machine_line_names_the_tcp_congestion_control_where_the_run_recorded_it(tmp_path):
+    run = synthetic_run()
+    run["environment"]["tcp_congestion_control"] = "cubic"
+    build_report(copy.deepcopy(run), tmp_path / "a")
+    machine = next(line for line in (tmp_path / "a" / "report.md").read_text().splitlines() if line.startswith("- machine:"))
+    assert machine.endswith(", TCP congestion control cubic")
+    del run["environment"]["tcp_congestion_control"]  # a run from before it was recorded
+    build_report(run, tmp_path / "b")
+    assert "congestion" not in (tmp_path / "b" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("cpu_idle, words", [
     ({"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": 200000},
      "idle CPUs poll up to 200 µs before they halt (cpuidle driver haltpoll, governor haltpoll)"),
