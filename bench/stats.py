@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 ROUND_TRIP = "round_trip"
@@ -166,14 +167,22 @@ class DeliveryLedger:
         self._next = first_id
         self._delivered: set[int] = set()
         self._highest_delivered: int | None = None
+        # Order is a promise of one sender's stream: with several senders (fan-in) their
+        # messages interleave at the receiver, and that is not reordering.
+        self._sender_of: dict[int, Hashable] = {}
+        self._highest_by_sender: dict[Hashable, int] = {}
         self.duplicates = 0
         self.reordered = 0
         self.foreign = 0
 
-    def next_id(self) -> int:
-        """Id for the next message to send; calling this *is* counting it as sent."""
+    def next_id(self, sender: Hashable = None) -> int:
+        """Id for the next message to send; calling this *is* counting it as sent.
+        `sender` names the sending client where there are several; an arrival counts as
+        reordered only after a later message of the same sender."""
         message_id = self._next
         self._next += 1
+        if sender is not None:
+            self._sender_of[message_id] = sender
         return message_id
 
     @property
@@ -205,10 +214,14 @@ class DeliveryLedger:
             self.duplicates += 1
             return "duplicate"
         self._delivered.add(message_id)
-        if self._highest_delivered is not None and message_id < self._highest_delivered:
+        if self._highest_delivered is None or message_id > self._highest_delivered:
+            self._highest_delivered = message_id
+        sender = self._sender_of.get(message_id)
+        highest = self._highest_by_sender.get(sender)
+        if highest is not None and message_id < highest:
             self.reordered += 1
             return "reordered"
-        self._highest_delivered = message_id
+        self._highest_by_sender[sender] = message_id
         return "new"
 
     def summary(self) -> LedgerSummary:

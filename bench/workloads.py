@@ -543,7 +543,7 @@ async def _bulk(sc: Scenario, senders: list, receivers: list, route) -> dict:
         for i in range(sc.count):
             await window.wait(i, lambda: _settled(ledgers, sc.plain))
             sender, recipient, k = route(i)
-            message_id = ledgers[k].next_id()
+            message_id = ledgers[k].next_id(sender)
             sent_at[message_id] = now_ns()
             sender.send(recipient, make_body(message_id, sc.payload))
             await _pace(i)

@@ -50,6 +50,7 @@ def test_each_workload_against_the_real_tcp_server(workload):
     d = _balanced(result["figures"])
     assert d["delivered"] == d["sent"] == 30  # loopback TCP loses nothing; fan-out sends all 30 to 4 clients
     assert d["duplicates"] == 0
+    assert d["reordered"] == 0  # nor reorders one sender's messages (fan-in's 4 senders interleave: no matter)
     lat = result["figures"].get("latency")
     if lat is not None:
         expected = "round_trip" if workload in ("hello", "hello-raw", "relay") else "one_way"

@@ -153,6 +153,21 @@ def test_ledger_reordered_is_not_lost():
     assert (s.delivered, s.lost, s.reordered) == (5, 0, 1)
 
 
+def test_ledger_judges_order_per_sender():
+    """Fan-in: several senders' messages interleave at the receiver; only a message that
+    arrives after a later one of its own sender is reordered."""
+    led = DeliveryLedger()
+    alice = [led.next_id("alice") for _ in range(3)]
+    bob = [led.next_id("bob") for _ in range(3)]
+    for message_id in (bob[0], alice[0], bob[1], alice[1], alice[2], bob[2]):
+        assert led.arrived(message_id) == "new"
+    assert led.summary().reordered == 0
+    late = led.next_id("alice"), led.next_id("alice")
+    assert led.arrived(late[1]) == "new" and led.arrived(late[0]) == "reordered"
+    s = _check_invariant(led)
+    assert (s.sent, s.delivered, s.lost, s.reordered) == (8, 8, 0, 1)
+
+
 def test_ledger_duplicates_counted_apart_and_never_make_loss_negative():
     """iperf3's gap-then-decrement scheme goes negative when duplicates arrive."""
     led = DeliveryLedger()
