@@ -255,9 +255,18 @@ def print_ratios(ratios: list[dict], environment: dict | None = None, out=None) 
     out = out or sys.stdout
     rounds = max((len(r.get("per_round", ())) for r in ratios), default=0)
     how = f" (the median of each ratio over {rounds} rounds)" if rounds > 1 else ""
-    print(f"\nIssue 4 targets, as measured in this run{how}:", file=out)
+    print(f"\nThe project's targets (set in issue 4), as measured in this run{how}:", file=out)
     if environment:
         print(f"  on {machine_line(environment)}", file=out)
+    if ratios and all(r["value"] is None for r in ratios):
+        # (a run against --server, for one): a few reasons, said once each rather than target after target
+        names_by_reason: dict[str, list[str]] = {}
+        for r in ratios:
+            names_by_reason.setdefault(r["detail"], []).append(r["name"].split(" / ")[0])
+        print("  none measured in this run:", file=out)
+        for reason, names in names_by_reason.items():
+            print(f"    {'; '.join(names)}: {reason}", file=out)
+        return
     for r in ratios:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[r["met"]]
         if r["target"] is None:

@@ -26,8 +26,8 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
                 and (link_config is None or config.get("link_config") == link_config):
             reason = scenario.get("reason") or "no figures"
             return f"not measured in this run ({scenario['status']}: {reason})"
-    if link == "loopback" and any(link_of(s["config"]) == "remote" for s in run["scenarios"]):
-        return "not measured in this run (it ran against another computer's server, --server: see part 4)"
+    if link == "loopback" and find(run, workload, protocol, "remote"):
+        return "not measured on loopback in this run (it ran against another computer's server, --server: see part 4)"
     if interrupted(run):
         return f"not measured in this run (not in its scenario matrix, or {stopped_by(run)} stopped the run before it)"
     return "not measured in this run (not in its scenario matrix)"
@@ -192,15 +192,18 @@ def _relay_section(run: dict) -> list[str]:
 def _throughput_section(run: dict) -> list[str]:
     lines = ["## 3. How many messages per second?", ""]
     for protocol in ("tcp", "udp", "udp-raw"):
-        rates = sorted(((s["config"].get("payload", 0), s) for s in measured(run)
-                        if s["config"]["workload"] == "throughput" and s["config"]["protocol"] == protocol
-                        and link_of(s["config"]) == "loopback"), key=lambda item: item[0])
-        if not rates:
+        found = False
+        for link, where in (("loopback", "on loopback"), ("remote", "through the server on another computer (`--server`)")):
+            rates = sorted(((s["config"].get("payload", 0), s) for s in measured(run)
+                            if s["config"]["workload"] == "throughput" and s["config"]["protocol"] == protocol
+                            and link_of(s["config"]) == link), key=lambda item: item[0])
+            if rates:
+                found = True
+                parts = [f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
+                         f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s{_lost_share(s)}" for payload, s in rates]
+                lines.append(f"- {protocol}, alice → bob {where}: " + "; ".join(parts))
+        if not found:
             lines.append(f"- {protocol}: {_missing(run, 'throughput', protocol)}")
-            continue
-        parts = [f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
-                 f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s{_lost_share(s)}" for payload, s in rates]
-        lines.append(f"- {protocol}, alice → bob on loopback: " + "; ".join(parts))
     raw = find(run, "throughput-raw", "tcp", payload=64)
     if raw is not None:
         lines.append(f"- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): "
@@ -253,8 +256,10 @@ def _lossy_section(run: dict) -> list[str]:
         if link_of(config) == "emulated" and config.get("link_config") not in [c.get("link_config") for c in configs]:
             configs.append(config)
     if not configs:
+        where = ("it measured a real network instead, below" if any(link_of(s["config"]) == "remote" for s in run["scenarios"])
+                 else "`make bench` measures on loopback only")
         lines += [
-            "This run had no emulated link (`make bench` measures on loopback only). As root on Linux,",
+            f"This run had no emulated link ({where}). As root on Linux,",
             "`--link issue4` adds two emulated hosts joined by a link with 5 % loss and 10 ms delay each way.",
             "Measure it into a folder of its own, so that the run this handout was built from stays as it is:",
             "`make bench BENCH_ARGS=\"--link issue4\" RESULTS=results/lossy` (about 3 minutes), then",
@@ -299,11 +304,16 @@ def _remote_lines(run: dict) -> list[str]:
         return []
     lines = [f"A real network: against the server at {(remote[0].get('server') or {}).get('remote', '?')} "
              "(`--server`), from this computer:", ""]
-    for protocol, title in (("tcp", "TCP"), ("udp", "UDP with ack/retry"), ("udp-raw", "plain UDP, no acks")):
+    titles = {"tcp": "TCP", "udp": "UDP with ack/retry", "udp-raw": "plain UDP, no acks",
+              "udp-turbo": "UDP with ack/retry, turbo preset"}
+    for protocol in dict.fromkeys(s["config"]["protocol"] for s in remote):
         for workload, what in (("hello", "Hello/HI round trip"), ("relay", "relay round trip")):
             scenario = find(run, workload, protocol, "remote")
             if scenario:
-                lines.append(f"- {title} {what}: {_delivery(scenario)}; {_latency_line(run, workload, protocol, 'remote')}")
+                lines.append(f"- {titles.get(protocol, protocol)} {what}: {_delivery(scenario)}; "
+                             f"{_latency_line(run, workload, protocol, 'remote')}")
+    if any(s["config"]["workload"] == "throughput" for s in remote):
+        lines.append("- throughput: in part 3")
     return lines + [""]
 
 
@@ -353,6 +363,11 @@ def _targets_section(run: dict) -> list[str]:
         target_text = "" if target == "-" else f" (target {target})"
         lines.append(f"- {ratio['name']}: **{ratio_value(ratio)}**{target_text}, {verdict(ratio)} "
                      f"[{ratio_detail(ratio)}]")
+    if not any(ratio.get("met") is not None for ratio in ratios):
+        lines += ["", "No target was judged in this run, so this part has no question. Build it from a run that",
+                  "measures on loopback with its baselines, into a folder of its own:",
+                  "`make bench RESULTS=results/loopback`, then `make report RESULTS=results/loopback`.", ""]
+        return lines
     lines += [
         "",
         "**Question.** Pick one target that is not met and one that is. For each, say what in the code or",

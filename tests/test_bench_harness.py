@@ -132,7 +132,7 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
                      "--no-baselines", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr()
-    assert "hello-tcp" in out.out and "targets, as measured" in out.out
+    assert "hello-tcp" in out.out and "targets (set in issue 4), as measured in this run:" in out.out
     assert "(ratios to sockperf move with both" in out.out  # the machine they were measured on
     assert "[" in out.err and "done" in out.err  # progress bar on stderr
     run = json.loads((tmp_path / "results.json").read_text())
@@ -1002,19 +1002,22 @@ def test_cli_against_a_running_server_as_on_real_computers(transport, tmp_path, 
 
     server = start_server(transport, ["--store", str(tmp_path / "store.sqlite3")])
     try:
-        code = cli.main(["--server", f"127.0.0.1:{server.port}", "--workloads", "hello,relay",
-                         "--protocols", transport, "--count", "5", "--out", str(tmp_path / "out")])
+        code = cli.main(["--server", f"127.0.0.1:{server.port}", "--workloads", "hello,relay,throughput",
+                         "--payloads", "64", "--protocols", transport, "--count", "5", "--out", str(tmp_path / "out")])
     finally:
         server.stop()
     assert code == 0
     run = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [s["status"] for s in run["scenarios"]] == ["ok", "ok"]
+    assert [s["status"] for s in run["scenarios"]] == ["ok", "ok", "ok"]
     assert all(s["server"] == {"remote": f"127.0.0.1:{server.port}"} for s in run["scenarios"])
     assert all(s["figures"]["delivery"]["delivered"] == 5 for s in run["scenarios"])
     assert run["baselines"] == []  # they measure this computer, not the server's
     # Labelled as measured across a network to another computer, not as loopback.
-    assert [s["id"] for s in run["scenarios"]] == [f"hello-{transport}-64B-n5-remote", f"relay-{transport}-64B-n5-remote"]
+    assert [s["id"] for s in run["scenarios"]] == [f"{w}-{transport}-64B-n5-remote" for w in ("hello", "relay", "throughput")]
     assert all(s["config"]["link"] == "remote" for s in run["scenarios"])
+    # No target can be judged here: the reasons are said once each, not target after target.
+    out = capsys.readouterr().out
+    assert "  none measured in this run:\n" in out and out.count("a run against --server measures no baselines") == 1
     from reports.cli import main as report_main
     assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report")]) == 0
     report, handout = (tmp_path / "report" / "report.md").read_text(), (tmp_path / "report" / "handout.md").read_text()
@@ -1022,6 +1025,12 @@ def test_cli_against_a_running_server_as_on_real_computers(transport, tmp_path, 
     assert f"A real network: against the server at 127.0.0.1:{server.port} (`--server`), from this computer:" in handout
     title = {"tcp": "TCP", "udp": "UDP with ack/retry"}[transport]
     assert f"- {title} Hello/HI round trip: 5 of 5 delivered" in handout
+    # The throughput measured there is in part 3; part 4 and part 6 know what kind of run this was.
+    assert f"- {transport}, alice → bob through the server on another computer (`--server`): 64 B: " in handout
+    other = "udp" if transport == "tcp" else "tcp"
+    assert f"- {other}: not measured in this run (not in its scenario matrix)" in handout  # no "see part 4"
+    assert "This run had no emulated link (it measured a real network instead, below)." in handout
+    assert "No target was judged in this run, so this part has no question." in handout
 
 
 def test_a_ratio_that_was_not_measured_says_so_instead_of_printing_none():

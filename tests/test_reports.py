@@ -24,6 +24,7 @@ from bench.stats import ONE_WAY, ROUND_TRIP, DeliveryLedger, LatencyRecorder
 from bench.workloads import Scenario
 from reports import charts
 from reports.cli import build_report, main
+from reports.handout import handout as handout_text
 from reports.load import BadResults, load_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -555,3 +556,17 @@ def test_the_throughput_line_breaks_at_a_size_that_was_not_measured():
     # Nothing measured at all: no line (and no chart), rather than a line of gaps.
     run["scenarios"] = [throughput(64, None)]
     assert charts.throughput_series(run) == {}
+
+
+def test_part_4_lists_every_protocol_measured_against_a_server_elsewhere():
+    run = synthetic_run()
+    run["scenarios"] = [
+        scenario(workload="hello", protocol=protocol, count=3, link="remote",
+                 figures_=figures(ROUND_TRIP, [300.0, 310.0, 320.0], 3, range(3)))
+        for protocol in ("tcp", "udp-turbo")]
+    for entry in run["scenarios"]:
+        entry["server"] = {"remote": "198.18.2.2:5000"}
+    text = handout_text(run)
+    assert "A real network: against the server at 198.18.2.2:5000 (`--server`), from this computer:" in text
+    assert "- TCP Hello/HI round trip: 3 of 3 delivered" in text
+    assert "- UDP with ack/retry, turbo preset Hello/HI round trip: 3 of 3 delivered" in text
