@@ -45,7 +45,7 @@ server-tcp: $(STAMP)
 	$(PY) -m tcp.server --host $(HOST) --port $(PORT) --store $(or $(STORE),hellohi-tcp.sqlite3) $(ARGS)
 
 client-tcp: $(STAMP)
-	$(PY) -m tcp.client --server $(SERVER) $(if $(NAME),--name $(NAME)) $(ARGS)
+	$(PY) -m tcp.client --server $(SERVER) $(if $(NAME),--name '$(NAME)') $(ARGS)
 
 demo-udp: $(STAMP)
 	$(PY) -m udp.demo
@@ -54,7 +54,7 @@ server-udp: $(STAMP)
 	$(PY) -m udp.server --host $(HOST) --port $(PORT) --store $(or $(STORE),hellohi-udp.sqlite3) $(ARGS)
 
 client-udp: $(STAMP)
-	$(PY) -m udp.client --server $(SERVER) $(if $(NAME),--name $(NAME)) $(ARGS)
+	$(PY) -m udp.client --server $(SERVER) $(if $(NAME),--name '$(NAME)') $(ARGS)
 
 # The bench: results/latest/results.json (+ .csv), then `make report` turns it into
 # results/latest/report/{report.md, *.png, handout.md}. The quick matrix stays on loopback

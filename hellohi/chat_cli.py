@@ -37,6 +37,7 @@ from .client_session import (
 )
 from .chat_client import ChatClient, HelloRefused
 from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
+from .relay import format_peer
 
 # 2 is also what argparse exits with for a bad flag: a wrong --name or --send is one too.
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT, EXIT_BAD_USAGE = 0, 1, 2, 2
@@ -140,7 +141,8 @@ async def _run(args: argparse.Namespace, make_client: Callable[..., ChatClient])
         printer.emit("cannot-connect", f"error: {error}. Is the server running? Check --server HOST:PORT.", detail=str(error))
         return EXIT_CANNOT_CONNECT
     printer.who = name
-    printer.emit("connected", f"connected to {host}:{port} over {client.transport_name}", server=f"{host}:{port}", transport=client.transport_name)
+    server = format_peer((host, port))
+    printer.emit("connected", f"connected to {server} over {client.transport_name}", server=server, transport=client.transport_name)
     try:
         if sends or args.expect or args.poll:
             return await _scripted(client, printer, sends, args)

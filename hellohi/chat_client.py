@@ -24,6 +24,7 @@ from typing import Callable
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
 from .codec import Err, Frame, Ping, Who
 from .eventloop import TIMER_SLACK
+from .relay import format_peer
 from .waiting import finished_within
 
 
@@ -153,9 +154,9 @@ class ChatClient:
             await finished_within(self._open(), timeout)  # (not wait_for: see hellohi/waiting.py)
         # First: asyncio.TimeoutError is an OSError too, since Python 3.11.
         except asyncio.TimeoutError:
-            raise ConnectFailed(f"no HI from {self.host}:{self.port} within {timeout} s") from None
+            raise ConnectFailed(f"no HI from {format_peer((self.host, self.port))} within {timeout} s") from None
         except OSError as error:
-            raise ConnectFailed(f"cannot reach {self.host}:{self.port}: {error.strerror or error}") from None
+            raise ConnectFailed(f"cannot reach {format_peer((self.host, self.port))}: {error.strerror or error}") from None
         self._tasks.append(asyncio.create_task(self._keep_alive()))
         assert self.name is not None
         return self.name

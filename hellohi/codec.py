@@ -207,8 +207,10 @@ def _count(args: list[str], low: int, high: int, usage: str) -> None:
 
 
 def _integer(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not text.isdigit():
         raise _bad(f"{what} must be a whole number, got {text!r}")
+    if len(text) > 18:
+        raise _bad(f"{what} must be from 0 to 10^18-1 (at most 18 digits), got {text!r}")
     return int(text)
 
 

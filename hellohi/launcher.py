@@ -37,7 +37,7 @@ class ServerProcess:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return format_peer((self.host, self.port))
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no last commit; what a crash looks like."""
@@ -102,6 +102,13 @@ def _kill_after(process: subprocess.Popen, seconds: float) -> threading.Timer:
 def announce(transport: str, host: str, port: int, store: str) -> None:
     """Print the line start_server() reads (so --port 0 works): keep the two in step."""
     print(f"hellohi {transport} server listening on {format_peer((host, port))} (store: {store})", flush=True)
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> SystemExit:
+    """The one line both servers exit with when they cannot bind. The kernel's own words
+    ("Address already in use"): asyncio's TCP server wraps them in a sentence of its own."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return SystemExit(f"error: cannot listen on {format_peer((host, port))}: {reason}; pick another --port or --host")
 
 
 async def until_stopped() -> None:

@@ -7,6 +7,7 @@ command with udp instead of tcp". Every limit the relay enforces is a flag.
 from __future__ import annotations
 
 import argparse
+import math
 
 from .codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE
 from .eventloop import add_loop_argument
@@ -30,17 +31,38 @@ def listen_port(text: str) -> int:
     return int(text)
 
 
-def positive(kind: type):
+# The longest a server's heartbeat or timeout may be: a day is already "never" in a lab,
+# and it keeps the heartbeat's milliseconds in HI a number of ordinary size.
+MAX_SERVER_SECONDS = 86400.0
+
+
+def _number(kind: type, text: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):  # float() reads "nan" and "inf", which no limit or timer can use
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive(kind: type, at_most: float | None = None):
     def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        value = _number(kind, text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {at_most:g}")
         return value
 
     return parse
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) -> None:
@@ -48,14 +70,14 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
     parser.add_argument("--port", type=listen_port, default=5000, help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--store", default=default_store, help="SQLite file for messages waiting for offline clients (default: %(default)s)")
-    parser.add_argument("--heartbeat", type=positive(float), default=defaults.heartbeat_interval, metavar="SECONDS", help="PING a client silent this long (default: %(default)s)")
-    parser.add_argument("--timeout", type=positive(float), default=defaults.heartbeat_timeout, metavar="SECONDS", help="drop a client silent this long (default: %(default)s)")
+    parser.add_argument("--heartbeat", type=positive(float, MAX_SERVER_SECONDS), default=defaults.heartbeat_interval, metavar="SECONDS", help="PING a client silent this long (default: %(default)s)")
+    parser.add_argument("--timeout", type=positive(float, MAX_SERVER_SECONDS), default=defaults.heartbeat_timeout, metavar="SECONDS", help="drop a client silent this long (default: %(default)s)")
     parser.add_argument("--max-clients", type=positive(int), default=defaults.max_clients, help="(default: %(default)s)")
     parser.add_argument("--max-waiting", type=positive(int), default=defaults.max_waiting_per_recipient, help="stored messages per recipient before ERR 429 (default: %(default)s)")
     parser.add_argument("--window", type=positive(int), default=defaults.delivery_window, help="messages sent to a client and not yet ACKed (default: %(default)s)")
     parser.add_argument("--window-bytes", type=positive(int), default=defaults.delivery_window_bytes, metavar="BYTES", help="body bytes sent to a client and not yet ACKed (default: %(default)s)")
     parser.add_argument("--max-body", type=positive(int), default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body (default: %(default)s)")
-    parser.add_argument("--max-line", type=positive(int), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line (default: %(default)s)")
+    parser.add_argument("--max-line", type=positive(int), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line, in bytes before its LF (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
     add_loop_argument(parser)
 
@@ -77,7 +99,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", type=host_port, default=("127.0.0.1", 5000), metavar="HOST:PORT", help="(default: 127.0.0.1:5000)")
     parser.add_argument("--name", help="name to register with Hello; without it the server calls you by IP:PORT")
     parser.add_argument("--send", action="append", type=parse_send, default=[], metavar="NAME:TEXT", help="send TEXT to NAME (repeatable); makes the client scripted")
-    parser.add_argument("--expect", type=int, default=0, metavar="N", help="wait until N messages have arrived")
+    parser.add_argument("--expect", type=non_negative_int, default=0, metavar="N", help="wait until N messages have arrived")
     parser.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS", help="scripted mode gives up after this long (default: %(default)s)")
     parser.add_argument("--wait-delivered", action="store_true", help="scripted mode also waits until each sent message is delivered")
     parser.add_argument("--json", action="store_true", help="print one JSON object per event")
@@ -96,20 +118,14 @@ def parse_send(text: str) -> tuple[str, str]:
 
 
 def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(float, text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a probability; use 0 to 1, e.g. 0.2 for 20%")
     return value
 
 
 def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(float, text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value

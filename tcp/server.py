@@ -19,7 +19,7 @@ import sys
 from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi import eventloop
 from hellohi.errors import ErrorCode, ProtocolError
-from hellohi.launcher import announce, until_stopped
+from hellohi.launcher import announce, cannot_listen, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
 from hellohi.store import MessageStore
@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_store(path: str) -> MessageStore:
+    if not path.strip():
+        # SQLite would take "" for a temporary file, deleted at exit: waiting messages would
+        # not survive a restart, which is the store's whole point.
+        raise SystemExit("error: --store is empty; give it a file name, e.g. --store hellohi.sqlite3")
     try:
         return MessageStore(path)
     except sqlite3.Error as error:
@@ -195,7 +199,7 @@ async def serve(args: argparse.Namespace, limits: RelayLimits) -> None:
         host, port = await server.start(args.host, args.port)
     except OSError as error:
         relay.store.close()
-        raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; pick another --port or --host") from None
+        raise cannot_listen(args.host, args.port, error) from None
     announce("tcp", host, port, args.store)
     await until_stopped()
     log.info("shutting down; waiting messages stay in %s", args.store)

@@ -58,6 +58,18 @@ def test_invalid_vector_is_refused_with_its_code(vector):
     assert refused.value.fatal == vector["fatal"]
 
 
+@pytest.mark.parametrize("line, says", [
+    (b"ACK 12a\n", "id must be a whole number, got '12a'"),
+    (b"ACK 1000000000000000000\n", "id must be from 0 to 10^18-1 (at most 18 digits), got '1000000000000000000'"),
+])
+def test_a_number_out_of_range_is_not_called_a_number_that_is_not_whole(line, says):
+    decoder = Decoder()
+    decoder.feed(line)
+    with pytest.raises(ProtocolError) as refused:
+        decoder.next_frame()
+    assert refused.value.error.code == 400 and says in str(refused.value)
+
+
 def test_decoder_goes_on_after_a_non_fatal_error():
     decoder = Decoder()
     decoder.feed(b"FOO\nPING\n")

@@ -234,7 +234,12 @@ def test_cli_says_what_is_wrong(server):
         free_port = unused.getsockname()[1]
     absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
     assert absent.returncode == 2 and "Is the server running?" in absent.stdout
+    assert f"cannot reach 127.0.0.1:{free_port}: " in absent.stdout
     assert "Traceback" not in absent.stdout + absent.stderr
+    if socket.has_ipv6:  # an IPv6 address is written as it is given: [::1]:PORT, never ::1:PORT
+        v6 = subprocess.run([sys.executable, "-m", "tcp.client", "--server", f"[::1]:{free_port}", "--poll"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        assert v6.returncode == 2 and f"[::1]:{free_port}" in v6.stdout, v6.stdout + v6.stderr
     bad_flag = run_client(port, "--send", "no-colon")
     assert bad_flag.returncode == 2 and "NAME:TEXT" in bad_flag.stderr
 
@@ -272,7 +277,29 @@ def test_server_cli_refuses_a_busy_port(server):
         [sys.executable, "-m", "tcp.server", "--port", str(port), "--store", ":memory:"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
     )
-    assert result.returncode != 0 and "pick another --port" in result.stderr
+    # The kernel's words, as udp.server says them (asyncio's TCP server wraps them in its own).
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port or --host\n" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("program, flags, message", [
+    # float() reads nan and inf; a timer set to nan raised in every connection's callback.
+    ("tcp.server", ["--heartbeat", "nan"], "argument --heartbeat: 'nan' is not a finite number"),
+    ("udp.server", ["--timeout", "inf"], "argument --timeout: 'inf' is not a finite number"),
+    ("tcp.server", ["--heartbeat", "1e300"], "argument --heartbeat: '1e300' must be at most 86400"),
+    ("udp.server", ["--amplification-limit", "nan"], "argument --amplification-limit: 'nan' is not a finite number"),
+    ("udp.server", ["--delay", "inf"], "argument --delay: 'inf' is not a finite number"),
+    ("tcp.client", ["--timeout", "nan"], "argument --timeout: 'nan' is not a finite number"),
+    ("udp.client", ["--expect", "-1"], "argument --expect: '-1' must be 0 or more"),
+    # SQLite takes "" for a temporary file: waiting messages would not survive a restart.
+    ("tcp.server", ["--store", ""], "error: --store is empty; give it a file name"),
+    ("udp.server", ["--store", " "], "error: --store is empty; give it a file name"),
+])
+def test_a_flag_no_server_or_client_can_use_is_refused_by_name(program, flags, message):
+    result = subprocess.run([sys.executable, "-m", program, "--port" if "server" in program else "--server",
+                             "0" if "server" in program else "127.0.0.1:9", *flags],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode in (1, 2) and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -21,8 +21,8 @@ from collections import deque
 
 from hellohi import eventloop
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
-from hellohi.launcher import announce, until_stopped
-from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, reliability_from
+from hellohi.launcher import announce, cannot_listen, until_stopped
+from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, positive, reliability_from
 from hellohi.relay import Relay, format_peer
 from tcp.server import open_store
 from udp.deadline import DeadlineTimer, clock
@@ -183,7 +183,7 @@ class UdpRelayServer:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m udp.server", description="hellohi chat relay over UDP (reliable and plain clients on one port)")
     add_server_arguments(parser, default_store="hellohi-udp.sqlite3")
-    parser.add_argument("--amplification-limit", type=float, default=1.0, metavar="FACTOR",
+    parser.add_argument("--amplification-limit", type=positive(float), default=1.0, metavar="FACTOR",
                         help="bytes sent to an unverified address per byte received from it (default: %(default)s)")
     add_udp_arguments(parser, client=False)
     return parser
@@ -208,7 +208,7 @@ async def serve(args: argparse.Namespace) -> None:
         host, port = await server.start(args.host, args.port)
     except OSError as error:
         relay.store.close()
-        raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; pick another --port or --host") from None
+        raise cannot_listen(args.host, args.port, error) from None
     announce("udp", host, port, args.store)
     await until_stopped()
     log.info("shutting down; waiting messages stay in %s", args.store)
