@@ -29,11 +29,20 @@ def server_problem(host: str, port: int, protocols: list[str], wait: float = WAI
     protocols need; else one line saying what failed and how to fix it."""
     for transport in sorted({transport_of(protocol) for protocol in protocols}):
         why = _tcp_hello(host, port, wait) if transport == "TCP" else _udp_hello(host, port, wait)
-        if why is not None:
-            return (f"no hellohi server answers at {host}:{port} over {transport}: {why}. Start one on that "
-                    f"computer (make server-{transport.lower()} HOST=0.0.0.0 PORT={port}), let {transport} port "
-                    f"{port} through its firewall, or correct --server")
+        if why is None:
+            continue
+        if isinstance(why, _Stranger):  # the port is taken: starting a server there, or a firewall, is no fix
+            return (f"no hellohi server answers at {host}:{port} over {transport}: {why}; another program "
+                    f"listens on that port. Correct --server: the hellohi server prints the address and port "
+                    f"it listens on when it starts")
+        return (f"no hellohi server answers at {host}:{port} over {transport}: {why}. Start one on that "
+                f"computer (make server-{transport.lower()} HOST=0.0.0.0 PORT={port}), let {transport} port "
+                f"{port} through its firewall, or correct --server")
     return None
+
+
+class _Stranger(str):
+    """Why the check failed, when something did answer there: a program other than hellohi."""
 
 
 def _tcp_hello(host: str, port: int, wait: float) -> str | None:
@@ -50,7 +59,7 @@ def _tcp_hello(host: str, port: int, wait: float) -> str | None:
             sock.sendall(b"Hello\n")
             answer = sock.makefile("rb").readline(200)
         except socket.timeout:
-            return f"it took the connection but did not answer Hello within {wait:g} s"
+            return _Stranger(f"it took the connection but did not answer Hello within {wait:g} s")
         except OSError as error:
             return error.strerror or str(error)
         _say_bye(sock)
@@ -92,6 +101,6 @@ def _not_hi(answer: bytes) -> str | None:
     if answer[:2].upper() == b"HI":
         return None
     if not answer:
-        return "the connection was closed without an answer"
-    shown = answer.split(b"\n", 1)[0][:60].decode(errors="replace")
-    return f"it answered {shown!r}, which is not a hellohi server's HI"
+        return _Stranger("the connection was closed without an answer")
+    shown = answer.split(b"\n", 1)[0].rstrip(b"\r")[:60].decode(errors="replace")
+    return _Stranger(f"it answered {shown!r}, which is not a hellohi server's HI")

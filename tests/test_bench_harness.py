@@ -1301,7 +1301,11 @@ def test_the_server_check_tells_a_silent_port_and_a_stranger_from_a_hellohi_serv
         greeter.start()
         why = server_problem("127.0.0.1", stranger.getsockname()[1], ["tcp"], wait=2)
         greeter.join()
-    assert "over TCP: it answered 'SSH-2.0-OpenSSH_9.2\\r', which is not a hellohi server's HI" in why
+    assert "over TCP: it answered 'SSH-2.0-OpenSSH_9.2', which is not a hellohi server's HI" in why
+    # The port is another program's: starting a hellohi server there, or a firewall, is no fix.
+    assert why.endswith("; another program listens on that port. Correct --server: the hellohi server prints "
+                        "the address and port it listens on when it starts")
+    assert "Start one" not in why and "firewall" not in why
 
 
 def test_udp_turbo_against_a_running_server_says_whose_side_is_turbo(capsys):
