@@ -87,7 +87,9 @@ class Printer:
             self.emit("connection-lost", f"connection lost ({event.reason}); {then}", reason=event.reason, reconnecting=event.reconnecting)
         elif isinstance(event, ServerSaidBye):
             self.emit("bye", "server said BYE")
-        elif isinstance(event, PongReceived):
+        elif isinstance(event, PongReceived) and self.as_json:
+            # The answer to our heartbeat PING: for a program watching the connection, not
+            # a line in a person's chat every 15 s.
             self.emit("pong", "PONG", token=event.token)
 
 

@@ -172,6 +172,15 @@ def run_client(port: int, *args: str, timeout: float = 30) -> subprocess.Complet
                           stdin=subprocess.DEVNULL)
 
 
+def test_heartbeat_pongs_are_events_for_programs_not_lines_for_people(server):
+    port = server().port
+    waiting = ("--name", "idler", "--heartbeat", "0.1", "--expect", "1", "--timeout", "0.8")
+    person, program = run_client(port, *waiting), run_client(port, *waiting, "--json")
+    assert person.returncode == program.returncode == 1  # nothing came: the heartbeats ran meanwhile
+    assert "PONG" not in person.stdout and "registered as idler" in person.stdout
+    assert any(json.loads(line)["event"] == "pong" for line in program.stdout.splitlines())
+
+
 def test_cli_scripted_mode_and_json(server):
     port = server().port
     assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
