@@ -239,20 +239,20 @@ class Relay:
 
     def _hello(self, connection: _Connection, hello: Hello) -> None:
         if hello.version and hello.version.lower() != PROTOCOL_VERSION:
-            self._refuse(connection, ErrorCode.BAD_VERSION, f"this server speaks {PROTOCOL_VERSION}")
+            self._hello_refused(connection, hello, ErrorCode.BAD_VERSION, f"this server speaks {PROTOCOL_VERSION}", fatal=True)
             return
         if hello.name is not None and not CHOSEN_NAME.match(hello.name):
-            self._reply_error(connection, ErrorCode.BAD_NAME, NAME_RULE)
+            self._hello_refused(connection, hello, ErrorCode.BAD_NAME, NAME_RULE)
             return
         name = hello.name or connection.peer
         if connection.name is not None:
             if name == connection.name or hello.name is None:
                 self._send(connection, self._hi(connection.name))  # a repeated Hello is a ping
             else:
-                self._reply_error(connection, ErrorCode.NAME_TAKEN, f"this connection is already {connection.name}")
+                self._hello_refused(connection, hello, ErrorCode.NAME_TAKEN, f"this connection is already {connection.name}")
             return
         if name in self._by_name:
-            self._reply_error(connection, ErrorCode.NAME_TAKEN, f"{name} is online from another connection")
+            self._hello_refused(connection, hello, ErrorCode.NAME_TAKEN, f"{name} is online from another connection")
             return
         connection.name = name
         self._by_name[name] = connection
@@ -261,6 +261,16 @@ class Relay:
         self._notice(connection, f"{name} said Hello from {connection.peer}")
         self._send(connection, self._hi(name))
         self._deliver(connection)
+
+    def _hello_refused(self, connection: _Connection, hello: Hello, error: ErrorCode, detail: str, fatal: bool = False) -> None:
+        # In the server's log as well as in the ERR: whoever runs the server sees why a
+        # client never registered, not only that it left.
+        as_name = f" as {hello.name}" if hello.name else ""
+        self._notice(connection, f"refused Hello{as_name} from {connection.peer}: {error.code} {error.reason} ({detail})")
+        if fatal:
+            self._refuse(connection, error, detail)
+        else:
+            self._reply_error(connection, error, detail)
 
     def _goodbye(self, connection: _Connection) -> None:
         self._send(connection, Bye())

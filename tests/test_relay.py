@@ -6,7 +6,7 @@ import pytest
 
 from hellohi.codec import Ack, Bye, Err, Hello, Hi, Msg, Online, Ping, Pong, Send, Status, Who
 from hellohi.errors import ErrorCode, ProtocolError
-from hellohi.relay import Disconnect, Relay, RelayLimits, Transmit
+from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit
 from hellohi.store import MessageStore
 
 
@@ -49,6 +49,15 @@ class World:
         self.now += seconds
         self.relay.on_timer(self.now)
         self.flush()
+
+
+def test_a_refused_hello_is_said_in_the_servers_log_too():
+    world = World()
+    world.connect("alice")
+    twin = world.relay.connect("127.0.0.1:5556", world.now)
+    world.relay.receive(twin, Hello("alice"), world.now)
+    notices = [action.text for action in world.relay.flush() if isinstance(action, Notice)]
+    assert notices == ["refused Hello as alice from 127.0.0.1:5556: 409 name-taken (alice is online from another connection)"]
 
 
 def test_bare_hello_is_known_by_address():
