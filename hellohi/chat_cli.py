@@ -38,6 +38,7 @@ from .client_session import (
 from .chat_client import ChatClient, HelloRefused
 from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
 from .relay import format_peer
+from .waiting import event_set_within
 
 # 2 is also what argparse exits with for a bad flag: a wrong --name or --send is one too.
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CANNOT_CONNECT, EXIT_BAD_USAGE = 0, 1, 2, 2
@@ -208,6 +209,11 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
 
 HELP = "type '@NAME TEXT' or '/msg NAME TEXT' to send, '/who' for who is online, '/quit' to leave"
 
+# On leaving, how long the interactive client waits for the server's answer (STATUS or ERR)
+# to each message typed: with input piped in, the end of input comes right after the last
+# line, before the server could refuse it, and the refusal would never be shown.
+LEAVE_WAIT = 2.0
+
 
 # Put in the interactive loop's inbox beside the typed lines: the client will not reconnect.
 _LOST_FOR_GOOD = object()
@@ -233,6 +239,10 @@ async def _interactive(client, printer: Printer) -> int:
     printer.help(HELP)
     inbox: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_lines_into, args=(inbox, asyncio.get_running_loop()), daemon=True).start()
+    unanswered: set[str] = set()  # refs of messages typed that have no STATUS or ERR yet
+    refused: list[str] = []
+    all_answered = asyncio.Event()
+    all_answered.set()
 
     async def show_events() -> None:
         while True:
@@ -241,6 +251,20 @@ async def _interactive(client, printer: Printer) -> int:
                 printer.event(event)
                 if isinstance(event, ConnectionLost) and not event.reconnecting:
                     inbox.put_nowait(_LOST_FOR_GOOD)
+                if isinstance(event, (StatusChanged, ErrorReceived)) and event.ref in unanswered:
+                    unanswered.discard(event.ref)
+                    if isinstance(event, ErrorReceived):
+                        refused.append(event.ref)
+                    if not unanswered:
+                        all_answered.set()
+
+    async def leave() -> int:
+        await event_set_within(all_answered, LEAVE_WAIT)
+        if unanswered:
+            printer.emit("incomplete", f"error: the server did not confirm {len(unanswered)} message(s) typed "
+                         f"(ref {', '.join(sorted(unanswered))}) within {LEAVE_WAIT:g} s of leaving; they may not "
+                         "have arrived", problems=[f"unconfirmed: {ref}" for ref in sorted(unanswered)])
+        return EXIT_INCOMPLETE if unanswered or refused else EXIT_OK
 
     shower = asyncio.create_task(show_events())
     try:
@@ -249,12 +273,12 @@ async def _interactive(client, printer: Printer) -> int:
             if line is _LOST_FOR_GOOD:  # --no-reconnect, or the server refused us: nothing left to do
                 return EXIT_INCOMPLETE
             if not line:  # end of input, like /quit
-                return EXIT_OK
+                return await leave()
             command = line.strip()
             if not command:
                 continue
             if command in ("/quit", "/exit", "/bye"):
-                return EXIT_OK
+                return await leave()
             if command == "/who":
                 client.request_who()
             elif command.startswith(("@", "/msg ")):
@@ -263,6 +287,8 @@ async def _interactive(client, printer: Printer) -> int:
                     printer.help(f"not sent: {problem}, e.g. @bob hello")
                 elif target and text:
                     ref = client.send(target, text)
+                    unanswered.add(ref)
+                    all_answered.clear()
                     printer.emit("sent", f"-> {target}: {text} (ref {ref})", to=target, ref=ref, text=text)
                 else:
                     printer.help("usage: @NAME TEXT")

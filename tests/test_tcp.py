@@ -387,6 +387,35 @@ def test_a_frame_the_server_cannot_take_is_not_resent_in_a_reconnect_loop(server
     assert "error: after 0." in cli.stdout  # not "after 20 s": it did not wait for the timeout
 
 
+def test_typed_input_that_ends_at_once_still_shows_the_servers_answer(server):
+    # Piped input ends right after the last line, before the server could answer it: the
+    # client waits for that answer (STATUS or ERR) before it leaves, and exits 1 on an ERR.
+    port = server().port
+    assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
+    for typed, status, shown in (("@bob hello\n", 0, "✓ stored"),
+                                 ("@nobody12 hi\n", 1, "server error 404 unknown-recipient")):
+        chat = subprocess.run(client_argv(port, "--name", "alice"), cwd=REPO_ROOT, input=typed,
+                              capture_output=True, text=True, timeout=30)
+        assert chat.returncode == status and shown in chat.stdout, chat.stdout + chat.stderr
+
+
+def test_leaving_with_a_message_the_server_never_confirmed_says_so(server):
+    running = server()
+    assert run_client(running.port, "--name", "bob", "--poll", "0.2").returncode == 0
+    client = subprocess.Popen(client_argv(running.port, "--name", "alice", "--json"), cwd=REPO_ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while json.loads(client.stdout.readline())["event"] != "registered":
+            pass
+        running.stop()  # the client reconnects in the background; what is typed now has nobody to answer it
+        output, errors = client.communicate("@bob are you there\n", timeout=30)
+    finally:
+        client.kill()
+    incomplete = [event for event in map(json.loads, output.splitlines()) if event["event"] == "incomplete"]
+    assert client.returncode == 1 and len(incomplete) == 1, output + errors
+    assert len(incomplete[0]["problems"]) == 1 and incomplete[0]["problems"][0].startswith("unconfirmed: ")
+
+
 def test_cli_interactive_prompt(server):
     port = server().port
     assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
