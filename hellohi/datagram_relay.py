@@ -55,6 +55,11 @@ Address = tuple  # (host, port) or (host, port, flowinfo, scope) for IPv6
 # a plain datagram never grows past it.
 MAX_UDP_PAYLOAD = 65507
 
+# At most one "ignored a malformed datagram" line per this many seconds: anyone can send
+# garbage to a UDP port as fast as they like, and a line each would fill the server's log
+# (stats.malformed counts every one).
+MALFORMED_LOG_INTERVAL = 1.0
+
 
 @dataclass
 class DatagramLimits:
@@ -128,6 +133,8 @@ class DatagramRelay:
         # Sessions drained since their deadline was last read: it is read when the glue
         # asks for next_deadline(), after it has sent the answers, not before.
         self._deadlines_to_read: dict[int, _Session] = {}
+        self._malformed_said_at: float | None = None
+        self._malformed_unsaid = 0  # ignored since that line, not logged one by one
 
     # ------------------------------------------------------------ events in
 
@@ -236,7 +243,7 @@ class DatagramRelay:
             packet = decode(datagram)
         except PacketError as error:
             self.stats.malformed += 1
-            self._say(f"ignored a malformed datagram from {format_peer(address)}: {error}")
+            self._say_malformed(address, error, now)
             return None
         if packet.is_reset:
             return None  # only servers send RESET; never answer one (that could loop)
@@ -428,6 +435,14 @@ class DatagramRelay:
         self._by_token.pop(session.token, None)
         if self._by_address.get(session.address) is session:
             del self._by_address[session.address]
+
+    def _say_malformed(self, address: Address, error: PacketError, now: float) -> None:
+        if self._malformed_said_at is not None and now < self._malformed_said_at + MALFORMED_LOG_INTERVAL:
+            self._malformed_unsaid += 1
+            return
+        more = f" (and {self._malformed_unsaid} more since the last such line)" if self._malformed_unsaid else ""
+        self._say(f"ignored a malformed datagram from {format_peer(address)}: {error}{more}")
+        self._malformed_said_at, self._malformed_unsaid = now, 0
 
     def _say(self, text: str) -> None:
         if self.trace is not None:

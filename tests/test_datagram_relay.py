@@ -462,6 +462,20 @@ def test_malformed_datagrams_hurt_no_one(datagram):
     assert sorted(net.server.relay.online)[:2] == ["alice", "bob"]
 
 
+def test_a_flood_of_malformed_datagrams_is_counted_not_logged_line_by_line():
+    lines: list[str] = []
+    server = DatagramRelay(Relay(MessageStore(":memory:")), DEFAULT, new_token=itertools.count(0x1000).__next__,
+                           trace=lines.append)
+    garbage = b"\xb1" + bytes(10)  # a reliable datagram's first byte, then too short for a header
+    for i in range(100):
+        server.receive(garbage, ("198.18.0.50", 5050 + i), now=10.0 + i / 1000)  # 100 in 0.1 s
+    server.receive(garbage, ("198.18.0.51", 6000), now=11.2)
+    assert server.stats.malformed == 101
+    assert len(lines) == 2 and lines[0].startswith("ignored a malformed datagram from 198.18.0.50:5050: ")
+    assert lines[1].startswith("ignored a malformed datagram from 198.18.0.51:6000: ")
+    assert lines[1].endswith(" (and 99 more since the last such line)")
+
+
 def test_plain_garbage_gets_an_err_frame():
     net = Network()
     source = ("198.18.0.50", 5050)
