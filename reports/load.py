@@ -49,6 +49,9 @@ def load_run(path: Path) -> dict:
     if not folder.is_dir():
         raise BadResults(f"{folder} does not exist, so there are no bench results to report; "
                          + HOW_TO_MEASURE.format(folder=folder))
+    if file.is_dir():
+        raise BadResults(f"{file} is a folder, not the results.json file the bench writes; move it away, "
+                         "then " + HOW_TO_MEASURE.format(folder=folder))
     if not file.is_file():
         raise BadResults(f"{folder} has no {file.name}; " + HOW_TO_MEASURE.format(folder=folder))
     try:

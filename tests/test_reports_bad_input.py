@@ -50,6 +50,13 @@ def test_another_file_in_a_folder_without_results_json_says_to_run_the_bench(tmp
                           f"`python -m bench --out {tmp_path}`")
 
 
+def test_a_results_json_that_is_a_folder_is_called_a_folder(tmp_path):
+    (tmp_path / "run" / "results.json").mkdir(parents=True)
+    error = assert_one_error_line(run_cli(str(tmp_path / "run")),
+                                  f"{tmp_path / 'run' / 'results.json'} is a folder, not the results.json file the bench writes")
+    assert "has no results.json" not in error
+
+
 def test_a_results_csv_that_does_not_exist_suggests_its_folder_not_itself(tmp_path):
     csv = tmp_path / "nowhere" / "results.csv"
     error = assert_one_error_line(run_cli(str(csv)), f"{csv} does not exist, but python -m reports reads the folder",
