@@ -51,8 +51,10 @@ def test_each_workload_against_the_real_tcp_server(workload):
     assert d["delivered"] == d["sent"] == 30  # loopback TCP loses nothing; fan-out sends all 30 to 4 clients
     assert d["duplicates"] == 0
     assert d["reordered"] == 0  # nor reorders one sender's messages (fan-in's 4 senders interleave: no matter)
-    lat = result["figures"].get("latency")
-    if lat is not None:
+    if workload == "drain":  # the age of a backlog is no latency
+        assert "latency" not in result["figures"]
+    else:
+        lat = result["figures"]["latency"]
         expected = "round_trip" if workload in ("hello", "hello-raw", "relay") else "one_way"
         assert lat["measure"] == expected and lat["count"] == 30
         assert lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
@@ -346,7 +348,8 @@ def test_plain_udp_runs_and_its_books_balance(workload):
     d = _balanced(result["figures"])
     assert d["sent"] == 30 and d["duplicates"] == 0
     assert "udp_counters" not in result["figures"]  # no reliability layer, no counters
-    assert result["wall_s"] < 15
+    # A message waited for the whole timeout would alone take 30 s: none did (the run takes about 1).
+    assert result["wall_s"] < sc.timeout
 
 
 def test_plain_udp_with_a_body_too_big_for_one_datagram_is_not_applicable():
@@ -1114,8 +1117,8 @@ def test_the_floors_and_sockperf_run_pinned_like_the_turns(monkeypatch):
     assert echo["status"] == "ok" and echo["config"]["cores"] == {"client": client, "server": server}
     assert started[0][:3] == ["taskset", "-c", str(server)]
     assert os.sched_getaffinity(0) == affinity  # the bench's own process gets its cores back
-    if shutil.which("sockperf") is None:
-        return
+    if shutil.which("sockperf") is None and not os.environ.get("CI"):  # CI installs it: run it there
+        pytest.skip("the Python floor ran pinned; the sockperf half needs sockperf (apt-get install sockperf)")
     started.clear()
     sockperf = baselines.sockperf_pingpong("udp", 0.4)
     assert sockperf["status"] == "ok" and sockperf["config"]["cores"] == {"client": client, "server": server}
@@ -1274,9 +1277,8 @@ def test_a_server_that_does_not_answer_stops_the_run_at_once_with_one_line(tmp_p
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     for protocol, transport in (("tcp", "TCP"), ("udp-raw", "UDP")):
-        started = time.monotonic()
         code = cli.main(["--server", f"127.0.0.1:{port}", "--protocols", protocol, "--out", str(tmp_path / "out")])
-        assert code == 2 and time.monotonic() - started < 10
+        assert code == 2  # before any scenario: no results.json below
         err = capsys.readouterr().err
         assert err == (f"error: no hellohi server answers at 127.0.0.1:{port} over {transport}: nothing listens on "
                        f"that port ({'connection refused' if transport == 'TCP' else 'port unreachable'}). Start one on "

@@ -18,15 +18,17 @@ pytestmark = pytest.mark.skipif(shutil.which("sockperf") is None and not os.envi
                                 reason="sockperf not installed (apt-get install sockperf)")
 
 
-def _running(program: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-af", program], capture_output=True, text=True).stdout.splitlines()
+def _children() -> list[str]:
+    """This test process's child processes (the servers it starts): not the whole machine's,
+    where another run's sockperf or hellohi server may come and go meanwhile."""
+    found = subprocess.run(["pgrep", "-a", "-P", str(os.getpid())], capture_output=True, text=True).stdout.splitlines()
     return [line for line in found if "pgrep" not in line]
 
 
 @pytest.mark.parametrize("kernel", ["tcp", "udp"])
 def test_turns_measure_every_client_beside_sockperf_and_clean_up(kernel, monkeypatch):
     affinity = os.sched_getaffinity(0)
-    before = _running("sockperf") + _running(f"{kernel}.server")
+    before = _children()
     # Where each program ran: the servers' and sockperf's command prefixes, and this
     # thread's cores while each client measured.
     prefixes, client_cores = [], []
@@ -65,7 +67,7 @@ def test_turns_measure_every_client_beside_sockperf_and_clean_up(kernel, monkeyp
         assert prefixes.count(("sockperf client", ["taskset", "-c", str(first)])) == 2
         assert client_cores == [{first}] * 2 * len(labels)
     assert os.sched_getaffinity(0) == affinity  # the bench's own process is given its cores back
-    assert _running("sockperf") + _running(f"{kernel}.server") == before  # both servers stopped
+    assert _children() == before  # both servers stopped
 
 
 def test_without_sockperf_the_turns_say_what_to_install(monkeypatch):

@@ -253,14 +253,15 @@ BOUNDARY_WORDS = ["a" * 32, "a" * 33, "a" * 64, "a" * 65, "9" * 18, "9" * 19, "0
 
 
 def test_fast_and_careful_paths_agree_on_every_boundary():
-    # Every argument of each common frame, replaced in turn by a word at or just past a limit.
+    # Every argument of each common frame replaced in turn by a word at or just past a limit,
+    # and such a word added after the last (so a bare HELLO is tested too: it has no argument).
     for wire in (encode(codec.Status("r1", "stored", 5)), encode(codec.Ack(5)),
                  encode(codec.Msg(5, "alice", b"body")), encode(codec.Send("bob", "r1", b"body")),
                  encode(codec.Hi("alice", 15000)), encode(codec.Hello()), encode(codec.Hello("alice")),
                  b"Hello\n", b"Hello alice\n"):
         header, _, rest = wire.partition(b"\n")
         words = header.decode().split(" ")
-        for at in range(1, len(words)):
+        for at in range(1, len(words) + 1):
             for word in BOUNDARY_WORDS:
                 changed = " ".join(words[:at] + [word] + words[at + 1:]).encode()
                 tail = rest + b"\nACK 1\n"

@@ -151,8 +151,9 @@ def test_configured_delay_shows_in_the_rtt():
                                                     "--bytes", "1"], cwd=REPO, env=ENV).stdout)
     assert result["received"] == 50
     assert result["rtt_ms_min"] >= 40.0
-    assert result["rtt_ms_p50"] < 40.0 + 10.0, result      # the forwarder adds little on top
-    assert 40.0 <= tcp["connect_ms"] < 40.0 + 10.0, tcp    # TCP's handshake is one round trip too
+    # The forwarder adds little on top (about 1 ms here; the bound leaves room for a busy machine).
+    assert result["rtt_ms_p50"] < 40.0 + 20.0, result
+    assert 40.0 <= tcp["connect_ms"] < 40.0 + 20.0, tcp    # TCP's handshake is one round trip too
 
 
 def test_no_delay_keeps_the_rtt_small_even_through_the_forwarder():
@@ -162,7 +163,7 @@ def test_no_delay_keeps_the_rtt_small_even_through_the_forwarder():
         c = net.counters()
     assert result["received"] == 200
     assert c["up"]["forwarded"] == 200 and c["down"]["forwarded"] == 200   # it really went through
-    assert result["rtt_ms_p50"] < 3.0, result
+    assert result["rtt_ms_p50"] < 10.0, result  # well under a millisecond here; 10 leaves room for load
 
 
 def test_duplicates_and_reordering_reach_the_application_exactly_as_counted():

@@ -27,7 +27,9 @@ def test_a_read_with_nothing_to_read_gives_up_after_its_timeout(loop_name):
 
     event, waited = run(scenario(), loop_name)
     assert event is None
-    assert 0.045 <= waited < 2.0  # uvloop's clock counts whole milliseconds
+    # uvloop's clock counts whole milliseconds; the upper bound only says "gave up", with room
+    # for a busy machine.
+    assert 0.045 <= waited < 30.0
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
@@ -52,7 +54,7 @@ def test_a_short_timeout_after_a_long_one_still_gives_up_on_time(loop_name):
 
     first, second, waited = run(scenario(), loop_name)
     assert (first, second) == ("first", None)
-    assert waited < 2.0
+    assert waited < 30.0  # not the first read's 60 s
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
