@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # draw to files only: works over SSH, in CI and without a display
 import matplotlib.pyplot as plt  # noqa: E402  (must come after use("Agg"))
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from .load import describe_link, latency, link_of, measured  # noqa: E402
 
@@ -29,8 +30,8 @@ def _colour(protocol: str) -> str:
     return PROTOCOL_COLOURS.get(protocol, "tab:purple")
 
 
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
+def _save(figure, path: Path, room_below: float = 0.0) -> Path:
+    figure.tight_layout(rect=(0, room_below, 1, 1))  # room_below: a share of the height kept for a key
     figure.savefig(path, dpi=110)
     plt.close(figure)  # free the memory: a report draws several charts in one process
     return path
@@ -50,10 +51,12 @@ def latency_chart(run: dict, path: Path) -> Path | None:
         for key, marker, _ in PERCENTILE_MARKERS:
             if lat.get(key) is not None:
                 axes.plot(lat[key], row, marker=marker, color=colour, linestyle="none")
-    labels = [f"{s['id']} ({latency(s)['measure'].replace('_', ' ')})" for s in scenarios]
+    labels = [f"{s['id']} ({latency(s)['measure'].replace('_', ' ')}"
+              + (", virtual time)" if s["config"]["workload"] == "kcp-test" else ")") for s in scenarios]
     axes.set_yticks(range(len(scenarios)), labels, fontsize=8)
-    axes.invert_yaxis()
+    axes.set_ylim(len(scenarios) - 0.5, -0.5)  # first scenario on top, no empty rows around them
     axes.set_xscale("log")
+    axes.tick_params(axis="x", top=True, labeltop=True)  # a tall chart: the scale at both ends
     axes.set_xlabel("latency, µs (log scale); line: min to max")
     axes.set_title("Latency percentiles by scenario (colour: protocol)")
     # Beside the plot, not on it: inside, it hid the markers of the last rows. One key for
@@ -98,23 +101,23 @@ def throughput_chart(run: dict, path: Path) -> Path | None:
     lines = throughput_series(run)
     if not lines:
         return None
-    figure, (rate_axes, goodput_axes) = plt.subplots(1, 2, figsize=(12, 5))
+    figure, (rate_axes, goodput_axes) = plt.subplots(1, 2, figsize=(12, 5.5))
     for (protocol, link), points in sorted(lines.items()):
         style, marker = ("-", "o") if link == "loopback" else ("--", "s")
         payloads = [p for p, _, _ in points]
-        rate_axes.plot(payloads, [r for _, r, _ in points], style, marker=marker, color=_colour(protocol),
-                       label=f"{protocol} ({link})")
-        goodput_axes.plot(payloads, [g for _, _, g in points], style, marker=marker, color=_colour(protocol),
-                          label=f"{protocol} ({link})")
-    for axes, ylabel in ((rate_axes, "messages per second"), (goodput_axes, "goodput, MB/s (bodies only)")):
+        for axes, values in ((rate_axes, [r for _, r, _ in points]), (goodput_axes, [g for _, _, g in points])):
+            axes.plot(payloads, values, style, marker=marker, color=_colour(protocol), label=f"{protocol} ({link})")
+    for axes, ylabel in ((rate_axes, "messages per second (of those that arrived)"),
+                         (goodput_axes, "goodput, MB/s (bodies that arrived)")):
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("payload, bytes")
         axes.set_ylabel(ylabel)
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=8)
-    figure.suptitle("Relay throughput, alice → server → bob")
-    return _save(figure, path)
+    # One key for both panels, under them: inside, it hid points wherever "best" put it.
+    figure.legend(*rate_axes.get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
+    figure.suptitle("Relay throughput, alice → server → bob (what lost messages cost: the report's delivered column)")
+    return _save(figure, path, room_below=0.1)
 
 
 def _could_lose(scenario: dict) -> bool:
@@ -130,20 +133,25 @@ def delivery_chart(run: dict, path: Path) -> Path | None:
     scenarios = [s for s in measured(run) if s["figures"].get("delivery") and _could_lose(s)]
     if not scenarios:
         return None
-    figure, axes = plt.subplots(figsize=(10, 0.42 * len(scenarios) + 1.8))
+    height = 0.42 * len(scenarios) + 2.2
+    figure, axes = plt.subplots(figsize=(10, height))
     for row, scenario in enumerate(scenarios):
         d = scenario["figures"]["delivery"]
         sent = max(d["sent"], 1)
         delivered, lost = 100.0 * d["delivered"] / sent, 100.0 * d["lost"] / sent
-        axes.barh(row, delivered, color=_colour(scenario["config"]["protocol"]), label="delivered" if row == 0 else None)
-        axes.barh(row, lost, left=delivered, color="lightgray", hatch="//", label="lost" if row == 0 else None)
+        axes.barh(row, delivered, color=_colour(scenario["config"]["protocol"]))
+        axes.barh(row, lost, left=delivered, color="lightgray", hatch="//")
         axes.text(101, row, f"{d['delivered']}/{d['sent']}, {d['duplicates']} dup", va="center", fontsize=7)
     # The id already names an emulated link's impairments (e.g. ...-emulated-delay_ms10-loss0.05).
     axes.set_yticks(range(len(scenarios)), [s["id"] for s in scenarios], fontsize=8)
-    axes.invert_yaxis()
+    axes.set_ylim(len(scenarios) - 0.5, -0.5)  # first scenario on top, no empty rows around them
     axes.set_xlim(0, 130)  # room on the right for the counts written beside the bars
     axes.set_xticks(range(0, 101, 20))  # a share of sent never exceeds 100 %
     axes.set_xlabel("% of messages sent (sent = delivered + lost; duplicates counted apart)", fontsize=9)
     axes.set_title("What arrives when messages can be lost")
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
-    return _save(figure, path)
+    # Delivered takes its protocol's colour, so the key names the colours, and lost apart.
+    protocols = list(dict.fromkeys(s["config"]["protocol"] for s in scenarios))
+    keys = [Patch(color=_colour(protocol), label=f"delivered, {protocol}") for protocol in protocols]
+    keys.append(Patch(facecolor="lightgray", hatch="//", label="lost"))
+    figure.legend(handles=keys, loc="lower center", ncol=min(len(keys), 4), fontsize=8)
+    return _save(figure, path, room_below=0.7 / height)  # about two rows of keys, whatever the chart's height

@@ -88,16 +88,21 @@ def throughput_table(run: dict) -> str | None:
             continue
         server = scenario.get("server") or {}
         rss = server.get("peak_rss_bytes")
+        delivery = f.get("delivery") or {}
+        # Beside the rate: a rate counts what arrived, so plain UDP losing most of its
+        # messages would otherwise read as fast as (or faster than) a transport that lost none.
+        delivered = (f"{number(delivery['delivered'])} of {number(delivery['sent'])}"
+                     if "delivered" in delivery and "sent" in delivery else "-")
         rows.append([
             scenario["id"], describe_link(scenario["config"]), number(scenario["config"].get("payload")),
-            number(f.get("messages_per_s"), 0), number(f.get("goodput_MB_per_s"), 2),
+            number(f.get("messages_per_s"), 0), number(f.get("goodput_MB_per_s"), 2), delivered,
             number(f.get("elapsed_s", f.get("drain_s")), 3), number(server.get("cpu_s"), 2),
             number(rss / 1e6 if rss is not None else None, 1),
         ])
     if not rows:
         return None
-    return _markdown(rows, ["scenario", "link", "payload B", "msg/s", "goodput MB/s", "seconds", "server CPU s",
-                            "server peak RSS MB"])
+    return _markdown(rows, ["scenario", "link", "payload B", "msg/s", "goodput MB/s", "delivered", "seconds",
+                            "server CPU s", "server peak RSS MB"])
 
 
 def kcp_table(run: dict) -> str | None:

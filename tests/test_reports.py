@@ -133,6 +133,9 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
     assert "| hello-tcp-64B-n5 " in report and "123.4" in report        # hello p50
     assert "810.5" in report                                            # relay p50
     assert "43,210" in report and "2.77" in report                      # msg/s, MB/s
+    # ...beside how many of the messages sent that rate counts: a rate counts only what arrived.
+    throughput_row = next(line for line in report.splitlines() if line.startswith("| throughput-tcp-64B-n4 ") and "43,210" in line)
+    assert [cell.strip() for cell in throughput_row.split("|")][4:7] == ["43,210", "2.77", "4 of 4"]
     assert "15.50" in report and "2,500" in report                      # sockperf p50, iperf3 MB/s
     assert "216.7" in report and "138" in report                        # KCP test and its README figure
     kcp_row = next(line for line in report.splitlines() if line.startswith("| kcp-test-kcp-fast"))
