@@ -95,6 +95,8 @@ def _floor_section(run: dict) -> list[str]:
     # Question (d) measures the other loop into a folder of its own: `make bench` alone writes
     # results/latest, which may be the very run this handout was built from.
     other = "asyncio" if loop == "uvloop" else "uvloop"
+    # ...with the same matrix as this run, or most of its scenarios would have nothing to compare with.
+    target = "bench-full" if "--full" in (run.get("command") or []) else "bench"
     return [
         "## 1. The floor: how fast can a round trip be?",
         "",
@@ -113,11 +115,13 @@ def _floor_section(run: dict) -> list[str]:
         "- The same UDP work with no sockets at all (`bench/protocol_work.py`: client and server joined by function",
         "  calls), p50 per Hello/HI round trip, back to back and after a short sleep before each:",
         f"  with acks {_protocol_work(run, 'udp')}; plain {_protocol_work(run, 'udp-raw')}",
-        "- How many times the floor (p50 ÷ p50):",
+        "- How many times the floor (p50 ÷ p50), from the figures above. sockperf ran pinned (its client on one",
+        "  core, its server on the other); the scenarios ran wherever the scheduler put them, sometimes both",
+        "  ends on one core, which is far faster (question (f)). So compare with care:",
         _quotient(hello_tcp["p50"] if hello_tcp else None, tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),
         _quotient(hello_udp["p50"] if hello_udp else None, udp_floor, "Hello/HI over UDP ÷ sockperf UDP"),
-        "- The same ratios measured in turns (`bench/paired.py`: one second of sockperf, then the Hello/HI",
-        "  clients, a few times over, each side's programs on the same cores), median over the turns:",
+        "- The fair comparison, measured in turns (`bench/paired.py`: one second of sockperf, then the Hello/HI",
+        "  clients, a few times over, each side's programs on the same cores as sockperf's), median over the turns:",
         _paired_line(run, "tcp"),
         _paired_line(run, "udp"),
         "",
@@ -129,12 +133,13 @@ def _floor_section(run: dict) -> list[str]:
         "each client ran with acks and plain, seconds apart: subtract their round trips, which part 6 lists",
         "turn by turn in µs.) (d) This run used the",
         f"{loop} event loop. Measure the {other} loop into a folder of its own, so that this run stays as it is:",
-        f"`make bench BENCH_ARGS=\"--loop {other}\" RESULTS=results/{other}`, then `make report RESULTS=results/{other}`.",
+        f"`make {target} BENCH_ARGS=\"--loop {other}\" RESULTS=results/{other}`, then `make report RESULTS=results/{other}`.",
         "Compare: which figures move, which stay, and what does that say about where a Python server spends its time?",
         "(e) The no-sockets figures time the protocol code of a `hello-raw` round trip over UDP (both ends,",
         "without the sockets and the event loop), yet sleeping before each round trip makes the same code",
         "slower. What does a CPU lose while its process sleeps? Add the",
-        "slept figure to sockperf's round trip and compare with `hello-raw` over UDP: how much of the distance",
+        "slept figure to sockperf's round trip and compare with `hello-raw` over UDP as the turns measured it",
+        "(part 6 lists each turn's µs, pinned like sockperf): how much of the distance",
         "to sockperf is protocol work, and how much is waking up? Why would sockperf, in C, suffer less from it?",
         "(f) The turns run every client on one core and every server on another. Try sockperf both ways:",
         "`taskset -c 1 sockperf server -i 127.0.0.1 -p 11111` with `taskset -c 0 sockperf ping-pong -i",
@@ -215,8 +220,9 @@ def _throughput_section(run: dict) -> list[str]:
         lines.append(f"- iperf3: {why_not}")
     lines += [
         "",
-        "**Questions.** (a) Messages per second falls as the payload grows, but MB/s rises. Why? What",
-        "fixed cost does every message pay, whatever its size? (b) iperf3 moves raw bytes. Name two",
+        "**Questions.** (a) Over TCP, messages per second falls as the payload grows, while MB/s rises. Why? What",
+        "fixed cost does every message pay, whatever its size? Find a line above that does not follow that",
+        "pattern at some size, and say why (for plain UDP, mind how many were delivered). (b) iperf3 moves raw bytes. Name two",
         "things every hellohi message costs that iperf3's bytes do not. (c) `throughput-raw` drives the same",
         "server from two bare sockets. Compare it with tcp at 64 B: which process limits the rate, the",
         "server or the client? (Hint: the bench records the server's CPU seconds for each scenario.)",
@@ -242,7 +248,8 @@ def _link_counters(run: dict, link_config: dict) -> str | None:
         for direction in ((scenario.get("link") or {}).get("counters") or {}).values():
             if isinstance(direction, dict) and "nft_seen" in direction and "nft_dropped" in direction:
                 seen += direction["nft_seen"]
-                dropped += direction["nft_dropped"]
+                # With --loss-in forwarder the seeded forwarder drops instead of nftables (docs/bench.md).
+                dropped += direction["nft_dropped"] + direction.get("fwd_dropped", 0)
     if not seen:
         return None
     return f"the link's own counters: {dropped} of {seen} packets dropped ({100 * dropped / seen:.1f} %), both directions, all scenarios"

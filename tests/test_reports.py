@@ -290,6 +290,10 @@ def test_the_loop_question_measures_into_another_folder_than_the_run_it_was_buil
         bench = f'make bench BENCH_ARGS="--loop {other}" RESULTS=results/{other}'
         assert f"`{bench}`, then `make report RESULTS=results/{other}`." in handout
         assert "make bench BENCH_ARGS=\"--loop" not in handout.replace(bench, "")  # no other, overwriting, form
+    # A --full run is compared with a --full run: the quick matrix has other counts and sizes.
+    run = synthetic_run()
+    run["command"] = ["python", "-m", "bench", "--full", "--out", "results/latest"]
+    assert 'make bench-full BENCH_ARGS="--loop asyncio" RESULTS=results/asyncio' in handout_text(run)
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     # The Makefile really sends both to that folder (make -n prints the commands, runs nothing).
