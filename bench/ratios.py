@@ -146,7 +146,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
             why_not = _why_no_turns(turns, label) or unmeasured_turns
             add(f"{label} round-trip p50 / sockperf {kernel} ping-pong round-trip p50, measured in turns",
                 value, TARGET_RTT_RATIO, "lower",
-                f"median of {len(blocks)} blocks; per block (us / us): "
+                f"median of {len(blocks)} turns; per turn (us / us): "
                 + ", ".join(f"{row.get(label)} / {row['sockperf']}" for row in blocks)
                 if value is not None else f"not measured ({why_not})")
             ours = _figure(_find(run, workload, protocol), "latency", "p50")

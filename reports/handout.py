@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from .load import baseline, describe_cpu_idle, describe_link, find, interrupted, latency, link_of, measured, stopped_by
-from .tables import number, ratio_detail, ratio_target, ratio_value, verdict
+from .tables import number, ratio_detail, ratio_name, ratio_target, ratio_value, verdict
 
 
 def _us(value) -> str:
@@ -368,7 +368,7 @@ def _targets_section(run: dict) -> list[str]:
     for ratio in ratios:
         target = ratio_target(ratio)
         target_text = "" if target == "-" else f" (target {target})"
-        lines.append(f"- {ratio['name']}: **{ratio_value(ratio)}**{target_text}, {verdict(ratio)} "
+        lines.append(f"- {ratio_name(ratio)}: **{ratio_value(ratio)}**{target_text}, {verdict(ratio)} "
                      f"[{ratio_detail(ratio)}]")
     if not any(ratio.get("met") is not None for ratio in ratios):
         lines += ["", "No target was judged in this run, so this part has no question. Build it from a run that",

@@ -177,8 +177,14 @@ def ratio_target(ratio: dict) -> str:
 # Said of a ratio that was not measured when the bench's detail gives no reason in words.
 MISSING_FIGURE = "a figure it needs was not measured in this run (see the scenarios not measured and the baselines)"
 
+_MICROSECONDS = re.compile(r"(?<=[0-9( ])us\b")
+
 # A figure the bench did not have, as older benches wrote it into a ratio's detail ("None msg/s").
 _NONE_FIGURE = re.compile(r"\bNone\b")
+
+
+def ratio_name(ratio: dict) -> str:
+    return _MICROSECONDS.sub("µs", ratio["name"])
 
 
 def ratio_detail(ratio: dict) -> str:
@@ -190,11 +196,11 @@ def ratio_detail(ratio: dict) -> str:
     detail = ratio.get("detail") or ""
     if ratio.get("value") is None and (not detail or _NONE_FIGURE.search(detail)):
         return MISSING_FIGURE
-    return detail
+    return _MICROSECONDS.sub("µs", detail)  # the bench's console writes ASCII "us"; the report, µs
 
 
 def ratio_table(run: dict) -> str | None:
-    rows = [[r["name"], ratio_value(r), ratio_target(r), verdict(r), ratio_detail(r)] for r in run.get("ratios", [])]
+    rows = [[ratio_name(r), ratio_value(r), ratio_target(r), verdict(r), ratio_detail(r)] for r in run.get("ratios", [])]
     if not rows:
         return None
     return _markdown(rows, ["ratio (same run)", "measured", "target", "verdict", "from"])

@@ -252,7 +252,7 @@ def test_the_hello_target_is_judged_on_the_turns_with_sockperf():
     assert library["value"] == pytest.approx(1.5) and library["met"] is True  # ratios 1.8, 1.5, 1.4: the median
     raw = by_name["hello-raw tcp round-trip p50 / sockperf tcp ping-pong round-trip p50, measured in turns"]
     assert raw["value"] == pytest.approx(1.2) and raw["met"] is True  # 1.2, 2.0, 1.2: one slow block does not decide
-    assert raw["detail"] == "median of 3 blocks; per block (us / us): 60.0 / 50.0, 120.0 / 60.0, 66.0 / 55.0"
+    assert raw["detail"] == "median of 3 turns; per turn (us / us): 60.0 / 50.0, 120.0 / 60.0, 66.0 / 55.0"
     blocks = [dict(row, **{"hello tcp": row["sockperf"] * 1.7}) for row in blocks]
     slow = {r["name"]: r for r in ratios.compute_ratios({"scenarios": [], "baselines": [paired_baseline(blocks)]})}
     assert slow[library["name"]]["met"] is False

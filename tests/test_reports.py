@@ -167,6 +167,7 @@ def test_cli_writes_report_charts_and_handout_from_the_input(tmp_path):
             "hello-raw tcp ÷ sockperf = 1.20×") in handout
     assert "over UDP: not measured in this run (baselines were skipped)" in handout
     assert "2 turns with sockperf; median ratio: hello tcp 1.70×, hello-raw tcp 1.20×" in report
+    assert "median of 2 turns; per turn (µs / µs): " in report and " us" not in report  # the console's ASCII "us", as µs
     assert f"{123.4 / 15.5:.2f}×" in handout                             # the scenario over the baseline, worked out
     assert "Hello/HI over UDP with acks: not measured in this run (unavailable: udp:" in handout
     assert "8 of 10 delivered, 2 lost, 1 duplicates" in handout
