@@ -147,12 +147,13 @@ def _run_fields(run: dict) -> dict:
 
 
 def csv_rows(run: dict) -> list[dict]:
-    """One row per scenario and per baseline, nested keys joined with dots, then the
-    run's fields (environment.kernel, environment.python, ...), the same in every row."""
+    """One row per scenario, per baseline and per ratio (the targets and their verdicts),
+    nested keys joined with dots, then the run's fields (environment.kernel, ...), the
+    same in every row."""
     run_fields = _run_fields(run)
     rows = []
-    for kind in ("scenarios", "baselines"):
-        for item in run[kind]:
+    for kind in ("scenarios", "baselines", "ratios"):
+        for item in run.get(kind, []):
             row = {"kind": kind[:-1]}
             _flatten("", item, row)
             row.update(run_fields)

@@ -148,14 +148,20 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
     with (tmp_path / "results.csv").open() as handle:
         reader = csv.DictReader(handle)
         columns, rows = reader.fieldnames, list(reader)
-    assert [r["config.workload"] for r in rows] == ["hello", "relay"]
+    scenario_rows = [r for r in rows if r["kind"] == "scenario"]
+    assert [r["config.workload"] for r in scenario_rows] == ["hello", "relay"]
     assert rows[0]["figures.latency.measure"] == "round_trip"
+    # The targets too, one row each, as the console printed them.
+    ratio_rows = [r for r in rows if r["kind"] == "ratio"]
+    assert [r["name"] for r in ratio_rows] == [r["name"] for r in run["ratios"]] and ratio_rows
+    assert all(r["met"] == "" and r["detail"] for r in ratio_rows)  # --no-baselines: none judged, each says why
     # Each row carries the run's machine and start, so rows of two runs can be told apart.
     assert columns[:2] == ["kind", "id"] and columns[-1].startswith("environment.")
     for row in rows:
         assert row["environment.kernel"] == env["kernel"] and row["environment.python"] == env["python"]
         assert row["environment.cpu_count"] == str(env["cpu_count"])
         assert row["started_utc"] == run["started_utc"] and json.loads(row["command"]) == run["command"]
+    for row in scenario_rows:
         assert row["config.link_config"] == "{}"  # an empty dict keeps its column
 
 
@@ -396,7 +402,7 @@ def test_a_server_that_does_not_start_is_an_error_and_the_run_goes_on(tmp_path, 
     assert "no-such-flag" in by_protocol["udp"]["reason"]
     assert by_protocol["tcp"]["status"] == "ok"  # the next scenario still ran
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert [r["status"] for r in rows] == ["error", "ok"]
+    assert [r["status"] for r in rows if r["kind"] == "scenario"] == ["error", "ok"]
 
 
 def test_cli_runs_tcp_udp_and_udp_raw_end_to_end(tmp_path, capsys):
