@@ -154,7 +154,8 @@ def csv_rows(run: dict) -> list[dict]:
     rows = []
     for kind in ("scenarios", "baselines", "ratios"):
         for item in run.get(kind, []):
-            row = {"kind": kind[:-1]}
+            # Baselines and ratios have no id in results.json; here they get one to sort and filter by.
+            row = {"kind": kind[:-1], "id": item.get("id") or item.get("name") or f"{item.get('tool')} {item.get('test')}"}
             _flatten("", item, row)
             row.update(run_fields)
             rows.append(row)

@@ -154,6 +154,7 @@ def test_cli_tiny_matrix_writes_json_and_csv(tmp_path, capsys):
     # The targets too, one row each, as the console printed them.
     ratio_rows = [r for r in rows if r["kind"] == "ratio"]
     assert [r["name"] for r in ratio_rows] == [r["name"] for r in run["ratios"]] and ratio_rows
+    assert all(r["id"] == r["name"] for r in ratio_rows)  # something to sort and filter by
     assert all(r["met"] == "" and r["detail"] for r in ratio_rows)  # --no-baselines: none judged, each says why
     # Each row carries the run's machine and start, so rows of two runs can be told apart.
     assert columns[:2] == ["kind", "id"] and columns[-1].startswith("environment.")
