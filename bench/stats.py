@@ -175,7 +175,7 @@ class DeliveryLedger:
         self.reordered = 0
         self.foreign = 0
 
-    def next_id(self, sender: Hashable = None) -> int:
+    def next_id(self, sender: Hashable | None = None) -> int:
         """Id for the next message to send; calling this *is* counting it as sent.
         `sender` names the sending client where there are several; an arrival counts as
         reordered only after a later message of the same sender."""

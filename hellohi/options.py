@@ -41,7 +41,7 @@ def _number(kind: type, text: str):
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):  # float() reads "nan" and "inf", which no limit or timer can use
+    if isinstance(value, float) and not math.isfinite(value):  # float() reads "nan" and "inf": no limit or timer can use them
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 

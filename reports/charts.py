@@ -80,9 +80,11 @@ def throughput_series(run: dict) -> dict[tuple[str, str], list[tuple[int, float,
         config, figures = scenario["config"], scenario.get("figures") or {}
         if config["workload"] != "throughput":
             continue
-        rounds = series.setdefault((config["protocol"], describe_link(config)), {}).setdefault(config.get("payload", 0), [])
+        # (msg/s, MB/s) of each round that measured this size; none: a gap in the line
+        measured_rounds = series.setdefault((config["protocol"], describe_link(config)), {}).setdefault(
+            config.get("payload", 0), [])
         if scenario["status"] == "ok" and figures.get("messages_per_s"):
-            rounds.append((figures["messages_per_s"], figures.get("goodput_MB_per_s") or 0.0))
+            measured_rounds.append((figures["messages_per_s"], figures.get("goodput_MB_per_s") or 0.0))
     lines = {}
     for key, by_payload in series.items():
         if any(by_payload.values()):

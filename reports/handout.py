@@ -220,9 +220,10 @@ def _throughput_section(run: dict) -> list[str]:
         lines.append(f"- iperf3: {why_not}")
     lines += [
         "",
-        "**Questions.** (a) Over TCP, messages per second falls as the payload grows, while MB/s rises. Why? What",
-        "fixed cost does every message pay, whatever its size? Find a line above that does not follow that",
-        "pattern at some size, and say why (for plain UDP, mind how many were delivered). (b) iperf3 moves raw bytes. Name two",
+        "**Questions.** (a) Over TCP, messages per second falls as the payload grows, while MB/s rises.",
+        "Why? What fixed cost does every message pay, whatever its size? Find a line above that does not",
+        "follow that pattern at some size, and say why (for plain UDP, mind how many were delivered).",
+        "(b) iperf3 moves raw bytes. Name two",
         "things every hellohi message costs that iperf3's bytes do not. (c) `throughput-raw` drives the same",
         "server from two bare sockets. Compare it with tcp at 64 B: which process limits the rate, the",
         "server or the client? (Hint: the bench records the server's CPU seconds for each scenario.)",
