@@ -24,7 +24,7 @@ help:
 	@echo "make server-udp HOST=0.0.0.0 PORT=5000 [ARGS='--loss 0.1']"
 	@echo "make client-udp SERVER=host:5000 NAME=alice [ARGS='--plain' or '--loss 0.2']"
 	@echo "make bench         quick TCP/UDP bench on loopback into results/latest (under 2 min)"
-	@echo "make bench-full    the larger --full matrix (+ emulated hosts when run as root)"
+	@echo "make bench-full    the larger --full matrix (+ emulated hosts when run as root; about 11 min)"
 	@echo "make report        report.md, charts and lab handout from results/latest"
 
 $(STAMP): requirements.txt
