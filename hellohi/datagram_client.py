@@ -15,10 +15,10 @@ The session rules it follows:
 - Until the server has given us a token, every datagram we send carries token
   0 and is padded to a full datagram, so the server, which never sends an
   unverified address more bytes than it received, has room to answer HI.
-- The first datagram that carries a token gives us our token; from then on a
-  datagram with any other token is a leftover of an old session and ignored.
-  We answer it at once with an empty reliable message, which proves to the
-  server that we receive at this address.
+- The first datagram that carries a token gives us our token. We answer that
+  first datagram at once with an empty reliable message, which proves to the
+  server that we receive at this address. From then on a datagram with any
+  other token is a leftover of an old session, and ignored.
 - RESET with our token means the server no longer knows us (it restarted, or
   timed us out): the glue starts a new session and says Hello again.
 - Plain mode retransmits nothing, except the Hello that starts a session: a
@@ -187,7 +187,7 @@ class DatagramLink:
             return []
         if packet.is_reset:
             if packet.token == endpoint.token and packet.token != 0:
-                return [SessionReset("the server does not know this session (it restarted or timed us out)")]
+                return [SessionReset("the server does not know this session: it restarted, or timed us out")]
             self.ignored += 1
             return []
         if endpoint.token == 0 and packet.token != 0:

@@ -256,6 +256,25 @@ def test_bad_datagrams_are_ignored_or_answered_and_hurt_no_one(server, datagram,
         assert replies and replies[0].startswith(answer), replies
 
 
+@pytest.mark.parametrize("held_back", [dict(delay=0.05), dict(jitter=0.05, reorder=0.5)], ids=["delay", "jitter+reorder"])
+def test_a_plain_client_whose_datagrams_are_held_back_still_says_bye(server, held_back):
+    # The in-process impairment holds datagrams back on timers; closing the socket at once
+    # dropped the BYE, and the server kept the name for its 45 s timeout (Lab 2, part 3).
+    port = server().port
+
+    async def scenario():
+        for seed in (1, 2, 3):
+            alice = UdpChatClient("127.0.0.1", port, "alice", plain=True, impair_send=Impairment(**held_back, seed=seed))
+            await alice.connect(timeout=5)
+            await alice.close()
+        # Had a BYE been lost, the name would still be taken: ConnectFailed (409).
+        again = UdpChatClient("127.0.0.1", port, "alice", plain=True)
+        await again.connect(timeout=5)
+        await again.close()
+
+    asyncio.run(scenario())
+
+
 def test_spoofed_token_from_another_address_does_not_take_the_session(server, tmp_path):
     port = server().port
 

@@ -26,7 +26,7 @@ from hellohi.codec import Bye, Frame
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
 from udp.deadline import DeadlineTimer, clock
-from udp.lossy import lossy_path
+from udp.lossy import LossyPath, lossy_path
 
 __all__ = ["ConnectFailed", "UdpChatClient"]
 
@@ -81,6 +81,8 @@ class UdpChatClient(ChatClient):
             deadline = loop.time() + 0.5
             while self.link.endpoint and self.link.endpoint.unacknowledged and loop.time() < deadline:
                 await asyncio.sleep(0.01)
+            if isinstance(self._send_path, LossyPath):  # --delay, --jitter, --reorder may still hold the BYE
+                await self._send_path.drained(limit=2.0)
         self._timer.cancel()
         await self._stop_tasks()
         if self._transport is not None:

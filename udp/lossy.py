@@ -12,6 +12,7 @@ import asyncio
 import argparse
 from typing import Callable
 
+from hellohi.eventloop import TIMER_SLACK
 from hellohi.reliable import Impairment
 
 
@@ -25,6 +26,7 @@ class LossyPath:
     def __init__(self, impairment: Impairment, deliver: Callable[..., None]):
         self.impairment = impairment
         self.deliver = deliver
+        self.last_release = 0.0  # loop time at which the last datagram held back is passed on
 
     def __call__(self, datagram: bytes, *args) -> None:
         loop = asyncio.get_running_loop()
@@ -34,6 +36,16 @@ class LossyPath:
                 self.deliver(copy, *args)
             else:
                 loop.call_at(arrival, self.deliver, copy, *args)
+                self.last_release = max(self.last_release, arrival)
+
+    async def drained(self, limit: float) -> None:
+        """Return once every datagram held back (delay, jitter, reorder) has been passed
+        on, or after `limit` seconds: a program that closes its socket at once would
+        lose them, its last words (a BYE) among them."""
+        loop = asyncio.get_running_loop()
+        wait = min(self.last_release - loop.time(), limit)
+        if wait > 0:
+            await asyncio.sleep(wait + TIMER_SLACK)  # (timers may fire a little early: see TIMER_SLACK)
 
 
 def impairments_from(args: argparse.Namespace, trace=None) -> tuple[Impairment | None, Impairment | None]:
