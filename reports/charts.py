@@ -118,7 +118,7 @@ def throughput_chart(run: dict, path: Path) -> Path | None:
         axes.grid(True, which="both", alpha=0.3)
     # One key for both panels, under them: inside, it hid points wherever "best" put it.
     figure.legend(*rate_axes.get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
-    figure.suptitle("Relay throughput, alice → server → bob (what lost messages cost: the report's delivered column)")
+    figure.suptitle("Relay throughput, alice → server → bob, counting the messages that arrived (how many: report.md)")
     return _save(figure, path, room_below=0.1)
 
 
