@@ -19,8 +19,8 @@ The session rules it follows:
   first datagram at once with an empty reliable message, which proves to the
   server that we receive at this address. From then on a datagram with any
   other token is a leftover of an old session, and ignored.
-- RESET with our token means the server no longer knows us (it restarted, or
-  timed us out): the glue starts a new session and says Hello again.
+- RESET with our token means the server no longer knows us (it stopped,
+  restarted, or timed us out): the glue starts a new session and says Hello again.
 - Plain mode retransmits nothing, except the Hello that starts a session: a
   client whose Hello or HI was lost would otherwise wait for an answer that
   never comes. Until HI (or an ERR) arrives, the link says Hello again every
@@ -187,7 +187,7 @@ class DatagramLink:
             return []
         if packet.is_reset:
             if packet.token == endpoint.token and packet.token != 0:
-                return [SessionReset("the server does not know this session: it restarted, or timed us out")]
+                return [SessionReset("the server reset this session: it stopped, restarted, or timed us out")]
             self.ignored += 1
             return []
         if endpoint.token == 0 and packet.token != 0:

@@ -181,6 +181,16 @@ class DatagramRelay:
         self._read_deadlines()
         self._soonest = self._exact_soonest()
 
+    def shutdown(self) -> None:
+        """The server is stopping: a RESET to every reliable session, the UDP stand-in for
+        the FIN a TCP client gets when the server closes. Without it a client would learn
+        only from silence, at its heartbeat timeout; with it the client reconnects (or,
+        told not to, gives up) at once. A RESET lost on the way leaves silence as before.
+        Plain sessions get nothing: plain UDP has no session to reset, as it has no acks."""
+        for session in self._by_connection.values():
+            if session.endpoint is not None:
+                self._outgoing.append((_reset(session.token), session.address))
+
     def next_deadline(self) -> float | None:
         """When on_timer() should next be called: at the soonest deadline, or earlier.
 
@@ -257,7 +267,7 @@ class DatagramRelay:
                 # A session we do not know (we restarted, or it timed out): tell the
                 # client to start over. A 22-byte header is never more than we got.
                 self.stats.unknown_token += 1
-                self._outgoing.append((encode_packet(Packet(packet.token, 0, 1, flags=FLAG_RESET)), address))
+                self._outgoing.append((_reset(packet.token), address))
                 return None
         assert session.endpoint is not None
         if address != session.address:
@@ -447,3 +457,8 @@ class DatagramRelay:
     def _say(self, text: str) -> None:
         if self.trace is not None:
             self.trace(text)
+
+
+def _reset(token: int) -> bytes:
+    """A RESET for `token`: a 22-byte header, never more than the datagram it answers."""
+    return encode_packet(Packet(token, 0, 1, flags=FLAG_RESET))

@@ -476,6 +476,18 @@ def test_a_flood_of_malformed_datagrams_is_counted_not_logged_line_by_line():
     assert lines[1].endswith(" (and 99 more since the last such line)")
 
 
+def test_shutdown_resets_every_reliable_session_and_leaves_plain_ones_alone():
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2, plain=True)
+    alice.hello(), bob.hello()
+    net.run(1)
+    assert alice.registered and bob.registered
+    net.server.shutdown()
+    out = net.server.outgoing()
+    assert [address for _, address in out] == [alice.address]
+    assert alice.link.receive(out[0][0], net.now) == [SessionReset("the server reset this session: it stopped, restarted, or timed us out")]
+
+
 def test_plain_garbage_gets_an_err_frame():
     net = Network()
     source = ("198.18.0.50", 5050)

@@ -121,6 +121,24 @@ def test_offline_message_survives_sigkill_and_restart(server):
     assert asyncio.run(after_restart()) == [b"\x00binary\nbody" + bytes(range(256)) * 20]
 
 
+def test_a_server_that_stops_tells_its_sessions_so_a_client_that_will_not_reconnect_ends_at_once(server):
+    # No FIN over UDP: without the server's RESET the client would learn only from silence,
+    # at its 45 s heartbeat timeout.
+    running = server()
+
+    async def scenario():
+        alice = UdpChatClient("127.0.0.1", running.port, "alice", reconnect=False)
+        await alice.connect()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, running.stop)  # SIGTERM: the server closes as it would on Ctrl-C
+        lost = await next_of(alice, ConnectionLost, timeout=10)
+        await alice.close()
+        return lost
+
+    lost = asyncio.run(scenario())
+    assert not lost.reconnecting and "the server reset this session: it stopped" in lost.reason
+
+
 def test_client_starts_a_new_session_after_the_server_restarts(server):
     first = server()
 
@@ -143,7 +161,7 @@ def test_client_starts_a_new_session_after_the_server_restarts(server):
         return lost, ref, stored, message
 
     lost, ref, stored, message = asyncio.run(scenario())
-    assert lost.reconnecting and "does not know this session" in lost.reason
+    assert lost.reconnecting and "the server reset this session" in lost.reason
     assert stored.ref == ref and message.body == b"sent to a server that forgot me"
 
 

@@ -79,6 +79,9 @@ class UdpRelayServer:
     def close(self) -> None:
         self._timer.cancel()
         if self._socket is not None:
+            self.relay.shutdown()
+            for datagram, address in self.relay.outgoing():  # the RESETs: straight out, the socket closes next
+                self._sendto(datagram, address)
             loop = asyncio.get_running_loop()
             loop.remove_reader(self._socket.fileno())
             loop.remove_writer(self._socket.fileno())
