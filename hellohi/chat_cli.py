@@ -235,36 +235,54 @@ def _read_lines_into(inbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> N
             return
 
 
+class _TypedMessages:
+    """The messages typed at the prompt, until the server answers each: STATUS or ERR."""
+
+    def __init__(self) -> None:
+        self.unanswered: set[str] = set()  # refs
+        self.refused: list[str] = []
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
+
+    def sent(self, ref: str) -> None:
+        self.unanswered.add(ref)
+        self._all_answered.clear()
+
+    def answered(self, event: Event) -> None:
+        if isinstance(event, (StatusChanged, ErrorReceived)) and event.ref in self.unanswered:
+            self.unanswered.discard(event.ref)
+            if isinstance(event, ErrorReceived):
+                self.refused.append(event.ref)
+            if not self.unanswered:
+                self._all_answered.set()
+
+    async def all_answered_within(self, seconds: float) -> bool:
+        return await event_set_within(self._all_answered, seconds)
+
+
 async def _interactive(client, printer: Printer) -> int:
     printer.help(HELP)
     inbox: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_lines_into, args=(inbox, asyncio.get_running_loop()), daemon=True).start()
-    unanswered: set[str] = set()  # refs of messages typed that have no STATUS or ERR yet
-    refused: list[str] = []
-    all_answered = asyncio.Event()
-    all_answered.set()
+    typed = _TypedMessages()
 
     async def show_events() -> None:
         while True:
             event = await client.next_event()
             if event is not None:
                 printer.event(event)
+                typed.answered(event)
                 if isinstance(event, ConnectionLost) and not event.reconnecting:
                     inbox.put_nowait(_LOST_FOR_GOOD)
-                if isinstance(event, (StatusChanged, ErrorReceived)) and event.ref in unanswered:
-                    unanswered.discard(event.ref)
-                    if isinstance(event, ErrorReceived):
-                        refused.append(event.ref)
-                    if not unanswered:
-                        all_answered.set()
 
     async def leave() -> int:
-        await event_set_within(all_answered, LEAVE_WAIT)
-        if unanswered:
-            printer.emit("incomplete", f"error: the server did not confirm {len(unanswered)} message(s) typed "
-                         f"(ref {', '.join(sorted(unanswered))}) within {LEAVE_WAIT:g} s of leaving; they may not "
-                         "have arrived", problems=[f"unconfirmed: {ref}" for ref in sorted(unanswered)])
-        return EXIT_INCOMPLETE if unanswered or refused else EXIT_OK
+        if not await typed.all_answered_within(LEAVE_WAIT):
+            refs = sorted(typed.unanswered)
+            printer.emit("incomplete", f"error: the server did not confirm {len(refs)} message(s) typed (ref "
+                         f"{', '.join(refs)}) within {LEAVE_WAIT:g} s of leaving; they may not have arrived",
+                         problems=[f"unconfirmed: {ref}" for ref in refs])
+            return EXIT_INCOMPLETE
+        return EXIT_INCOMPLETE if typed.refused else EXIT_OK
 
     shower = asyncio.create_task(show_events())
     try:
@@ -287,8 +305,7 @@ async def _interactive(client, printer: Printer) -> int:
                     printer.help(f"not sent: {problem}, e.g. @bob hello")
                 elif target and text:
                     ref = client.send(target, text)
-                    unanswered.add(ref)
-                    all_answered.clear()
+                    typed.sent(ref)
                     printer.emit("sent", f"-> {target}: {text} (ref {ref})", to=target, ref=ref, text=text)
                 else:
                     printer.help("usage: @NAME TEXT")
