@@ -139,6 +139,36 @@ def test_a_server_that_stops_tells_its_sessions_so_a_client_that_will_not_reconn
     assert not lost.reconnecting and "the server reset this session: it stopped" in lost.reason
 
 
+def test_a_failed_attempt_to_connect_sends_nothing_more():
+    # While a server is down, each attempt to reconnect fails on ICMP "port unreachable". A
+    # failed attempt's Hello, left retransmitting (1 s later), registered the name with a
+    # server started again meanwhile, in a session nobody waited for, and every later attempt
+    # got 409 until that session timed out, 45 s on (after a Ctrl-C and a quick restart).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    heard: list[bytes] = []
+
+    async def scenario():
+        alice = UdpChatClient("127.0.0.1", port, "alice")
+        with pytest.raises(ConnectFailed, match="cannot reach"):
+            await alice.connect(timeout=5)
+        # The server is back: listen where it would, past the Hello's 1 s retransmission timeout.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
+            back.bind(("127.0.0.1", port))
+            back.setblocking(False)
+            await asyncio.sleep(1.6)
+            try:
+                while True:
+                    heard.append(back.recv(65536))
+            except BlockingIOError:
+                pass
+        await alice.close()
+
+    asyncio.run(scenario())
+    assert heard == []
+
+
 def test_client_starts_a_new_session_after_the_server_restarts(server):
     first = server()
 

@@ -107,9 +107,12 @@ class UdpChatClient(ChatClient):
         self._write(self.session.hello())  # plain mode: said again until HI comes (DatagramLink)
         try:
             await self._await_hello_answer()
-        except BaseException:  # refused, or connect() timed out and cancelled us
+        except BaseException:  # refused, unreachable (ICMP), or connect() timed out and cancelled us
+            # The attempt is over: nothing of it may go out any more. A Hello still being
+            # retransmitted would register our name with a server that comes back meanwhile,
+            # in a session nobody waits for, and the next attempt's Hello would get 409.
             self.link.stop_hello_retry()
-            self._arm_timer()
+            self._timer.cancel()
             raise
         # Anything the server never confirmed goes again; it drops repeats by ref.
         for frame in self.session.unconfirmed():
