@@ -309,6 +309,8 @@ async def _interactive(client, printer: Printer) -> int:
                     printer.emit("sent", f"-> {target}: {text} (ref {ref})", to=target, ref=ref, text=text)
                 else:
                     printer.help("usage: @NAME TEXT")
+            elif command.startswith("/"):
+                printer.help(f"unknown command {command.split()[0]}; {HELP}")
             else:
                 printer.help(HELP)
     finally:

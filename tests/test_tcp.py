@@ -207,11 +207,12 @@ def test_cli_scripted_mode_and_json(server):
 
 def test_cli_hints_carry_their_text_in_json(server):
     port = server().port
-    typed = "@bob\n@no!such hi\n/quit\n"  # no text; a name nobody can have
+    typed = "@bob\n@no!such hi\n/bogus\n/quit\n"  # no text; a name nobody can have; no such command
     result = subprocess.run(client_argv(port, "--name", "carol", "--json"), cwd=REPO_ROOT, input=typed,
                             capture_output=True, text=True, timeout=30)
     hints = [event["text"] for event in map(json.loads, result.stdout.splitlines()) if event["event"] == "help"]
-    assert hints[1:] == ["usage: @NAME TEXT", "not sent: 'no!such' is not a name anybody can have: " + NAME_RULE + ", e.g. @bob hello"]
+    assert hints[1:3] == ["usage: @NAME TEXT", "not sent: 'no!such' is not a name anybody can have: " + NAME_RULE + ", e.g. @bob hello"]
+    assert hints[3].startswith("unknown command /bogus; type '@NAME TEXT'")
     assert "@NAME TEXT" in hints[0]  # the help shown at the start
 
 
