@@ -124,8 +124,13 @@ def new_run(argv: list[str], tool_versions: dict | None = None) -> dict:
     }
 
 
+# Dicts keyed by client name: a column per client would give every workload columns of its
+# own (bench-src0 ... bench-src49); one JSON cell keeps two runs' files comparable.
+PER_CLIENT_FIELDS = ("srtt_ms", "rto_ms")
+
+
 def _flatten(prefix: str, value, row: dict) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict) and value and prefix.rsplit(".", 1)[-1] not in PER_CLIENT_FIELDS:
         for key, inner in value.items():
             _flatten(f"{prefix}.{key}" if prefix else key, inner, row)
     elif isinstance(value, (dict, list, tuple)):

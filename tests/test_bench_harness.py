@@ -422,6 +422,9 @@ def test_cli_runs_tcp_udp_and_udp_raw_end_to_end(tmp_path, capsys):
     udp_row = next(r for r in rows if r["id"] == "relay-udp-64B-n20")
     assert int(udp_row["figures.udp_counters.packets_sent"]) > 0
     assert udp_row["figures.udp_counters.retransmitted"] != ""
+    # Per client, one JSON cell: not a column per client name.
+    assert set(json.loads(udp_row["figures.udp_counters.srtt_ms"])) == {"bench-alice", "bench-bob"}
+    assert not any(column.startswith(("figures.udp_counters.srtt_ms.", "figures.udp_counters.rto_ms.")) for column in udp_row)
 
 
 def test_retransmission_ratio_formula():
