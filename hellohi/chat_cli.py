@@ -154,22 +154,49 @@ async def _run(args: argparse.Namespace, make_client: Callable[..., ChatClient])
         await client.close()
 
 
+class _SentMessages:
+    """The messages sent, until the server answers each: a STATUS in one of `answers`, or an ERR."""
+
+    def __init__(self, answers: tuple[str, ...]) -> None:
+        self.answers = answers
+        self.unanswered: set[str] = set()  # refs
+        self.refused: list[str] = []
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
+
+    def sent(self, ref: str) -> None:
+        self.unanswered.add(ref)
+        self._all_answered.clear()
+
+    def answered(self, event: Event) -> None:
+        if isinstance(event, (StatusChanged, ErrorReceived)) and event.ref in self.unanswered:
+            if isinstance(event, StatusChanged) and event.state not in self.answers:
+                return
+            self.unanswered.discard(event.ref)
+            if isinstance(event, ErrorReceived):
+                self.refused.append(event.ref)
+            if not self.unanswered:
+                self._all_answered.set()
+
+    async def all_answered_within(self, seconds: float) -> bool:
+        return await event_set_within(self._all_answered, seconds)
+
+
 async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + args.timeout
     wanted_state = "delivered" if args.wait_delivered else "stored"
-    unconfirmed: set[str] = set()
-    failed: list[str] = []
+    outstanding = _SentMessages(answers=(wanted_state,))
     lost = ""  # why the connection ended for good, if it did
     received = 0
     for to, text in sends:
         ref = client.send(to, text)
-        unconfirmed.add(ref)
+        outstanding.sent(ref)
         printer.emit("sent", f"-> {to}: {text} (ref {ref})", to=to, ref=ref, text=text)
 
     def done() -> bool:
-        return not unconfirmed and received >= args.expect
+        return not outstanding.unanswered and received >= args.expect
 
     while not (done() and not args.poll):
         wait = deadline - loop.time()
@@ -181,23 +208,19 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
         if event is None:
             break
         printer.event(event)
+        outstanding.answered(event)
         if isinstance(event, MessageReceived):
             received += 1
-        elif isinstance(event, StatusChanged) and event.state == wanted_state:
-            unconfirmed.discard(event.ref)
-        elif isinstance(event, ErrorReceived) and event.ref in unconfirmed:
-            unconfirmed.discard(event.ref)
-            failed.append(event.ref)
         elif isinstance(event, ConnectionLost) and not event.reconnecting:
             lost = event.reason
             break
     problems = []
     if lost:
         problems.append(f"the connection was lost ({lost})")
-    if unconfirmed:
-        problems.append(f"{len(unconfirmed)} of {len(sends)} messages not {wanted_state}")
-    if failed:
-        problems.append(f"{len(failed)} messages refused by the server")
+    if outstanding.unanswered:
+        problems.append(f"{len(outstanding.unanswered)} of {len(sends)} messages not {wanted_state}")
+    if outstanding.refused:
+        problems.append(f"{len(outstanding.refused)} messages refused by the server")
     if received < args.expect:
         problems.append(f"{received} of {args.expect} expected messages arrived")
     if problems:
@@ -235,36 +258,11 @@ def _read_lines_into(inbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> N
             return
 
 
-class _TypedMessages:
-    """The messages typed at the prompt, until the server answers each: STATUS or ERR."""
-
-    def __init__(self) -> None:
-        self.unanswered: set[str] = set()  # refs
-        self.refused: list[str] = []
-        self._all_answered = asyncio.Event()
-        self._all_answered.set()
-
-    def sent(self, ref: str) -> None:
-        self.unanswered.add(ref)
-        self._all_answered.clear()
-
-    def answered(self, event: Event) -> None:
-        if isinstance(event, (StatusChanged, ErrorReceived)) and event.ref in self.unanswered:
-            self.unanswered.discard(event.ref)
-            if isinstance(event, ErrorReceived):
-                self.refused.append(event.ref)
-            if not self.unanswered:
-                self._all_answered.set()
-
-    async def all_answered_within(self, seconds: float) -> bool:
-        return await event_set_within(self._all_answered, seconds)
-
-
 async def _interactive(client, printer: Printer) -> int:
     printer.help(HELP)
     inbox: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=_read_lines_into, args=(inbox, asyncio.get_running_loop()), daemon=True).start()
-    typed = _TypedMessages()
+    typed = _SentMessages(answers=("stored", "delivered"))  # the first STATUS of either kind answers
 
     async def show_events() -> None:
         while True:
