@@ -20,12 +20,24 @@ Repeats are found in a dictionary that mirrors the refs table, so add() needs
 no statement at all to tell a new message from a repeated one.
 
 Pass ":memory:" for a store that lives only as long as the process (tests).
+
+Why a server claims its store file (exclusive=True): two servers started with
+the same --store would each hand out message ids from their own counter, and
+the second to write a taken id would crash. The claim is an flock() on a file
+beside the store, PATH.lock, which the kernel releases when the process ends,
+however it ends; SQLite's own locks are separate and only last a transaction.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock(); a second server there is not stopped
+    fcntl = None  # type: ignore[assignment]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -60,13 +72,42 @@ class StoredMessage:
     body: bytes
 
 
+class StoreInUse(Exception):
+    """Another process has claimed this store file (MessageStore(exclusive=True))."""
+
+
+def _claim(path: str) -> int | None:
+    """Take the lock on PATH.lock for this process; the descriptor holds it."""
+    if fcntl is None or path == ":memory:":
+        return None
+    lock_path = path + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreInUse(f"another server uses it{f' (pid {holder})' if holder.isdigit() else ''}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())  # for the message a second server gives
+    return fd
+
+
 class MessageStore:
-    def __init__(self, path: str = ":memory:", refs_kept: int = 100_000):
+    def __init__(self, path: str = ":memory:", refs_kept: int = 100_000, exclusive: bool = False):
+        """exclusive: claim the file for this process (a server does; see the module docstring).
+        Raises StoreInUse if another process has claimed it."""
         if refs_kept < 1:
             raise ValueError("refs_kept must be at least 1: the newest ref remembers the highest id used")
         self.path = path
         self.refs_kept = refs_kept
-        self._db = sqlite3.connect(path, isolation_level="DEFERRED")
+        self._lock_fd = _claim(path) if exclusive else None
+        try:
+            self._db = sqlite3.connect(path, isolation_level="DEFERRED")
+        except sqlite3.Error:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            raise
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -181,6 +222,9 @@ class MessageStore:
     def close(self) -> None:
         self.commit()
         self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the claim
+            self._lock_fd = None
 
 
 def _consecutive_runs(removed: list[tuple[int, str]]) -> tuple[list[tuple[str, int, int]], list[tuple[int, str]]]:

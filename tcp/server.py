@@ -22,7 +22,7 @@ from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.launcher import announce, cannot_listen, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
-from hellohi.store import MessageStore
+from hellohi.store import MessageStore, StoreInUse
 
 log = logging.getLogger("hellohi.tcp.server")
 
@@ -187,8 +187,10 @@ def open_store(path: str) -> MessageStore:
         # not survive a restart, which is the store's whole point.
         raise SystemExit("error: --store is empty; give it a file name, e.g. --store hellohi.sqlite3")
     try:
-        return MessageStore(path)
-    except sqlite3.Error as error:
+        return MessageStore(path, exclusive=True)
+    except StoreInUse as error:
+        raise SystemExit(f"error: the message store {path!r} is in use: {error}; give each server its own --store") from None
+    except (sqlite3.Error, OSError) as error:
         raise SystemExit(f"error: cannot open the message store {path!r}: {error}; pick another --store") from None
 
 

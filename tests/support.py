@@ -16,8 +16,12 @@ class Servers:
         self.started = []
 
     def __call__(self, *extra: str, port: int = 0):
+        # A server started after another ended takes over its store (the restart tests);
+        # one started while another runs gets a store of its own, as a server claims its store.
+        running = sum(process.process.poll() is None for process in self.started)
+        store = self.tmp_path / ("store.sqlite3" if not running else f"store-{len(self.started)}.sqlite3")
         with open(self.tmp_path / "server.log", "a") as log:
-            process = start_server(self.transport, ["--store", str(self.tmp_path / "store.sqlite3"), *extra], port=port, stderr=log)
+            process = start_server(self.transport, ["--store", str(store), *extra], port=port, stderr=log)
         self.started.append(process)
         return process
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from hellohi.store import MessageStore
+from hellohi.store import MessageStore, StoreInUse
 
 
 def test_a_repeated_ref_returns_the_first_copy_and_stores_nothing():
@@ -76,3 +78,13 @@ def test_acknowledged_messages_are_removed_exactly_in_runs_and_alone():
     store.commit()
     assert [m.id for m in store.waiting("bob")] == [1, 6, 13, 16, 17, 18, 19]
     assert [m.id for m in store.waiting("carol")] == [15, 20]
+
+
+def test_an_exclusive_store_is_claimed_until_closed(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    first = MessageStore(path, exclusive=True)
+    with pytest.raises(StoreInUse, match=rf"another server uses it \(pid {os.getpid()}\)"):
+        MessageStore(path, exclusive=True)
+    MessageStore(path).waiting("bob")  # a reader that claims nothing is let in
+    first.close()
+    MessageStore(path, exclusive=True).close()  # released by close()

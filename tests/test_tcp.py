@@ -305,6 +305,19 @@ def test_server_cli_refuses_a_busy_port(server):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("second", ["tcp.server", "udp.server"])
+def test_a_second_server_on_the_same_store_is_refused(server, second):
+    # Each server counts message ids on its own: sharing a store, the second to write a
+    # taken id crashed (sqlite3.IntegrityError) and the message it had said was stored was lost.
+    server()
+    store = server.tmp_path / "store.sqlite3"
+    result = subprocess.run([sys.executable, "-m", second, "--port", "0", "--store", str(store)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert f"error: the message store '{store}' is in use: another server uses it (pid " in result.stderr
+    assert "give each server its own --store" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("program, flags, message", [
     # float() reads nan and inf; a timer set to nan raised in every connection's callback.
     ("tcp.server", ["--heartbeat", "nan"], "argument --heartbeat: 'nan' is not a finite number"),
