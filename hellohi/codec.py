@@ -432,13 +432,20 @@ class Decoder:
         return line
 
     def _parse_header(self, line: bytearray) -> Frame | None:
+        # A SEND or MSG header we cannot read leaves us unable to find its body's end,
+        # and the body would be read as frames: the stream is lost, so the error is fatal.
+        announces_body = line.split(None, 1)[0].upper() in (b"SEND", b"MSG")
+
+        def unreadable(detail: str) -> ProtocolError:
+            return self._fail(ErrorCode.BAD_FRAME, detail) if announces_body else _bad(detail)
+
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            raise _bad("header lines are ASCII; put other text in a body") from None
+            raise unreadable("header lines are ASCII; put other text in a body") from None
         # Tabs may separate arguments; every other character must be printable.
         if not text.isprintable() and not text.replace("\t", " ").isprintable():
-            raise _bad("header line has control characters")
+            raise unreadable("header line has control characters")
         words = text.split()
         verb = words[0].upper()
         parse_line = _LINE_FRAMES.get(verb)
@@ -446,8 +453,7 @@ class Decoder:
             return parse_line(words[1:])
         if verb in _BODY_FRAMES:
             usage = _BODY_FRAMES[verb][0]
-            # A header we cannot read leaves us unable to find the body's end:
-            # the stream is lost, so these errors are fatal.
+            # As above: without a readable LENGTH the body's end cannot be found.
             if len(words) != 4:
                 raise self._fail(ErrorCode.BAD_FRAME, f"usage: {usage}")
             length_text = words[3]

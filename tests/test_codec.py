@@ -89,6 +89,30 @@ def test_decoder_stays_broken_after_a_fatal_error(data):
         assert refused.value.fatal
 
 
+@pytest.mark.parametrize("data", [
+    "SEND bób r1 3\nBYE\n".encode(),  # not ASCII
+    b"SEND bob r1 14\x01\nSEND bob r2 1\nx\n",  # a control character
+    b"msg 1 alice 3\x7f\nBYE\n",
+])
+def test_an_unreadable_send_or_msg_header_is_fatal_so_its_body_is_not_read_as_frames(data):
+    decoder = Decoder()
+    decoder.feed(data)
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as refused:
+            decoder.next_frame()
+        assert (refused.value.error.code, refused.value.fatal) == (400, True)
+
+
+def test_an_unreadable_header_without_a_body_is_skipped():
+    decoder = Decoder()
+    decoder.feed("HELLO bób\nPING\x01\nPING\n".encode())
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as refused:
+            decoder.next_frame()
+        assert not refused.value.fatal
+    assert decoder.next_frame() == codec.Ping()
+
+
 def test_blank_lines_are_skipped():
     assert decode_all(b"\n\r\nPING\n\n") == [codec.Ping()]
 
