@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import sys
@@ -104,9 +105,8 @@ def recipient_problem(to: str) -> str | None:
 def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str | None:
     """What is wrong with --name or a --send's NAME, checked before connecting; None if nothing.
 
-    The server would refuse these too, but a bad recipient's SEND cannot even be
-    read (ERR 400, connection closed), and a bad name gets a Hello usage line:
-    answers that do not say what to type instead.
+    The server would refuse these too (a bad name with ERR 422 and the name rule, a
+    bad recipient with ERR 400), but not with the flag to change and an example.
     """
     if name is not None and not CHOSEN_NAME.match(name):
         return f"--name {name!r} is not a valid name: {NAME_RULE}, e.g. --name alice"
@@ -117,6 +117,7 @@ def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str 
 
 
 async def run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) -> int:
+    _take_any_bytes()
     try:
         return await _run(args, make_client)
     except BrokenPipeError:
@@ -236,6 +237,15 @@ HELP = "type '@NAME TEXT' or '/msg NAME TEXT' to send, '/who' for who is online,
 # to each message typed: with input piped in, the end of input comes right after the last
 # line, before the server could refuse it, and the refusal would never be shown.
 LEAVE_WAIT = 2.0
+
+
+def _take_any_bytes() -> None:
+    """Typed or piped text that is not UTF-8 is read, not refused with a traceback: it is
+    sent as the bytes it is (surrogateescape, see ChatClient.send), and printed back
+    with its odd bytes as escapes."""
+    for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "backslashreplace")):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
 
 
 # Put in the interactive loop's inbox beside the typed lines: the client will not reconnect.

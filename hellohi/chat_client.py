@@ -163,7 +163,11 @@ class ChatClient:
 
     def send(self, to: str, body: bytes | str) -> str:
         """Queue a message for `to`; returns its ref (STATUS events name it)."""
-        frame = self.session.send(to, body.encode() if isinstance(body, str) else body)
+        if isinstance(body, str):
+            # Bytes that were not UTF-8 on the command line or a terminal reach Python as
+            # surrogates (PEP 383); surrogateescape sends them as the bytes they were.
+            body = body.encode("utf-8", "surrogateescape")
+        frame = self.session.send(to, body)
         if self.connected:
             self._write(frame)
         return frame.ref  # if not connected, it goes out with the unconfirmed ones on reconnect

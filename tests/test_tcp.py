@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -426,6 +427,24 @@ def test_typed_input_that_ends_at_once_still_shows_the_servers_answer(server):
         chat = subprocess.run(client_argv(port, "--name", "alice"), cwd=REPO_ROOT, input=typed,
                               capture_output=True, text=True, timeout=30)
         assert chat.returncode == status and shown in chat.stdout, chat.stdout + chat.stderr
+
+
+def test_text_that_is_not_utf8_is_sent_as_its_bytes_not_refused_with_a_traceback(server):
+    # A Latin-1 terminal, or a file piped in: strict UTF-8 raised in the reader thread
+    # (the prompt then never read /quit) and in send() for --send.
+    port = server().port
+    assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0
+    strict = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
+    typed = subprocess.run(client_argv(port, "--name", "alice"), cwd=REPO_ROOT, input=b"@bob caf\xe9\n/quit\n",
+                           capture_output=True, timeout=30, env=strict)
+    argv = subprocess.run([*client_argv(port, "--name", "carol"), b"--send", b"bob:na\xefve"], cwd=REPO_ROOT,
+                          capture_output=True, timeout=30, env=strict)
+    for result in (typed, argv):
+        assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stdout + result.stderr
+    assert b"-> bob: caf\\udce9" in typed.stdout  # printed back with the odd byte escaped
+    polled = run_client(port, "--name", "bob", "--poll", "0.3", "--json")
+    bodies = sorted(event["text"] for event in map(json.loads, polled.stdout.splitlines()) if event["event"] == "message")
+    assert bodies == ["caf\ufffd", "na\ufffdve"]  # the bytes arrived; the receiver shows what it cannot read as U+FFFD
 
 
 def test_leaving_with_a_message_the_server_never_confirmed_says_so(server):
