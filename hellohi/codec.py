@@ -281,7 +281,11 @@ def _err(args: list[str]) -> Err:
 
 
 def _send(args: list[str], body: bytes) -> Send:
-    return Send(_matching(ADDRESSABLE_NAME, args[0], "recipient"), _matching(REF, args[1], "ref"), body)
+    ref = _matching(REF, args[1], "ref")
+    try:
+        return Send(_matching(ADDRESSABLE_NAME, args[0], "recipient"), ref, body)
+    except ProtocolError as error:
+        raise ProtocolError(error.error, error.detail, ref=ref) from None
 
 
 def _msg(args: list[str], body: bytes) -> Msg:

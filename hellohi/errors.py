@@ -51,8 +51,11 @@ class ProtocolError(Exception):
     be closed, because nobody knows where the next frame starts.
     """
 
-    def __init__(self, error: ErrorCode, detail: str = "", *, fatal: bool = False):
+    def __init__(self, error: ErrorCode, detail: str = "", *, fatal: bool = False, ref: str | None = None):
         super().__init__(f"{error.code} {error.reason}: {detail}" if detail else f"{error.code} {error.reason}")
         self.error = error
         self.detail = detail
         self.fatal = fatal
+        # The REF of a SEND that was refused, when it could be read: the ERR carries it,
+        # so the sender knows which message failed and does not send it again.
+        self.ref = ref

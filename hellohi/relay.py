@@ -169,7 +169,7 @@ class Relay:
         if error.fatal:
             self._refuse(connection, error.error, error.detail)
         else:
-            self._reply_error(connection, error.error, error.detail)
+            self._reply_error(connection, error.error, error.detail, error.ref)
 
     def disconnected(self, connection_id: int) -> None:
         """The transport lost the connection (or closed it for us)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hellohi.codec import Ack, Bye, Err, Hello, Hi, Msg, Online, Ping, Pong, Send, Status, Who
+from hellohi.codec import Ack, Bye, Decoder, Err, Hello, Hi, Msg, Online, Ping, Pong, Send, Status, Who
 from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit
 from hellohi.store import MessageStore
@@ -309,3 +309,19 @@ def test_a_batch_of_acks_refills_the_window_with_one_read_of_the_store():
     world.send(bob, *(Ack(message_id) for message_id in first))  # one read (TCP segment) with 10 ACKs
     assert [frame.id for frame in world.take(bob) if isinstance(frame, Msg)] == list(range(11, 21))
     assert store.reads - reads_before == 1
+
+
+def test_a_send_to_a_name_nobody_can_have_is_refused_with_its_ref():
+    # Without the ref the sender cannot tell which SEND failed, and a client keeps
+    # sending an unconfirmed SEND again after every reconnect.
+    world = World()
+    alice = world.connect("alice")
+    decoder = Decoder()
+    decoder.feed(b"SEND bob! r7 2\nhi\nPING\n")
+    with pytest.raises(ProtocolError) as refused:
+        decoder.next_frame()
+    world.relay.reject(alice, refused.value)
+    world.send(alice, decoder.next_frame())
+    error, pong = world.take(alice)
+    assert (error.code, error.ref) == (400, "r7") and "recipient 'bob!'" in error.detail
+    assert pong == Pong(None)
