@@ -29,8 +29,7 @@ from tcp.client import TcpChatClient
 
 
 def launch(store: Path, port: int = 0) -> ServerProcess:
-    # --heartbeat 2 so reconnecting clients notice a dead server quickly in the demo.
-    return start_server("tcp", ["--store", str(store), "--heartbeat", "2", "--timeout", "6", "-v"], port=port, stderr=sys.stdout)
+    return start_server("tcp", ["--store", str(store), "-v"], port=port, stderr=sys.stdout)
 
 
 async def demo(workdir: Path) -> int:
