@@ -281,6 +281,13 @@ class Relay:
 
     def _relay(self, sender: _Connection, send: Send, now: float) -> None:
         assert sender.name is not None
+        first_copy = self.store.first_copy(sender.name, send.ref)
+        if first_copy is not None:
+            # The sender repeated a SEND we already hold (after a reconnect): it is stored,
+            # whatever changed since (the queue filled, an address name left), and an
+            # ERR now would tell the sender a stored message had failed.
+            self._send(sender, Status(send.ref, "stored", first_copy))
+            return
         recipient = self._by_name.get(send.to)
         if recipient is None and not self.store.knows(send.to):
             self._reply_error(sender, ErrorCode.UNKNOWN_RECIPIENT, f"nobody called {send.to} has said Hello here", send.ref)
@@ -288,10 +295,8 @@ class Relay:
         if self._waiting.get(send.to, 0) >= self.limits.max_waiting_per_recipient:
             self._reply_error(sender, ErrorCode.QUEUE_FULL, f"{send.to} already has {self.limits.max_waiting_per_recipient} messages waiting", send.ref)
             return
-        message_id, is_new = self.store.add(sender.name, send.ref, send.to, send.body, now)
+        message_id, _ = self.store.add(sender.name, send.ref, send.to, send.body, now)
         self._send(sender, Status(send.ref, "stored", message_id))
-        if not is_new:
-            return  # the sender repeated a SEND we already hold (after a reconnect)
         self._waiting[send.to] = self._waiting.get(send.to, 0) + 1
         if self.narrate:
             where = "online" if recipient else "offline, kept for later"

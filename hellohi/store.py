@@ -134,6 +134,11 @@ class MessageStore:
             highest = max(highest, row[0] if row else 0)
         return highest
 
+    def first_copy(self, sender: str, ref: str) -> int | None:
+        """The id this sender's message with this ref was stored under, if it was (and the
+        ref is among the refs_kept newest)."""
+        return self._refs.get((sender, ref))
+
     def add(self, sender: str, ref: str, recipient: str, body: bytes, now: float) -> tuple[int, bool]:
         """Store a message; returns (id, True), or (id of the first copy, False) for a repeat."""
         first_copy = self._refs.get((sender, ref))

@@ -115,6 +115,15 @@ def test_a_repeated_send_is_stored_once():
     assert world.relay.waiting_for("bob") == 1
 
 
+def test_a_repeated_send_is_answered_stored_even_when_the_queue_has_filled_since():
+    # The first copy is stored; an ERR 429 for its repeat told the sender it had failed.
+    world = World(max_waiting_per_recipient=2)
+    world.relay.disconnected(world.connect("bob"))
+    alice = world.connect("alice")
+    world.send(alice, Send("bob", "r1", b"one"), Send("bob", "r2", b"two"), Send("bob", "r1", b"one"))
+    assert world.take(alice) == [Status("r1", "stored", 1), Status("r2", "stored", 2), Status("r1", "stored", 1)]
+
+
 def test_delivery_window_bounds_what_is_in_flight():
     world = World(delivery_window=3)
     alice, bob = world.connect("alice"), world.connect("bob")
