@@ -310,7 +310,6 @@ _BODY_FRAMES: dict[str, tuple[str, Callable[[list[str], bytes], Frame]]] = {
     "SEND": ("SEND TO REF LENGTH", _send),
     "MSG": ("MSG ID FROM LENGTH", _msg),
 }
-VERBS = tuple(_LINE_FRAMES) + tuple(_BODY_FRAMES)
 
 
 class _Carefully:

@@ -33,13 +33,6 @@ class ErrorCode(enum.Enum):
     def reason(self) -> str:
         return self.value[1]
 
-    @classmethod
-    def from_code(cls, code: int) -> "ErrorCode | None":
-        for member in cls:
-            if member.code == code:
-                return member
-        return None
-
 
 class ProtocolError(Exception):
     """Bad input from the peer.

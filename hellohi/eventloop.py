@@ -5,7 +5,7 @@ any event loop that implements it runs them unchanged. asyncio's own loop
 moves bytes through transports written in Python; uvloop (built on libuv, the
 loop under Node.js) implements the same transports in C. On the 2-core machine
 this project is built on, that took about a quarter off a Hello/HI round trip
-through the client library (README, "Why these dependencies").
+through the client library (README, "Dependencies and why").
 
     --loop auto      uvloop if it is installed, else asyncio (the default)
     --loop uvloop    uvloop, or a clear error if it is missing
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from typing import Any, Coroutine
 
 CHOICES = ("auto", "uvloop", "asyncio")
@@ -74,6 +75,10 @@ def run(main: Coroutine[Any, Any, Any], choice: str | None = None) -> Any:
         raise
     if name == "uvloop":
         return _uvloop_module().run(main)
+    if sys.platform == "win32":
+        # Windows' default loop (Proactor) has no add_reader(), which udp/server.py
+        # watches its socket with; the selector loop has it for sockets.
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
     return asyncio.run(main)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -106,8 +107,12 @@ def announce(transport: str, host: str, port: int, store: str) -> None:
 
 def cannot_listen(host: str, port: int, error: OSError) -> SystemExit:
     """The one line both servers exit with when they cannot bind. The kernel's own words
-    ("Address already in use"): asyncio's TCP server wraps them in a sentence of its own."""
-    reason = os.strerror(error.errno) if error.errno else str(error)
+    ("Address already in use"): asyncio's TCP server wraps them in a sentence of its own.
+    A host name that does not resolve is a gaierror, whose numbers are not errno's."""
+    if isinstance(error, socket.gaierror):
+        reason = error.strerror or str(error)
+    else:
+        reason = os.strerror(error.errno) if error.errno else str(error)
     return SystemExit(f"error: cannot listen on {format_peer((host, port))}: {reason}; pick another --port or --host")
 
 
@@ -118,5 +123,8 @@ async def until_stopped() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: only Unix loops have it; Python's own handler then
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
     await stop.wait()

@@ -7,6 +7,7 @@ tests/test_both_transports.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import pytest
 
 from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
 from hellohi.codec import NAME_RULE
-from hellohi.launcher import REPO_ROOT
+from hellohi.launcher import REPO_ROOT, cannot_listen
 from tests.support import Servers, next_of
 from tcp.client import TcpChatClient
 
@@ -317,6 +318,16 @@ def test_a_second_server_on_the_same_store_is_refused(server, second):
     assert result.returncode == 1, result.stderr
     assert f"error: the message store '{store}' is in use: another server uses it (pid " in result.stderr
     assert "give each server its own --store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_host_name_that_does_not_resolve_is_said_in_words_not_as_an_unknown_error():
+    # getaddrinfo's errors have negative numbers: os.strerror(-2) is "Unknown error -2".
+    # (Built here rather than looked up: a lookup would ask the machine's DNS server.)
+    error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert str(cannot_listen("nowhere.invalid", 5000, error)) == (
+        "error: cannot listen on nowhere.invalid:5000: Name or service not known; pick another --port or --host")
+    busy = OSError(errno.EADDRINUSE, "ignored: the kernel's words are used")
+    assert "5000: Address already in use;" in str(cannot_listen("127.0.0.1", 5000, busy))
 
 
 @pytest.mark.parametrize("program, flags, message", [

@@ -77,7 +77,7 @@ class ReliabilityConfig:
     max_datagram: int = INTERNET_SAFE_PAYLOAD  # bytes of UDP payload per datagram
     max_message: int = 1024 * 1024  # largest message the receiver reassembles
     # ---- idle
-    keepalive_interval: float | None = 25.0  # send a keepalive after this long with nothing sent (NAT bindings)
+    keepalive_interval: float | None = 25.0  # send a keepalive after this long with nothing sent or received (NAT bindings)
 
     def __post_init__(self) -> None:
         from .packet import MAX_HEADER, FRAGMENT_HEADER

@@ -42,10 +42,6 @@ class Impairment:
             raise ValueError("delay and jitter must be >= 0")
         self._random = random.Random(self.seed)
 
-    @property
-    def active(self) -> bool:
-        return bool(self.loss or self.duplicate or self.reorder or self.delay or self.jitter)
-
     def apply(self, datagram: bytes, now: float) -> list[tuple[float, bytes]]:
         rng = self._random
         # Draw every random number for every datagram, in a fixed order, so the

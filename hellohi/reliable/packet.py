@@ -82,10 +82,6 @@ class Packet(NamedTuple):
         return bool(self.flags & FLAG_RESET)
 
 
-def encoded_size(ranges: int, fragment_sizes: list[int] | tuple[int, ...]) -> int:
-    return FIXED_HEADER + ranges * RANGE.size + sum(FRAGMENT_HEADER + size for size in fragment_sizes)
-
-
 def encode(packet: Packet, pad_to: int = 0) -> bytes:
     """The datagram for `packet`, padded with zero bytes to `pad_to` bytes if shorter."""
     return encode_fields(
