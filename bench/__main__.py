@@ -1,7 +1,8 @@
 """Entry point: python -m bench (see bench/cli.py and docs/bench.md)."""
 
-import os
 import sys
+
+from hellohi.console import reader_went_away
 
 try:
     from .cli import main
@@ -11,8 +12,7 @@ except KeyboardInterrupt:  # Ctrl-C outside the run itself (cli.main handles it 
     print("\ninterrupted (Ctrl-C)", file=sys.stderr)
     sys.exit(130)
 except BrokenPipeError:
-    # Whoever read the output has gone (`python -m bench --list | head`): stop quietly, as Unix
-    # tools do (the servers of a run are stopped by its own `finally` blocks on the way here).
-    # Python would try stdout once more as it exits, so point it at /dev/null.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    # `python -m bench --list | head` (the servers of a run are stopped by its own
+    # `finally` blocks on the way here)
+    reader_went_away()
     sys.exit(1)

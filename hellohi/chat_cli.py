@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import sys
 import threading
 from typing import Callable
@@ -38,6 +37,7 @@ from .client_session import (
 )
 from .chat_client import ChatClient, HelloRefused
 from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
+from .console import reader_went_away
 from .relay import format_peer
 from .waiting import event_set_within
 
@@ -120,10 +120,8 @@ async def run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) 
     _take_any_bytes()
     try:
         return await _run(args, make_client)
-    except BrokenPipeError:
-        # Whoever read our output has gone (`... --json | head -1`): stop quietly, as Unix
-        # tools do. Python would try stdout once more as it exits, so point it at /dev/null.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # `... --json | head -1`
+        reader_went_away()
         return EXIT_INCOMPLETE
 
 

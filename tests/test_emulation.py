@@ -358,6 +358,51 @@ def test_down_takes_a_whole_name_never_a_prefix():
     assert find_leftovers(name) == []
 
 
+def test_down_given_a_namespace_names_its_run():
+    name, _ = cli_up("--loss", "0.1", "--backend", "nft-tun")
+    try:
+        down = cli_run("down", f"{name}-s")
+        assert down.returncode == 1
+        assert f"{name}-s is a namespace of run {name}: give the run's name, `down {name}`" in down.stderr
+    finally:
+        down = cli_run("down", name)
+    assert down.returncode == 0 and find_leftovers(name) == []
+
+
+def test_status_whose_reader_goes_away_stops_quietly():
+    name, _ = cli_up("--loss", "0.1", "--backend", "nft-tun")
+    try:
+        status = subprocess.Popen([sys.executable, "-m", "bench.emulation", "status", "--prefix", name], cwd=REPO,
+                                  env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        status.stdout.close()  # like `status | head -0`: nobody reads what it prints
+        _, errors = status.communicate(timeout=30)
+    finally:
+        down = cli_run("down", name)
+    assert status.returncode == 1 and "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+    assert down.returncode == 0 and find_leftovers(name) == []
+
+
+def test_ctrl_c_during_down_lets_the_removal_finish():
+    # Interrupted halfway, `down` left the namespaces of a run whose forwarder it had killed.
+    name, _ = cli_up("--loss", "0.1", "--delay-ms", "1", "--backend", "nft-tun")
+    down = subprocess.Popen([sys.executable, "-m", "bench.emulation", "down", name], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert down.stdout.readline() == f"removing {name} ...\n"
+        while down.poll() is None:  # Ctrl-C again and again, whenever it lands in the removal
+            down.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+        output, errors = down.communicate(timeout=30)
+        left = find_leftovers(name)
+    finally:
+        if down.poll() is None:
+            down.kill()
+        network.remove_run(name)  # whatever the outcome, nothing stays for the next test
+    # (A Ctrl-C that lands after the removal may end it with 130: nothing is left to spoil then.)
+    assert f"removed {name}" in output and left == [], output + errors
+    assert errors.count("finishing first") == 1
+
+
 def test_down_leaves_a_live_bench_alone_and_points_leftovers_to_cleanup():
     proc, name = hold_network()
     try:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
+from contextlib import contextmanager
 
-from .network import (NOT_ROOT, PREFIX, STATE_ROOT, EmulatedNetwork, EmulationError, check_environment, cleanup,
+from .network import (NOT_ROOT, PREFIX, REPO_ROOT, STATE_ROOT, EmulatedNetwork, EmulationError, check_environment, cleanup,
                       combine_counters, is_forwarder_of, list_namespaces, made_by_up, netem_available,
                       read_forwarder_stats, read_meta, read_nft_counters, remove_run, run_creator_pid, run_names,
                       run_owner_alive)
@@ -40,8 +42,9 @@ def cmd_up(args) -> int:
     except BaseException:
         net.stop()
         raise
-    py = sys.executable  # the interpreter that ran us (the venv's): the commands below work as printed
+    py = sys.executable  # the interpreter that ran us (the venv's), so no venv needs activating
     print(f"run {net.name} is up (backend {net.backend}); remove it with: {py} -m bench.emulation down {net.name}")
+    print(f"  (run the commands printed here from {REPO_ROOT}, where Python finds `bench`)")
     print(f"  server  {net.server_ns:<20} {net.server_addr}")
     for ns, addr in zip(net.client_ns, net.client_addrs):
         print(f"  client  {ns:<20} {addr}")
@@ -115,22 +118,52 @@ def _why_not_down(run: str) -> str | None:
 def cmd_down(args) -> int:
     check_environment(need_tun=False)
     run = args.name
-    named_so = run_names(run)  # every run whose name starts with what was given
+    named_so = run_names(run)  # every run with a name or a namespace that starts with what was given
     if run not in named_so:  # the whole name: `down hh-2418` must never remove hh-24187-75c7
-        meant = f"runs whose names start so: {', '.join(sorted(named_so))}; give the whole name" if named_so \
-            else "`python -m bench.emulation status` lists the runs on this machine"
-        print(f"no run named {run!r}; {meant}", file=sys.stderr)
+        print(f"no run named {run!r}; {_what_was_meant(run, named_so)}", file=sys.stderr)
         return 1
     if not args.force and (refusal := _why_not_down(run)):
         print(f"refused: {refusal}", file=sys.stderr)
         return 1
-    remove_run(run)
+    with _finish_before_stopping(f"removing {run}"):
+        print(f"removing {run} ...", flush=True)
+        remove_run(run)
     print(f"removed {run}")
     return 0
 
 
+def _what_was_meant(given: str, runs: set[str]) -> str:
+    owners = sorted(run for run in runs if given.startswith(run + "-"))
+    if owners:  # a namespace's name, such as the server's hh-...-s
+        return f"{given} is a namespace of run {owners[0]}: give the run's name, `down {owners[0]}`"
+    if runs:
+        return f"runs whose names start so: {', '.join(sorted(runs))}; give the whole name"
+    return "`python -m bench.emulation status` lists the runs on this machine"
+
+
+@contextmanager
+def _finish_before_stopping(doing: str):
+    """Ctrl-C or SIGTERM in the middle of a removal would leave half a run behind (its
+    forwarder gone, its namespaces not): the removal finishes first, and says so."""
+    told = False
+
+    def on_signal(signum, frame):
+        nonlocal told
+        if not told:
+            print(f"\n{doing}: finishing first, so that no half-removed network is left", file=sys.stderr)
+            told = True
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def cmd_cleanup(args) -> int:
-    removed, skipped = cleanup(args.prefix, force=args.force)
+    with _finish_before_stopping("cleaning up"):
+        removed, skipped = cleanup(args.prefix, force=args.force)
     for run in removed:
         print(f"removed {run}")
     for run in skipped:
@@ -200,12 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {NOT_ROOT}\nrun instead: {as_root_command(argv)}", file=sys.stderr)
         return 2
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, where a reader that went away is caught, not as Python exits
+        return code
     except (EmulationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `status | head`: stop quietly, as hellohi/console.py says why
+        # (this package uses the standard library only, so it does not import that module)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ NOT_ROOT = ("emulated hosts need root (they create network namespaces, veth link
 # --------------------------------------------------------------------------- small helpers
 
 def _sh(argv: list[str], *, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True)
+    # A session of its own: a Ctrl-C at the terminal goes to our whole process group, and
+    # would kill an `ip netns del` halfway through a removal that we are finishing first.
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, start_new_session=True)
     if check and proc.returncode != 0:
         raise EmulationError(f"command failed: {' '.join(argv)}\n{proc.stderr.strip()}")
     return proc
