@@ -214,9 +214,10 @@ def _integer(text: str, what: str) -> int:
     return int(text)
 
 
-def _matching(pattern: re.Pattern[str], text: str, what: str) -> str:
+def _matching(pattern: re.Pattern[str], text: str, what: str, ref: str | None = None) -> str:
+    """`text` if it matches; `ref`: the SEND this is part of, for the ERR to name."""
     if not pattern.match(text):
-        raise _bad(f"{what} {text!r} has characters or a length that are not allowed")
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} {text!r} has characters or a length that are not allowed", ref=ref)
     return text
 
 
@@ -282,10 +283,7 @@ def _err(args: list[str]) -> Err:
 
 def _send(args: list[str], body: bytes) -> Send:
     ref = _matching(REF, args[1], "ref")
-    try:
-        return Send(_matching(ADDRESSABLE_NAME, args[0], "recipient"), ref, body)
-    except ProtocolError as error:
-        raise ProtocolError(error.error, error.detail, ref=ref) from None
+    return Send(_matching(ADDRESSABLE_NAME, args[0], "recipient", ref=ref), ref, body)
 
 
 def _msg(args: list[str], body: bytes) -> Msg:
