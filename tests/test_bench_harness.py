@@ -480,6 +480,16 @@ def test_ratios_read_the_udp_figures():
     assert retrans["detail"] == "66 retransmitted / 60.0 at the 6.00% the link dropped client -> server (5% configured)"
     assert by_name["KCP test: udp latency preset avg_rtt_ms / KCP fast mode avg_rtt_ms"]["value"] == 0.5
     assert by_name["KCP test: udp latency preset max_rtt_ms / KCP fast mode max_rtt_ms"]["met"] is False
+    exactly_once = next(r for name, r in by_name.items() if "exactly once" in name)
+    assert exactly_once["value"] == 1.0 and exactly_once["met"] is True
+
+    # Every message arrived, but one of them twice: not exactly once.
+    twice = dict(run["scenarios"][1], figures=dict(run["scenarios"][1]["figures"],
+                                                     delivery={"sent": 10, "delivered": 10, "duplicates": 1}))
+    run["scenarios"][1] = twice
+    exactly_once = next(r for r in ratios.compute_ratios(run) if "exactly once" in r["name"])
+    assert exactly_once["value"] == 0.9 and exactly_once["met"] is False
+    assert exactly_once["detail"] == "10/10 delivered, 1 duplicates"
 
 
 def test_baselines_run_hellohi_only_over_the_protocols_of_the_run():
