@@ -23,6 +23,10 @@ INSTALL_HINT = {
     "iperf3": "apt-get install iperf3   (Debian/Ubuntu; brew install iperf3 on macOS)",
 }
 
+# sockperf refuses a smaller message ("Invalid message size: 5 (min: 14)"): its own
+# header (sequence number and flags) travels in every message.
+SOCKPERF_MIN_MESSAGE = 14
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PERCENTILE = re.compile(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)")
 _MINMAX = re.compile(r"<(MIN|MAX)> observation\s*=\s*([\d.]+)")
@@ -113,7 +117,7 @@ def sockperf_client(protocol: str, port: int, seconds: float = 2.0, payload: int
     """One `sockperf ping-pong` run: (its argv, its latency figures, its output)."""
     tcp = ["--tcp"] if protocol == "tcp" else []
     argv = [*(command_prefix or []), "sockperf", "ping-pong", "-i", host, "-p", str(port), *tcp,
-            "-t", str(whole_seconds(seconds)), "-m", str(max(payload, 14)), "--full-rtt"]
+            "-t", str(whole_seconds(seconds)), "-m", str(max(payload, SOCKPERF_MIN_MESSAGE)), "--full-rtt"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     return argv, parse_sockperf(out.stdout + out.stderr), out.stdout + out.stderr
 
@@ -165,8 +169,3 @@ def iperf3_throughput(seconds: float = 2.0, host: str = "127.0.0.1") -> dict:
         "goodput_MB_per_s": received["bytes"] / received["seconds"] / 1e6,
         "bits_per_second": received["bits_per_second"],
     }}
-
-
-def run_all(seconds: float = 2.0) -> list[dict]:
-    return [sockperf_pingpong("tcp", seconds), sockperf_pingpong("udp", seconds),
-            iperf3_throughput(seconds)]

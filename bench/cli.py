@@ -264,18 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "relay and kcp-test; --full: all). kcp-test also takes udp and "
                         "udp-turbo: hellohi's reliability layer on KCP's simulated link")
     p.add_argument("--payloads", type=_positive_ints, metavar="BYTES,...",
-                   help=f"body sizes, from {ID_WIDTH} (room for the message id) to {DEFAULT_MAX_BODY}")
+                   help=f"body sizes, from {ID_WIDTH} (room for the message id; the KCP workloads from 8) to "
+                        f"{DEFAULT_MAX_BODY}; hello and hello-raw send no body")
     p.add_argument("--clients", type=_positive_ints, metavar="N,...",
                    help="fan-in/fan-out widths")
     p.add_argument("--count", type=_positive_int, help="messages or pings per scenario (default: set per workload and payload; --list shows them)")
     p.add_argument("--window", type=_positive_int, help="bulk workloads: messages in flight (default 256)")
-    p.add_argument("--seed", type=_seed, default=1, help="seeds every random choice of the run (default: 1)")
+    p.add_argument("--seed", type=_seed, default=1, help="seeds kcp-test's simulated link (default: 1); an emulated link takes its own seed= in --link, "
+                        "and its in-kernel drops and the session tokens are not seeded")
     p.add_argument("--rounds", type=_positive_int, default=1, metavar="N",
                    help="run the whole matrix, baselines included, N times in a row, and judge each ratio by its "
                         "median over the rounds (on a shared, noisy machine one round can be lucky or unlucky)")
     p.add_argument("--server", metavar="HOST:PORT", help="use this running server instead of starting one (real computers)")
     p.add_argument("--link", action="append", type=parse_link, metavar="SPEC",
-                   help="also run the matrix across emulated hosts joined by this impaired link (root, Linux), "
+                   help="also run across emulated hosts joined by this impaired link (root, Linux): with --workloads or "
+                        "--config the matrix asked for, otherwise hello, relay and 64 B throughput per protocol and "
+                        "KCP's echo; "
                         "e.g. loss=0.05,delay_ms=10,seed=1 (fields of bench.emulation.LinkSpec; repeatable). "
                         "'issue4' is loss=0.05,delay_ms=10,seed=1")
     p.add_argument("--no-emulation", action="store_true",
@@ -284,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines: sockperf, iperf3, the Python echo, the in-process protocol work "
                         "and the Hello/HI turns beside sockperf (bench/paired.py)")
     p.add_argument("--baseline-seconds", type=_seconds, default=2.0, metavar="SECONDS",
-                   help="how long each of sockperf, iperf3 and the Python echo runs (default: %(default)s)")
+                   help="how long each of sockperf, iperf3, the Python echo and the stop-and-wait floor runs "
+                        "(not the Hello/HI turns beside sockperf; default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
     eventloop.add_loop_argument(p)  # for the servers it starts and its own clients
     p.add_argument("--list", action="store_true", help="print the scenarios and exit")

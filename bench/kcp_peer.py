@@ -2,13 +2,13 @@
 
 The PyPI package `kcp` wraps the real ikcp.c. Two ways to run it here:
 
-1. `simulate_echo(mode, KcpScenario())` replays KCP's own test (test.cpp/test.h in
+1. `simulate_kcp(mode, KcpScenario())` replays KCP's own test (test.cpp/test.h in
    github.com/skywind3000/kcp) on a *virtual* clock: a seeded copy of its
    LatencySimulator (10 % round-trip loss, i.e. 5 % each way drawn from a shuffled bag
    of 100; one-way delay uniform in [RTTmin/2, RTTmax/2); packets leave each
    direction in FIFO order; at most 1000 packets queued per direction), one 8-byte
-   echo every 20 ms, until 1000 echoes came back. Deterministic and takes about a
-   second of CPU instead of 20 s of waiting. Any peer with the small interface of
+   echo every 20 ms, until 1000 echoes came back. Deterministic, and takes well
+   under a second of CPU instead of 20 s of waiting. Any peer with the small interface of
    `KcpPeer` (send, input, update, received; optionally end_of_turn) can run on
    the same simulated link.
 
@@ -274,9 +274,6 @@ class ReliablePeer:
             elif isinstance(event, MessageFailed):
                 self.failed += 1  # the retry budget ran out: reported, never silent
         return out
-
-    def flush(self) -> None:
-        self._pump()
 
 
 def loss_implied_minimum(packets_sent: int, loss: float) -> float:

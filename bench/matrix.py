@@ -32,19 +32,19 @@ ALL_PROTOCOLS = PROTOCOLS + KCP_PROTOCOLS
 
 def _count_for(workload: str, payload: int, scale: int) -> int:
     base = {"hello": 1000, "hello-raw": 2000, "relay": 300, "fanin": 5000, "fanout": 5000,
-            "drain": 2000, "kcp-pingpong": 500, "kcp-test": 1000}
+            "drain": 2000, "kcp-pingpong": 500}
     if workload in ("throughput", "throughput-raw"):
-        # 20k messages of 64 B; bigger bodies: about 16 MB per scenario.
+        # 20k messages of 64 B; bigger bodies: 200 to 5,000 messages, about 16 MB from 4 KiB up.
         return (20_000 if payload <= 64 else max(200, min(5_000, 16_000_000 // payload))) * scale
     if workload == "kcp-test":
-        return 1000  # KCP's own test: always 1000 echoes
+        return 1000  # KCP's own test: 1000 echoes, at any scale (--count sets another number)
     return base[workload] * scale
 
 
 def default_matrix(full: bool, protocols: list[str] | None = None) -> list[dict]:
     """The matrix of `python -m bench` (quick) and `--full`. Without --protocols, the quick
     matrix runs every workload for tcp, udp and udp-raw, and the latency preset udp-turbo
-    only for hello and relay (its bulk figures are in --full), to stay under 2 minutes.
+    only for hello, relay and kcp-test (its bulk figures are in --full), to stay under 2 minutes.
     With --protocols, the same matrix for the protocols named, and nothing else."""
     scale = 5 if full else 1
     payloads = [16, 64, 256, 1024, 4096, 16384, 65536] if full else [16, 64, 1024, 65536]
@@ -342,8 +342,8 @@ def parse_link(text: str) -> dict:
 
 
 def emulated_cells(links: list[dict], protocols: list[str] | None, full: bool) -> list[dict]:
-    """Across an impaired link: the relay round trip and a little throughput, per protocol,
-    and KCP's echo beside them (with --protocols, only the protocols it names)."""
+    """Across an impaired link: hello, the relay round trip and a little throughput (64 B),
+    per protocol (tcp, udp, udp-raw, also with --full), and KCP's echo beside them (with --protocols, only the protocols it names)."""
     hellohi_protocols = [p for p in (protocols or DEFAULT_PROTOCOLS) if not p.startswith("kcp-")]
     kcp_modes = _kcp_modes(KCP_PINGPONG_MODES, protocols)
     cells = []

@@ -11,7 +11,7 @@ So this measures them in turns, against one hellohi server and one sockperf
 server started once: a one-second sockperf ping-pong, then a thousand
 Hello/HI round trips through each client (the library, then `hello-raw`; over
 UDP each with acks and plain), and again, `blocks` times. Each block gives
-ratios of figures taken within about a second of each other; the figure for
+ratios of figures taken within a few seconds of each other; the figure for
 the target is their median over the blocks.
 
 Both pairs of programs also run on the same cores: every server on one core,

@@ -194,7 +194,7 @@ def _ratios_of_one_round(run: dict) -> list[dict]:
     if (value := _ratio(ours, iperf)) is not None:
         add(f"tcp relay goodput {big['config']['payload']} B / iperf3 goodput (information)", value, None, "higher",
             f"{ours:.1f} MB/s / {iperf:.1f} MB/s")
-    # Across the emulated link (5 % loss, 10 ms one way), tcp and udp on the same link.
+    # For each emulated link of the run (the issue's: 5 % loss, 10 ms one way), tcp and udp on the same link.
     for link in sorted({json.dumps(r["config"].get("link_config"), sort_keys=True) for r in run["scenarios"]
                         if r["config"].get("link") == "emulated"}):
         config = json.loads(link)

@@ -2,7 +2,8 @@
 
 results.json holds everything: the machine, the software versions, and per scenario
 its exact configuration (seed included) and every figure. results.csv flattens each
-scenario into one row so a spreadsheet can compare two runs.
+scenario, baseline and ratio into one row (its `kind` column says which) so a
+spreadsheet can compare two runs.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from . import procstats
 from .clients import ProtocolUnavailable, client_factory, plain_frame_problem, server_program
 from .workloads import RUNNERS, Endpoint, Scenario
 
-# KCP workloads: protocol is "kcp-<mode>" (mode: default, normal, fast).
+# KCP workloads: protocol is "kcp-<mode>" (mode: default, normal, fast); kcp-test also
+# takes udp and udp-turbo (hellohi's reliability layer on KCP's simulated link).
 #   kcp-test      KCP's own test replayed on a virtual clock (bench/kcp_peer.py)
 #   kcp-pingpong  echo ping-pong over real UDP to `python -m bench.kcp_peer serve`
 KCP_WORKLOADS = ("kcp-test", "kcp-pingpong")

@@ -97,10 +97,6 @@ class LatencyRecorder:
         self._samples.append(latency_ns)
         self.jitter.add_transit(latency_ns)
 
-    def add_times(self, sent_ns: int, arrived_ns: int) -> None:
-        """One-way sample from a send and an arrival timestamp (same clock)."""
-        self.add(arrived_ns - sent_ns)
-
     def samples_ns(self) -> list[int]:
         return list(self._samples)
 

@@ -27,7 +27,7 @@ from .stats import ONE_WAY, DeliveryLedger, LatencyRecorder
 from .workloads import body_id, make_body, now_ns
 
 MSG_HEADER = re.compile(rb"MSG (\d+) (\S+) (\d+)\r?\n")
-BLOCK = 64  # SEND frames written at once (the client library's _pace yields as often)
+BLOCK = 64  # SEND frames written at once (as often as _pace in bench/workloads.py yields)
 
 
 class _Peer:

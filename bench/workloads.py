@@ -52,8 +52,8 @@ class Scenario:
     payload: int = 64  # body bytes
     clients: int = 1  # fan-in / fan-out width
     window: int = 256  # bulk workloads: messages in flight (sent, not yet received)
-    warmup: int = 20  # pings/messages sent first and not measured
-    timeout: float = 5.0  # seconds one message may take before it counts as lost
+    warmup: int = 20  # hello, hello-raw, relay, kcp-pingpong: pings sent first and not measured
+    timeout: float = 5.0  # seconds to wait for an answer or the next arrival (udp-raw: at most 1, loss_wait)
     seed: int = 1
     link: str = "loopback"  # "emulated" (--link), or "remote" (--server: the network to another computer)
     link_config: dict = field(default_factory=dict)

@@ -95,7 +95,8 @@ def _floor_section(run: dict) -> list[str]:
     # Question (d) measures the other loop into a folder of its own: `make bench` alone writes
     # results/latest, which may be the very run this handout was built from.
     other = "asyncio" if loop == "uvloop" else "uvloop"
-    # ...with the same matrix as this run, or most of its scenarios would have nothing to compare with.
+    # ...with the same built-in matrix (quick or --full), or most of its scenarios would have
+    # nothing to compare with. (A run of a matrix from flags or a file gets the quick one.)
     target = "bench-full" if "--full" in (run.get("command") or []) else "bench"
     return [
         "## 1. The floor: how fast can a round trip be?",
@@ -249,7 +250,8 @@ def _link_counters(run: dict, link_config: dict) -> str | None:
         for direction in ((scenario.get("link") or {}).get("counters") or {}).values():
             if isinstance(direction, dict) and "nft_seen" in direction and "nft_dropped" in direction:
                 seen += direction["nft_seen"]
-                # With --loss-in forwarder the seeded forwarder drops instead of nftables (docs/bench.md).
+                # A link brought up with `bench.emulation up --loss-in forwarder` drops in the seeded
+                # forwarder instead of nftables (docs/emulation.md); the bench's own links use nftables.
                 dropped += direction["nft_dropped"] + direction.get("fwd_dropped", 0)
     if not seen:
         return None

@@ -288,7 +288,7 @@ def stopped_by(run: dict) -> str:
 
 
 def measured(run: dict) -> list[dict]:
-    """Scenarios that produced figures (unavailable, skipped and failed ones have none)."""
+    """Scenarios that produced figures (unavailable, not_applicable and error ones have none)."""
     return [s for s in run["scenarios"] if s["status"] == "ok" and s.get("figures")]
 
 

@@ -4,7 +4,8 @@ One table per question a reader asks (how fast, how much arrived, how much per
 second), rather than one table with every column: a student comparing p99 of TCP
 and UDP should not have to scan past goodput and CPU time to find it.
 A "-" in a cell means the scenario does not have that figure (a drain has no
-latency, a ping-pong has no throughput); it is never a stand-in for a number.
+latency, a ping-pong has no throughput) or that nobody counted it (TCP's retransmissions
+on loopback); it is never a stand-in for a number.
 """
 
 from __future__ import annotations
