@@ -100,8 +100,11 @@ class ClientSession:
         self._seen_ids: set[int] = set()
         self._seen_heap: list[int] = []
         self._seen_floor = 0
+        self._online_pages: list[str] = []  # names of an ONLINE answer whose last page is still to come
 
     def hello(self) -> Hello:
+        """The first frame of every connection (a reconnect's too)."""
+        self._online_pages = []  # the rest of a half-received ONLINE answer went with the old connection
         return Hello(self.name)
 
     def send(self, to: str, body: bytes) -> Send:
@@ -134,7 +137,11 @@ class ClientSession:
         if isinstance(frame, Pong):
             return [PongReceived(frame.token)], []
         if isinstance(frame, Online):
-            return [OnlineList(frame.names)], []
+            self._online_pages += frame.names
+            if frame.more:
+                return [], []
+            names, self._online_pages = tuple(self._online_pages), []
+            return [OnlineList(names)], []
         if isinstance(frame, Err):
             if frame.ref:
                 self._unconfirmed.pop(frame.ref, None)  # refused for good; sending again would not help

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 from .errors import ErrorCode, ProtocolError
 
@@ -123,14 +123,20 @@ class Who:
         return ["WHO"]
 
 
+# Marks an ONLINE page that more pages follow. No name can be "+" (names are letters,
+# digits and _ . -, or an address), so the mark cannot be mistaken for one.
+MORE_ONLINE = "+"
+
+
 @dataclass(slots=True)
 class Online:
-    """Server -> client: the names online now."""
+    """Server -> client: the names online now; `more`: this is one page, more follow."""
 
     names: tuple[str, ...]
+    more: bool = False
 
     def words(self) -> list[str]:
-        return ["ONLINE", *self.names]
+        return ["ONLINE", *self.names, MORE_ONLINE] if self.more else ["ONLINE", *self.names]
 
 
 @dataclass(slots=True)
@@ -267,8 +273,30 @@ def _no_args(cls: type) -> Callable[[list[str]], Frame]:
     return parse
 
 
+def online_pages(names: Sequence[str], max_line: int = DEFAULT_MAX_LINE) -> list[Online]:
+    """The ONLINE answer to WHO, cut into lines of at most `max_line` bytes before the LF.
+
+    A class of forty with long names would need a longer line than a client reads
+    (the protocol's 1024 bytes): each page but the last ends with MORE_ONLINE, and
+    the client joins the pages."""
+    pages: list[Online] = []
+    page: list[str] = []
+    length = len("ONLINE")
+    for name in names:
+        # Room is kept for the " +" this page gets if the next name starts a new one.
+        if page and length + len(" " + name) + len(" " + MORE_ONLINE) > max_line:
+            pages.append(Online(tuple(page), more=True))
+            page, length = [], len("ONLINE")
+        page.append(name)
+        length += len(" " + name)
+    pages.append(Online(tuple(page)))
+    return pages
+
+
 def _online(args: list[str]) -> Online:
-    return Online(tuple(_matching(ADDRESSABLE_NAME, name, "name") for name in args))
+    more = bool(args) and args[-1] == MORE_ONLINE
+    names = args[:-1] if more else args
+    return Online(tuple(_matching(ADDRESSABLE_NAME, name, "name") for name in names), more)
 
 
 def _err(args: list[str]) -> Err:

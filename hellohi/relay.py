@@ -36,6 +36,7 @@ from .codec import (
     Send,
     Status,
     Who,
+    online_pages,
 )
 from .errors import ErrorCode, ProtocolError
 from .store import MessageStore
@@ -129,7 +130,7 @@ class Relay:
             Bye: lambda connection, frame, now: self._goodbye(connection),
             Send: self._relay,
             Ack: lambda connection, frame, now: self._acknowledged(connection, frame.id),
-            Who: lambda connection, frame, now: self._send(connection, Online(tuple(sorted(self._by_name)))),
+            Who: lambda connection, frame, now: self._send_each(connection, online_pages(sorted(self._by_name))),
         }
 
     # ------------------------------------------------------------ events in
@@ -366,6 +367,10 @@ class Relay:
 
     def _send(self, connection: _Connection, frame: Frame) -> None:
         self._outbox.append(Transmit(connection.id, frame))
+
+    def _send_each(self, connection: _Connection, frames: list[Frame]) -> None:
+        for frame in frames:
+            self._send(connection, frame)
 
     def _notice(self, connection: _Connection, text: str) -> None:
         self._outbox.append(Notice(connection.id, text))

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from hellohi import eventloop
-from hellohi.client_session import MessageReceived
+from hellohi.client_session import MessageReceived, OnlineList, Registered
 from tcp.client import TcpChatClient
 from tests.support import Servers, live_relay, ring_of_clients
 from udp.client import UdpChatClient
@@ -70,3 +70,30 @@ def test_fifty_concurrent_clients_lose_and_duplicate_nothing(transport):
         sender = (n - 1) % count
         assert inbox == [f"{sender}:{k}".encode() for k in range(per_client)], f"c{n} got {inbox}"
     assert not any(isinstance(event, MessageReceived) for event in extra)
+
+
+def test_who_in_a_class_whose_names_outgrow_one_line(transport):
+    """Forty 32-character names: an ONLINE line of 1,300 bytes, past the 1024 a client
+    reads. The server pages the answer; the client library gives one list and stays on."""
+    server, client = transport
+    port = server().port
+    names = sorted(f"student-{n:02d}-" + "x" * 21 for n in range(40))
+
+    async def ask_who():
+        students = [client("127.0.0.1", port, name) for name in names]
+        for student in students:
+            await student.connect()
+        asker = students[0]
+        asker.request_who()
+        answers = []
+        while (event := await asker.next_event(timeout=5)) is not None:
+            answers.append(event)
+            if isinstance(event, OnlineList):
+                break
+        for student in students:
+            await student.close()
+        return answers
+
+    answers = asyncio.run(ask_who())
+    assert [type(event) for event in answers if not isinstance(event, Registered)] == [OnlineList]
+    assert answers[-1].names == tuple(names)

@@ -143,7 +143,7 @@ frames = st.one_of(
     st.builds(codec.Ack, ids),
     st.builds(codec.Status, refs, st.sampled_from(codec.DELIVERY_STATES), ids),
     st.builds(codec.Who),
-    st.builds(codec.Online, st.lists(names, max_size=5).map(tuple)),
+    st.builds(codec.Online, st.lists(names, max_size=5).map(tuple), st.booleans()),
     st.builds(codec.Ping, tokens),
     st.builds(codec.Pong, tokens),
     st.builds(codec.Bye),
@@ -296,3 +296,12 @@ def test_the_fast_path_keeps_the_line_and_body_limits():
         with pytest.raises(ProtocolError) as refused:
             decoder.next_frame()
         assert (refused.value.error.code, refused.value.fatal) == (code, True)
+
+
+@given(st.lists(st.from_regex(codec.ADDRESSABLE_NAME, fullmatch=True), max_size=120), st.integers(80, 1024))
+def test_online_pages_fit_the_line_and_carry_every_name_once(online, max_line):
+    pages = codec.online_pages(online, max_line)
+    assert all(len(encode(page)) - 1 <= max_line for page in pages)
+    assert [page.more for page in pages] == [True] * (len(pages) - 1) + [False]
+    assert [name for page in pages for name in page.names] == online
+    assert decode_all(b"".join(encode(page) for page in pages)) == pages

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hellohi.codec import Ack, Bye, Decoder, Err, Hello, Hi, Msg, Online, Ping, Pong, Send, Status, Who
+from hellohi.client_session import ClientSession, OnlineList
+from hellohi.codec import Ack, Bye, Decoder, Err, Hello, Hi, Msg, Online, Ping, Pong, Send, Status, Who, encode
 from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit
 from hellohi.store import MessageStore
@@ -334,3 +335,22 @@ def test_a_send_to_a_name_nobody_can_have_is_refused_with_its_ref():
     error, pong = world.take(alice)
     assert (error.code, error.ref) == (400, "r7") and "recipient 'bob!'" in error.detail
     assert pong == Pong(None)
+
+
+def test_who_answers_a_class_too_large_for_one_line_in_pages_a_client_joins():
+    """Forty 32-character names make a 1,300-byte list: past the 1024 bytes a client
+    reads in a line. The answer comes in pages of at most 1024 bytes; the client's
+    session joins them into one list, in order."""
+    world = World()
+    names = [f"student-{n:02d}-" + "x" * 21 for n in range(40)]
+    for name in names:
+        world.connect(name)
+    asker = world.connect("asker")
+    world.send(asker, Who())
+    pages = world.take(asker)
+    assert len(pages) == 2 and [page.more for page in pages] == [True, False]
+    assert all(len(encode(page)) <= 1025 for page in pages)
+    session = ClientSession("asker")
+    session.hello()
+    events = [event for page in pages for event in session.receive(page)[0]]
+    assert events == [OnlineList(tuple(sorted(names + ["asker"])))]
