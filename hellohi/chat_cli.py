@@ -197,15 +197,22 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
     def done() -> bool:
         return not outstanding.unanswered and received >= args.expect
 
+    quiet_since = loop.time()
     while not (done() and not args.poll):
-        wait = deadline - loop.time()
+        now = loop.time()
+        wait = deadline - now
         if args.poll and done():
-            wait = min(wait, args.poll)  # poll mode: leave after a quiet spell
+            # Poll mode: leave after a quiet spell. The PONGs to our own keep-alive PINGs
+            # are no news: counted as activity, a heartbeat shorter than the spell would
+            # keep the client until --timeout.
+            wait = min(wait, quiet_since + args.poll - now)
         if wait <= 0:
             break
         event = await client.next_event(timeout=wait)
         if event is None:
             break
+        if not isinstance(event, PongReceived):
+            quiet_since = loop.time()
         printer.event(event)
         outstanding.answered(event)
         if isinstance(event, MessageReceived):

@@ -23,6 +23,7 @@ from typing import Callable
 
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
 from .codec import Err, Frame, Ping, Who
+from .errors import ErrorCode
 from .eventloop import TIMER_SLACK
 from .relay import format_peer
 from .waiting import finished_within
@@ -209,6 +210,10 @@ class ChatClient:
             if isinstance(event, (Registered, ErrorReceived)):  # not the common MSG and STATUS
                 self._answer_hello(event)
             self._events.put(event)
+            if isinstance(event, ErrorReceived) and event.code == ErrorCode.HELLO_FIRST.code and self._registered.is_set():
+                # We said Hello, yet the server asks for it: it is a new server (a plain UDP
+                # one has no session to reset, and answers our PINGs). Start again.
+                self._connection_lost("the server no longer knows us (ERR 401): it restarted")
 
     def _answer_hello(self, event: Registered | ErrorReceived) -> None:
         if isinstance(event, Registered):

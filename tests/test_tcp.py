@@ -196,6 +196,17 @@ def test_heartbeat_pongs_are_events_for_programs_not_lines_for_people(server):
     assert any(json.loads(line)["event"] == "pong" for line in program.stdout.splitlines())
 
 
+def test_poll_leaves_after_its_quiet_spell_though_heartbeats_go_on(server):
+    """The PONGs to the client's own PINGs are no news: with a heartbeat shorter than the
+    quiet spell they kept a poll waiting until --timeout (here 60 s, past the run's 15 s)."""
+    port = server().port
+    polled = run_client(port, "--name", "bob", "--heartbeat", "0.1", "--poll", "0.6", "--timeout", "60", "--json",
+                        timeout=15)
+    events = [json.loads(line)["event"] for line in polled.stdout.splitlines()]
+    assert polled.returncode == 0 and events[-1] == "done"
+    assert events.count("pong") >= 2  # the heartbeats did run during the quiet spell
+
+
 def test_cli_scripted_mode_and_json(server):
     port = server().port
     assert run_client(port, "--name", "bob", "--poll", "0.2").returncode == 0

@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from hellohi import eventloop
-from hellohi.client_session import ConnectionLost, DuplicateDropped, MessageReceived, Registered, StatusChanged
+from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
+                                    StatusChanged)
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, next_of
 from hellohi.reliable import TURBO, Impairment
@@ -192,6 +193,38 @@ def test_client_starts_a_new_session_after_the_server_restarts(server):
 
     lost, ref, stored, message = asyncio.run(scenario())
     assert lost.reconnecting and "the server reset this session" in lost.reason
+    assert stored.ref == ref and message.body == b"sent to a server that forgot me"
+
+
+def test_plain_client_says_hello_again_when_a_restarted_server_asks_for_it(server):
+    """A plain session has no RESET: the new server knows nothing of it, and answers
+    the client's PINGs (allowed before Hello) as if all were well. Its ERR 401 to the
+    next SEND is what tells the client to say Hello again; the SEND then goes again.
+    (The no-amplification rule lets the ERR out only because the SEND is longer than
+    it: a shorter one waits for more bytes from the client, docs/udp.md.)"""
+    first = server()
+
+    async def scenario():
+        bob = UdpChatClient("127.0.0.1", first.port, "bob", plain=True, reconnect=False)
+        await bob.connect()
+        await bob.close()
+        alice = UdpChatClient("127.0.0.1", first.port, "alice", plain=True, max_backoff=0.5)
+        await alice.connect()
+        first.kill()
+        second = server(port=first.port)
+        ref = alice.send("bob", "sent to a server that forgot me")
+        refused = await next_of(alice, ErrorReceived)
+        lost = await next_of(alice, ConnectionLost)
+        stored = await next_of(alice, StatusChanged, timeout=10)
+        await alice.close()
+        bob = UdpChatClient("127.0.0.1", second.port, "bob", plain=True)
+        await bob.connect()
+        message = await next_of(bob, MessageReceived)
+        await bob.close()
+        return refused, lost, ref, stored, message
+
+    refused, lost, ref, stored, message = asyncio.run(scenario())
+    assert refused.code == 401 and lost.reconnecting and "ERR 401" in lost.reason
     assert stored.ref == ref and message.body == b"sent to a server that forgot me"
 
 
