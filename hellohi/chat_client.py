@@ -21,7 +21,7 @@ import random
 from collections import deque
 from typing import Callable
 
-from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, Registered
+from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, MessageReceived, Registered
 from .codec import Err, Frame, Ping, Who
 from .errors import ErrorCode
 from .eventloop import TIMER_SLACK
@@ -181,8 +181,17 @@ class ChatClient:
         self._write(self.session.hello())
 
     async def next_event(self, timeout: float | None = None) -> Event | None:
-        """The next event; None if none came within `timeout` seconds."""
-        return await self._events.get(timeout)
+        """The next event; None if none came within `timeout` seconds.
+
+        A message is ACKed as it is handed over here, not when it arrives: what is still
+        in the inbox when the program stops (it was killed, or took the messages it
+        wanted and left) stays in the server's store and comes again next time."""
+        event = await self._events.get(timeout)
+        if isinstance(event, MessageReceived) and self.connected:
+            # Not connected: the server sends it again after the reconnect; that copy is
+            # dropped as seen, and ACKed.
+            self._write(self.session.acknowledge(event))
+        return event
 
     # ------------------------------------------------------------ for the subclasses
 

@@ -125,7 +125,9 @@ class ClientSession:
             if frame.id <= self._seen_floor or frame.id in self._seen_ids:
                 return [DuplicateDropped(frame.id, frame.sender)], [Ack(frame.id)]
             self._remember_seen(frame.id)
-            return [MessageReceived(frame.id, frame.sender, frame.body)], [Ack(frame.id)]
+            # No ACK yet: an ACK tells the server it may forget the message, so it waits
+            # until the application has it (acknowledge()), not just this object.
+            return [MessageReceived(frame.id, frame.sender, frame.body)], []
         if isinstance(frame, Status):
             self._unconfirmed.pop(frame.ref, None)
             return [StatusChanged(frame.ref, frame.state, frame.id)], []
@@ -149,6 +151,10 @@ class ClientSession:
         if isinstance(frame, Bye):
             return [ServerSaidBye()], []
         return [ErrorReceived(0, "unexpected-frame", None, f"server sent {type(frame).__name__}")], []
+
+    def acknowledge(self, event: MessageReceived) -> Ack:
+        """The ACK for a message the application now has."""
+        return Ack(event.id)
 
     def _remember_seen(self, id: int) -> None:
         self._seen_ids.add(id)

@@ -12,9 +12,9 @@ import asyncio
 import pytest
 
 from hellohi import eventloop
-from hellohi.client_session import MessageReceived, OnlineList, Registered
+from hellohi.client_session import MessageReceived, OnlineList, Registered, StatusChanged
 from tcp.client import TcpChatClient
-from tests.support import Servers, live_relay, ring_of_clients
+from tests.support import Servers, live_relay, next_of, ring_of_clients
 from udp.client import UdpChatClient
 
 CLIENTS = {"tcp": TcpChatClient, "udp": UdpChatClient}
@@ -97,3 +97,40 @@ def test_who_in_a_class_whose_names_outgrow_one_line(transport):
     answers = asyncio.run(ask_who())
     assert [type(event) for event in answers if not isinstance(event, Registered)] == [OnlineList]
     assert answers[-1].names == tuple(names)
+
+
+def test_messages_the_program_did_not_take_stay_stored_for_next_time(transport):
+    """A message is ACKed when the program takes it from next_event(), not when it
+    reaches the library: a program that takes two of five and leaves (as `--expect 2`
+    does) finds the other three waiting next time, and not the two again."""
+    server, client = transport
+    port = server().port
+
+    async def take_two_then_the_rest():
+        bob = client("127.0.0.1", port, "bob")
+        await bob.connect(), await bob.close()
+        alice = client("127.0.0.1", port, "alice")
+        await alice.connect()
+        for n in range(5):
+            alice.send("bob", f"message {n}")
+        stored = 0
+        while stored < 5:
+            event = await alice.next_event(timeout=5)
+            stored += isinstance(event, StatusChanged) and event.state == "stored"
+        await alice.close()
+        first, later = client("127.0.0.1", port, "bob"), []
+        await first.connect()
+        taken = [await next_of(first, MessageReceived) for _ in range(2)]
+        await asyncio.sleep(0.2)  # the other three reach the library's inbox meanwhile
+        await first.close()
+        second = client("127.0.0.1", port, "bob")
+        await second.connect()
+        while (event := await second.next_event(timeout=1)) is not None:
+            if isinstance(event, MessageReceived):
+                later.append(event.body)
+        await second.close()
+        return [event.body for event in taken], later
+
+    taken, later = asyncio.run(take_two_then_the_rest())
+    assert taken == [b"message 0", b"message 1"]
+    assert later == [b"message 2", b"message 3", b"message 4"]

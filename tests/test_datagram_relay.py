@@ -58,6 +58,9 @@ class Client:
             self.events += events
             for reply in replies:
                 self.write(reply)
+            for event in events:
+                if isinstance(event, MessageReceived):  # this test's application takes it at once
+                    self.write(self.session.acknowledge(event))
         self.pump()
 
     def received(self) -> list[bytes]:
