@@ -82,14 +82,23 @@ class TcpChatClient(ChatClient):
         self._pending = None  # meant for the old connection; what matters goes again below
         self._expect_hello_answer()
         self._write(self.session.hello())
-        # Anything the server never confirmed goes again; it drops repeats by ref.
+        # Anything the server never confirmed goes again, right behind the Hello (TCP
+        # keeps the order, so it need not wait for HI); the server drops repeats by ref.
+        sent_ahead = set()
         for frame in self.session.unconfirmed():
             self._write(frame)
+            sent_ahead.add(frame.ref)
         try:
             await self._await_hello_answer()
-        except ConnectFailed:
+        except BaseException:  # refused, closed, or connect() timed out and cancelled us
+            # The attempt is over: a connection left open would register our name
+            # once a slow server got to it, and take messages nobody reads.
             self._transport.close()
             raise
+        # What send() was given while we waited for HI: it held them (not connected yet).
+        for frame in self.session.unconfirmed():
+            if frame.ref not in sent_ahead:
+                self._write(frame)
 
     def _server_silent(self) -> None:
         if self._transport:

@@ -20,8 +20,9 @@ import pytest
 from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
 from hellohi.codec import NAME_RULE
 from hellohi.launcher import REPO_ROOT, cannot_listen
+from hellohi.waiting import event_set_within
 from tests.support import Servers, next_of
-from tcp.client import TcpChatClient
+from tcp.client import ConnectFailed, TcpChatClient
 
 
 @pytest.fixture
@@ -498,3 +499,62 @@ def test_cli_interactive_prompt(server):
     assert "-> bob: hi there" in chat.stdout
     got = run_client(port, "--name", "bob", "--expect", "1", "--json")
     assert '"text": "hi there"' in got.stdout
+
+
+def test_a_message_sent_while_waiting_for_hi_goes_out_once_hi_comes():
+    """A server of the test's own that holds HI back until the program has called send():
+    the client, not yet connected, keeps the SEND, and must write it after HI (before,
+    it stayed unconfirmed until some later reconnect)."""
+
+    async def scenario():
+        said_hello, sent_meanwhile = asyncio.Event(), asyncio.Event()
+        lines: list[bytes] = []
+
+        async def slow_server(reader, writer):
+            lines.append(await reader.readline())
+            said_hello.set()
+            await sent_meanwhile.wait()
+            writer.write(b"HI alice hellohi/1 15000\n")
+            lines.append(await asyncio.wait_for(reader.readline(), 5))
+            writer.close()
+
+        listening = await asyncio.start_server(slow_server, "127.0.0.1", 0)
+        port = listening.sockets[0].getsockname()[1]
+        alice = TcpChatClient("127.0.0.1", port, "alice", reconnect=False)
+        connecting = asyncio.create_task(alice.connect())
+        await asyncio.wait_for(said_hello.wait(), 5)
+        assert not alice.connected
+        ref = alice.send("bob", "hello")
+        sent_meanwhile.set()
+        await connecting
+        await asyncio.sleep(0)
+        listening.close()
+        await alice.close()
+        return lines, ref
+
+    lines, ref = asyncio.run(scenario())
+    assert lines == [b"HELLO alice\n", f"SEND bob {ref} 5\n".encode()]
+
+
+def test_a_connect_that_times_out_leaves_no_connection_behind():
+    """connect(timeout) gave up, but its connection stayed open: a slow server that got
+    to it later registered the name there, and every later attempt met 409."""
+
+    async def scenario():
+        closed = asyncio.Event()
+
+        async def silent_server(reader, writer):
+            await reader.readline()  # the Hello, never answered
+            await reader.read()  # until the client closes its end
+            closed.set()
+
+        listening = await asyncio.start_server(silent_server, "127.0.0.1", 0)
+        port = listening.sockets[0].getsockname()[1]
+        alice = TcpChatClient("127.0.0.1", port, "alice", reconnect=False)
+        with pytest.raises(ConnectFailed):
+            await alice.connect(timeout=0.3)
+        was_closed = await event_set_within(closed, 5)
+        listening.close()
+        return was_closed
+
+    assert asyncio.run(scenario())
