@@ -146,16 +146,18 @@ def main(argv: list[str] | None = None) -> None:
 
     from hellohi import eventloop
     from hellohi.chat_cli import run
+    from hellohi.console import exit_status, stop_on_terminate_or_hangup
     from hellohi.options import add_client_arguments
 
     parser = argparse.ArgumentParser(prog="python -m tcp.client", description="hellohi chat client over TCP")
     add_client_arguments(parser)
     args = parser.parse_args(argv)
     loop = eventloop.apply_choice(args.loop)
+    stop_on_terminate_or_hangup()
     try:
         sys.exit(eventloop.run(run(args, TcpChatClient), loop))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        sys.exit(exit_status(interrupt))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -582,3 +583,24 @@ def test_the_datagrams_lab2_decodes_are_what_the_real_client_and_server_send(ser
     # Then her SEND, the server's STATUS stored, and a BYE each way.
     texts = [(side, f.data.split(b" ")[0].strip()) for side, p, _ in packets for f in p.fragments if f.data]
     assert texts[2:] == [("client", b"SEND"), ("server", b"STATUS"), ("client", b"BYE"), ("server", b"BYE")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_client_stopped_by_kill_or_a_closed_terminal_says_bye(server, signum):
+    """UDP has no FIN: a client that a signal ended without BYE kept its name taken (409)
+    until the server's --timeout. It now leaves as on Ctrl-C, with the shell's exit status."""
+    port = server().port
+    client = subprocess.Popen([sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{port}", "--name", "bob",
+                               "--json"], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        while json.loads(client.stdout.readline())["event"] != "registered":
+            pass
+        client.send_signal(signum)
+        output, errors = client.communicate(timeout=30)
+    finally:
+        client.kill()
+    assert client.returncode == 128 + signum, output + errors
+    assert "Traceback" not in errors
+    again = run_client(port, "--name", "bob", "--poll", "0.2")
+    assert again.returncode == 0, again.stdout + again.stderr  # the name is free at once

@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from hellohi import eventloop
     from hellohi.chat_cli import run
+    from hellohi.console import exit_status, stop_on_terminate_or_hangup
     from hellohi.options import add_client_arguments, add_udp_arguments, reliability_from
     from udp.lossy import impairments_from
 
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     loop = eventloop.apply_choice(args.loop)
     config = reliability_from(args)
     impair_send, impair_receive = impairments_from(args)
+    stop_on_terminate_or_hangup()
 
     def make_client(host, port, name, **kwargs):
         return UdpChatClient(host, port, name, plain=args.plain, config=config,
@@ -232,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         sys.exit(eventloop.run(run(args, make_client), loop))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        sys.exit(exit_status(interrupt))
 
 
 if __name__ == "__main__":
