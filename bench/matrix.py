@@ -343,7 +343,8 @@ def parse_link(text: str) -> dict:
 
 def emulated_cells(links: list[dict], protocols: list[str] | None, full: bool) -> list[dict]:
     """Across an impaired link: hello, the relay round trip and a little throughput (64 B),
-    per protocol (tcp, udp, udp-raw, also with --full), and KCP's echo beside them (with --protocols, only the protocols it names)."""
+    per protocol (tcp, udp, udp-raw, also with --full), and KCP's echo beside them
+    (with --protocols, only the protocols it names)."""
     hellohi_protocols = [p for p in (protocols or DEFAULT_PROTOCOLS) if not p.startswith("kcp-")]
     kcp_modes = _kcp_modes(KCP_PINGPONG_MODES, protocols)
     cells = []

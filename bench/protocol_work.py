@@ -21,8 +21,9 @@ It is timed in pairs: the bench sleeps a little, then runs two round trips at on
 sockperf, the kernel's floor for a round trip, is a small C program with
 little code and data to bring back into the caches after each sleep; one
 Hello/HI through the reliability layer, both ends, is about 180 calls (cProfile,
-built-ins counted; about 90 of them Python functions). The two figures, next to `hello-raw`'s, show how much of the distance to sockperf
-is protocol work and how much is the price of waking up cold.
+built-ins counted; about 90 of them Python functions). The two figures, next
+to `hello-raw`'s, show how much of the distance to sockperf is protocol work
+and how much is the price of waking up cold.
 """
 
 from __future__ import annotations

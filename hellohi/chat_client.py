@@ -219,7 +219,8 @@ class ChatClient:
             if isinstance(event, (Registered, ErrorReceived)):  # not the common MSG and STATUS
                 self._answer_hello(event)
             self._events.put(event)
-            if isinstance(event, ErrorReceived) and event.code == ErrorCode.HELLO_FIRST.code and self._registered.is_set():
+            forgot_us = isinstance(event, ErrorReceived) and event.code == ErrorCode.HELLO_FIRST.code
+            if forgot_us and self._registered.is_set():
                 # We said Hello, yet the server asks for it: it is a new server (a plain UDP
                 # one has no session to reset, and answers our PINGs). Start again.
                 self._connection_lost("the server no longer knows us (ERR 401): it restarted")

@@ -40,4 +40,4 @@ def stop_on_terminate_or_hangup() -> None:
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    return getattr(interrupt, "exit_status", 130)
+    return interrupt.exit_status if isinstance(interrupt, StopSignal) else 130
