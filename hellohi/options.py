@@ -31,6 +31,10 @@ def listen_port(text: str) -> int:
     return int(text)
 
 
+# The largest count or size a limit flag takes: more than any machine holds, and small
+# enough for SQLite's 64-bit integers (a delivery window is the LIMIT of a query).
+MAX_LIMIT = 10**12
+
 # The longest a server's heartbeat or timeout may be: a day is already "never" in a lab,
 # and it keeps the heartbeat's milliseconds in HI a number of ordinary size.
 MAX_SERVER_SECONDS = 86400.0
@@ -46,13 +50,26 @@ def _number(kind: type, text: str):
     return value
 
 
-def positive(kind: type, at_most: float | None = None):
+def positive(kind: type, at_most: float | None = None, because: str = ""):
+    """A number above 0, and at most `at_most`; `because` says why, after the error."""
     def parse(text: str):
         value = _number(kind, text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
         if at_most is not None and value > at_most:
-            raise argparse.ArgumentTypeError(f"{text!r} must be at most {at_most:g}")
+            limit = f"{at_most:,}" if at_most >= 10**6 else f"{at_most:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {limit}{because}")
+        return value
+
+    return parse
+
+
+def at_least(kind: type, low: float, at_most: float | None = None):
+    def parse(text: str):
+        value = _number(kind, text)
+        if value < low or (at_most is not None and value > at_most):
+            wanted = f"from {low:g} to {at_most:g}" if at_most is not None else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be {wanted}")
         return value
 
     return parse
@@ -72,12 +89,13 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--store", default=default_store, help="SQLite file for messages waiting for offline clients (default: %(default)s)")
     parser.add_argument("--heartbeat", type=positive(float, MAX_SERVER_SECONDS), default=defaults.heartbeat_interval, metavar="SECONDS", help="PING a client silent this long (default: %(default)s)")
     parser.add_argument("--timeout", type=positive(float, MAX_SERVER_SECONDS), default=defaults.heartbeat_timeout, metavar="SECONDS", help="drop a client silent this long (default: %(default)s)")
-    parser.add_argument("--max-clients", type=positive(int), default=defaults.max_clients, help="clients at once, named or not yet; one more gets ERR 503 (default: %(default)s)")
-    parser.add_argument("--max-waiting", type=positive(int), default=defaults.max_waiting_per_recipient, help="stored messages per recipient before ERR 429 (default: %(default)s)")
-    parser.add_argument("--window", type=positive(int), default=defaults.delivery_window, help="messages sent to a client and not yet ACKed (default: %(default)s)")
-    parser.add_argument("--window-bytes", type=positive(int), default=defaults.delivery_window_bytes, metavar="BYTES", help="body bytes sent to a client and not yet ACKed (default: %(default)s)")
-    parser.add_argument("--max-body", type=positive(int), default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body (default: %(default)s)")
-    parser.add_argument("--max-line", type=positive(int), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line, in bytes before its LF (default: %(default)s)")
+    parser.add_argument("--max-clients", type=positive(int, MAX_LIMIT), default=defaults.max_clients, help="clients at once, named or not yet; one more gets ERR 503 (default: %(default)s)")
+    parser.add_argument("--max-waiting", type=positive(int, MAX_LIMIT), default=defaults.max_waiting_per_recipient, help="stored messages per recipient before ERR 429 (default: %(default)s)")
+    parser.add_argument("--window", type=positive(int, MAX_LIMIT), default=defaults.delivery_window, help="messages sent to a client and not yet ACKed (default: %(default)s)")
+    parser.add_argument("--window-bytes", type=positive(int, MAX_LIMIT), default=defaults.delivery_window_bytes, metavar="BYTES", help="body bytes sent to a client and not yet ACKed (default: %(default)s)")
+    parser.add_argument("--max-body", type=positive(int, DEFAULT_MAX_BODY, because=": clients read no larger body (PROTOCOL.md)"),
+                        default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body; may be lowered, not raised (default: %(default)s)")
+    parser.add_argument("--max-line", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line, in bytes before its LF (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
     add_loop_argument(parser)
 
@@ -133,18 +151,19 @@ def non_negative(text: str) -> float:
 
 def add_udp_arguments(parser: argparse.ArgumentParser, client: bool) -> None:
     """The UDP-only flags: reliability tuning and in-process loss injection."""
-    from .reliable.config import PRESETS
+    from .reliable.config import DEFAULT, LARGEST_UDP_PAYLOAD, PRESETS, smallest_max_datagram
 
     group = parser.add_argument_group("reliability (UDP)")
     if client:
         group.add_argument("--plain", action="store_true", help="plain UDP: no acks, no retransmission (fire and forget)")
     group.add_argument("--preset", choices=sorted(PRESETS), default="default", help="reliability tuning: default (TCP-like) or turbo (latency, like KCP's fast mode)")
     group.add_argument("--min-rto", type=positive(float), metavar="SECONDS", help="retransmission timeout floor (preset's if not given)")
-    group.add_argument("--backoff", type=positive(float), metavar="FACTOR", help="RTO multiplier per timeout, e.g. 2 or 1.5")
+    group.add_argument("--backoff", type=at_least(float, 1), metavar="FACTOR", help="RTO multiplier per timeout, e.g. 2 or 1.5")
     group.add_argument("--ack-delay", type=non_negative, metavar="SECONDS", help="longest an ack waits to ride on data")
     group.add_argument("--fast-retransmit", type=positive(int), metavar="N", help="retransmit a packet once one sent N after it is acked")
     group.add_argument("--max-retries", type=positive(int), metavar="N", help="retransmissions before the peer is given up")
-    group.add_argument("--max-datagram", type=positive(int), metavar="BYTES", help="UDP payload per datagram (default 1200)")
+    group.add_argument("--max-datagram", type=at_least(int, smallest_max_datagram(DEFAULT.max_message), LARGEST_UDP_PAYLOAD),
+                       metavar="BYTES", help=f"UDP payload per datagram (default {DEFAULT.max_datagram})")
     lossy = parser.add_argument_group("injected impairment (in this process, seeded; no root needed)")
     lossy.add_argument("--loss", type=probability, default=0.0, metavar="P", help="drop each datagram with probability P")
     lossy.add_argument("--duplicate", type=probability, default=0.0, metavar="P", help="deliver a datagram twice with probability P")

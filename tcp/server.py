@@ -20,7 +20,7 @@ from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi import eventloop
 from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.launcher import announce, cannot_listen, until_stopped
-from hellohi.options import add_server_arguments, limits_from
+from hellohi.options import MAX_LIMIT, add_server_arguments, limits_from, positive
 from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
 from hellohi.store import MessageStore, StoreInUse
 
@@ -177,7 +177,7 @@ class _ClientConnection(asyncio.Protocol):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tcp.server", description="hellohi chat relay over TCP")
     add_server_arguments(parser, default_store="hellohi-tcp.sqlite3")
-    parser.add_argument("--max-outbound", type=int, default=DEFAULT_MAX_OUTBOUND, metavar="BYTES", help="unread bytes a client may owe before it is dropped (default: %(default)s)")
+    parser.add_argument("--max-outbound", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_OUTBOUND, metavar="BYTES", help="unread bytes a client may owe before it is dropped (default: %(default)s)")
     return parser
 
 

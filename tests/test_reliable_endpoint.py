@@ -11,6 +11,7 @@ import pytest
 
 from bench.kcp_peer import KcpScenario, kcp_available, simulate_kcp, simulate_reliable
 from hellohi.reliable import DEFAULT, TURBO, Impairment, MessageFailed, ReliableEndpoint
+from hellohi.reliable.config import smallest_max_datagram
 from hellohi.reliable.congestion import NewReno
 from hellohi.reliable.packet import Packet, decode, encode
 from hellohi.reliable.rtt import RttEstimator
@@ -59,6 +60,18 @@ def test_no_datagram_exceeds_the_payload_limit():
     sim = run_stream(config, link, [b"x" * 5000, b"y" * 10, b"z" * 599])
     assert sim.received["b"] == [b"x" * 5000, b"y" * 10, b"z" * 599]
     assert max(seen) <= 600
+
+
+def test_the_smallest_datagram_allowed_still_carries_the_largest_message():
+    # A fragment's count is 16-bit: with 1-byte fragments a 64 KiB message raised in
+    # send_message(), inside the server's read callback.
+    smallest = smallest_max_datagram(DEFAULT.max_message)
+    with pytest.raises(ValueError, match=f"max_datagram must be from {smallest} to 65507"):
+        DEFAULT.with_changes(max_datagram=smallest - 1)
+    config = DEFAULT.with_changes(max_datagram=smallest)
+    largest = bytes(range(256)) * (DEFAULT.max_message // 256)
+    sim = run_stream(config, Impairment(seed=2), [largest])
+    assert sim.received["b"] == [largest]
 
 
 def test_both_directions_at_once():

@@ -351,6 +351,16 @@ def test_a_host_name_that_does_not_resolve_is_said_in_words_not_as_an_unknown_er
     ("udp.server", ["--delay", "inf"], "argument --delay: 'inf' is not a finite number"),
     ("tcp.client", ["--timeout", "nan"], "argument --timeout: 'nan' is not a finite number"),
     ("udp.client", ["--expect", "-1"], "argument --expect: '-1' must be 0 or more"),
+    # A body larger than clients read: the client dropped the connection on that MSG, forever.
+    ("tcp.server", ["--max-body", "65537"], "argument --max-body: '65537' must be at most 65536: clients read no larger body"),
+    ("udp.server", ["--max-body", "1000000"], "argument --max-body: '1000000' must be at most 65536: clients read no larger body"),
+    # SQLite's integers are 64-bit: a larger window raised OverflowError at the first delivery.
+    ("udp.server", ["--window", str(2**63)], f"argument --window: '{2**63}' must be at most 1,000,000,000,000"),
+    ("tcp.server", ["--max-outbound", "-5"], "argument --max-outbound: '-5' must be greater than 0"),
+    # Smaller datagrams cannot carry a 1 MiB message in 65535 fragments: send_message() raised.
+    ("udp.client", ["--max-datagram", "112"], "argument --max-datagram: '112' must be from 113 to 65507"),
+    ("udp.server", ["--max-datagram", "65508"], "argument --max-datagram: '65508' must be from 113 to 65507"),
+    ("udp.client", ["--backoff", "0.5"], "argument --backoff: '0.5' must be at least 1"),
     # SQLite takes "" for a temporary file: waiting messages would not survive a restart.
     ("tcp.server", ["--store", ""], "error: --store is empty; give it a file name"),
     ("udp.server", ["--store", " "], "error: --store is empty; give it a file name"),

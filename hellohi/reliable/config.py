@@ -41,6 +41,16 @@ from dataclasses import dataclass, replace
 # Largest UDP payload that crosses the Internet without IP fragmentation with
 # very high probability (QUIC's choice: IPv6 minimum MTU 1280 minus headers).
 INTERNET_SAFE_PAYLOAD = 1200
+LARGEST_UDP_PAYLOAD = 65507  # 65535 minus the IPv4 and UDP headers
+MOST_FRAGMENTS = 0xFFFF  # a fragment's index and count are 16-bit
+
+
+def smallest_max_datagram(max_message: int) -> int:
+    """The smallest datagram that still carries a max_message in at most 65535 fragments."""
+    from .packet import FRAGMENT_HEADER, MAX_HEADER
+
+    data_per_fragment = -(-max_message // MOST_FRAGMENTS)  # rounded up
+    return MAX_HEADER + FRAGMENT_HEADER + max(1, data_per_fragment)
 
 
 @dataclass(frozen=True)
@@ -80,10 +90,11 @@ class ReliabilityConfig:
     keepalive_interval: float | None = 25.0  # send a keepalive after this long with nothing sent or received (NAT bindings)
 
     def __post_init__(self) -> None:
-        from .packet import MAX_HEADER, FRAGMENT_HEADER
-
-        if self.max_datagram < MAX_HEADER + FRAGMENT_HEADER + 1 or self.max_datagram > 65507:
-            raise ValueError(f"max_datagram must be between {MAX_HEADER + FRAGMENT_HEADER + 1} and 65507")
+        smallest = smallest_max_datagram(self.max_message)
+        if not smallest <= self.max_datagram <= LARGEST_UDP_PAYLOAD:
+            # Smaller, and a message of max_message bytes would need more fragments than
+            # the 16-bit count holds: send_message() could not take it.
+            raise ValueError(f"max_datagram must be from {smallest} to {LARGEST_UDP_PAYLOAD}")
         if not self.backoff >= 1.0:
             raise ValueError("backoff must be at least 1")
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:

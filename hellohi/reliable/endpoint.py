@@ -216,9 +216,8 @@ class ReliableEndpoint:
             self._queue.append(Fragment(message_id, 0, 1, data))
             pieces = 1
         else:
+            # At most 65535 of them: ReliabilityConfig keeps max_datagram large enough.
             chunks = [data[start : start + size] for start in range(0, len(data), size)]
-            if len(chunks) > 0xFFFF:
-                raise ValueError("message needs more than 65535 fragments; raise max_datagram")
             for index, piece in enumerate(chunks):
                 self._queue.append(Fragment(message_id, index, len(chunks), piece))
             pieces = len(chunks)
