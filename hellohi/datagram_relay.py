@@ -47,7 +47,7 @@ from .reliable.packet import (
     is_reliable,
     unpack_common_shape,
 )
-from .relay import Disconnect, Notice, Relay, Transmit, format_peer
+from .relay import DEFAULT_MAX_OUTBOUND, Disconnect, Notice, Relay, Transmit, format_peer
 
 Address = tuple  # (host, port) or (host, port, flowinfo, scope) for IPv6
 
@@ -68,6 +68,8 @@ class DatagramLimits:
     # Datagrams held back for an unverified address (beyond that they are dropped:
     # a reliable session sends them again; a plain one loses them, as plain UDP does).
     max_held_datagrams: int = 64
+    # Bytes queued for a reliable session that acknowledges nothing, before ERR 507 drops it.
+    max_outbound: int = DEFAULT_MAX_OUTBOUND
 
 
 @dataclass
@@ -406,6 +408,12 @@ class DatagramRelay:
         data = encode(frame)
         if session.endpoint is not None:
             session.endpoint.send_message(data, now)
+            if session.endpoint.queued_bytes > self.limits.max_outbound:
+                # It acknowledges nothing, yet may still send (PINGs, WHOs): what we owe it
+                # would grow without end. As TCP drops a client that does not read. Its
+                # ERR is queued behind the rest and most likely never arrives.
+                error = ProtocolError(ErrorCode.SLOW_READER, f"more than {self.limits.max_outbound} bytes unacknowledged", fatal=True)
+                self.relay.reject(session.connection, error)
         else:
             self._send(session, data)
             if not session.verified and isinstance(frame, Hi):

@@ -11,7 +11,7 @@ import math
 
 from .codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE
 from .eventloop import add_loop_argument
-from .relay import RelayLimits
+from .relay import DEFAULT_MAX_OUTBOUND, RelayLimits
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -96,6 +96,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--max-body", type=positive(int, DEFAULT_MAX_BODY, because=": clients read no larger body (PROTOCOL.md)"),
                         default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body; may be lowered, not raised (default: %(default)s)")
     parser.add_argument("--max-line", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line, in bytes before its LF (default: %(default)s)")
+    parser.add_argument("--max-outbound", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_OUTBOUND, metavar="BYTES",
+                        help="bytes a client may owe, unread (TCP) or unacknowledged (UDP), before ERR 507 drops it (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
     add_loop_argument(parser)
 
@@ -103,6 +105,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
 def limits_from(args: argparse.Namespace) -> RelayLimits:
     if args.timeout <= args.heartbeat:
         raise SystemExit(f"error: --timeout ({args.timeout}) must be longer than --heartbeat ({args.heartbeat})")
+    if args.max_outbound <= args.window_bytes + args.max_body:
+        raise SystemExit("error: --max-outbound must be larger than --window-bytes plus --max-body, or normal deliveries would trip it")
     return RelayLimits(
         max_clients=args.max_clients,
         max_waiting_per_recipient=args.max_waiting,

@@ -20,16 +20,12 @@ from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi import eventloop
 from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.launcher import announce, cannot_listen, until_stopped
-from hellohi.options import MAX_LIMIT, add_server_arguments, limits_from, positive
-from hellohi.relay import Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
+from hellohi.options import add_server_arguments, limits_from
+from hellohi.relay import DEFAULT_MAX_OUTBOUND, Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
 from hellohi.store import MessageStore, StoreInUse
 
 log = logging.getLogger("hellohi.tcp.server")
 
-# A client whose unread data in our send buffer passes this is not reading;
-# we drop it rather than let it eat the server's memory. Its messages stay stored.
-# It must exceed the relay's delivery window in bytes, or a normal burst would trip it.
-DEFAULT_MAX_OUTBOUND = 4 * 1024 * 1024
 
 
 class TcpRelayServer:
@@ -177,7 +173,6 @@ class _ClientConnection(asyncio.Protocol):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tcp.server", description="hellohi chat relay over TCP")
     add_server_arguments(parser, default_store="hellohi-tcp.sqlite3")
-    parser.add_argument("--max-outbound", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_OUTBOUND, metavar="BYTES", help="unread bytes a client may owe before it is dropped (default: %(default)s)")
     return parser
 
 
@@ -212,8 +207,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     loop = eventloop.apply_choice(args.loop)
     limits = limits_from(args)
-    if args.max_outbound <= args.window_bytes + args.max_body:
-        raise SystemExit("error: --max-outbound must be larger than --window-bytes plus --max-body, or normal deliveries would trip it")
     logging.basicConfig(level=logging.INFO, format="[server] %(message)s", stream=sys.stderr)
     eventloop.run(serve(args, limits), loop)
 

@@ -74,13 +74,14 @@ class Client:
 class Network:
     """One server, many clients, a fake clock, and an impaired path per direction."""
 
-    def __init__(self, config=DEFAULT, up: Impairment | None = None, down: Impairment | None = None, **limits):
+    def __init__(self, config=DEFAULT, up: Impairment | None = None, down: Impairment | None = None,
+                 datagram_limits: DatagramLimits | None = None, **limits):
         self.now = 0.0
         self.config = config
         self.store = MessageStore(":memory:")
         tokens = itertools.count(0x1000)
         self.server = DatagramRelay(
-            Relay(self.store, RelayLimits(**limits)), config, new_token=lambda: next(tokens), limits=DatagramLimits()
+            Relay(self.store, RelayLimits(**limits)), config, new_token=lambda: next(tokens), limits=datagram_limits or DatagramLimits()
         )
         self.up, self.down = up, down
         self.clients: dict[tuple, Client] = {}
@@ -420,6 +421,34 @@ def test_spoofed_datagram_with_a_stolen_token_but_old_data_does_not_move_the_ses
     assert bob.received() == [b"still mine"]
     assert net.server._by_token[token].address == alice.address
     assert decode(replay).number == 1
+
+
+def test_a_client_that_acknowledges_nothing_but_keeps_sending_is_dropped_with_507():
+    # Each PING gets a PONG that waits for room in a window the client never opens:
+    # without a bound, the server's memory grew with every PING (27 MB to 148 MB in a minute).
+    net = Network(datagram_limits=DatagramLimits(max_outbound=16 * 1024))
+    mallory, alice, bob = net.client("mallory", 1), net.client("alice", 2), net.client("bob", 3)
+    mallory.hello(), alice.hello(), bob.hello()
+    net.run(1)
+    token = mallory.link.token
+    del net.clients[mallory.address]  # from here on it reads nothing and acknowledges nothing
+    first = net.server._by_token[token].endpoint.largest_received + 1
+    pings = b"PING abcdefgh\n" * 70
+    for number in range(first, first + 40):
+        net.inject(encode_packet(Packet(token, number, 1, fragments=(Fragment(number, 0, 1, pings),))), mallory.address)
+        net.run(0.01)
+        if token not in net.server._by_token:
+            break
+    assert token not in net.server._by_token and "mallory" not in net.server.relay.online
+    assert number - first + 1 < 40  # dropped once it owed 16 KiB, not at the end of the flood
+    queued = [session.endpoint.queued_bytes for session in net.server._by_token.values()]
+    assert queued == [0, 0]
+    alice.send("bob", b"served as before")
+    net.run(1)
+    assert bob.received() == [b"served as before"]
+    net.inject(encode_packet(Packet(token, first + 40, 1, fragments=(Fragment(1, 0, 1, b"PING\n"),))), mallory.address)
+    net.run(0.1)
+    assert net.server.stats.unknown_token == 1  # its next packet gets RESET: it starts over
 
 
 def test_nat_rebinding_keeps_the_session():

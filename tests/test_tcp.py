@@ -357,6 +357,7 @@ def test_a_host_name_that_does_not_resolve_is_said_in_words_not_as_an_unknown_er
     # SQLite's integers are 64-bit: a larger window raised OverflowError at the first delivery.
     ("udp.server", ["--window", str(2**63)], f"argument --window: '{2**63}' must be at most 1,000,000,000,000"),
     ("tcp.server", ["--max-outbound", "-5"], "argument --max-outbound: '-5' must be greater than 0"),
+    ("udp.server", ["--max-outbound", "1000"], "error: --max-outbound must be larger than --window-bytes plus --max-body"),
     # Smaller datagrams cannot carry a 1 MiB message in 65535 fragments: send_message() raised.
     ("udp.client", ["--max-datagram", "112"], "argument --max-datagram: '112' must be from 113 to 65507"),
     ("udp.server", ["--max-datagram", "65508"], "argument --max-datagram: '65508' must be from 113 to 65507"),

@@ -201,7 +201,7 @@ async def serve(args: argparse.Namespace) -> None:
         relay,
         config,
         new_token=lambda: secrets.randbits(64),
-        limits=DatagramLimits(amplification_factor=args.amplification_limit),
+        limits=DatagramLimits(amplification_factor=args.amplification_limit, max_outbound=args.max_outbound),
         max_line=args.max_line,
         max_body=args.max_body,
         trace=log.info,

@@ -175,6 +175,7 @@ class ReliableEndpoint:
         self._serial = 0
         self._largest_acked_serial = 0
         self._queue: deque[Fragment] = deque()  # fragments not yet in a packet
+        self._queued_bytes = 0  # their data
         self._unacked: OrderedDict[int, _SentPacket] = OrderedDict()  # by packet number
         self._to_retransmit: OrderedDict[int, None] = OrderedDict()
         self._fragments_left: dict[int, int] = {}  # message id -> fragments not yet acked
@@ -215,12 +216,14 @@ class ReliableEndpoint:
             # Most chat frames fit in one fragment: skip the slicing (this runs per message).
             self._queue.append(Fragment(message_id, 0, 1, data))
             pieces = 1
+            self._queued_bytes += len(data)
         else:
             # At most 65535 of them: ReliabilityConfig keeps max_datagram large enough.
             chunks = [data[start : start + size] for start in range(0, len(data), size)]
             for index, piece in enumerate(chunks):
                 self._queue.append(Fragment(message_id, index, len(chunks), piece))
             pieces = len(chunks)
+            self._queued_bytes += len(data)
         self._fragments_left[message_id] = pieces
         return message_id
 
@@ -245,6 +248,11 @@ class ReliableEndpoint:
         if self._ack_to_account is not None:
             self._settle()
         return len(self._fragments_left)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Message bytes waiting for room in the windows: they grow while the peer acknowledges nothing."""
+        return self._queued_bytes
 
     @property
     def largest_received(self) -> int:
@@ -450,7 +458,9 @@ class ReliableEndpoint:
         fragments: list[Fragment] = []
         room = self._body_budget
         if len(self._queue) == 1:
-            fragments.append(self._queue.popleft())  # a lone fragment always fits (see _fragment_size)
+            lone = self._queue.popleft()  # a lone fragment always fits (see _fragment_size)
+            fragments.append(lone)
+            self._queued_bytes -= len(lone.data)
         while self._queue and len(fragments) < 255:
             size = FRAGMENT_HEADER + len(self._queue[0].data)
             if size > room:
@@ -458,6 +468,7 @@ class ReliableEndpoint:
             fragment = self._queue.popleft()
             fragments.append(fragment)
             room -= size
+            self._queued_bytes -= size - FRAGMENT_HEADER
         number = self._next_packet
         self._next_packet += 1
         self._serial += 1
@@ -611,6 +622,7 @@ class ReliableEndpoint:
         self._unacked.clear()
         self._to_retransmit.clear()
         self._queue.clear()
+        self._queued_bytes = 0
 
     def _fail_message(self, message_id: int, reason: str) -> None:
         self._stats.messages_failed += 1
