@@ -21,6 +21,11 @@ The session rules it follows:
   other token is a leftover of an old session, and ignored.
 - RESET with our token means the server no longer knows us (it stopped,
   restarted, or timed us out): the glue starts a new session and says Hello again.
+- A session we abandon (we gave up on the server, or start a new one) is
+  ended with a RESET of our own, so that the server frees our name and its
+  client slot at once instead of at its --timeout; a name still held there
+  would get our next Hello ERR 409. Nothing else of it goes out any more, and
+  its late datagrams are ignored.
 - Plain mode retransmits nothing, except the Hello that starts a session: a
   client whose Hello or HI was lost would otherwise wait for an answer that
   never comes. Until HI (or an ERR) arrives, the link says Hello again every
@@ -31,6 +36,7 @@ The session rules it follows:
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -38,7 +44,7 @@ from .codec import Decoder, Err, Frame, Hello, Hi, encode
 from .errors import ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived
-from .reliable.packet import ACK_DELAY_UNIT, PacketError, decode, is_reliable, unpack_common_shape
+from .reliable.packet import ACK_DELAY_UNIT, PacketError, decode, is_reliable, reset_packet, unpack_common_shape
 
 # A plain Hello is padded with blank lines (which the decoder skips) to this size,
 # for the same reason as the reliable padding: room for the server's answer.
@@ -96,6 +102,11 @@ class DatagramLink:
         # Plain mode, before HI: the Hello to say again, and when (see the module docstring).
         self._unanswered_hello: Frame | None = None
         self._hello_retry_at: float | None = None
+        self._abandoned = False  # the session is over here; start() begins the next
+        self._server_forgot = False  # it sent RESET: our session is gone there already
+        self._goodbyes: list[bytes] = []  # RESETs for sessions we abandoned, to send first
+        # A few recent abandoned tokens: a late datagram of one must not become the new session's.
+        self._old_tokens: deque[int] = deque(maxlen=8)
 
     @property
     def plain(self) -> bool:
@@ -111,18 +122,33 @@ class DatagramLink:
         return self.endpoint.stats if self.endpoint else None
 
     def start(self, now: float) -> None:
-        """Begin a new session: everything of the old one is forgotten."""
+        """Begin a new session: the old one is abandoned (see abandon())."""
+        self.abandon()
+        self._abandoned = self._failed = self._server_forgot = False
         self._decoder = Decoder(self.max_line, self.max_body)
-        self._plain_out.clear()
-        self._failed = False
         self._heard_from_server = False
-        self.stop_hello_retry()
         if self.config is not None:
             self.endpoint = ReliableEndpoint(self.config, token=0, now=now, trace=self.trace)
+
+    def abandon(self) -> None:
+        """End this session here (connect gave up, or a new one begins): nothing of it goes
+        out any more, and a server that gave it a token is told with a RESET to forget it."""
+        if self._abandoned:
+            return
+        self._abandoned = True
+        self.stop_hello_retry()
+        self._plain_out.clear()
+        token = self.token
+        if token:
+            self._old_tokens.append(token)
+            if not self._server_forgot:
+                self._goodbyes.append(reset_packet(token))
 
     # ------------------------------------------------------------ out
 
     def send_frame(self, frame: Frame, now: float) -> None:
+        if self._abandoned:
+            return  # no session to carry it; the glue sends what matters again after HI
         data = encode(frame)
         if self.endpoint is not None:
             self.endpoint.send_message(data, now)
@@ -148,6 +174,12 @@ class DatagramLink:
         self._unanswered_hello = self._hello_retry_at = None
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
+        if self._goodbyes or self._abandoned:
+            goodbyes, self._goodbyes = self._goodbyes, []
+            return goodbyes if self._abandoned else goodbyes + self._datagrams_of_session(now)
+        return self._datagrams_of_session(now)
+
+    def _datagrams_of_session(self, now: float) -> list[bytes]:
         if self.endpoint is None:
             out, self._plain_out = self._plain_out, []
             return out
@@ -160,6 +192,9 @@ class DatagramLink:
     # ------------------------------------------------------------ in
 
     def receive(self, datagram: bytes, now: float) -> list[Received]:
+        if self._abandoned:
+            self.ignored += 1
+            return []
         if self.endpoint is None:
             return self._receive_plain(datagram)
         return self._frames(self.receive_messages(datagram, now))
@@ -187,10 +222,11 @@ class DatagramLink:
             return []
         if packet.is_reset:
             if packet.token == endpoint.token and packet.token != 0:
+                self._server_forgot = True
                 return [SessionReset("the server reset this session: it stopped, restarted, or timed us out")]
             self.ignored += 1
             return []
-        if endpoint.token == 0 and packet.token != 0:
+        if endpoint.token == 0 and packet.token != 0 and packet.token not in self._old_tokens:
             endpoint.token = packet.token  # the server's answer: our session from now on
             # Until the server sees this token come from our address, it may send us
             # no more bytes than we sent it, and it may have much to send (stored
@@ -204,6 +240,8 @@ class DatagramLink:
         return self._take_events()
 
     def handle_timer(self, now: float) -> list[Received]:
+        if self._abandoned:
+            return []
         if self.endpoint is not None:
             self.endpoint.handle_timer(now)
             return self._frames(self._take_events())
@@ -215,6 +253,8 @@ class DatagramLink:
         return []
 
     def next_deadline(self) -> float | None:
+        if self._abandoned:
+            return None
         return self.endpoint.next_deadline() if self.endpoint is not None else self._hello_retry_at
 
     def _take_events(self) -> list[bytes | SessionReset | LinkFailed]:

@@ -39,12 +39,10 @@ from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import MessageFailed, MessageReceived
 from .reliable.packet import (
     ACK_DELAY_UNIT,
-    FLAG_RESET,
-    Packet,
     PacketError,
     decode,
-    encode as encode_packet,
     is_reliable,
+    reset_packet,
     unpack_common_shape,
 )
 from .relay import DEFAULT_MAX_OUTBOUND, Disconnect, Notice, Relay, Transmit, format_peer
@@ -191,7 +189,7 @@ class DatagramRelay:
         Plain sessions get nothing: plain UDP has no session to reset, as it has no acks."""
         for session in self._by_connection.values():
             if session.endpoint is not None:
-                self._outgoing.append((_reset(session.token), session.address))
+                self._outgoing.append((reset_packet(session.token), session.address))
 
     def next_deadline(self) -> float | None:
         """When on_timer() should next be called: at the soonest deadline, or earlier.
@@ -258,7 +256,8 @@ class DatagramRelay:
             self._say_malformed(address, error, now)
             return None
         if packet.is_reset:
-            return None  # only servers send RESET; never answer one (that could loop)
+            self._take_reset(packet.token, address)
+            return None  # never answer a RESET: two sides could answer each other for ever
         if packet.token == 0:
             session = self._by_address.get(address)
             if session is None or session.plain or session.verified:
@@ -269,7 +268,7 @@ class DatagramRelay:
                 # A session we do not know (we restarted, or it timed out): tell the
                 # client to start over. A 22-byte header is never more than we got.
                 self.stats.unknown_token += 1
-                self._outgoing.append((_reset(packet.token), address))
+                self._outgoing.append((reset_packet(packet.token), address))
                 return None
         assert session.endpoint is not None
         if address != session.address:
@@ -291,6 +290,17 @@ class DatagramRelay:
         self._touched.add(session.connection)
         self._take_endpoint_events(session, now)
         return session
+
+    def _take_reset(self, token: int, address: Address) -> None:
+        """The client abandoned this session (it gave up on us, or is starting over): its
+        name and client slot are free now, not at --timeout. Only from the session's own
+        proven address: the token alone might have been overheard."""
+        session = self._by_token.get(token)
+        if session is None or not session.verified or address != session.address:
+            return
+        self._say(f"session #{session.connection} reset by the client")
+        self._forget(session)
+        self.relay.disconnected(session.connection)
 
     def _receive_next_message(self, datagram: bytes, address: Address, now: float) -> _Session | None:
         """The fast lane: a whole message in a verified session, from the session's own
@@ -465,8 +475,3 @@ class DatagramRelay:
     def _say(self, text: str) -> None:
         if self.trace is not None:
             self.trace(text)
-
-
-def _reset(token: int) -> bytes:
-    """A RESET for `token`: a 22-byte header, never more than the datagram it answers."""
-    return encode_packet(Packet(token, 0, 1, flags=FLAG_RESET))

@@ -17,7 +17,7 @@ from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
-from hellohi.reliable.packet import Fragment, Packet, decode, encode as encode_packet
+from hellohi.reliable.packet import Fragment, Packet, decode, encode as encode_packet, reset_packet
 from hellohi.relay import Relay, RelayLimits
 from hellohi.store import MessageStore
 
@@ -449,6 +449,39 @@ def test_a_client_that_acknowledges_nothing_but_keeps_sending_is_dropped_with_50
     net.inject(encode_packet(Packet(token, first + 40, 1, fragments=(Fragment(1, 0, 1, b"PING\n"),))), mallory.address)
     net.run(0.1)
     assert net.server.stats.unknown_token == 1  # its next packet gets RESET: it starts over
+
+
+def test_a_session_the_client_abandons_is_freed_at_once_but_only_by_its_own_address():
+    net = Network()
+    bob = net.client("bob", 2)
+    bob.hello()
+    net.run(1)
+    old = bob.link.token
+    # A RESET with bob's token from elsewhere (an overheard token) ends nothing.
+    net.inject(reset_packet(old), ("198.18.0.99", 4444))
+    net.run(1)
+    assert old in net.server._by_token and net.server.relay.online == ["bob"]
+    bob.hello()  # bob gave up on the server (its retries ran out): a new session, same name
+    net.run(1)
+    assert old not in net.server._by_token and bob.link.token not in (0, old)
+    assert [e.name for e in bob.events if isinstance(e, Registered)] == ["bob", "bob"]  # no ERR 409
+
+
+def test_an_abandoned_session_sends_nothing_more_and_its_late_datagrams_are_ignored():
+    net = Network()
+    bob = net.client("bob", 2)
+    bob.hello()
+    net.run(1)
+    old = bob.link.token
+    late = encode_packet(Packet(old, 50, 1, fragments=(Fragment(50, 0, 1, b"PING late\n"),)))
+    bob.link.abandon()
+    bob.link.send_frame(Send("alice", "r9", b"after the end"), net.now)
+    assert bob.link.datagrams_to_send(net.now) == [reset_packet(old)]
+    assert bob.link.receive(late, net.now) == [] and bob.link.next_deadline() is None
+    bob.link.start(net.now)  # the next attempt: token 0 until the server answers it...
+    assert bob.link.receive(late, net.now) == [] and bob.link.token == 0  # ...not the old session's
+    bob.link.send_frame(Hello("bob"), net.now)
+    assert [decode(datagram).token for datagram in bob.link.datagrams_to_send(net.now)] == [0]
 
 
 def test_nat_rebinding_keeps_the_session():

@@ -21,7 +21,7 @@ from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorRecei
                                     StatusChanged)
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, next_of
-from hellohi.reliable import TURBO, Impairment
+from hellohi.reliable import DEFAULT, TURBO, Impairment
 from hellohi.reliable.packet import Packet, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
 
@@ -169,6 +169,36 @@ def test_a_failed_attempt_to_connect_sends_nothing_more():
 
     asyncio.run(scenario())
     assert heard == []
+
+
+def test_a_client_that_gave_up_on_a_frozen_server_gets_its_name_back_when_the_server_resumes(server):
+    # The server is stopped (SIGSTOP, Ctrl-Z); bob's retransmissions run out and it starts
+    # a new session. Without the RESET that ends its old one, the resumed server still held
+    # "bob" there and answered every new Hello with ERR 409 until its --timeout, 45 s on.
+    running = server()
+    impatient = DEFAULT.with_changes(max_retries=2, min_rto=0.05, initial_rto=0.05, max_rto=0.2)
+
+    async def scenario():
+        bob = UdpChatClient("127.0.0.1", running.port, "bob", config=impatient, max_backoff=0.5)
+        await bob.connect()
+        running.process.send_signal(signal.SIGSTOP)
+        try:
+            bob.request_who()  # never acknowledged: the retries run out
+            lost = await next_of(bob, ConnectionLost, timeout=10)
+            await asyncio.sleep(0.3)  # a new session's Hello (and the RESET) wait in the server's socket
+        finally:
+            running.process.send_signal(signal.SIGCONT)
+        events = []
+        while not any(isinstance(event, Registered) for event in events):
+            event = await bob.next_event(timeout=10)
+            assert event is not None, f"not registered again within 10 s: {events}"
+            events.append(event)
+        await bob.close()
+        return lost, events
+
+    lost, events = asyncio.run(scenario())
+    assert "the server stopped answering" in lost.reason
+    assert [event for event in events if isinstance(event, ErrorReceived)] == []
 
 
 @pytest.mark.parametrize("plain", [False, True], ids=["reliable", "plain"])

@@ -72,15 +72,22 @@ class UdpChatClient(ChatClient):
         if self._closing:
             return
         self._closing = True
+        said_bye = False
         if self._transport is not None and self.connected:
             self._write(Bye())
             self._pump()  # now: the socket closes below
-            # Give a reliable BYE a moment to be acknowledged; the server's
-            # heartbeat timeout covers us if it never arrives.
+            # Give a reliable BYE a moment to be acknowledged.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 0.5
             while self.link.endpoint and self.link.endpoint.unacknowledged and loop.time() < deadline:
                 await asyncio.sleep(0.01)
+            said_bye = not (self.link.endpoint and self.link.endpoint.unacknowledged)
+        if self._transport is not None:
+            if not said_bye:
+                # The server may still hold our session (the BYE is unacknowledged, or we
+                # were between attempts to reconnect): a RESET frees our name there at once.
+                self.link.abandon()
+                self._pump()
             if isinstance(self._send_path, LossyPath):  # --delay, --jitter, --reorder may still hold the BYE
                 await self._send_path.drained(limit=2.0)
         self._timer.cancel()
@@ -111,7 +118,9 @@ class UdpChatClient(ChatClient):
             # The attempt is over: nothing of it may go out any more. A Hello still being
             # retransmitted would register our name with a server that comes back meanwhile,
             # in a session nobody waits for, and the next attempt's Hello would get 409.
-            self.link.stop_hello_retry()
+            # (If the server did answer, the RESET abandon() sends tells it to forget us.)
+            self.link.abandon()
+            self._pump()
             self._timer.cancel()
             raise
         # Anything the server never confirmed goes again; it drops repeats by ref.

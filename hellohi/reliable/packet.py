@@ -96,6 +96,13 @@ def encode(packet: Packet, pad_to: int = 0) -> bytes:
     )
 
 
+def reset_packet(token: int) -> bytes:
+    """A RESET for session `token`: "forget this session". A 22-byte header, never more
+    than any datagram it answers. Servers send it to a session they do not know (or
+    when they stop), clients for a session they abandon; nobody ever answers one."""
+    return encode(Packet(token, 0, 1, flags=FLAG_RESET))
+
+
 # The most common datagram, one fragment and no ack ranges (a chat frame, or its
 # answer, with nothing lost), packs its header and fragment header in one call.
 _HEADER_AND_FRAGMENT = struct.Struct(HEADER.format + FRAGMENT.format[1:])
