@@ -36,7 +36,7 @@ from .client_session import (
     StatusChanged,
 )
 from .chat_client import ChatClient, HelloRefused
-from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
+from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, DEFAULT_MAX_BODY, NAME_RULE
 from .console import reader_went_away
 from .relay import format_peer
 from .waiting import event_set_within
@@ -102,6 +102,14 @@ def recipient_problem(to: str) -> str | None:
     return f"{to!r} is not a name anybody can have: {NAME_RULE}"
 
 
+def text_problem(text: str) -> str | None:
+    """Why a message with this text cannot be sent (the protocol's body limit), or None."""
+    size = len(text.encode("utf-8", "surrogateescape"))  # as ChatClient.send encodes it
+    if size <= DEFAULT_MAX_BODY:
+        return None
+    return f"the text is {size} bytes; a message holds at most {DEFAULT_MAX_BODY}"
+
+
 def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str | None:
     """What is wrong with --name or a --send's NAME, checked before connecting; None if nothing.
 
@@ -113,6 +121,8 @@ def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str 
     for to, text in sends:
         if problem := recipient_problem(to):
             return f"--send {to + ':' + text!r}: {problem}, e.g. --send bob:hello"
+        if problem := text_problem(text):
+            return f"--send {to}:...: {problem}; split it into several --send"
     return None
 
 
@@ -316,6 +326,8 @@ async def _interactive(client, printer: Printer) -> int:
                 target, _, text = command.removeprefix("/msg ").lstrip("@").partition(" ")
                 if target and text and (problem := recipient_problem(target)):
                     printer.help(f"not sent: {problem}, e.g. @bob hello")
+                elif target and text and (problem := text_problem(text)):
+                    printer.help(f"not sent: {problem}; send it in parts")
                 elif target and text:
                     ref = client.send(target, text)
                     typed.sent(ref)

@@ -163,7 +163,9 @@ class ChatClient:
         return self.name
 
     def send(self, to: str, body: bytes | str) -> str:
-        """Queue a message for `to`; returns its ref (STATUS events name it)."""
+        """Queue a message for `to`; returns its ref (STATUS events name it).
+
+        ValueError for a body over 65536 bytes, the protocol's limit."""
         if isinstance(body, str):
             # Bytes that were not UTF-8 on the command line or a terminal reach Python as
             # surrogates (PEP 383); surrogateescape sends them as the bytes they were.

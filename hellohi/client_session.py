@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Union
 
-from .codec import Ack, Bye, Err, Frame, Hello, Hi, Msg, Online, Ping, Pong, Send, Status
+from .codec import DEFAULT_MAX_BODY, Ack, Bye, Err, Frame, Hello, Hi, Msg, Online, Ping, Pong, Send, Status
 
 
 @dataclass(slots=True)
@@ -108,6 +108,10 @@ class ClientSession:
         return Hello(self.name)
 
     def send(self, to: str, body: bytes) -> Send:
+        if len(body) > DEFAULT_MAX_BODY:
+            # The server would answer ERR 413 and close the connection, and the SEND, still
+            # unconfirmed, would go again on every reconnect.
+            raise ValueError(f"a message of {len(body)} bytes is over the protocol's limit of {DEFAULT_MAX_BODY}")
         ref = f"{self._ref_prefix}-{self._next_ref}"
         self._next_ref += 1
         frame = Send(to, ref, body)

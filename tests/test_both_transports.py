@@ -8,10 +8,14 @@ and amplification limit) is in tests/test_tcp.py and tests/test_udp.py.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
 from hellohi import eventloop
+from hellohi.codec import DEFAULT_MAX_BODY
+from hellohi.launcher import REPO_ROOT
 from hellohi.client_session import MessageReceived, OnlineList, Registered, StatusChanged
 from tcp.client import TcpChatClient
 from tests.support import Servers, live_relay, next_of, ring_of_clients
@@ -134,3 +138,21 @@ def test_messages_the_program_did_not_take_stay_stored_for_next_time(transport):
     taken, later = asyncio.run(take_two_then_the_rest())
     assert taken == [b"message 0", b"message 1"]
     assert later == [b"message 2", b"message 3", b"message 4"]
+
+
+def test_a_message_over_the_protocols_limit_is_refused_by_the_client_not_sent(transport):
+    # Sent, it got ERR 413 and the interactive client gave up for good; a line over 1 MiB
+    # raised a traceback in the UDP client (over the reliability layer's largest message).
+    server, client = transport
+    argv = [sys.executable, "-m", f"{server.transport}.client", "--server", f"127.0.0.1:{server().port}", "--name", "alice"]
+    typed = f"@bob {'x' * (2 * 1024 * 1024)}\n@alice short\n/quit\n"
+    chat = subprocess.run(argv, cwd=REPO_ROOT, input=typed, capture_output=True, text=True, timeout=30)
+    assert chat.returncode == 0, chat.stdout[-2000:] + chat.stderr[-2000:]
+    assert "not sent: the text is 2097152 bytes; a message holds at most 65536; send it in parts" in chat.stdout
+    assert "-> alice: short" in chat.stdout and "connection lost" not in chat.stdout
+    scripted = subprocess.run([*argv, "--send", "bob:" + "y" * (DEFAULT_MAX_BODY + 1)], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=30)
+    assert scripted.returncode == 2 and scripted.stderr == (
+        "error: --send bob:...: the text is 65537 bytes; a message holds at most 65536; split it into several --send\n")
+    with pytest.raises(ValueError, match="a message of 65537 bytes is over the protocol's limit of 65536"):
+        client("127.0.0.1", 9, "alice").send("bob", b"z" * (DEFAULT_MAX_BODY + 1))

@@ -428,12 +428,12 @@ def test_client_reconnects_and_resends_after_the_server_restarts(server):
 
 
 def test_a_frame_the_server_cannot_take_is_not_resent_in_a_reconnect_loop(server):
-    port = server().port
+    port = server("--max-body", "60000").port  # lowered: the client itself refuses more than 65536
 
     async def scenario():
         alice = TcpChatClient("127.0.0.1", port, "alice", max_backoff=0.2)
         await alice.connect()
-        alice.send("bob", b"x" * 70_000)  # over the server's --max-body: ERR 413, connection closed
+        alice.send("bob", b"x" * 61_000)  # over the server's --max-body: ERR 413, connection closed
         lost = await next_of(alice, ConnectionLost)
         later = await alice.next_event(timeout=1.0)  # a reconnect would say HI (and be refused again)
         await alice.close()
@@ -443,7 +443,7 @@ def test_a_frame_the_server_cannot_take_is_not_resent_in_a_reconnect_loop(server
     assert not lost.reconnecting and "413 too-large" in lost.reason
     assert later is None
     # The command line stops at once too, and says why (not only "not stored").
-    cli = run_client(port, "--name", "alice", "--send", "bob:" + "x" * 70_000, "--timeout", "20", timeout=10)
+    cli = run_client(port, "--name", "alice", "--send", "bob:" + "x" * 61_000, "--timeout", "20", timeout=10)
     assert cli.returncode == 1 and cli.stdout.count("HI: registered") == 1
     assert "the server refused a frame we sent: 413 too-large" in cli.stdout and "giving up" in cli.stdout
     # It did not wait out --timeout 20 (run_client's own 10 s would have stopped it first):
