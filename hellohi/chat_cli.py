@@ -10,7 +10,8 @@ Modes:
   tests and autograders; exit status 0 means everything was sent and every
   expected message arrived (1: something is missing, or the connection was lost
   for good; 2: the server could not be reached or refused Hello, or a flag is wrong);
-- poll: `--poll [IDLE]`: connect, collect what waits, leave after IDLE quiet seconds.
+- poll: `--poll [IDLE]`: connect, collect what waits, leave after IDLE quiet seconds
+  (1 if the server went away meanwhile and was not back within IDLE seconds).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
     wanted_state = "delivered" if args.wait_delivered else "stored"
     outstanding = _SentMessages(answers=(wanted_state,))
     lost = ""  # why the connection ended for good, if it did
+    away = ""  # why the connection ended, while the client reconnects
     received = 0
     for to, text in sends:
         ref = client.send(to, text)
@@ -227,12 +229,22 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
         outstanding.answered(event)
         if isinstance(event, MessageReceived):
             received += 1
-        elif isinstance(event, ConnectionLost) and not event.reconnecting:
+        elif isinstance(event, Registered):
+            away = ""
+        elif isinstance(event, ConnectionLost) and event.reconnecting:
+            away = event.reason
+        elif isinstance(event, ConnectionLost):
             lost = event.reason
             break
     problems = []
     if lost:
         problems.append(f"the connection was lost ({lost})")
+    if away and args.poll:
+        # A quiet spell with nobody at the other end is no sign that everything has come.
+        problems.append(f"the server went away before the poll finished ({away}): messages may still be "
+                        "waiting; run the poll again when the server is back")
+    elif away:
+        problems.append(f"the server went away ({away}) and was not back in time")
     if outstanding.unanswered:
         problems.append(f"{len(outstanding.unanswered)} of {len(sends)} messages not {wanted_state}")
     if outstanding.refused:

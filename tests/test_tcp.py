@@ -249,6 +249,32 @@ def test_cli_with_no_reconnect_exits_when_the_server_goes(server, mode):
     assert "Traceback" not in errors, errors
 
 
+@pytest.mark.parametrize("back, idle", [(False, "1"), (True, "3")], ids=["gone", "restarted"])
+def test_a_poll_whose_server_goes_away_does_not_say_done_unless_it_comes_back(server, back, idle):
+    # A poll that lost its server said "done" and exited 0 once the quiet spell passed, as
+    # if it had collected everything; a server back within the spell is only a reconnect.
+    first = server()
+    client = subprocess.Popen(client_argv(first.port, "--name", "bob", "--poll", idle, "--timeout", "30", "--json"),
+                              cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        while json.loads(client.stdout.readline())["event"] != "registered":
+            pass
+        first.kill()
+        if back:
+            server(port=first.port)
+        output, errors = client.communicate(timeout=30)
+    finally:
+        client.kill()
+    last = json.loads(output.splitlines()[-1])
+    if back:
+        assert client.returncode == 0 and last["event"] == "done", output + errors
+    else:
+        assert client.returncode == 1 and last["event"] == "incomplete", output + errors
+        assert last["problems"] == ["the server went away before the poll finished (server closed the connection): "
+                                    "messages may still be waiting; run the poll again when the server is back"]
+
+
 def test_cli_whose_reader_goes_away_stops_quietly(server):
     port = server().port
     client = subprocess.Popen(client_argv(port, "--name", "bob", "--poll", "0.5", "--json"), cwd=REPO_ROOT,

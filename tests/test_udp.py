@@ -141,6 +141,27 @@ def test_a_server_that_stops_tells_its_sessions_so_a_client_that_will_not_reconn
     assert not lost.reconnecting and "the server reset this session: it stopped" in lost.reason
 
 
+@pytest.mark.parametrize("mode", [[], ["--plain"]], ids=["reliable", "plain"])
+def test_a_poll_whose_server_was_killed_does_not_say_done(server, mode):
+    # A killed server sends no RESET: the client learns it from its own heartbeat, three
+    # PING intervals of silence, which must come within the poll's quiet spell (docs/udp.md).
+    running = server()
+    client = subprocess.Popen([sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{running.port}", "--name",
+                               "bob", *mode, "--heartbeat", "0.1", "--poll", "1.5", "--timeout", "30", "--json"],
+                              cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        while json.loads(client.stdout.readline())["event"] != "registered":
+            pass
+        running.kill()
+        output, errors = client.communicate(timeout=30)
+    finally:
+        client.kill()
+    last = json.loads(output.splitlines()[-1])
+    assert client.returncode == 1 and last["event"] == "incomplete", output + errors
+    assert last["problems"][0].startswith("the server went away before the poll finished (")
+
+
 def test_a_failed_attempt_to_connect_sends_nothing_more():
     # While a server is down, each attempt to reconnect fails on ICMP "port unreachable". A
     # failed attempt's Hello, left retransmitting (1 s later), registered the name with a
