@@ -31,6 +31,7 @@ class TcpChatClient(ChatClient):
     def __init__(self, host: str, port: int, name: str | None = None, **options):
         super().__init__(host, port, name, **options)
         self._transport: asyncio.Transport | None = None
+        self._protocol: _StreamProtocol | None = None
         self._closed: asyncio.Future[None] | None = None  # resolved when the connection is gone
         # The first frame written in a turn of the event loop leaves at once, so a
         # lone request (Hello, one SEND) waits for nothing. Frames written after it
@@ -78,7 +79,7 @@ class TcpChatClient(ChatClient):
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
         self._closed = closed
-        self._transport, _ = await loop.create_connection(lambda: _StreamProtocol(self, closed), self.host, self.port)
+        self._transport, self._protocol = await loop.create_connection(lambda: _StreamProtocol(self, closed), self.host, self.port)
         self._pending = None  # meant for the old connection; what matters goes again below
         self._expect_hello_answer()
         self._write(self.session.hello())
@@ -101,7 +102,10 @@ class TcpChatClient(ChatClient):
                 self._write(frame)
 
     def _server_silent(self) -> None:
-        if self._transport:
+        if self._transport and self._protocol:
+            # Not "server closed the connection": the connection is open, the server just went quiet.
+            silent = asyncio.get_running_loop().time() - self._last_heard
+            self._protocol.reason = f"the server stopped answering: nothing heard from it for {silent:.1f} s"
             self._transport.abort()  # the server is gone without a FIN; connection_lost reconnects
 
 

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from hellohi import eventloop
 from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
 from hellohi.codec import NAME_RULE
 from hellohi.launcher import REPO_ROOT, cannot_listen
@@ -451,6 +452,38 @@ def test_client_reconnects_and_resends_after_the_server_restarts(server):
     lost, ref, stored, message = asyncio.run(scenario())
     assert lost.reconnecting
     assert stored.ref == ref and message.body == b"sent while the server was down"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_server_that_stops_answering_is_not_said_to_have_closed_the_connection(loop):
+    """A server of the test's own that says HI and then nothing (as one that is SIGSTOPped):
+    the client's keep-alive gives up on it with the connection still open, and said
+    "server closed the connection"."""
+
+    async def scenario():
+        connections = []
+
+        async def mute_server(reader, writer):
+            connections.append(writer)
+            await reader.readline()
+            writer.write(b"HI alice hellohi/1 15000\n")
+            await reader.read()  # the PINGs, unanswered, until the client hangs up
+
+        listening = await asyncio.start_server(mute_server, "127.0.0.1", 0)
+        port = listening.sockets[0].getsockname()[1]
+        alice = TcpChatClient("127.0.0.1", port, "alice", heartbeat=0.1)
+        await alice.connect()
+        lost = await next_of(alice, ConnectionLost)
+        await alice.close()
+        listening.close()
+        for writer in connections:
+            writer.close()
+        return lost
+
+    lost = eventloop.run(scenario(), loop)
+    assert lost.reconnecting  # as for any lost connection
+    said = re.fullmatch(r"the server stopped answering: nothing heard from it for ([0-9.]+) s", lost.reason)
+    assert said and float(said.group(1)) >= 0.3, lost.reason  # three heartbeats
 
 
 def test_a_frame_the_server_cannot_take_is_not_resent_in_a_reconnect_loop(server):
