@@ -1,0 +1,65 @@
+"""What the docs say about the limits, held against the code: a limit they call fixed has the
+code's number, and a flag they name is one the programs take. (They called fixed limits
+configurable: a student looking for the flag found none.)"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+
+import pytest
+
+from hellohi.chat_client import ChatClient
+from hellohi.client_session import SEEN_IDS_REMEMBERED
+from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE
+from hellohi.datagram_relay import DatagramLimits
+from hellohi.launcher import REPO_ROOT
+from hellohi.options import add_client_arguments, add_udp_arguments
+from hellohi.reliable import DEFAULT
+from hellohi.store import MessageStore
+from tcp.server import build_parser as tcp_server_parser
+from udp.server import build_parser as udp_server_parser
+
+
+def limits_section(path: str, heading: str) -> str:
+    """The text under `heading`, up to the next heading, with its line breaks as spaces."""
+    text = (REPO_ROOT / path).read_text()
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return " ".join(text[start:end if end != -1 else None].split())
+
+
+README_LIMITS = limits_section("README.md", "## Guarantees and limits")
+UDP_LIMITS = limits_section("docs/udp.md", "## Limits")
+PROTOCOL_LIMITS = limits_section("PROTOCOL.md", "## 1. Framing")
+
+
+def test_the_limits_the_docs_call_fixed_have_the_codes_numbers():
+    fixed = README_LIMITS[README_LIMITS.index("Fixed, with no flag:"):]
+    refs_kept = inspect.signature(MessageStore).parameters["refs_kept"].default
+    max_backoff = inspect.signature(ChatClient).parameters["max_backoff"].default
+    for said in (f"header lines of at most {DEFAULT_MAX_LINE} bytes",
+                 f"bodies of at most {DEFAULT_MAX_BODY // 1024} KiB",
+                 f"the {refs_kept:,} newest refs the server remembers",
+                 f"the {SEEN_IDS_REMEMBERED} newest message ids a client remembers",
+                 f"reconnect backoff, at most {max_backoff:g} s"):
+        assert said in fixed
+    fixed = UDP_LIMITS[UDP_LIMITS.index("Fixed, with no flag:"):]
+    for said in (f"a reliable message (at most {DEFAULT.max_message // 2**20} MiB)",
+                 f"the send window ({DEFAULT.send_window} packets)",
+                 f"datagrams held for an unverified address ({DatagramLimits().max_held_datagrams};"):
+        assert said in fixed
+    assert f"a client reads at most {DEFAULT_MAX_LINE} and {DEFAULT_MAX_BODY:,} bytes, fixed" in UDP_LIMITS
+
+
+@pytest.mark.parametrize("section", [README_LIMITS, UDP_LIMITS, PROTOCOL_LIMITS], ids=["README", "udp.md", "PROTOCOL"])
+def test_the_limits_the_docs_give_a_flag_have_one(section):
+    client = argparse.ArgumentParser()
+    add_client_arguments(client)
+    add_udp_arguments(client, client=True)
+    flags = set(re.findall(r"--[a-z-]+", "".join(parser.format_help() for parser in
+                                                 (client, tcp_server_parser(), udp_server_parser()))))
+    named = set(re.findall(r"`(--[a-z-]+)", section))
+    assert named and named <= flags
+    assert "configurable" not in section  # a flag is named, or the limit is called fixed
