@@ -1,7 +1,8 @@
 """Command-line options shared by the TCP and UDP servers and clients.
 
 Both transports take the same flags, so a lab handout can say "the same
-command with udp instead of tcp". Every limit the relay enforces is a flag.
+command with udp instead of tcp". Most limits the relay enforces are flags; README and
+docs/udp.md list the few that are fixed.
 """
 
 from __future__ import annotations

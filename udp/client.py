@@ -153,7 +153,7 @@ class UdpChatClient(ChatClient):
 
     def _server_silent(self) -> None:
         silent = asyncio.get_running_loop().time() - self._last_heard
-        self._connection_lost(f"nothing heard from the server for {silent:.0f} s")
+        self._connection_lost(f"the server stopped answering: nothing heard from it for {silent:.1f} s")
 
     # ------------------------------------------------------------ datagrams and the timer
 
