@@ -43,7 +43,7 @@ from typing import Callable, Sequence, Union
 from .codec import Decoder, Err, Frame, Hello, Hi, encode
 from .errors import ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
-from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived
+from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived, MessageTooLarge
 from .reliable.packet import ACK_DELAY_UNIT, PacketError, decode, is_reliable, reset_packet, unpack_common_shape
 
 # A plain Hello is padded with blank lines (which the decoder skips) to this size,
@@ -266,6 +266,9 @@ class DatagramLink:
             elif isinstance(event, MessageFailed) and not self._failed:
                 self._failed = True
                 out.append(LinkFailed(f"the server stopped answering: {event.reason}"))
+            elif isinstance(event, MessageTooLarge) and not self._failed:
+                self._failed = True
+                out.append(LinkFailed(f"the server sent a message over {event.limit} bytes"))
         return out
 
     def _frames(self, messages: Sequence[bytes | SessionReset | LinkFailed]) -> list[Received]:

@@ -36,7 +36,7 @@ from typing import Callable
 from .codec import Decoder, Frame, Hi, Ping, Pong, encode
 from .errors import ErrorCode, ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
-from .reliable.endpoint import MessageFailed, MessageReceived
+from .reliable.endpoint import MessageFailed, MessageReceived, MessageTooLarge
 from .reliable.packet import (
     ACK_DELAY_UNIT,
     PacketError,
@@ -351,6 +351,10 @@ class DatagramRelay:
                 self._say(f"session #{session.connection}: {event.reason}")
                 self._forget(session)
                 self.relay.disconnected(session.connection)
+            elif isinstance(event, MessageTooLarge):
+                # Dropped whole, and frames may span messages: nothing after it can be trusted.
+                too_large = ProtocolError(ErrorCode.TOO_LARGE, f"a message over {event.limit} bytes", fatal=True)
+                self.relay.reject(session.connection, too_large)
 
     # ------------------------------------------------------------ plain datagrams
 

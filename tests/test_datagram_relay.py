@@ -12,7 +12,8 @@ import itertools
 
 import pytest
 
-from hellohi.client_session import ClientSession, DuplicateDropped, MessageReceived, Registered, StatusChanged
+from hellohi.client_session import (ClientSession, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
+                                    StatusChanged)
 from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
@@ -482,6 +483,21 @@ def test_an_abandoned_session_sends_nothing_more_and_its_late_datagrams_are_igno
     assert bob.link.receive(late, net.now) == [] and bob.link.token == 0  # ...not the old session's
     bob.link.send_frame(Hello("bob"), net.now)
     assert [decode(datagram).token for datagram in bob.link.datagrams_to_send(net.now)] == [0]
+
+
+def test_a_reliable_message_over_the_servers_largest_gets_err_413_and_ends_the_session():
+    net = Network()
+    alice = net.client("alice", 1)
+    alice.link = DatagramLink(DEFAULT.with_changes(max_message=4 * DEFAULT.max_message))  # a client built by hand
+    alice.hello()
+    net.run(1)
+    token = alice.link.token
+    alice.link.send_message(b"SEND bob r1 5\nhello\n" + b"\n" * DEFAULT.max_message, net.now)
+    alice.pump()
+    net.run(10)
+    refused = [e for e in alice.events if isinstance(e, ErrorReceived)]
+    assert [(e.code, e.detail) for e in refused] == [(413, f"a message over {DEFAULT.max_message} bytes")]
+    assert token not in net.server._by_token and net.server.relay.online == []
 
 
 def test_nat_rebinding_keeps_the_session():

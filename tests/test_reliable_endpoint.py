@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bench.kcp_peer import KcpScenario, kcp_available, simulate_kcp, simulate_reliable
-from hellohi.reliable import DEFAULT, TURBO, Impairment, MessageFailed, ReliableEndpoint
+from hellohi.reliable import DEFAULT, TURBO, Impairment, MessageFailed, MessageReceived, MessageTooLarge, ReliableEndpoint
 from hellohi.reliable.config import smallest_max_datagram
 from hellohi.reliable.congestion import NewReno
 from hellohi.reliable.packet import Packet, decode, encode
@@ -72,6 +72,24 @@ def test_the_smallest_datagram_allowed_still_carries_the_largest_message():
     largest = bytes(range(256)) * (DEFAULT.max_message // 256)
     sim = run_stream(config, Impairment(seed=2), [largest])
     assert sim.received["b"] == [largest]
+
+
+def test_a_message_over_max_message_is_reported_not_dropped_in_silence():
+    # The receiver dropped it and went on: the sender's next frames were read without it.
+    sender = ReliableEndpoint(DEFAULT.with_changes(max_message=4 * DEFAULT.max_message), token=7, now=0.0)
+    receiver = ReliableEndpoint(DEFAULT, token=7, now=0.0)
+    sender.send_message(b"x" * (DEFAULT.max_message + 1), 0.0)
+    sender.send_message(b"after", 0.0)
+    now = 0.0
+    while sender.unacknowledged and now < 60:
+        now += 0.01
+        for datagram in sender.datagrams_to_send(now):
+            receiver.receive_datagram(datagram, now)
+        for datagram in receiver.datagrams_to_send(now):
+            sender.receive_datagram(datagram, now)
+        sender.handle_timer(now), receiver.handle_timer(now)
+    events = receiver.pop_events()
+    assert events == [MessageTooLarge(1, DEFAULT.max_message), MessageReceived(2, b"after")]
 
 
 def test_both_directions_at_once():

@@ -23,6 +23,7 @@ from .endpoint import (
     MessageDelivered,
     MessageFailed,
     MessageReceived,
+    MessageTooLarge,
     ReliableEndpoint,
 )
 from .impair import Impairment
@@ -36,6 +37,7 @@ __all__ = [
     "MessageDelivered",
     "MessageFailed",
     "MessageReceived",
+    "MessageTooLarge",
     "PacketError",
     "ReliabilityConfig",
     "ReliableEndpoint",

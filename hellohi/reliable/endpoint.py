@@ -83,7 +83,16 @@ class MessageFailed:
     reason: str
 
 
-Event = Union[MessageReceived, MessageDelivered, MessageFailed]
+@dataclass(slots=True)
+class MessageTooLarge:
+    """The peer sent a message over our max_message: it was dropped, not delivered.
+    (What follows may depend on it, so the caller should end the session.)"""
+
+    message_id: int
+    limit: int
+
+
+Event = Union[MessageReceived, MessageDelivered, MessageFailed, MessageTooLarge]
 
 
 @dataclass
@@ -688,6 +697,7 @@ class ReliableEndpoint:
             if self._partial_size > self.config.max_message:
                 self._stats.fragments_discarded += len(self._partial)
                 self._partial, self._partial_size = [], 0
+                self._events.append(MessageTooLarge(fragment.message_id, self.config.max_message))
                 continue
             if fragment.index == fragment.count - 1:
                 data = b"".join(piece.data for piece in self._partial)
