@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 
 from hellohi.client_session import MessageReceived, StatusChanged
-from hellohi.launcher import start_server
+from hellohi.launcher import REPO_ROOT, start_server
 
 
 class Servers:
@@ -28,6 +30,15 @@ class Servers:
     def stop_all(self) -> None:
         for process in self.started:
             process.stop()
+
+
+def registered_client_process(argv: list[str]) -> subprocess.Popen:
+    """A client command line run with --json, returned once it has printed its "registered" event."""
+    client = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    while json.loads(client.stdout.readline())["event"] != "registered":
+        pass
+    return client
 
 
 async def next_of(client, kind: type, timeout: float = 5.0):

@@ -452,11 +452,16 @@ def test_a_client_that_acknowledges_nothing_but_keeps_sending_is_dropped_with_50
     assert net.server.stats.unknown_token == 1  # its next packet gets RESET: it starts over
 
 
-def test_a_session_the_client_abandons_is_freed_at_once_but_only_by_its_own_address():
+def registered_bob() -> tuple[Network, Client]:
     net = Network()
     bob = net.client("bob", 2)
     bob.hello()
     net.run(1)
+    return net, bob
+
+
+def test_a_session_the_client_abandons_is_freed_at_once_but_only_by_its_own_address():
+    net, bob = registered_bob()
     old = bob.link.token
     # A RESET with bob's token from elsewhere (an overheard token) ends nothing.
     net.inject(reset_packet(old), ("198.18.0.99", 4444))
@@ -469,10 +474,7 @@ def test_a_session_the_client_abandons_is_freed_at_once_but_only_by_its_own_addr
 
 
 def test_an_abandoned_session_sends_nothing_more_and_its_late_datagrams_are_ignored():
-    net = Network()
-    bob = net.client("bob", 2)
-    bob.hello()
-    net.run(1)
+    net, bob = registered_bob()
     old = bob.link.token
     late = encode_packet(Packet(old, 50, 1, fragments=(Fragment(50, 0, 1, b"PING late\n"),)))
     bob.link.abandon()

@@ -22,7 +22,7 @@ from hellohi.client_session import ConnectionLost, MessageReceived, StatusChange
 from hellohi.codec import NAME_RULE
 from hellohi.launcher import REPO_ROOT, cannot_listen
 from hellohi.waiting import event_set_within
-from tests.support import Servers, next_of
+from tests.support import Servers, next_of, registered_client_process
 from tcp.client import ConnectFailed, TcpChatClient
 
 
@@ -255,12 +255,8 @@ def test_a_poll_whose_server_goes_away_does_not_say_done_unless_it_comes_back(se
     # A poll that lost its server said "done" and exited 0 once the quiet spell passed, as
     # if it had collected everything; a server back within the spell is only a reconnect.
     first = server()
-    client = subprocess.Popen(client_argv(first.port, "--name", "bob", "--poll", idle, "--timeout", "30", "--json"),
-                              cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    client = registered_client_process(client_argv(first.port, "--name", "bob", "--poll", idle, "--timeout", "30", "--json"))
     try:
-        while json.loads(client.stdout.readline())["event"] != "registered":
-            pass
         first.kill()
         if back:
             server(port=first.port)

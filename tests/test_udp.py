@@ -20,7 +20,7 @@ from hellohi import eventloop
 from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
                                     StatusChanged)
 from hellohi.launcher import REPO_ROOT
-from tests.support import Servers, next_of
+from tests.support import Servers, next_of, registered_client_process
 from hellohi.reliable import DEFAULT, TURBO, Impairment
 from hellohi.reliable.packet import Packet, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
@@ -146,13 +146,10 @@ def test_a_poll_whose_server_was_killed_does_not_say_done(server, mode):
     # A killed server sends no RESET: the client learns it from its own heartbeat, three
     # PING intervals of silence, which must come within the poll's quiet spell (docs/udp.md).
     running = server()
-    client = subprocess.Popen([sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{running.port}", "--name",
-                               "bob", *mode, "--heartbeat", "0.1", "--poll", "1.5", "--timeout", "30", "--json"],
-                              cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    client = registered_client_process([sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{running.port}",
+                                        "--name", "bob", *mode, "--heartbeat", "0.1", "--poll", "1.5", "--timeout", "30",
+                                        "--json"])
     try:
-        while json.loads(client.stdout.readline())["event"] != "registered":
-            pass
         running.kill()
         output, errors = client.communicate(timeout=30)
     finally:
