@@ -294,9 +294,12 @@ class DatagramRelay:
     def _take_reset(self, token: int, address: Address) -> None:
         """The client abandoned this session (it gave up on us, or is starting over): its
         name and client slot are free now, not at --timeout. Only from the session's own
-        proven address: the token alone might have been overheard."""
+        address: the token alone might have been overheard. Verified or not: a RESET that
+        carries the token from the address we sent it to proves that address as any datagram
+        with the token does, and a client whose Hello is refused (ERR 409) abandons the session
+        before its first datagram with the token, so that RESET is the only one it sends."""
         session = self._by_token.get(token)
-        if session is None or not session.verified or address != session.address:
+        if session is None or address != session.address:
             return
         self._say(f"session #{session.connection} reset by the client")
         self._forget(session)

@@ -159,6 +159,32 @@ def test_a_poll_whose_server_was_killed_does_not_say_done(server, mode):
     assert last["problems"][0].startswith("the server went away before the poll finished (")
 
 
+def test_a_refused_hello_frees_its_client_slot_at_once(server):
+    # A Hello refused with ERR 409 ends the attempt in the very turn its answer arrives, before
+    # the datagram that would echo the new token (and prove the address) goes out: the RESET
+    # that follows is then the session's only datagram with that token. Ignored as "unverified",
+    # each refused attempt held a client slot until --timeout: here the second got ERR 503.
+    running = server("--max-clients", "2")
+
+    async def scenario():
+        bob = UdpChatClient("127.0.0.1", running.port, "bob")
+        await bob.connect()
+        for _ in range(2):
+            impostor = UdpChatClient("127.0.0.1", running.port, "bob", reconnect=False)
+            with pytest.raises(ConnectFailed, match="409"):
+                await impostor.connect()
+            await impostor.close()
+            await asyncio.sleep(0.2)  # its RESET reaches the server
+        carol = UdpChatClient("127.0.0.1", running.port, "carol")
+        try:
+            return await carol.connect()
+        finally:
+            await carol.close()
+            await bob.close()
+
+    assert asyncio.run(scenario()) == "carol"
+
+
 def test_a_failed_attempt_to_connect_sends_nothing_more():
     # While a server is down, each attempt to reconnect fails on ICMP "port unreachable". A
     # failed attempt's Hello, left retransmitting (1 s later), registered the name with a
