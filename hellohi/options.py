@@ -36,6 +36,10 @@ def listen_port(text: str) -> int:
 # enough for SQLite's 64-bit integers (a delivery window is the LIMIT of a query).
 MAX_LIMIT = 10**12
 
+# What a MSG in flight costs besides its body: "MSG ID SENDER LENGTH" and two LFs, at most
+# 92 bytes (a 19-digit id, a 64-character address name).
+MSG_OVERHEAD = 100
+
 # The longest a server's heartbeat or timeout may be: a day is already "never" in a lab,
 # and it keeps the heartbeat's milliseconds in HI a number of ordinary size.
 MAX_SERVER_SECONDS = 86400.0
@@ -106,8 +110,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
 def limits_from(args: argparse.Namespace) -> RelayLimits:
     if args.timeout <= args.heartbeat:
         raise SystemExit(f"error: --timeout ({args.timeout}) must be longer than --heartbeat ({args.heartbeat})")
-    if args.max_outbound <= args.window_bytes + args.max_body:
-        raise SystemExit("error: --max-outbound must be larger than --window-bytes plus --max-body, or normal deliveries would trip it")
+    # A full window: its bodies, one more body that may cross it, and each MSG's header and LF.
+    # (Over reliable UDP the relay queues a whole window at once, e.g. a backlog on Hello.)
+    full_window = args.window_bytes + args.max_body + min(args.window, args.max_waiting) * MSG_OVERHEAD
+    if args.max_outbound <= full_window:
+        raise SystemExit(f"error: --max-outbound must be larger than --window-bytes plus --max-body plus {MSG_OVERHEAD} "
+                         f"bytes per message of --window (here {full_window}), or normal deliveries would trip it")
     return RelayLimits(
         max_clients=args.max_clients,
         max_waiting_per_recipient=args.max_waiting,

@@ -381,6 +381,9 @@ def test_a_host_name_that_does_not_resolve_is_said_in_words_not_as_an_unknown_er
     ("udp.server", ["--window", str(2**63)], f"argument --window: '{2**63}' must be at most 1,000,000,000,000"),
     ("tcp.server", ["--max-outbound", "-5"], "argument --max-outbound: '-5' must be greater than 0"),
     ("udp.server", ["--max-outbound", "1000"], "error: --max-outbound must be larger than --window-bytes plus --max-body"),
+    # Each MSG's header counts too: over UDP a reconnecting client's backlog of small messages
+    # (a whole window queued at once) passed 4 MiB, got ERR 507, and so on every reconnect.
+    ("udp.server", ["--window", "10000", "--window-bytes", "4000000"], "error: --max-outbound must be larger than --window-bytes"),
     # Smaller datagrams cannot carry a 1 MiB message in 65535 fragments: send_message() raised.
     ("udp.client", ["--max-datagram", "112"], "argument --max-datagram: '112' must be from 113 to 65507"),
     ("udp.server", ["--max-datagram", "65508"], "argument --max-datagram: '65508' must be from 113 to 65507"),
