@@ -24,8 +24,9 @@ The session rules it follows:
 - A session we abandon (we gave up on the server, or start a new one) is
   ended with a RESET of our own, so that the server frees our name and its
   client slot at once instead of at its --timeout; a name still held there
-  would get our next Hello ERR 409. Nothing else of it goes out any more, and
-  its late datagrams are ignored.
+  would get our next Hello ERR 409. The RESET is said again with each new
+  session's first datagrams until one gets HI, as it may be lost. Nothing else
+  of it goes out any more, and its late datagrams are ignored.
 - Plain mode retransmits nothing, except the Hello that starts a session: a
   client whose Hello or HI was lost would otherwise wait for an answer that
   never comes. Until HI (or an ERR) arrives, the link says Hello again every
@@ -105,6 +106,9 @@ class DatagramLink:
         self._abandoned = False  # the session is over here; start() begins the next
         self._server_forgot = False  # it sent RESET: our session is gone there already
         self._goodbyes: list[bytes] = []  # RESETs for sessions we abandoned, to send first
+        # ...and said again with each new session's first datagrams until one gets HI: one RESET
+        # sent while the network is down is lost, and the name stayed taken until --timeout.
+        self._resets_owed: deque[bytes] = deque(maxlen=8)
         # A few recent abandoned tokens: a late datagram of one must not become the new session's.
         self._old_tokens: deque[int] = deque(maxlen=8)
 
@@ -124,6 +128,7 @@ class DatagramLink:
     def start(self, now: float) -> None:
         """Begin a new session: the old one is abandoned (see abandon())."""
         self.abandon()
+        self._goodbyes = list(self._resets_owed)
         self._abandoned = self._failed = self._server_forgot = False
         self._decoder = Decoder(self.max_line, self.max_body)
         self._heard_from_server = False
@@ -143,6 +148,7 @@ class DatagramLink:
             self._old_tokens.append(token)
             if not self._server_forgot:
                 self._goodbyes.append(reset_packet(token))
+                self._resets_owed.append(reset_packet(token))
 
     # ------------------------------------------------------------ out
 
@@ -300,6 +306,8 @@ class DatagramLink:
         try:
             while (frame := self._decoder.next_frame()) is not None:
                 frames.append(frame)
+                if isinstance(frame, Hi):
+                    self._resets_owed.clear()  # the name is ours again: whatever we abandoned is gone or harmless
         except ProtocolError as error:
             if self.endpoint is None:
                 self.ignored += 1  # plain: one bad datagram, the next may be fine

@@ -473,6 +473,33 @@ def test_a_session_the_client_abandons_is_freed_at_once_but_only_by_its_own_addr
     assert [e.name for e in bob.events if isinstance(e, Registered)] == ["bob", "bob"]  # no ERR 409
 
 
+def test_the_reset_of_an_abandoned_session_is_said_again_until_a_new_session_gets_hi():
+    # bob gave up during an outage: the RESET of his old session went out with the new Hello,
+    # and both were lost. Said once only, the server kept "bob" and answered the next attempt,
+    # once the network was back, with ERR 409 until --timeout.
+    net = Network()
+    bob = net.client("bob", 2)
+    bob.hello()
+    net.run(1)
+    old = bob.link.token
+    transmit, outage, sent = net.transmit, [True], []
+    net.transmit = lambda datagram, source, destination: (
+        None if outage[0] else (sent.append(datagram), transmit(datagram, source, destination)))
+    bob.hello()  # a new session (its retries ran out); nothing reaches the server
+    net.run(3)
+    outage[0] = False
+    bob.events.clear()
+    bob.hello()  # the next attempt
+    net.run(1)
+    assert [type(e).__name__ for e in bob.events] == ["Registered"]
+    assert old not in net.server._by_token and len(net.server._by_connection) == 1
+    assert reset_packet(old) in sent
+    sent.clear()
+    current = bob.link.token
+    bob.hello()  # once HI came, the old RESET is not said any more: only the one just abandoned
+    assert [datagram for datagram in sent if decode(datagram).is_reset] == [reset_packet(current)]
+
+
 def test_an_abandoned_session_sends_nothing_more_and_its_late_datagrams_are_ignored():
     net, bob = registered_bob()
     old = bob.link.token
@@ -484,7 +511,9 @@ def test_an_abandoned_session_sends_nothing_more_and_its_late_datagrams_are_igno
     bob.link.start(net.now)  # the next attempt: token 0 until the server answers it...
     assert bob.link.receive(late, net.now) == [] and bob.link.token == 0  # ...not the old session's
     bob.link.send_frame(Hello("bob"), net.now)
-    assert [decode(datagram).token for datagram in bob.link.datagrams_to_send(net.now)] == [0]
+    # The old session's RESET again (the first may have been lost), then the new session's Hello.
+    sent = [decode(datagram) for datagram in bob.link.datagrams_to_send(net.now)]
+    assert [(packet.is_reset, packet.token) for packet in sent] == [(True, old), (False, 0)]
 
 
 def test_a_reliable_message_over_the_servers_largest_gets_err_413_and_ends_the_session():
