@@ -429,7 +429,7 @@ class DatagramRelay:
                 # It acknowledges nothing, yet may still send (PINGs, WHOs): what we owe it
                 # would grow without end. As TCP drops a client that does not read. Its
                 # ERR is queued behind the rest and most likely never arrives.
-                error = ProtocolError(ErrorCode.SLOW_READER, f"more than {self.limits.max_outbound} bytes unacknowledged", fatal=True)
+                error = ProtocolError(ErrorCode.SLOW_READER, f"more than {self.limits.max_outbound} bytes queued: it acknowledges nothing", fatal=True)
                 self.relay.reject(session.connection, error)
         else:
             self._send(session, data)

@@ -102,7 +102,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
                         default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest message body; may be lowered, not raised (default: %(default)s)")
     parser.add_argument("--max-line", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line, in bytes before its LF (default: %(default)s)")
     parser.add_argument("--max-outbound", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_OUTBOUND, metavar="BYTES",
-                        help="bytes a client may owe, unread (TCP) or unacknowledged (UDP), before ERR 507 drops it (default: %(default)s)")
+                        help="bytes a client may owe, unread (TCP) or queued while it acknowledges nothing (UDP), before ERR 507 drops it (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
     add_loop_argument(parser)
 

@@ -61,7 +61,8 @@ class RelayLimits:
 # What a transport lets one client owe before dropping it with ERR 507: bytes written to it
 # and unread (TCP), or queued for it while it acknowledges nothing (reliable UDP). Without
 # a bound, a client that stops reading but keeps sending PINGs grows the server's memory
-# without end. It must exceed a full delivery window, headers included (options.limits_from checks), or a normal burst would trip it.
+# without end. It must exceed a full delivery window, headers included, or a normal burst
+# would trip it (options.limits_from checks).
 DEFAULT_MAX_OUTBOUND = 4 * 1024 * 1024
 
 
