@@ -638,6 +638,36 @@ def test_the_datagrams_lab2_decodes_are_what_the_real_client_and_server_send(ser
     assert texts[2:] == [("client", b"SEND"), ("server", b"STATUS"), ("client", b"BYE"), ("server", b"BYE")]
 
 
+def test_an_echo_carries_the_ack_for_the_message_it_answers_in_one_datagram(server):
+    # The ACK is written when the program takes the message; written first in its turn, it
+    # left at once in a datagram of its own, and the echo written next went in a second one.
+    from hellohi.reliable.packet import decode
+
+    port = server().port
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        forward, recorder = await loop.create_datagram_endpoint(_Recorder, local_addr=("127.0.0.1", 0))
+        recorder.upstream, _ = await loop.create_datagram_endpoint(lambda: _FromServer(recorder), remote_addr=("127.0.0.1", port))
+        bob = UdpChatClient("127.0.0.1", forward.get_extra_info("sockname")[1], "bob")
+        alice = UdpChatClient("127.0.0.1", port, "alice")
+        await bob.connect(), await alice.connect()
+        for round_trip in range(5):
+            alice.send("bob", f"ping {round_trip}")
+            await next_of(bob, MessageReceived)  # takes it: the ACK is written...
+            bob.send("alice", f"pong {round_trip}")  # ...and the echo, in the same turn
+            await next_of(alice, MessageReceived)
+        await bob.close(), await alice.close()
+        forward.close()
+        recorder.upstream.close()
+        return recorder.seen
+
+    seen = asyncio.run(scenario())
+    from_bob = [[f.data.split(b" ")[0] for f in decode(data).fragments] for side, data in seen if side == "client"]
+    echoes = [frames for frames in from_bob if b"SEND" in frames]
+    assert len(echoes) == 5 and all(b"ACK" in frames for frames in echoes), from_bob
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_client_stopped_by_kill_or_a_closed_terminal_says_bye(server, signum):
     """UDP has no FIN: a client that a signal ended without BYE kept its name taken (409)

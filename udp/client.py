@@ -22,7 +22,7 @@ import asyncio
 from typing import Callable
 
 from hellohi.chat_client import ChatClient, ConnectFailed
-from hellohi.codec import Bye, Frame
+from hellohi.codec import Ack, Bye, Frame
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
 from udp.deadline import DeadlineTimer, clock
@@ -133,10 +133,15 @@ class UdpChatClient(ChatClient):
         if self.trace:
             self.trace("->", frame)
         self.link.send_frame(frame, clock())
+        if isinstance(frame, Ack):
+            # Written as the program takes a message: nobody waits for it, and what the program
+            # writes next in this turn (an echo, say) carries it in the same datagram.
+            self._pump_at_end_of_turn()
+            return
         # The first frame of a turn of the event loop leaves at once, so a lone
         # request waits for nothing; frames written after it in the same turn (a
         # burst of SENDs) leave together at the turn's end and share datagrams.
-        # Replies to a datagram (the ACKs for its MSGs) wait for the end of its turn.
+        # Replies to a datagram (a PONG to its PING) wait for the end of its turn.
         if not self._sent_this_turn and not self._reading:
             self._sent_this_turn = True
             self._pump()
