@@ -306,7 +306,7 @@ class DatagramLink:
         try:
             while (frame := self._decoder.next_frame()) is not None:
                 frames.append(frame)
-                if isinstance(frame, Hi):
+                if self._resets_owed and isinstance(frame, Hi):
                     self._resets_owed.clear()  # the name is ours again: whatever we abandoned is gone or harmless
         except ProtocolError as error:
             if self.endpoint is None:

@@ -27,7 +27,6 @@ from hellohi.store import MessageStore, StoreInUse
 log = logging.getLogger("hellohi.tcp.server")
 
 
-
 class TcpRelayServer:
     def __init__(
         self,

@@ -225,14 +225,13 @@ class ReliableEndpoint:
             # Most chat frames fit in one fragment: skip the slicing (this runs per message).
             self._queue.append(Fragment(message_id, 0, 1, data))
             pieces = 1
-            self._queued_bytes += len(data)
         else:
             # At most 65535 of them: ReliabilityConfig keeps max_datagram large enough.
             chunks = [data[start : start + size] for start in range(0, len(data), size)]
             for index, piece in enumerate(chunks):
                 self._queue.append(Fragment(message_id, index, len(chunks), piece))
             pieces = len(chunks)
-            self._queued_bytes += len(data)
+        self._queued_bytes += len(data)
         self._fragments_left[message_id] = pieces
         return message_id
 
