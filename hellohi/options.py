@@ -127,11 +127,11 @@ def limits_from(args: argparse.Namespace) -> RelayLimits:
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", type=host_port, default=("127.0.0.1", 5000), metavar="HOST:PORT", help="(default: 127.0.0.1:5000)")
+    parser.add_argument("--server", type=host_port, default=("127.0.0.1", 5000), metavar="HOST:PORT", help="the server's address (default: 127.0.0.1:5000)")
     parser.add_argument("--name", help="name to register with Hello; without it the server calls you by IP:PORT")
     parser.add_argument("--send", action="append", type=parse_send, default=[], metavar="NAME:TEXT", help="send TEXT to NAME (repeatable); makes the client scripted")
     parser.add_argument("--expect", type=non_negative_int, default=0, metavar="N", help="wait until N messages have arrived")
-    parser.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS", help="scripted mode gives up after this long (default: %(default)s)")
+    parser.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS", help="give up connecting after this long; once connected, scripted mode gives up after this long again (default: %(default)s)")
     parser.add_argument("--wait-delivered", action="store_true", help="scripted mode also waits until each sent message is delivered")
     parser.add_argument("--json", action="store_true", help="print one JSON object per event")
     parser.add_argument("--poll", nargs="?", const=1.0, type=positive(float), metavar="IDLE_SECONDS", help="poll mode: collect waiting messages, leave after IDLE_SECONDS of quiet (default 1)")

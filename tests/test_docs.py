@@ -63,3 +63,17 @@ def test_the_limits_the_docs_give_a_flag_have_one(section):
     named = set(re.findall(r"`(--[a-z-]+)", section))
     assert named and named <= flags
     assert "configurable" not in section  # a flag is named, or the limit is called fixed
+
+
+def test_the_clients_timeout_is_said_to_bound_connecting_and_then_the_scripted_run():
+    """--timeout is used twice: connect() gets it, and the scripted run gets it again from HI on.
+    The docs said only "give up after this long", and a run with a slow connect took 17 s."""
+    client = argparse.ArgumentParser()
+    add_client_arguments(client)
+    said = " ".join(next(a.help for a in client._actions if "--timeout" in a.option_strings).split())
+    assert said.startswith("give up connecting after this long; once connected, scripted mode gives up after this long again")
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert ("| `--timeout SECONDS` | give up connecting after this long; once connected, a scripted run gives up "
+            "after this long again") in readme
+    lab2 = " ".join((REPO_ROOT / "docs/labs/lab2-udp.md").read_text().split())
+    assert "the command ends 10 s (`--timeout`) after it connected" in lab2
