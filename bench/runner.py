@@ -8,6 +8,7 @@ server-side figures are None.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,8 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
                 result["server"] = {"argv": server.args, "pid": server.process.pid}
                 cpu_before = procstats.cpu_seconds(server.process.pid)
             else:
-                endpoint = Endpoint(*remote)
+                # Names of this scenario's own there (see Endpoint): the server keeps what earlier runs left.
+                endpoint = Endpoint(*remote, name_suffix=f"-{secrets.token_hex(4)}")
                 result["server"] = {"remote": f"{remote[0]}:{remote[1]}"}
             try:
                 result["figures"] = eventloop.run(runner(endpoint, sc))

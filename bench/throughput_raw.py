@@ -75,12 +75,14 @@ def _refused(data: bytes) -> bytes | None:
     return data[at:data.find(b"\n", at)]
 
 
-def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
-                   timeout: float, stop: threading.Event | None = None) -> tuple[dict, LatencyRecorder, int, int]:
+def throughput_raw(host: str, port: int, count: int, payload: int, window: int, timeout: float,
+                   names: tuple[str, str] = ("bench-alice", "bench-bob"),
+                   stop: threading.Event | None = None) -> tuple[dict, LatencyRecorder, int, int]:
     """Returns (delivery summary, one-way latencies, first send ns, last new arrival ns).
-    Ends early once `stop` is set (the run was interrupted)."""
-    alice = _Peer((host, port), "bench-alice", timeout)
-    bob = _Peer((host, port), "bench-bob", timeout)
+    `names`: alice's and bob's (bench.workloads.Endpoint.name). Ends early once `stop` is
+    set (the run was interrupted)."""
+    alice = _Peer((host, port), names[0], timeout)
+    bob = _Peer((host, port), names[1], timeout)
     ledger, one_way = DeliveryLedger(), LatencyRecorder(ONE_WAY)
     sent_at: dict[int, int] = {}
     selector = selectors.DefaultSelector()
@@ -90,6 +92,7 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
     # not deliver it again; against a server that outlives the run (--server) refs must not
     # repeat from one run to the next, so each run's carry a tag of their own.
     ref_tag = secrets.token_hex(4).encode()
+    recipient = names[1].encode()
     first_send = last_new = now_ns()
     quiet_since = time.monotonic()
     try:
@@ -101,7 +104,7 @@ def throughput_raw(host: str, port: int, count: int, payload: int, window: int,
                     message_id = ledger.next_id()
                     body = make_body(message_id, payload)
                     sent_at[message_id] = now_ns()
-                    frames.append(b"SEND bench-bob %s-%d %d\n%s\n" % (ref_tag, message_id, len(body), body))
+                    frames.append(b"SEND %s %s-%d %d\n%s\n" % (recipient, ref_tag, message_id, len(body), body))
                 alice.outbox += b"".join(frames)
             alice.flush()
             bob.flush()
@@ -143,7 +146,7 @@ def _take_messages(bob: _Peer, ledger: DeliveryLedger, sent_at: dict, one_way: L
                 break  # the rest of a header is still on its way
             line = inbox[position:end]
             if not line.startswith(b"PING"):
-                raise ConnectionError(f"bench-bob expected MSG, got {line[:80]!r}")
+                raise ConnectionError(f"bob expected MSG, got {line[:80]!r}")
             acks.append(b"PONG" + line[4:] + b"\n")  # a heartbeat on a long run
             position = end + 1
             continue

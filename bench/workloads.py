@@ -97,8 +97,20 @@ class Scenario:
 
 @dataclass
 class Endpoint:
+    """The server a workload talks to, and the names its clients take there."""
+
     host: str
     port: int
+    # Appended to every client name. A server the bench starts is fresh (its own store),
+    # so names need nothing; a server that outlives the run (--server) may still hold
+    # messages stored for the names an earlier run used (a drain cut short, an echo to
+    # an alice who left), and they would reach this run's clients and be counted with
+    # this run's ids. So runner.py gives each scenario there a random suffix of its own.
+    name_suffix: str = ""
+
+    def name(self, role: str) -> str:
+        """The name of the client playing `role` ("alice", "bob", ...): e.g. bench-alice."""
+        return f"bench-{role}{self.name_suffix}"
 
 
 def make_body(message_id: int, size: int) -> bytes:
@@ -178,7 +190,7 @@ def _with_counters(figures: dict, clients) -> dict:
 
 async def hello(endpoint: Endpoint, sc: Scenario) -> dict:
     """Hello/HI ping-pong on a registered connection, through the client library."""
-    client = await _connected(endpoint, sc.protocol, "bench-hello")
+    client = await _connected(endpoint, sc.protocol, endpoint.name("hello"))
     # connect() already queued the HI of the first Hello as an event: take it off the
     # queue, or every later Hello would be matched with the previous one's HI.
     await _event(client, Registered, sc.timeout)
@@ -243,7 +255,7 @@ def hello_raw_blocking(endpoint: Endpoint, sc: Scenario, stop: threading.Event |
             except socket.timeout:  # the socket's timeout: sc.timeout, which is loss_wait over TCP
                 return False
 
-        sock.sendall(b"Hello bench-raw\n")
+        sock.sendall(b"Hello %s\n" % endpoint.name("raw").encode())
         hi()
         figures = _timed_hellos(sc, hello_answered, stop)
         sock.sendall(b"BYE\n")
@@ -286,7 +298,7 @@ def hello_raw_blocking_plain_udp(endpoint: Endpoint, sc: Scenario, stop: threadi
             return hi()
 
         sock.settimeout(sc.timeout)
-        sock.send(padded_plain_hello(b"Hello bench-raw\n"))
+        sock.send(padded_plain_hello(b"Hello %s\n" % endpoint.name("raw").encode()))
         if not hi():
             raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
         # Set once, not per round trip: every settimeout() is a system call (FIONBIO).
@@ -340,7 +352,7 @@ def hello_raw_blocking_udp(endpoint: Endpoint, sc: Scenario, stop: threading.Eve
                 send_ready()
             return False
 
-        if not say_hello_and_wait_for_hi(b"Hello bench-raw\n", sc.timeout):
+        if not say_hello_and_wait_for_hi(b"Hello %s\n" % endpoint.name("raw").encode(), sc.timeout):
             raise ConnectionError(f"no HI from {endpoint.host}:{endpoint.port} within {sc.timeout} s")
         figures = _timed_hellos(sc, lambda: say_hello_and_wait_for_hi(b"Hello\n", sc.loss_wait), stop)
         link.send_message(b"BYE\n", clock())  # frees the name on the server, as the TCP version does
@@ -385,8 +397,8 @@ async def _echo(client) -> None:
 
 async def relay(endpoint: Endpoint, sc: Scenario) -> dict:
     """Relay round trip alice -> server -> bob -> server -> alice, one at a time."""
-    alice = await _connected(endpoint, sc.protocol, "bench-alice")
-    bob = await _connected(endpoint, sc.protocol, "bench-bob")
+    alice = await _connected(endpoint, sc.protocol, endpoint.name("alice"))
+    bob = await _connected(endpoint, sc.protocol, endpoint.name("bob"))
     echo = asyncio.create_task(_echo(bob))
     rtt = LatencyRecorder(ROUND_TRIP)
     ledger = DeliveryLedger()
@@ -396,7 +408,7 @@ async def relay(endpoint: Endpoint, sc: Scenario) -> dict:
             measured = i >= sc.warmup
             message_id = ledger.next_id() if measured else warm.next_id()
             start = now_ns()
-            alice.send("bench-bob", make_body(message_id, sc.payload))
+            alice.send(bob.bench_name, make_body(message_id, sc.payload))
             deadline = time.monotonic() + sc.loss_wait
             while (left := deadline - time.monotonic()) > 0:
                 event = await _event(alice, MessageReceived, left)
@@ -563,9 +575,9 @@ async def _bulk(sc: Scenario, senders: list, receivers: list, route) -> dict:
 
 async def throughput(endpoint: Endpoint, sc: Scenario) -> dict:
     """alice sends `count` messages of `payload` bytes to bob as fast as the window allows."""
-    alice = await _connected(endpoint, sc.protocol, "bench-alice")
-    bob = await _connected(endpoint, sc.protocol, "bench-bob")
-    return await _bulk(sc, [alice], [bob], lambda i: (alice, "bench-bob", 0))
+    alice = await _connected(endpoint, sc.protocol, endpoint.name("alice"))
+    bob = await _connected(endpoint, sc.protocol, endpoint.name("bob"))
+    return await _bulk(sc, [alice], [bob], lambda i: (alice, bob.bench_name, 0))
 
 
 async def throughput_raw(endpoint: Endpoint, sc: Scenario) -> dict:
@@ -573,24 +585,25 @@ async def throughput_raw(endpoint: Endpoint, sc: Scenario) -> dict:
     from . import throughput_raw as raw
 
     delivery, one_way, first_send, last_arrival = await _in_thread(
-        raw.throughput_raw, endpoint.host, endpoint.port, sc.count, sc.payload, sc.window, sc.loss_wait)
+        raw.throughput_raw, endpoint.host, endpoint.port, sc.count, sc.payload, sc.window, sc.loss_wait,
+        (endpoint.name("alice"), endpoint.name("bob")))
     return _transfer_figures(delivery, one_way, first_send, last_arrival, sc.payload)
 
 
 async def fanin(endpoint: Endpoint, sc: Scenario) -> dict:
     """`clients` senders take turns sending `count` messages in all to one receiver."""
     n = sc.clients
-    sink = await _connected(endpoint, sc.protocol, "bench-sink")
-    senders = [await _connected(endpoint, sc.protocol, f"bench-src{k}") for k in range(n)]
-    return await _bulk(sc, senders, [sink], lambda i: (senders[i % n], "bench-sink", 0))
+    sink = await _connected(endpoint, sc.protocol, endpoint.name("sink"))
+    senders = [await _connected(endpoint, sc.protocol, endpoint.name(f"src{k}")) for k in range(n)]
+    return await _bulk(sc, senders, [sink], lambda i: (senders[i % n], sink.bench_name, 0))
 
 
 async def fanout(endpoint: Endpoint, sc: Scenario) -> dict:
     """One sender sends `count` messages in all, in turn to each of `clients` receivers."""
     n = sc.clients
-    source = await _connected(endpoint, sc.protocol, "bench-source")
-    receivers = [await _connected(endpoint, sc.protocol, f"bench-dst{k}") for k in range(n)]
-    return await _bulk(sc, [source], receivers, lambda i: (source, f"bench-dst{i % n}", i % n))
+    source = await _connected(endpoint, sc.protocol, endpoint.name("source"))
+    receivers = [await _connected(endpoint, sc.protocol, endpoint.name(f"dst{k}")) for k in range(n)]
+    return await _bulk(sc, [source], receivers, lambda i: (source, receivers[i % n].bench_name, i % n))
 
 
 def _merged(summaries) -> dict:
@@ -603,15 +616,16 @@ def _merged(summaries) -> dict:
 async def drain(endpoint: Endpoint, sc: Scenario) -> dict:
     """Time for an offline client to receive a backlog of `count` stored messages."""
     # carol says Hello once so the server knows her name, then leaves.
-    carol = await _connected(endpoint, sc.protocol, "bench-carol")
+    carol_name = endpoint.name("carol")
+    carol = await _connected(endpoint, sc.protocol, carol_name)
     await carol.close()
     await asyncio.sleep(0.05)  # let the server notice the BYE before we send to her
-    alice = await _connected(endpoint, sc.protocol, "bench-alice")
+    alice = await _connected(endpoint, sc.protocol, endpoint.name("alice"))
     ledger = DeliveryLedger()
     stored = 0
     try:
         for i in range(sc.count):
-            alice.send("bench-carol", make_body(ledger.next_id(), sc.payload))
+            alice.send(carol_name, make_body(ledger.next_id(), sc.payload))
             await _pace(i)
         # Wait until the server has confirmed every message as stored (plain UDP: a
         # message or its STATUS may be lost, so stop once none came for loss_wait).
@@ -624,7 +638,7 @@ async def drain(endpoint: Endpoint, sc: Scenario) -> dict:
         await alice.close()
     one_way = LatencyRecorder(ONE_WAY)  # stays empty: backlog age is not a latency
     start = now_ns()
-    carol = await _connected(endpoint, sc.protocol, "bench-carol")
+    carol = await _connected(endpoint, sc.protocol, carol_name)
     try:
         last = await _receive_all(carol, ledger, {}, one_way, sc.count, sc.loss_wait)
     finally:

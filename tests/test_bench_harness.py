@@ -1406,3 +1406,39 @@ def test_two_emulated_links_that_differ_only_in_seed_or_reorder_time_get_differe
     reordered = dict(issue4, reorder=0.2, reorder_ms=10.0)
     assert scenario_id(**reordered) == "hello-udp-64B-n5-emulated-delay_ms10-loss0.05-reorder0.2-reorder_ms10"
     assert scenario_id(**dict(issue4, reorder_ms=10.0)) == scenario_id(**issue4)  # nothing reordered: no matter
+
+
+async def _leave_stored_for(port: int, recipient: str, ids: range) -> None:
+    """What a drain cut short in an earlier run leaves on a server that outlives runs:
+    messages with bench ids stored for an offline `recipient`."""
+    from bench.clients import client_factory
+
+    client_class = client_factory("tcp")
+    recipient_client = client_class("127.0.0.1", port, recipient)
+    await recipient_client.connect(timeout=5.0)  # the server learns the name, as drain's carol does
+    await recipient_client.close()
+    await asyncio.sleep(0.05)
+    sender = client_class("127.0.0.1", port, "an-earlier-run")
+    await sender.connect(timeout=5.0)
+    for message_id in ids:
+        sender.send(recipient, make_body(message_id, 64))
+    await asyncio.sleep(0.2)  # stored before the sender leaves
+    await sender.close()
+
+
+def test_a_server_that_outlives_runs_passes_no_earlier_runs_messages_into_the_books(tmp_path):
+    # Against --server, a drain over plain UDP left 124 of 200 messages stored for
+    # bench-carol; the next run's drain got them first, counted them as its own ids
+    # 76-199, its own 0-75 as "reordered", stopped at 200 and left its real 76-199
+    # behind for the run after. Each scenario's clients there must have names of their own.
+    from hellohi.launcher import start_server
+
+    server = start_server("tcp", ["--store", str(tmp_path / "store.sqlite3")])
+    try:
+        asyncio.run(_leave_stored_for(server.port, "bench-carol", range(10, 20)))
+        result = run_scenario(Scenario("drain", "tcp", count=20, timeout=2.0), remote=("127.0.0.1", server.port))
+    finally:
+        server.stop()
+    assert result["status"] == "ok", result.get("traceback") or result.get("reason")
+    d = _balanced(result["figures"])
+    assert (d["delivered"], d["reordered"], d["duplicates"]) == (20, 0, 0)
