@@ -123,10 +123,13 @@ def make_body(message_id: int, size: int) -> bytes:
 
 
 def body_id(body: bytes) -> int | None:
-    try:
-        return int(body[:ID_WIDTH])
-    except ValueError:
+    """The message id at the start of `body`, or None (a body the bench did not write:
+    counted as foreign). Exactly ID_WIDTH ASCII digits: int() alone would also read a
+    short b"12", b" 12", b"+12" or b"1_2", and count a stranger's body as one of ours."""
+    digits = body[:ID_WIDTH]
+    if len(digits) != ID_WIDTH or not digits.isdigit():  # (bytes.isdigit: ASCII digits only)
         return None
+    return int(digits)
 
 
 async def _event(client, kinds, timeout: float):

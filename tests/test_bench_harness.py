@@ -122,6 +122,14 @@ def test_body_carries_the_id_even_in_the_smallest_payload():
             assert len(body) == size and body_id(body) == message_id
 
 
+@pytest.mark.parametrize("body", [b"12", b"7 hello", b" 000000000000012", b"+000000000000012",
+                                  b"0_00000000000012", b"\xd9\xa1" * 8, b""])
+def test_a_body_that_does_not_start_with_16_digits_is_foreign_not_a_message_id(body):
+    # int() reads b"12", b" 12", b"+12" and b"1_2" as numbers: a stranger's short "12"
+    # would have been counted as the bench's message 12, delivered.
+    assert body_id(body) is None
+
+
 def test_a_body_too_small_for_the_id_or_an_id_too_large_is_refused_not_cut():
     with pytest.raises(ValueError, match="no room"):
         make_body(7, ID_WIDTH - 1)
