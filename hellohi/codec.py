@@ -477,6 +477,10 @@ class Decoder:
             raise unreadable("header line has control characters")
         words = text.split()
         verb = words[0].upper()
+        if not verb.isalpha():
+            # The grammar's verb is letters: `1FOO` or `FOO!` is not a verb we do not
+            # know (405) but a line that does not parse (400), as PROTOCOL.md says.
+            raise _bad(f"a verb is letters only, got {verb[:20]!r}")
         parse_line = _LINE_FRAMES.get(verb)
         if parse_line is not None:
             return parse_line(words[1:])
