@@ -21,6 +21,7 @@ class ErrorCode(enum.Enum):
     TOO_LARGE = (413, "too-large")
     BAD_NAME = (422, "bad-name")
     QUEUE_FULL = (429, "queue-full")
+    STORE_UNAVAILABLE = (500, "store-unavailable")
     SERVER_FULL = (503, "server-full")
     BAD_VERSION = (505, "version-not-supported")
     SLOW_READER = (507, "slow-reader")

@@ -39,7 +39,7 @@ from .codec import (
     online_pages,
 )
 from .errors import ErrorCode, ProtocolError
-from .store import MessageStore
+from .store import MessageStore, StoreUnavailable
 
 
 @dataclass
@@ -129,6 +129,8 @@ class Relay:
         # per recipient for the whole batch instead of one per ACK.
         self._to_deliver: dict[int, _Connection] = {}
         self._next_connection = 1
+        # Set when the store could not write: flush() then answers ERR 500 instead.
+        self._store_error: StoreUnavailable | None = None
         # What each frame a client may send makes the relay do.
         self._handlers = {
             Hello: lambda connection, frame, now: self._hello(connection, frame),
@@ -166,7 +168,10 @@ class Relay:
         if kind in _SERVER_ONLY:
             self._reply_error(connection, ErrorCode.UNKNOWN_COMMAND, f"{kind.__name__.upper()} is sent by the server, not to it")
         elif kind in _BEFORE_HELLO or connection.name is not None:
-            self._handlers[kind](connection, frame, now)
+            try:
+                self._handlers[kind](connection, frame, now)
+            except StoreUnavailable as error:  # a HELLO's read of waiting messages wrote first
+                self._store_error = error
         else:
             self._reply_error(connection, ErrorCode.HELLO_FIRST, "say HELLO [NAME] first")
 
@@ -220,12 +225,32 @@ class Relay:
     def flush(self) -> list[Action]:
         """Commit the store, then hand over everything to send and close."""
         to_deliver, self._to_deliver = self._to_deliver, {}
-        for connection in to_deliver.values():
-            if connection.id in self._connections:
-                self._deliver(connection)
-        self.store.commit()
+        try:
+            if self._store_error is None:
+                for connection in to_deliver.values():
+                    if connection.id in self._connections:
+                        self._deliver(connection)
+                self.store.commit()
+        except StoreUnavailable as error:
+            self._store_error = error
+        if self._store_error is not None:
+            self._store_failed(to_deliver)
         actions, self._outbox = self._outbox, []
         return actions
+
+    def _store_failed(self, to_deliver: dict[int, _Connection]) -> None:
+        """The store could not commit. It keeps what it could not write, for the next commit,
+        but nothing may be said about it before then: every frame waiting to go out is
+        dropped, and each client it was for (or that waited for delivery) gets ERR 500 and
+        is closed. A sender sends its unconfirmed SENDs again when it reconnects (the ERR
+        has no ref: they are not refused), and they are recognised by their refs."""
+        error, self._store_error = self._store_error, None
+        involved = {action.connection for action in self._outbox if isinstance(action, Transmit)} | set(to_deliver)
+        self._outbox = [action for action in self._outbox if not isinstance(action, Transmit)]
+        for connection_id in sorted(involved):
+            connection = self._connections.get(connection_id)
+            if connection is not None:
+                self._refuse(connection, ErrorCode.STORE_UNAVAILABLE, f"the message store cannot be written ({error}); nothing of this was confirmed: try again")
 
     # ------------------------------------------------------------ queries
 

@@ -26,6 +26,13 @@ the same --store would each hand out message ids from their own counter, and
 the second to write a taken id would crash. The claim is an flock() on a file
 beside the store, PATH.lock, which the kernel releases when the process ends,
 however it ends; SQLite's own locks are separate and only last a transaction.
+
+Why a failed write raises StoreUnavailable and loses nothing: another program
+may hold SQLite's write lock (a student's `sqlite3` shell left inside a
+transaction) for longer than SQLite waits (5 s), or the disk may be full. The
+store then rolls back and keeps every write it had not committed, to write them
+again at the next commit; the relay tells the clients involved (ERR 500) and
+says nothing about those writes until a commit succeeds.
 """
 
 from __future__ import annotations
@@ -76,6 +83,11 @@ class StoreInUse(Exception):
     """Another process has claimed this store file (MessageStore(exclusive=True))."""
 
 
+class StoreUnavailable(Exception):
+    """SQLite could not write (the file is locked by another program, the disk is full).
+    Nothing is lost: the writes not yet committed are kept and tried again at the next commit."""
+
+
 def _claim(path: str) -> int | None:
     """Take the lock on PATH.lock for this process; the descriptor holds it."""
     if fcntl is None or path == ":memory:":
@@ -120,6 +132,11 @@ class MessageStore:
         # Writes not yet handed to SQLite (see the module docstring).
         self._new_messages: list[tuple[int, str, str, str, bytes, float]] = []
         self._removed: list[tuple[int, str]] = []
+        self._new_names: list[str] = []
+        self._forget_refs_upto = 0  # refs with ids up to this one are to be deleted
+        # Writes handed to SQLite in the open transaction but not committed: if the commit
+        # fails they are rolled back with it, and must go back to the lists above.
+        self._uncommitted: tuple[list, list, list] = ([], [], [])
 
     def _highest_id_used(self) -> int:
         # Ids must never be reused, even after the message is gone: a client may still
@@ -159,9 +176,7 @@ class MessageStore:
         oldest = iter(self._refs)
         for key in [next(oldest) for _ in range(len(self._refs) - self.refs_kept)]:
             del self._refs[key]
-        self._write_pending()
-        newest_forgotten = self._next_id - 1 - self.refs_kept
-        self._db.execute("DELETE FROM refs WHERE id <= ?", (newest_forgotten,))
+        self._forget_refs_upto = self._next_id - 1 - self.refs_kept  # done by _write_pending
 
     def waiting(self, recipient: str, after_id: int = 0, limit: int = 1000, max_bytes: int | None = None) -> list[StoredMessage]:
         """Messages for `recipient` with id > after_id, oldest first: at most `limit` of them,
@@ -171,7 +186,7 @@ class MessageStore:
         in bytes. Stopping at the byte limit matters for large bodies: SQLite hands the
         rows over one at a time, so rows after the break are never read at all.
         """
-        self._write_pending()
+        self._write_pending_or_fail()
         rows = self._db.execute(
             "SELECT id, sender, ref, recipient, body FROM messages WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
             (recipient, after_id, limit),
@@ -190,7 +205,24 @@ class MessageStore:
         """Forget a message its recipient acknowledged (the relay only passes ids it delivered)."""
         self._removed.append((message_id, recipient))
 
+    def _write_pending_or_fail(self) -> None:
+        """_write_pending(), or, if SQLite cannot write: roll back, keep every write not
+        committed for the next try, and raise StoreUnavailable."""
+        try:
+            self._write_pending()
+        except sqlite3.OperationalError as error:  # "database is locked", "database or disk is full"
+            self._roll_back_and_keep_pending()
+            raise StoreUnavailable(str(error)) from None
+
+    def _roll_back_and_keep_pending(self) -> None:
+        self._db.rollback()
+        messages, removed, names = self._uncommitted
+        # Oldest first, as they were made: ids stay in order and a removal follows its insert.
+        self._new_messages[:0], self._removed[:0], self._new_names[:0] = messages, removed, names
+        self._uncommitted = ([], [], [])
+
     def _write_pending(self) -> None:
+        # Every statement first, then the lists: if one fails, nothing was taken off them.
         if self._new_messages:
             self._db.executemany(
                 "INSERT INTO messages (id, sender, ref, recipient, body, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -201,12 +233,19 @@ class MessageStore:
             first, last = self._new_messages[0][0], self._new_messages[-1][0]
             self._db.execute("INSERT INTO refs (sender, ref, id) SELECT sender, ref, id FROM messages WHERE id BETWEEN ? AND ?",
                              (first, last))
-            self._new_messages.clear()
         if self._removed:
             runs, singles = _consecutive_runs(self._removed)
             self._db.executemany("DELETE FROM messages WHERE recipient = ? AND id BETWEEN ? AND ?", runs)
             self._db.executemany("DELETE FROM messages WHERE id = ? AND recipient = ?", singles)
-            self._removed.clear()
+        if self._new_names:
+            self._db.executemany("INSERT OR IGNORE INTO names (name) VALUES (?)", [(name,) for name in self._new_names])
+        if self._forget_refs_upto:
+            # Not kept for a retry if rolled back: the next pruning deletes these too.
+            self._db.execute("DELETE FROM refs WHERE id <= ?", (self._forget_refs_upto,))
+            self._forget_refs_upto = 0
+        for written, pending in zip(self._uncommitted, (self._new_messages, self._removed, self._new_names)):
+            written += pending
+            pending.clear()
 
     def waiting_counts(self) -> dict[str, int]:
         self._write_pending()
@@ -215,14 +254,21 @@ class MessageStore:
     def remember_name(self, name: str) -> None:
         if name not in self._names:
             self._names.add(name)
-            self._db.execute("INSERT OR IGNORE INTO names (name) VALUES (?)", (name,))
+            self._new_names.append(name)  # written with the next commit, like messages
 
     def knows(self, name: str) -> bool:
         return name in self._names
 
     def commit(self) -> None:
-        self._write_pending()
-        self._db.commit()
+        """Make every write so far durable; StoreUnavailable if SQLite cannot (see the
+        module docstring): the writes are then kept for the next commit."""
+        self._write_pending_or_fail()
+        try:
+            self._db.commit()
+        except sqlite3.OperationalError as error:
+            self._roll_back_and_keep_pending()
+            raise StoreUnavailable(str(error)) from None
+        self._uncommitted = ([], [], [])
 
     def close(self) -> None:
         self.commit()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hellohi.client_session import SEEN_IDS_REMEMBERED, ClientSession, DuplicateDropped, MessageReceived
-from hellohi.codec import Ack, Msg
+from hellohi.codec import Ack, Err, Msg
 
 
 def deliver(session: ClientSession, *ids: int) -> list[str]:
@@ -42,3 +42,11 @@ def test_the_memory_of_seen_ids_is_bounded():
     assert deliver(session, ids[0], ids[99], ids[100], ids[-1]) == ["dup"] * 4
     # An odd id overtaken by fewer than SEEN_IDS_REMEMBERED later ones is shown; one far older counts as seen.
     assert deliver(session, ids[-1] - 1, 1) == ["new", "dup"]
+
+
+def test_an_err_without_a_ref_leaves_sends_unconfirmed_to_be_sent_again():
+    # ERR 500 store-unavailable names no SEND: they were not refused, only not confirmed.
+    session = ClientSession("alice")
+    send = session.send("bob", b"hi")
+    session.receive(Err(500, "store-unavailable", None, "the message store cannot be written"))
+    assert session.unconfirmed() == [send]

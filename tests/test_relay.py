@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from hellohi.client_session import ClientSession, OnlineList
@@ -354,3 +356,41 @@ def test_who_answers_a_class_too_large_for_one_line_in_pages_a_client_joins():
     session.hello()
     events = [event for page in pages for event in session.receive(page)[0]]
     assert events == [OnlineList(tuple(sorted(names + ["asker"])))]
+
+
+def test_a_store_that_cannot_write_answers_err_500_and_the_resent_send_is_stored_once(tmp_path):
+    # Another program holds the store's write lock for longer than SQLite waits: nothing
+    # may be said about the SEND (no STATUS, no MSG), the clients involved get ERR 500
+    # without a ref and are closed, and the SEND sent again after reconnecting (same ref)
+    # is stored once, when the store can write again.
+    path = str(tmp_path / "store.sqlite3")
+    world = World(MessageStore(path))
+    alice, bob = world.connect("alice"), world.connect("bob", peer="127.0.0.1:40001")
+    world.store._db.execute("PRAGMA busy_timeout = 10")  # SQLite's 5 s wait would only slow the test
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    world.send(alice, Send("bob", "r1", b"hi"))
+    for connection in (alice, bob):  # bob was about to get the MSG
+        [err] = world.take(connection)
+        assert (err.code, err.reason, err.ref) == (500, "store-unavailable", None)
+        assert connection in world.closed
+    other.rollback()
+    alice, bob = world.connect("alice"), world.connect("bob", peer="127.0.0.1:40001")
+    world.send(alice, Send("bob", "r1", b"hi"))
+    assert world.take(alice) == [Status("r1", "stored", 1)]
+    assert world.take(bob) == [Msg(1, "alice", b"hi")]
+
+
+def test_a_hello_while_the_store_cannot_write_is_answered_err_500(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    world = World(MessageStore(path))
+    world.store._db.execute("PRAGMA busy_timeout = 10")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    carol = world.relay.connect("127.0.0.1:40002", world.now)
+    world.inbox[carol] = []
+    world.send(carol, Hello("carol"))  # a new name is written to the store
+    [err] = world.take(carol)
+    assert (err.code, carol in world.closed, world.relay.online) == (500, True, [])
+    other.rollback()
+    assert world.connect("carol") > carol

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import pytest
 
-from hellohi.store import MessageStore, StoreInUse
+from hellohi.store import MessageStore, StoreInUse, StoreUnavailable
 
 
 def test_a_repeated_ref_returns_the_first_copy_and_stores_nothing():
@@ -88,3 +89,35 @@ def test_an_exclusive_store_is_claimed_until_closed(tmp_path):
     MessageStore(path).waiting("bob")  # a reader that claims nothing is let in
     first.close()
     MessageStore(path, exclusive=True).close()  # released by close()
+
+
+def _lock_for_writing(path: str) -> sqlite3.Connection:
+    """Another program's connection that holds the store's write lock (as a sqlite3 shell
+    left inside a transaction would) until it is rolled back."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_a_commit_that_cannot_write_raises_store_unavailable_and_keeps_every_write(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = MessageStore(path)
+    store.add("alice", "r1", "bob", b"first", 0.0)
+    store.commit()
+    store._db.execute("PRAGMA busy_timeout = 10")  # SQLite's 5 s wait would only slow the test
+    store.remember_name("carol")
+    store.add("alice", "r2", "bob", b"second", 0.0)
+    store.remove(1, "bob")
+    other = _lock_for_writing(path)
+    with pytest.raises(StoreUnavailable):
+        store.commit()
+    with pytest.raises(StoreUnavailable):
+        store.waiting("bob")  # a read writes what is pending first
+    other.rollback()
+    other.close()
+    store.commit()  # the lock is gone: what was kept is written now
+    store.close()
+    reopened = MessageStore(path)
+    assert [(m.id, m.body) for m in reopened.waiting("bob")] == [(2, b"second")]
+    assert reopened.knows("carol")
+    assert reopened.first_copy("alice", "r2") == 2
