@@ -1450,3 +1450,54 @@ def test_a_server_that_outlives_runs_passes_no_earlier_runs_messages_into_the_bo
     assert result["status"] == "ok", result.get("traceback") or result.get("reason")
     d = _balanced(result["figures"])
     assert (d["delivered"], d["reordered"], d["duplicates"]) == (20, 0, 0)
+
+
+class _SlowHiServer:
+    """A TCP server for one client that answers each Hello with HI `service` seconds after
+    reading it, and the `slow`-th Hello (the first is the one that registers) `slow_delay`
+    seconds after. TCP answers late, never not at all: a HI that missed its wait still comes."""
+
+    def __init__(self, service: float, slow: int, slow_delay: float):
+        self.service, self.slow, self.slow_delay = service, slow, slow_delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection, connection.makefile("rb") as lines:
+            hellos = 0
+            for line in lines:
+                if line[:5].upper() == b"HELLO":
+                    hellos += 1
+                    time.sleep(self.slow_delay if hellos == self.slow else self.service)
+                    connection.sendall(b"HI bench hellohi/1 15000\n")
+
+    def close(self) -> None:
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("workload", ["hello", "hello-raw"])
+def test_a_late_hi_over_tcp_counts_one_hello_lost_and_answers_no_later_hello(workload):
+    """The second measured Hello's HI comes after loss_wait (0.3 s): that Hello is lost, and its
+    HI, when it comes, is not the next Hello's answer (hello-raw used to end the scenario instead:
+    a file object that once timed out refuses every later read)."""
+    service = 0.1
+    server = _SlowHiServer(service=service, slow=3, slow_delay=0.35)
+    try:
+        sc = Scenario(workload, "tcp", count=5, warmup=0, timeout=0.3)
+        endpoint = workloads.Endpoint("127.0.0.1", server.port)
+        if workload == "hello":
+            figures = asyncio.run(workloads.hello(endpoint, sc))
+        else:
+            figures = workloads.hello_raw_blocking(endpoint, sc)
+    finally:
+        server.close()
+    d = _balanced(figures)
+    assert (d["sent"], d["delivered"], d["lost"]) == (5, 4, 1)
+    # Every HI leaves the server at least `service` after the Hello it answers. The Hello after
+    # the lost one was sent at 0.3 s, and the late HI came at 0.35 s: taken as its answer, it
+    # would read 0.05 s.
+    assert figures["latency"]["min"] >= service * 1e6  # microseconds
