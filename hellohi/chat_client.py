@@ -109,6 +109,15 @@ class EventInbox:
             self._arm(loop, self._give_up_at)  # set for an earlier reader, or fired a little early
 
 
+def answers_hello(event: Registered | ErrorReceived) -> bool:
+    """HI, or an ERR refusing our Hello. Not an ERR about a SEND (it names its ref), nor a
+    401 hello-first: that answers a frame sent before Hello (over plain UDP the server may
+    hold such an answer back and send it just ahead of HI, see docs/udp.md)."""
+    if isinstance(event, Registered):
+        return True
+    return not event.ref and event.code != ErrorCode.HELLO_FIRST.code
+
+
 class ChatClient:
     transport_name = "?"
 
@@ -233,7 +242,7 @@ class ChatClient:
             if self.heartbeat is None:
                 self.heartbeat = event.heartbeat_ms / 1000
         answer = self._hello_answer
-        if answer is not None and not answer.done() and not getattr(event, "ref", None):  # an ERR about a SEND is no answer to Hello
+        if answer is not None and not answer.done() and answers_hello(event):
             answer.set_result(event)
 
     def _connection_lost(self, reason: str) -> None:

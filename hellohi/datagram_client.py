@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 from .codec import Decoder, Err, Frame, Hello, Hi, encode
-from .errors import ProtocolError
+from .errors import ErrorCode, ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived, MessageTooLarge
 from .reliable.packet import ACK_DELAY_UNIT, PacketError, decode, is_reliable, reset_packet, unpack_common_shape
@@ -58,6 +58,8 @@ _BLANK_LINE = b" " * 99 + b"\n"
 # harmful but not useful either), short enough that a lost Hello costs a
 # person at a prompt one second, not the whole connect timeout.
 PLAIN_HELLO_RETRY = 1.0
+
+HELLO_FIRST = ErrorCode.HELLO_FIRST.code
 
 
 def padded_plain_hello(hello: bytes) -> bytes:
@@ -294,9 +296,10 @@ class DatagramLink:
         self._decoder = Decoder(self.max_line, self.max_body)  # each plain datagram stands alone
         frames = self._decode(datagram)
         self._heard_from_server = self._heard_from_server or bool(frames)
-        if any(isinstance(frame, (Hi, Err)) for frame in frames):
+        if any(isinstance(frame, Hi) or (isinstance(frame, Err) and frame.code != HELLO_FIRST) for frame in frames):
             # Hello was answered: HI, or an ERR refusing it. (Any other frame,
-            # such as the PING that comes with HI, is no answer: HI may be lost.)
+            # such as the PING that comes with HI, is no answer: HI may be lost.
+            # Nor is 401 hello-first: it answers a frame sent before this Hello.)
             self.stop_hello_retry()
         return frames
 

@@ -745,3 +745,16 @@ def test_next_deadline_is_never_later_than_anything_due(seed):
         net.run(0.3)
     net.run(5)  # heartbeats, delayed acks and retransmissions play out
     assert len(checked) > 100
+
+
+def test_a_plain_client_goes_on_saying_hello_after_an_err_401_but_not_after_a_refusal():
+    # 401 hello-first answers a frame sent before Hello (held back, it can come just ahead of
+    # HI, or instead of it when HI is lost): only HI or an ERR refusing the Hello ends the retry.
+    link = DatagramLink(None)
+    link.start(0.0)
+    link.send_frame(Hello("alice"), 0.0)
+    link.datagrams_to_send(0.0)
+    link.receive(b"ERR 401 hello-first say HELLO [NAME] first\n", 0.1)
+    assert link.next_deadline() is not None  # still waiting for HI: Hello goes again
+    link.receive(b"ERR 409 name-taken alice is online from another connection\n", 0.2)
+    assert link.next_deadline() is None

@@ -687,3 +687,37 @@ def test_a_client_stopped_by_kill_or_a_closed_terminal_says_bye(server, signum):
     assert "Traceback" not in errors
     again = run_client(port, "--name", "bob", "--poll", "0.2")
     assert again.returncode == 0, again.stdout + again.stderr  # the name is free at once
+
+
+def test_a_held_back_err_401_just_ahead_of_hi_is_not_taken_for_the_answer_to_hello():
+    # A plain client that sent a frame before its Hello (an ACK to a server that forgot it, say)
+    # gets ERR 401 for it, held back by the no-amplification rule until the padded Hello lets
+    # it out, just ahead of HI. 401 never answers a Hello: the attempt used to fail as refused.
+    import threading
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake_server:
+        fake_server.bind(("127.0.0.1", 0))
+        fake_server.settimeout(10)
+
+        def answer_the_hello() -> None:
+            hello, client = fake_server.recvfrom(65536)
+            assert hello.upper().startswith(b"HELLO ALICE")
+            fake_server.sendto(b"ERR 401 hello-first say HELLO [NAME] first\n", client)
+            fake_server.sendto(b"HI alice hellohi/1 15000\n", client)
+
+        answering = threading.Thread(target=answer_the_hello)
+        answering.start()
+
+        async def scenario():
+            alice = UdpChatClient("127.0.0.1", fake_server.getsockname()[1], "alice", plain=True)
+            await alice.connect(timeout=5)
+            events = [await alice.next_event(timeout=5), await alice.next_event(timeout=5)]
+            registered = alice.connected
+            await alice.close()
+            return events, registered
+
+        events, registered = asyncio.run(scenario())
+        answering.join()
+    assert registered
+    assert [type(e) for e in events] == [ErrorReceived, Registered]  # shown, but not the answer
+    assert events[0].code == 401 and events[1].name == "alice"
