@@ -13,7 +13,7 @@ from pathlib import Path
 SUPPORTED_SCHEMA = "hellohi-bench/1"
 
 # How to produce a results.json, quoted in every "no results" message.
-HOW_TO_MEASURE = "run the bench first: `make bench` (writes results/latest) or `python -m bench --out {folder}`"
+HOW_TO_MEASURE = "run the bench first: `make bench RESULTS={folder}` or `python -m bench --out {folder}`"
 
 
 class BadResults(Exception):

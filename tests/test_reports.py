@@ -404,8 +404,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     del run["scenarios"][1]["config"]["workload"]
     write_run(mangled, run)
     return {
-        "missing folder": (tmp_path / "nowhere", "does not exist, so there are no bench results to report; run the bench first: `make bench`"),
-        "no results.json": (empty, "has no results.json; run the bench first: `make bench`"),
+        "missing folder": (tmp_path / "nowhere", "does not exist, so there are no bench results to report; run the bench first: `make bench RESULTS="),
+        "no results.json": (empty, "has no results.json; run the bench first: `make bench RESULTS="),
         "invalid JSON": (broken, "is not valid JSON"),
         "wrong schema": (other, "has schema 'hellohi-bench/0' but this report reads 'hellohi-bench/1'; run the bench"),
         "not a bench file": (foreign, "has no \"schema\" field, so it was not written by `python -m bench`"),

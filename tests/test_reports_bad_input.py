@@ -46,7 +46,8 @@ def test_another_file_in_a_folder_without_results_json_says_to_run_the_bench(tmp
     notes = tmp_path / "notes.txt"
     notes.write_text("my measurements")
     assert_one_error_line(run_cli(str(notes)), f"{notes} is a file, but python -m reports reads the folder",
-                          f"{tmp_path} has no results.json either; run the bench first: `make bench`",
+                          # make bench alone would write results/latest, not the folder asked for
+                          f"{tmp_path} has no results.json either; run the bench first: `make bench RESULTS={tmp_path}`",
                           f"`python -m bench --out {tmp_path}`")
 
 
