@@ -318,7 +318,22 @@ def build_scenarios(args, remote) -> list[Scenario]:
         raise MatrixError("no scenario to run: kcp-test and kcp-pingpong need a kcp-* protocol (kcp-test also "
                           "takes udp and udp-turbo), the other workloads need tcp, udp, udp-raw or udp-turbo, "
                           "throughput-raw needs tcp, and --server runs no KCP workload; see --help")
+    _refuse_two_of_one_id(scenarios, f"--config {args.config}: " if args.config else "")
     return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
+
+
+def _refuse_two_of_one_id(scenarios: list[Scenario], where: str) -> None:
+    """Two scenarios with one id (a config file's, differing only in window, warmup, timeout or
+    seed, which the id leaves out) would be two rows nobody can tell apart in results.csv and
+    the report."""
+    first_of: dict[str, int] = {}
+    for number, scenario in enumerate(scenarios, 1):
+        if scenario.id in first_of:
+            raise MatrixError(f"{where}scenarios {first_of[scenario.id]} and {number} would both be {scenario.id!r}: the id "
+                              "names workload, protocol, payload, count, clients and link, not window, warmup, "
+                              "timeout or seed; give one of them another count or payload, or run them as two "
+                              "runs into two --out folders")
+        first_of[scenario.id] = number
 
 
 def _wants_flag_matrix(args) -> bool:
@@ -332,6 +347,9 @@ def _cells_asked_for(args) -> list[dict]:
         given = [flag for flag, value in (("--full", args.full), ("--workloads", args.workloads),
                                           ("--protocols", args.protocols), ("--payloads", args.payloads),
                                           ("--clients", args.clients), ("--count", args.count)) if value]
+        if given == ["--full"]:
+            raise MatrixError(f"--config {args.config} describes the matrix, so --full cannot be added to it; "
+                              "run the file's matrix without --full, or --full without --config")
         if given:
             raise MatrixError(f"--config {args.config} describes the matrix, so {given[0]} cannot be added to it; "
                               "put it in the file's [defaults] or [matrix] instead")

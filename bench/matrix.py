@@ -197,6 +197,9 @@ def load_config(path: str) -> list[dict]:
     # A bad value may be the scenario's own or one it took from [defaults]: the message says both.
     inherited = " (its fields include [defaults])" if defaults else ""
     for number, cell in enumerate(cells, 1):
+        if "round" in cell:  # run_round sets it; a file's value was silently replaced
+            raise MatrixError(f"{where}, scenario {number}{inherited}: round is not set in a file; "
+                              "measure the matrix again with --rounds N")
         check_cell(cell, f"{where}, scenario {number}{inherited}")
         cell.setdefault("payload", default_payload(cell["workload"]))
         cell.setdefault("count", _count_for(cell["workload"], cell["payload"], 1))

@@ -813,6 +813,11 @@ def test_cli_refuses_a_bad_matrix_with_one_line_that_names_it(argv, message, cap
     ('[[scenario]]\nworkload = "hello"\n[[scenarios]]\nworkload = "relay"\n', "has both [[scenario]] and [[scenarios]]"),
     ('[matrix]\nworkloads = ["throughput-raw"]\nprotocols = ["udp"]\n',
      "no workload in [matrix] can run over its protocols: throughput-raw runs over tcp only"),
+    # --rounds sets it: a file's round was silently replaced by 1
+    ('[[scenario]]\nworkload = "hello"\nround = 2\n', "scenario 1: round is not set in a file; measure the matrix again with --rounds N"),
+    # two rows of one id in results.csv and the report, which nobody could tell apart
+    ('[[scenario]]\nworkload = "hello"\nwindow = 8\n[[scenario]]\nworkload = "hello"\nwindow = 16\n',
+     "scenarios 1 and 2 would both be 'hello-tcp-64B-n1000': the id names workload, protocol, payload, count"),
 ])
 def test_a_config_file_with_a_mistake_gets_one_line_that_names_it(text, message, tmp_path, capsys):
     config = tmp_path / "matrix.toml"
@@ -887,6 +892,8 @@ def test_flags_that_would_be_ignored_beside_a_config_file_are_refused(tmp_path, 
     config.write_text('[matrix]\nworkloads = ["hello"]\n')
     assert cli.main(["--config", str(config), "--count", "3", "--list"]) == 2
     assert "so --count cannot be added to it; put it in the file's [defaults]" in capsys.readouterr().err
+    assert cli.main(["--config", str(config), "--full", "--list"]) == 2  # --full has no place in a file
+    assert "so --full cannot be added to it; run the file's matrix without --full, or --full without --config" in capsys.readouterr().err
 
 
 def test_an_empty_out_name_or_a_directory_in_the_way_is_refused_before_the_run(tmp_path, capsys):
