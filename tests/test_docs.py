@@ -77,3 +77,25 @@ def test_the_clients_timeout_is_said_to_bound_connecting_and_then_the_scripted_r
             "after this long again") in readme
     lab2 = " ".join((REPO_ROOT / "docs/labs/lab2-udp.md").read_text().split())
     assert "the command ends 10 s (`--timeout`) after it connected" in lab2
+
+
+def test_every_flag_of_every_command_line_says_what_it_does():
+    """A flag listed by --help with no words beside it (bench.emulation up had six) leaves the
+    student to read the source."""
+    import importlib
+
+    parsers = []
+    for module in ("bench.cli", "bench.emulation.__main__"):
+        top = importlib.import_module(module).build_parser()
+        parsers.append(top)
+        for action in top._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+    parsers += [tcp_server_parser(), udp_server_parser()]
+    for add in (add_client_arguments, lambda parser: add_udp_arguments(parser, client=True)):
+        parser = argparse.ArgumentParser(prog="client")
+        add(parser)
+        parsers.append(parser)
+    silent = [f"{parser.prog} {action.option_strings[0]}" for parser in parsers for action in parser._actions
+              if action.option_strings and not action.help]
+    assert silent == []

@@ -193,19 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build a link that stays until `down` (prints the namespaces and commands to try)")
     up.add_argument("--loss", type=float, default=0.0, help="share of packets lost, e.g. 0.05")
     up.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay")
-    up.add_argument("--jitter-ms", type=float, default=0.0)
+    up.add_argument("--jitter-ms", type=float, default=0.0,
+                    help="each packet's delay is drawn from delay-ms +- this (jitter alone never reorders)")
     up.add_argument("--reorder", type=float, default=0.0, help="share of packets held back")
     up.add_argument("--reorder-ms", type=float, default=5.0, help="how long a reordered packet is held back")
-    up.add_argument("--duplicate", type=float, default=0.0)
+    up.add_argument("--duplicate", type=float, default=0.0, help="share of packets sent twice")
     up.add_argument("--rate-mbit", type=float, default=None, help="bottleneck rate, 0.001 (1 kbit/s) to 100000")
-    up.add_argument("--seed", type=int, default=1)
+    up.add_argument("--seed", type=int, default=1,
+                    help="seeds the forwarder's random source: the same seed, the same fate for the n-th packet")
     up.add_argument("--direction", choices=["both", "up", "down"], default="both",
                     help="impair client->server (up), server->client (down) or both")
-    up.add_argument("--clients", type=int, default=1)
-    up.add_argument("--backend", choices=["auto", "nft-tun", "netem"], default="auto")
-    up.add_argument("--loss-in", choices=["kernel", "forwarder"], default="kernel")
+    up.add_argument("--clients", type=int, default=1, help="client namespaces, each with its own address")
+    up.add_argument("--backend", choices=["auto", "nft-tun", "netem"], default="auto",
+                    help="auto: netem where the kernel has it, else nftables and a TUN forwarder (docs/emulation.md)")
+    up.add_argument("--loss-in", choices=["kernel", "forwarder"], default="kernel",
+                    help="kernel: nftables drops (not seeded); forwarder: seeded drops, reproducible (nft-tun only)")
     st = sub.add_parser("status", help="list the runs on this machine with their settings and counters, leftovers marked")
-    st.add_argument("--prefix", default=PREFIX)
+    st.add_argument("--prefix", default=PREFIX, help=f"only runs whose name starts with this (default {PREFIX})")
     dn = sub.add_parser("down", help="remove a run made by `up` (its exact name; --force for a run something else made)")
     dn.add_argument("name", help="the run's whole name (hh-<pid>-<hex>) as printed by `up`")
     dn.add_argument("--force", action="store_true",
