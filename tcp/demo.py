@@ -9,20 +9,22 @@ receive (<-) is printed as it crosses the wire. Steps:
  3. carol connects, registers, and leaves (so the server knows her name)
  4. alice -> bob, both online: delivered live; alice sees stored then delivered
  5. alice -> carol, carol offline: the server stores it
- 6. the server is killed with SIGKILL and restarted on the same store
+ 6. the server is killed with SIGKILL and restarted on the same store;
+    alice and bob reconnect on their own
  7. carol connects and receives the stored message exactly once
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from hellohi import eventloop
-from hellohi.client_session import MessageReceived, StatusChanged
+from hellohi.client_session import MessageReceived, Registered, StatusChanged
 from hellohi.launcher import ServerProcess, start_server
 from hellohi.narration import frame_tracer, say, step, wait_for
 from tcp.client import TcpChatClient
@@ -48,6 +50,8 @@ async def demo(workdir: Path) -> int:
         carol = TcpChatClient(server.host, server.port, "carol", trace=frame_tracer("carol"), reconnect=False)
         await carol.connect()
         await carol.close()
+        # The server logs from its own process: a moment for its "carol left" to land in this step.
+        await asyncio.sleep(0.2)
 
         step(4, "alice -> bob, both online: relayed live")
         alice = TcpChatClient(server.host, server.port, "alice", trace=frame_tracer("alice"))
@@ -70,6 +74,9 @@ async def demo(workdir: Path) -> int:
         say("demo", f"server killed: exit status {server.process.returncode}; no chance to save anything")
         server = launch(store, port=server.port)
         say("server", server.banner)
+        say("demo", "alice and bob saw their connections close: they reconnect on their own")
+        for client in (alice, bob):
+            await wait_for(client, Registered, timeout=15)
 
         step(7, "carol connects and receives the stored message")
         received: list[MessageReceived] = []
@@ -77,12 +84,12 @@ async def demo(workdir: Path) -> int:
         clients.append(carol)
         await carol.connect()
         received.append(await wait_for(carol, MessageReceived))
+        say("carol", f"got {received[0].body.decode()!r} from {received[0].sender} (#{received[0].id})")
         # Give any duplicate the chance to show up before we count.
         while (event := await carol.next_event(timeout=0.5)) is not None:
             if isinstance(event, MessageReceived):
                 received.append(event)
-        for message in received:
-            say("carol", f"got {message.body.decode()!r} from {message.sender} (#{message.id})")
+                say("carol", f"got it again: #{event.id} (a duplicate)")
         if len(received) != 1:
             say("demo", f"FAILED: carol received {len(received)} copies")
             return 1

@@ -415,6 +415,12 @@ def test_demo_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tcp.demo"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "exactly once" in result.stdout
+    # alice and bob reconnect by themselves after the restart: the narration says so, and it is
+    # over before carol's step (it used to run through it, unannounced).
+    restart, carols_step = result.stdout.split("=== 6.")[1].split("=== 7.")
+    assert "[demo] alice and bob saw their connections close: they reconnect on their own" in restart
+    assert "[alice] <- HI alice" in restart and "[bob] <- HI bob" in restart
+    assert "[alice] <- HI" not in carols_step and "[bob] <- HI" not in carols_step
 
 
 def test_silent_peer_is_pinged_then_dropped(server):
