@@ -7,6 +7,7 @@ server's first line on stdout says which one.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .relay import format_peer
+from .store import MessageStore, StoreUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)")
@@ -114,6 +116,18 @@ def cannot_listen(host: str, port: int, error: OSError) -> SystemExit:
     else:
         reason = os.strerror(error.errno) if error.errno else str(error)
     return SystemExit(f"error: cannot listen on {format_peer((host, port))}: {reason}; pick another --port or --host")
+
+
+def close_store(store: MessageStore, log: logging.Logger) -> None:
+    """Close the store as a server stops. If its last writes fail (another program still
+    holds the file's lock, the disk is full), one line in the log says what that means,
+    not a traceback: nobody was told about those writes, so nothing confirmed is lost."""
+    try:
+        store.close()
+    except StoreUnavailable as error:
+        log.warning("could not write the message store as the server stopped (%s): messages no "
+                    "client was told were stored are not kept (their senders send them again), "
+                    "and messages acknowledged since its last write may be delivered again", error)
 
 
 async def until_stopped() -> None:

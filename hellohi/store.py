@@ -271,11 +271,15 @@ class MessageStore:
         self._uncommitted = ([], [], [])
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the claim
-            self._lock_fd = None
+        """Commit, then let go of the file. If the commit fails (StoreUnavailable, raised
+        after), the file is let go all the same: a server stopping can wait no longer."""
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the claim
+                self._lock_fd = None
 
 
 def _consecutive_runs(removed: list[tuple[int, str]]) -> tuple[list[tuple[str, int, int]], list[tuple[int, str]]]:

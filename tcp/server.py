@@ -19,7 +19,7 @@ import sys
 from hellohi.codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE, Decoder, encode
 from hellohi import eventloop
 from hellohi.errors import ErrorCode, ProtocolError
-from hellohi.launcher import announce, cannot_listen, until_stopped
+from hellohi.launcher import announce, cannot_listen, close_store, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import DEFAULT_MAX_OUTBOUND, Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
 from hellohi.store import MessageStore, StoreInUse
@@ -61,7 +61,7 @@ class TcpRelayServer:
             transport.abort()
         if self._server:
             await self._server.wait_closed()
-        self.relay.store.close()
+        close_store(self.relay.store, log)
 
     def flush(self) -> None:
         """Carry out what the relay decided, after it committed the store."""

@@ -121,3 +121,49 @@ def test_a_commit_that_cannot_write_raises_store_unavailable_and_keeps_every_wri
     assert [(m.id, m.body) for m in reopened.waiting("bob")] == [(2, b"second")]
     assert reopened.knows("carol")
     assert reopened.first_copy("alice", "r2") == 2
+
+
+def _hold_a_write_it_cannot_make(store: MessageStore) -> sqlite3.Connection:
+    """Give the store a message to write, and return another program's connection holding
+    the file's write lock (roll it back to let go)."""
+    store._db.execute("PRAGMA busy_timeout = 10")  # SQLite's 5 s wait would only slow the test
+    store.add("alice", "r1", "bob", b"hi", 0.0)
+    return _lock_for_writing(store.path)
+
+
+def test_a_store_closed_while_it_cannot_write_lets_go_of_the_file_and_says_so(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = MessageStore(path, exclusive=True)
+    other = _hold_a_write_it_cannot_make(store)
+    with pytest.raises(StoreUnavailable):
+        store.close()
+    other.rollback()
+    MessageStore(path, exclusive=True).close()  # the claim was released all the same
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_server_stopping_while_its_store_cannot_write_logs_one_line_not_a_traceback(tmp_path, transport, caplog):
+    import asyncio
+    import itertools
+
+    from hellohi.datagram_relay import DatagramRelay
+    from hellohi.reliable import DEFAULT
+    from hellohi.relay import Relay
+    from tcp.server import TcpRelayServer
+    from udp.server import UdpRelayServer
+
+    path = str(tmp_path / "store.sqlite3")
+    store = MessageStore(path, exclusive=True)
+    relay = Relay(store)
+    other = _hold_a_write_it_cannot_make(store)
+
+    async def stop() -> None:
+        if transport == "tcp":
+            await TcpRelayServer(relay).close()
+        else:
+            UdpRelayServer(DatagramRelay(relay, DEFAULT, new_token=itertools.count(1).__next__)).close()
+
+    asyncio.run(stop())  # no StoreUnavailable out of it
+    other.rollback()
+    assert "could not write the message store as the server stopped (database is locked)" in caplog.text
+    MessageStore(path, exclusive=True).close()

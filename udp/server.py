@@ -21,7 +21,7 @@ from collections import deque
 
 from hellohi import eventloop
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
-from hellohi.launcher import announce, cannot_listen, until_stopped
+from hellohi.launcher import announce, cannot_listen, close_store, until_stopped
 from hellohi.options import add_server_arguments, add_udp_arguments, limits_from, positive, reliability_from
 from hellohi.relay import Relay, format_peer
 from tcp.server import open_store
@@ -87,7 +87,7 @@ class UdpRelayServer:
             loop.remove_writer(self._socket.fileno())
             self._socket.close()
             self._socket = None
-        self.relay.relay.store.close()
+        close_store(self.relay.relay.store, log)
 
     # ------------------------------------------------------------ reading
 
