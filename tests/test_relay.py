@@ -394,3 +394,22 @@ def test_a_hello_while_the_store_cannot_write_is_answered_err_500(tmp_path):
     assert (err.code, carol in world.closed, world.relay.online) == (500, True, [])
     other.rollback()
     assert world.connect("carol") > carol
+
+
+def test_a_flush_with_nothing_to_say_does_not_try_a_store_that_cannot_write_again(tmp_path):
+    # The glue calls flush() until it returns nothing: after the ERR 500s, one more call
+    # that tried the store again would stall the server SQLite's 5 s once more (the UDP
+    # server sent its ERR 500s only after that second wait).
+    path = str(tmp_path / "store.sqlite3")
+    world = World(MessageStore(path))
+    alice = world.connect("alice")
+    world.store._db.execute("PRAGMA busy_timeout = 10")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    world.send(alice, Send("alice", "r1", b"note to self"))
+    assert [err.code for err in world.take(alice)] == [500]
+    tries = []
+    world.store.commit = lambda: tries.append("commit")
+    assert world.relay.flush() == []
+    assert tries == []
+    other.rollback()
