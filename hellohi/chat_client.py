@@ -120,6 +120,9 @@ def answers_hello(event: Registered | ErrorReceived) -> bool:
 
 class ChatClient:
     transport_name = "?"
+    # Whether the transport tells us when the server ends our session: TCP's FIN, reliable
+    # UDP's RESET. Plain UDP has no such signal; the ERR the server ends it with is all we get.
+    _server_close_is_signalled = True
 
     def __init__(
         self,
@@ -230,11 +233,17 @@ class ChatClient:
             if isinstance(event, (Registered, ErrorReceived)):  # not the common MSG and STATUS
                 self._answer_hello(event)
             self._events.put(event)
-            forgot_us = isinstance(event, ErrorReceived) and event.code == ErrorCode.HELLO_FIRST.code
-            if forgot_us and self._registered.is_set():
+            if not isinstance(event, ErrorReceived) or not self._registered.is_set():
+                continue
+            if event.code == ErrorCode.HELLO_FIRST.code:
                 # We said Hello, yet the server asks for it: it is a new server (a plain UDP
                 # one has no session to reset, and answers our PINGs). Start again.
                 self._connection_lost("the server no longer knows us (ERR 401): it restarted")
+            elif event.code == ErrorCode.STORE_UNAVAILABLE.code and not self._server_close_is_signalled:
+                # The server ended our session with it. Over TCP and reliable UDP the close
+                # (FIN, RESET) follows and we reconnect then; over plain UDP nothing follows,
+                # and without this we would go on as if registered, our SENDs unconfirmed.
+                self._connection_lost("the server could not write its message store (ERR 500) and ended our session")
 
     def _answer_hello(self, event: Registered | ErrorReceived) -> None:
         if isinstance(event, Registered):

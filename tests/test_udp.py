@@ -721,3 +721,54 @@ def test_a_held_back_err_401_just_ahead_of_hi_is_not_taken_for_the_answer_to_hel
     assert registered
     assert [type(e) for e in events] == [ErrorReceived, Registered]  # shown, but not the answer
     assert events[0].code == 401 and events[1].name == "alice"
+
+
+def test_a_plain_client_whose_session_ended_with_err_500_says_hello_again_and_resends():
+    # ERR 500 store-unavailable ends the session: over TCP the close follows it, over reliable
+    # UDP a RESET; over plain UDP nothing does. The client used to go on as if registered,
+    # its SEND unconfirmed and not sent again until some later frame of its drew an ERR 401.
+    import threading
+
+    seen: list[bytes] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake_server:
+        fake_server.bind(("127.0.0.1", 0))
+        fake_server.settimeout(10)
+
+        def next_frame() -> tuple[bytes, tuple]:
+            while True:
+                datagram, client = fake_server.recvfrom(65536)
+                frame = datagram.strip()
+                if frame and not frame.upper().startswith((b"PONG", b"ACK")):
+                    seen.append(frame.split(b"\n")[0])
+                    return frame, client
+
+        def serve() -> None:
+            for _ in range(2):  # the first session, then the one after ERR 500
+                hello, client = next_frame()
+                fake_server.sendto(b"HI alice hellohi/1 15000\n", client)
+                send, client = next_frame()
+                if len(seen) == 2:
+                    fake_server.sendto(b"ERR 500 store-unavailable the message store cannot be written\n", client)
+                else:
+                    fake_server.sendto(b"STATUS %s stored 1\n" % send.split()[2], client)
+
+        serving = threading.Thread(target=serve)
+        serving.start()
+
+        async def scenario():
+            alice = UdpChatClient("127.0.0.1", fake_server.getsockname()[1], "alice", plain=True)
+            await alice.connect(timeout=5)
+            alice.send("bob", b"hi")
+            events = []
+            while not any(isinstance(event, StatusChanged) for event in events):
+                event = await alice.next_event(timeout=5)
+                assert event is not None, events
+                events.append(event)
+            await alice.close()
+            return events
+
+        events = asyncio.run(scenario())
+        serving.join()
+    assert [frame.split()[0].upper() for frame in seen] == [b"HELLO", b"SEND", b"HELLO", b"SEND"]
+    assert seen[1] == seen[3]  # the same SEND, its ref too
+    assert [type(event) for event in events] == [Registered, ErrorReceived, ConnectionLost, Registered, StatusChanged]

@@ -64,6 +64,10 @@ class UdpChatClient(ChatClient):
         self._reading = False  # inside _datagram_in: replies wait for the end-of-turn pump
 
     @property
+    def _server_close_is_signalled(self) -> bool:  # see ChatClient
+        return not self.link.plain
+
+    @property
     def stats(self):
         """Reliability counters of the current session (None in plain mode)."""
         return self.link.stats
