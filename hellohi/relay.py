@@ -129,8 +129,10 @@ class Relay:
         # per recipient for the whole batch instead of one per ACK.
         self._to_deliver: dict[int, _Connection] = {}
         self._next_connection = 1
-        # Set when the store could not write: flush() then answers ERR 500 instead.
+        # Set when the store could not write: flush() then answers ERR 500 instead, to the
+        # clients whose frames it stopped, and to those the batch would have told about it.
         self._store_error: StoreUnavailable | None = None
+        self._stopped_by_store: set[int] = set()
         # What each frame a client may send makes the relay do.
         self._handlers = {
             Hello: lambda connection, frame, now: self._hello(connection, frame),
@@ -172,6 +174,7 @@ class Relay:
                 self._handlers[kind](connection, frame, now)
             except StoreUnavailable as error:  # a HELLO's read of waiting messages wrote first
                 self._store_error = error
+                self._stopped_by_store.add(connection.id)
         else:
             self._reply_error(connection, ErrorCode.HELLO_FIRST, "say HELLO [NAME] first")
 
@@ -245,13 +248,20 @@ class Relay:
 
     def _store_failed(self, to_deliver: dict[int, _Connection]) -> None:
         """The store could not commit. It keeps what it could not write, for the next commit,
-        but nothing may be said about it before then: every frame waiting to go out is
-        dropped, and each client it was for (or that waited for delivery) gets ERR 500 and
-        is closed. A sender sends its unconfirmed SENDs again when it reconnects (the ERR
-        has no ref: they are not refused), and they are recognised by their refs."""
+        but nothing may be said about it before then: a client that would have been told
+        (a STATUS, a MSG, a HI for a name not yet written), that waited for delivery, or
+        whose frame the failure stopped
+        gets ERR 500 instead of this batch's frames, and is closed. A sender sends its
+        unconfirmed SENDs again when it reconnects (the ERR has no ref: they are not
+        refused), and they are recognised by their refs. The other clients' frames (a
+        PONG, a WHO's answer) claim nothing about the store and go out as usual."""
         error, self._store_error = self._store_error, None
-        involved = {action.connection for action in self._outbox if isinstance(action, Transmit)} | set(to_deliver)
-        self._outbox = [action for action in self._outbox if not isinstance(action, Transmit)]
+        told_of_the_store = {action.connection for action in self._outbox
+                             if isinstance(action, Transmit) and isinstance(action.frame, (Status, Msg, Hi))}
+        involved = told_of_the_store | set(to_deliver) | self._stopped_by_store
+        self._stopped_by_store = set()
+        self._outbox = [action for action in self._outbox
+                        if not (isinstance(action, Transmit) and action.connection in involved)]
         for connection_id in sorted(involved):
             connection = self._connections.get(connection_id)
             if connection is not None:

@@ -413,3 +413,25 @@ def test_a_flush_with_nothing_to_say_does_not_try_a_store_that_cannot_write_agai
     assert world.relay.flush() == []
     assert tries == []
     other.rollback()
+
+
+def test_a_store_that_cannot_write_closes_only_the_clients_it_concerns(tmp_path):
+    # carol's PING and dave's WHO come in the same batch as alice's SEND: their answers claim
+    # nothing about the store, so they go out, and carol and dave stay (they were closed with
+    # ERR 500 too, and every heartbeat while the lock was held closed whoever it reached).
+    path = str(tmp_path / "store.sqlite3")
+    world = World(MessageStore(path))
+    alice, bob = world.connect("alice"), world.connect("bob", peer="127.0.0.1:40001")
+    carol, dave = world.connect("carol", peer="127.0.0.1:40002"), world.connect("dave", peer="127.0.0.1:40003")
+    world.store._db.execute("PRAGMA busy_timeout = 10")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    world.relay.receive(carol, Ping("c1"), world.now)
+    world.relay.receive(dave, Who(), world.now)
+    world.send(alice, Send("bob", "r1", b"hi"))
+    other.rollback()
+    for connection in (alice, bob):
+        assert [err.code for err in world.take(connection)] == [500] and connection in world.closed
+    assert world.take(carol) == [Pong("c1")] and carol not in world.closed
+    [online] = world.take(dave)
+    assert isinstance(online, Online) and dave not in world.closed
