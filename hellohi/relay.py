@@ -96,6 +96,8 @@ def format_peer(address: tuple) -> str:
 
 _SERVER_ONLY = (Hi, Msg, Status, Online)
 _BEFORE_HELLO = (Hello, Ping, Pong, Err, Bye)
+# The frames that claim something the store has written: nothing may say so before it commits.
+_TELLS_OF_THE_STORE = (Status, Msg, Hi)
 
 
 @dataclass
@@ -254,18 +256,29 @@ class Relay:
         gets ERR 500 instead of this batch's frames, and is closed. A sender sends its
         unconfirmed SENDs again when it reconnects (the ERR has no ref: they are not
         refused), and they are recognised by their refs. The other clients' frames (a
-        PONG, a WHO's answer) claim nothing about the store and go out as usual."""
+        PONG, a WHO's answer) claim nothing about the store and go out as usual, and so
+        does the frame that says why the batch closed a client (_still_said)."""
         error, self._store_error = self._store_error, None
         told_of_the_store = {action.connection for action in self._outbox
-                             if isinstance(action, Transmit) and isinstance(action.frame, (Status, Msg, Hi))}
+                             if isinstance(action, Transmit) and isinstance(action.frame, _TELLS_OF_THE_STORE)}
         involved = told_of_the_store | set(to_deliver) | self._stopped_by_store
         self._stopped_by_store = set()
-        self._outbox = [action for action in self._outbox
-                        if not (isinstance(action, Transmit) and action.connection in involved)]
+        # Before the loop below closes them: which of the involved were closed by the batch itself.
+        self._outbox = [action for action in self._outbox if self._still_said(action, involved)]
         for connection_id in sorted(involved):
             connection = self._connections.get(connection_id)
             if connection is not None:
                 self._refuse(connection, ErrorCode.STORE_UNAVAILABLE, f"the message store cannot be written ({error}); nothing of this was confirmed: try again")
+
+    def _still_said(self, action: Action, involved: set[int]) -> bool:
+        """Whether an action of a batch whose commit failed still goes out. An involved client
+        still connected gets ERR 500 instead of its frames. One the batch already closed (its
+        BYE, an ERR 413 for a line too long, an ERR 408) gets no ERR 500, so it keeps the
+        frames that say why it was closed and loses only those that tell of the store."""
+        if not isinstance(action, Transmit) or action.connection not in involved:
+            return True
+        closed_by_this_batch = action.connection not in self._connections
+        return closed_by_this_batch and not isinstance(action.frame, _TELLS_OF_THE_STORE)
 
     # ------------------------------------------------------------ queries
 

@@ -435,3 +435,30 @@ def test_a_store_that_cannot_write_closes_only_the_clients_it_concerns(tmp_path)
     assert world.take(carol) == [Pong("c1")] and carol not in world.closed
     [online] = world.take(dave)
     assert isinstance(online, Online) and dave not in world.closed
+
+
+def test_a_client_the_failed_batch_closed_itself_is_still_told_why(tmp_path):
+    # bob's line was too long (ERR 413, closed) in the batch where alice's SEND gave him a MSG:
+    # the store could not write, so the MSG must not go out, but the ERR 413 must (he got a
+    # bare close, and a client told nothing reconnects and sends the refused frame again).
+    # carol acknowledged and said BYE in that batch: her BYE goes out, her ACK is not confirmed.
+    path = str(tmp_path / "store.sqlite3")
+    world = World(MessageStore(path))
+    alice, bob = world.connect("alice"), world.connect("bob", peer="127.0.0.1:40001")
+    carol = world.connect("carol", peer="127.0.0.1:40002")
+    world.send(alice, Send("carol", "r0", b"for carol"))
+    [msg] = world.take(carol)
+    world.take(alice)
+    world.store._db.execute("PRAGMA busy_timeout = 10")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    world.relay.receive(alice, Send("bob", "r1", b"hi"), world.now)
+    world.relay.reject(bob, ProtocolError(ErrorCode.TOO_LARGE, "header line longer than 1024 bytes", fatal=True))
+    world.relay.receive(carol, Ack(msg.id), world.now)
+    world.relay.receive(carol, Bye(), world.now)
+    world.flush()
+    other.rollback()
+    assert [err.code for err in world.take(alice)] == [500]
+    assert [(type(frame), getattr(frame, "code", None)) for frame in world.take(bob)] == [(Err, 413)]
+    assert world.take(carol) == [Bye()]
+    assert {alice, bob, carol} <= world.closed
