@@ -27,6 +27,7 @@ from hellohi.codec import DEFAULT_MAX_BODY
 
 from . import baselines, paired, protocol_work, python_floor, results
 from .clients import DEFAULT_PROTOCOLS
+from .emulation.spec import LinkSpec
 from .matrix import (ALL_PROTOCOLS, ALL_WORKLOADS, ISSUE4_LINK, MatrixError, check_payload_flag, default_matrix,
                      emulated_cells, flag_matrix, load_config, pair_problem, parse_link, to_scenarios)
 from .ratios import compute_ratios, print_ratios
@@ -318,22 +319,39 @@ def build_scenarios(args, remote) -> list[Scenario]:
         raise MatrixError("no scenario to run: kcp-test and kcp-pingpong need a kcp-* protocol (kcp-test also "
                           "takes udp and udp-turbo), the other workloads need tcp, udp, udp-raw or udp-turbo, "
                           "throughput-raw needs tcp, and --server runs no KCP workload; see --help")
-    _refuse_two_of_one_id(scenarios, f"--config {args.config}: " if args.config else "")
+    scenarios = _once_each(scenarios, f"--config {args.config}: " if args.config else "")
     return [replace(sc, round=number) for number in range(1, args.rounds + 1) for sc in scenarios]
 
 
-def _refuse_two_of_one_id(scenarios: list[Scenario], where: str) -> None:
-    """Two scenarios with one id (a config file's, differing only in window, warmup, timeout or
-    seed, which the id leaves out) would be two rows nobody can tell apart in results.csv and
-    the report."""
-    first_of: dict[str, int] = {}
+def _once_each(scenarios: list[Scenario], where: str) -> list[Scenario]:
+    """The scenarios, each run once. The same scenario asked for twice runs once, as a name given
+    twice does (--payloads 64,64; a file's emulated scenario that --link carries across its own
+    link again). Two that share an id and differ otherwise (a config file's, in window, warmup,
+    timeout or seed, which the id leaves out) would be two rows nobody can tell apart in
+    results.csv and the report: they are refused."""
+    first_of: dict[str, tuple[int, Scenario]] = {}
+    once = []
     for number, scenario in enumerate(scenarios, 1):
-        if scenario.id in first_of:
-            raise MatrixError(f"{where}scenarios {first_of[scenario.id]} and {number} would both be {scenario.id!r}: the id "
-                              "names workload, protocol, payload, count, clients and link, not window, warmup, "
-                              "timeout or seed; give one of them another count or payload, or run them as two "
-                              "runs into two --out folders")
-        first_of[scenario.id] = number
+        if scenario.id not in first_of:
+            first_of[scenario.id] = (number, scenario)
+            once.append(scenario)
+            continue
+        first_number, first = first_of[scenario.id]
+        if _same_run(first, scenario):
+            continue
+        raise MatrixError(f"{where}scenarios {first_number} and {number} would both be {scenario.id!r}: the id "
+                          "names workload, protocol, payload, count, clients and link, not window, warmup, "
+                          "timeout or seed; give one of them another count or payload, or run them as two "
+                          "runs into two --out folders")
+    return once
+
+
+def _same_run(one: Scenario, other: Scenario) -> bool:
+    """Whether two scenarios measure the same thing. Their links are compared as LinkSpecs: a
+    file's {loss = 0.05, delay_ms = 10} is --link issue4's link, whose seed=1 is the default."""
+    def link(scenario: Scenario) -> LinkSpec | None:
+        return LinkSpec(**scenario.link_config) if scenario.link == "emulated" else None
+    return replace(one, link_config={}) == replace(other, link_config={}) and link(one) == link(other)
 
 
 def _wants_flag_matrix(args) -> bool:
@@ -347,7 +365,7 @@ def _cells_asked_for(args) -> list[dict]:
         given = [flag for flag, value in (("--full", args.full), ("--workloads", args.workloads),
                                           ("--protocols", args.protocols), ("--payloads", args.payloads),
                                           ("--clients", args.clients), ("--count", args.count)) if value]
-        if given == ["--full"]:
+        if given[:1] == ["--full"]:  # first in the list when given
             raise MatrixError(f"--config {args.config} describes the matrix, so --full cannot be added to it; "
                               "run the file's matrix without --full, or --full without --config")
         if given:

@@ -894,6 +894,30 @@ def test_flags_that_would_be_ignored_beside_a_config_file_are_refused(tmp_path, 
     assert "so --count cannot be added to it; put it in the file's [defaults]" in capsys.readouterr().err
     assert cli.main(["--config", str(config), "--full", "--list"]) == 2  # --full has no place in a file
     assert "so --full cannot be added to it; run the file's matrix without --full, or --full without --config" in capsys.readouterr().err
+    # --full with another flag: still told --full has no place in the file (it was told to put it there)
+    assert cli.main(["--config", str(config), "--full", "--count", "3", "--list"]) == 2
+    assert "so --full cannot be added to it; run the file's matrix without --full" in capsys.readouterr().err
+
+
+def test_a_scenario_asked_for_twice_runs_once(tmp_path, capsys, monkeypatch):
+    # A file mixing loopback and emulated scenarios, run with --link naming the file's own link:
+    # --link carries both of the file's hello scenarios across that link, one copy each, and
+    # the matrix was refused as "two scenarios of one id". A number or a link given twice too.
+    monkeypatch.setattr(cli, "emulation_problem", lambda: None)
+    config = tmp_path / "matrix.toml"
+    config.write_text('[[scenario]]\nworkload = "hello"\n[[scenario]]\nworkload = "hello"\nlink = "emulated"\n'
+                      'link_config = {loss = 0.05, delay_ms = 10}\n')
+    assert _listed_ids(capsys, "--config", str(config), "--link", "issue4") == [
+        "hello-tcp-64B-n1000", "hello-tcp-64B-n1000-emulated-delay_ms10-loss0.05"]
+    assert _listed_ids(capsys, "--config", str(config), "--link", "loss=0.1") == [
+        "hello-tcp-64B-n1000", "hello-tcp-64B-n1000-emulated-delay_ms10-loss0.05", "hello-tcp-64B-n1000-emulated-loss0.1"]
+    assert _listed_ids(capsys, "--workloads", "hello", "--protocols", "tcp", "--payloads", "64,64") == ["hello-tcp-64B-n1000"]
+    once = _listed_ids(capsys, "--link", "issue4")
+    assert _listed_ids(capsys, "--link", "issue4", "--link", "issue4") == once
+    # Two that differ in what the id leaves out are still refused.
+    config.write_text('[[scenario]]\nworkload = "hello"\n[[scenario]]\nworkload = "hello"\nwarmup = 5\n')
+    assert cli.main(["--config", str(config), "--list"]) == 2
+    assert "scenarios 1 and 2 would both be 'hello-tcp-64B-n1000'" in capsys.readouterr().err
 
 
 def test_an_empty_out_name_or_a_directory_in_the_way_is_refused_before_the_run(tmp_path, capsys):
