@@ -36,8 +36,9 @@ from .waiting import finished_within
 REFUSED_OUR_FRAME = (400, 413)
 
 # The ERRs after which the server has ended our session whatever their ref (PROTOCOL.md,
-# "ERR codes": closed). 400 is left out: most 400s leave the session as it was.
-END_THE_SESSION = (408, 413, 500, 507)
+# "ERR codes": closed). 400 is left out: most 400s leave the session as it was. A 503 to a
+# registered client answers a frame that reached a server restarted since, and full.
+END_THE_SESSION = (408, 413, 500, 503, 507)
 
 
 class ConnectFailed(Exception):

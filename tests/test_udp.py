@@ -724,7 +724,8 @@ def test_a_held_back_err_401_just_ahead_of_hi_is_not_taken_for_the_answer_to_hel
 
 
 @pytest.mark.parametrize("ending", [b"ERR 500 store-unavailable the message store cannot be written",
-                                    b"ERR 408 timeout nothing heard for 45 s"])
+                                    b"ERR 408 timeout nothing heard for 45 s",
+                                    b"ERR 503 server-full 1000 clients are connected"])
 def test_a_plain_client_whose_session_the_server_ended_says_hello_again_and_resends(ending):
     # ERR 500 store-unavailable (or 408 timeout, found waiting by a client that was stopped)
     # ends the session: over TCP the close follows it, over reliable
