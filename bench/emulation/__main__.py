@@ -194,13 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--loss", type=float, default=0.0, help="share of packets lost, e.g. 0.05")
     up.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay")
     up.add_argument("--jitter-ms", type=float, default=0.0,
-                    help="each packet's delay is drawn from delay-ms +- this (jitter alone never reorders)")
+                    help="each packet's delay is drawn from delay-ms +- this (nft-tun: jitter alone never reorders; netem's may)")
     up.add_argument("--reorder", type=float, default=0.0, help="share of packets held back")
-    up.add_argument("--reorder-ms", type=float, default=5.0, help="how long a reordered packet is held back")
+    up.add_argument("--reorder-ms", type=float, default=5.0, help="how long a reordered packet is held back (nft-tun; netem reorders by its own rule)")
     up.add_argument("--duplicate", type=float, default=0.0, help="share of packets sent twice")
     up.add_argument("--rate-mbit", type=float, default=None, help="bottleneck rate, 0.001 (1 kbit/s) to 100000")
     up.add_argument("--seed", type=int, default=1,
-                    help="seeds the forwarder's random source: the same seed, the same fate for the n-th packet")
+                    help="seeds the nft-tun forwarder's random source: the same seed, the same fate for the n-th packet (netem: no effect)")
     up.add_argument("--direction", choices=["both", "up", "down"], default="both",
                     help="impair client->server (up), server->client (down) or both")
     up.add_argument("--clients", type=int, default=1, help="client namespaces, each with its own address")
