@@ -189,7 +189,11 @@ class DatagramRelay:
         Plain sessions get nothing: plain UDP has no session to reset, as it has no acks."""
         for session in self._by_connection.values():
             if session.endpoint is not None:
-                self._outgoing.append((reset_packet(session.token), session.address))
+                reset = reset_packet(session.token)
+                # An address not yet proven gets no more than it sent us, even now:
+                # its budget may be spent already (on acks), and then it gets nothing.
+                if self._may_send(session, len(reset)):
+                    self._emit(session, reset)
 
     def next_deadline(self) -> float | None:
         """When on_timer() should next be called: at the soonest deadline, or earlier.
@@ -266,9 +270,12 @@ class DatagramRelay:
             session = self._by_token.get(packet.token)
             if session is None:
                 # A session we do not know (we restarted, or it timed out): tell the
-                # client to start over. A 22-byte header is never more than we got.
+                # client to start over. A 22-byte header is never more than we got, but
+                # with an amplification factor under 1 it may be more than we may send.
                 self.stats.unknown_token += 1
-                self._outgoing.append((reset_packet(packet.token), address))
+                reset = reset_packet(packet.token)
+                if len(reset) <= len(datagram) * self.limits.amplification_factor:
+                    self._outgoing.append((reset, address))
                 return None
         assert session.endpoint is not None
         if address != session.address:

@@ -634,6 +634,30 @@ def test_reset_is_never_longer_than_what_provoked_it():
     assert net.sent_to[source] <= len(probe)
 
 
+def test_shutdown_sends_an_unproven_address_no_more_than_it_sent():
+    # Found by tests/test_fuzz_server.py: two bare 22-byte headers with token 0, the second
+    # out of order, so that the server's ack (30 bytes, with a range) spent most of the 44-byte
+    # budget; the RESET at shutdown went out all the same, 52 bytes for 44.
+    server = DatagramRelay(Relay(MessageStore(":memory:")), DEFAULT, new_token=itertools.count(0x1000).__next__)
+    source = ("198.18.0.66", 9)
+    received = [encode_packet(Packet(0, 0, 1)), encode_packet(Packet(0, 2, 0xFFFFFFFF))]
+    for datagram in received:
+        server.receive(datagram, source, 0.0)
+    sent = sum(len(datagram) for datagram, _ in server.outgoing())
+    server.shutdown()
+    sent += sum(len(datagram) for datagram, _ in server.outgoing())
+    assert sent <= sum(map(len, received))
+
+
+def test_reset_for_an_unknown_token_obeys_an_amplification_factor_under_one():
+    server = DatagramRelay(Relay(MessageStore(":memory:")), DEFAULT, new_token=itertools.count(0x1000).__next__,
+                           limits=DatagramLimits(amplification_factor=0.5))
+    probe = encode_packet(Packet(0xDEAD, 0, 1))  # 22 bytes: half of it is all we may send back
+    server.receive(probe, ("198.18.0.66", 9), 0.0)
+    assert server.stats.unknown_token == 1
+    assert server.outgoing() == []
+
+
 def test_plain_recipient_whose_acks_are_lost_is_not_stalled_by_the_window():
     net = Network(delivery_window=4)
     alice, bob = net.client("alice", 1, plain=True), net.client("bob", 2, plain=True)
