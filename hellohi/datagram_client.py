@@ -19,6 +19,9 @@ The session rules it follows:
   first datagram at once with an empty reliable message, which proves to the
   server that we receive at this address. From then on a datagram with any
   other token is a leftover of an old session, and ignored.
+- A CHALLENGE with our token is answered at once with a RESPONSE carrying its
+  secret: after our address changed (a NAT rebinding), the server sends us no
+  more than we send it until we prove we receive at the new address.
 - RESET with our token means the server no longer knows us (it stopped,
   restarted, or timed us out): the glue starts a new session and says Hello again.
 - A session we abandon (we gave up on the server, or start a new one) is
@@ -45,7 +48,8 @@ from .codec import Decoder, Err, Frame, Hello, Hi, encode
 from .errors import ErrorCode, ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived, MessageTooLarge
-from .reliable.packet import ACK_DELAY_UNIT, PacketError, decode, is_reliable, reset_packet, unpack_common_shape
+from .reliable.packet import (ACK_DELAY_UNIT, FLAG_CHALLENGE, PacketError, decode, is_reliable, reset_packet,
+                              response_packet, unpack_common_shape)
 
 # A plain Hello is padded with blank lines (which the decoder skips) to this size,
 # for the same reason as the reliable padding: room for the server's answer.
@@ -108,6 +112,7 @@ class DatagramLink:
         self._abandoned = False  # the session is over here; start() begins the next
         self._server_forgot = False  # it sent RESET: our session is gone there already
         self._goodbyes: list[bytes] = []  # RESETs for sessions we abandoned, to send first
+        self._responses: list[bytes] = []  # RESPONSEs to the server's CHALLENGEs, to send next
         # ...and said again with each new session's first datagrams until one gets HI: one RESET
         # sent while the network is down is lost, and the name stayed taken until --timeout.
         self._resets_owed: deque[bytes] = deque(maxlen=8)
@@ -192,6 +197,9 @@ class DatagramLink:
             out, self._plain_out = self._plain_out, []
             return out
         datagrams = self.endpoint.datagrams_to_send(now)
+        if self._responses:  # rare: only after our address changed
+            datagrams = self._responses + datagrams
+            self._responses = []
         if self.endpoint.token == 0:
             # Zero padding is part of the packet format; see the module docstring.
             datagrams = [d.ljust(self.endpoint.config.max_datagram, b"\0") for d in datagrams]
@@ -227,6 +235,10 @@ class DatagramLink:
             packet = decode(datagram)
         except PacketError:
             self.ignored += 1
+            return []
+        if packet.flags & FLAG_CHALLENGE:
+            if packet.token == endpoint.token != 0:
+                self._responses.append(response_packet(packet.token, packet.secret))
             return []
         if packet.is_reset:
             if packet.token == endpoint.token and packet.token != 0:

@@ -15,7 +15,11 @@ Two kinds of datagram share one port; byte 0 tells them apart:
   datagram. A datagram with a known token belongs to that session whatever
   address it comes from, so a client whose NAT mapping changes keeps its
   session, and someone who can only spoof addresses (and never sees our
-  answers) cannot guess a token to take one over.
+  answers) cannot guess a token to take one over. But the client who owns a
+  token can spoof its source: a session that moves is unproven at its new
+  address until the client answers a CHALLENGE we send there with a RESPONSE
+  carrying its secret (QUIC's path validation, RFC 9000 section 8.2), or the
+  server could be made to pour a backlog onto a victim's address.
 - PLAIN (printable text): raw hellohi frames, one datagram holding whole
   frames, no acks, no retransmission. Fire and forget, to show what UDP alone
   loses. A session is just the source address.
@@ -23,8 +27,9 @@ Two kinds of datagram share one port; byte 0 tells them apart:
 No amplification: until an address has proved it receives what we send to it,
 we send it no more bytes than it sent us (RFC 9000 section 8 uses 3x; we use
 1x, configurable). A reliable address is proved when a datagram carrying the
-token we issued comes from it; a plain one when it answers our `PING <secret>`
-with `PONG <secret>`. Clients pad their first datagrams so that HI fits.
+token we issued comes from it the first time, and after a move when the RESPONSE
+to our CHALLENGE does; a plain one when it answers our `PING <secret>` with
+`PONG <secret>`. Clients pad their first datagrams so that HI fits.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import MessageFailed, MessageReceived, MessageTooLarge
 from .reliable.packet import (
     ACK_DELAY_UNIT,
+    FLAG_CHALLENGE,
+    FLAG_RESPONSE,
     PacketError,
+    challenge_packet,
     decode,
     is_reliable,
     reset_packet,
@@ -78,6 +86,7 @@ class _Session:
     token: int = 0  # reliable sessions only
     endpoint: ReliableEndpoint | None = None  # None: a plain session
     secret: str = ""  # plain sessions: the PING token that proves the address
+    challenge: bytes = b""  # a reliable session that moved: the secret its RESPONSE must carry
     verified: bool = False
     received_bytes: int = 0  # from the address, while unverified
     sent_bytes: int = 0  # to the address, while unverified
@@ -262,6 +271,9 @@ class DatagramRelay:
         if packet.is_reset:
             self._take_reset(packet.token, address)
             return None  # never answer a RESET: two sides could answer each other for ever
+        if packet.flags & (FLAG_CHALLENGE | FLAG_RESPONSE):
+            self._take_response(packet, address, len(datagram))
+            return None
         if packet.token == 0:
             session = self._by_address.get(address)
             if session is None or session.plain or session.verified:
@@ -285,18 +297,55 @@ class DatagramRelay:
                 return None
             self.stats.rebinds += 1
             self._say(f"session #{session.connection} moved from {format_peer(session.address)} to {format_peer(address)}")
-            self._by_address.pop(session.address, None)
-            session.address = address
-        if packet.token == session.token and not session.verified:
+            self._move(session, address)
+        if packet.token == session.token and not session.verified and not session.challenge:
             # The client echoed the token it could only have learned from us, here.
             session.verified = True
-            self._by_address.pop(address, None)
+            if self._by_address.get(address) is session:
+                del self._by_address[address]
         if not session.verified:
             session.received_bytes += len(datagram)
+            if session.challenge:
+                self._challenge(session)  # again: the last one may be lost
         session.endpoint.receive_packet(packet, now, len(datagram))
         self._touched.add(session.connection)
         self._take_endpoint_events(session, now)
         return session
+
+    def _move(self, session: _Session, address: Address) -> None:
+        """The session's datagrams now come from `address`: a NAT rebinding, or its owner
+        spoofing a victim's address. Until the client proves it receives there, by answering
+        a PING with a secret sent there, the new address gets no more than it sends."""
+        assert session.endpoint is not None
+        if self._by_address.get(session.address) is session:
+            del self._by_address[session.address]
+        session.address = address
+        session.verified = False
+        session.received_bytes = session.sent_bytes = 0
+        session.held.clear()  # they were for the old address, and are retransmitted anyway
+        session.challenge = self.new_token().to_bytes(8, "big")
+
+    def _challenge(self, session: _Session) -> None:
+        """Send the moved session's CHALLENGE, ahead of anything held for it, as far as the
+        address's budget allows (each datagram from it allows another)."""
+        challenge = challenge_packet(session.token, session.challenge)
+        if challenge not in session.held and len(session.held) < self.limits.max_held_datagrams:
+            session.held.appendleft(challenge)
+        while session.held and self._may_send(session, len(session.held[0])):
+            self._emit(session, session.held.popleft())
+
+    def _take_response(self, packet, address: Address, size: int) -> None:
+        """A RESPONSE to the CHALLENGE of a session that moved: from the address we sent it
+        to, with its secret, it proves the client receives there."""
+        session = self._by_token.get(packet.token)
+        if session is None or address != session.address or session.verified or not session.challenge:
+            return
+        session.received_bytes += size
+        if packet.flags & FLAG_RESPONSE and packet.secret == session.challenge:
+            session.verified = True
+            session.challenge = b""
+            self._say(f"session #{session.connection} proved its new address {format_peer(address)}")
+        self._touched.add(session.connection)  # what is held for it may go now
 
     def _take_reset(self, token: int, address: Address) -> None:
         """The client abandoned this session (it gave up on us, or is starting over): its

@@ -18,7 +18,7 @@ from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
-from hellohi.reliable.packet import Fragment, Packet, decode, encode as encode_packet, reset_packet
+from hellohi.reliable.packet import FLAG_CHALLENGE, Fragment, Packet, decode, encode as encode_packet, reset_packet
 from hellohi.relay import Relay, RelayLimits
 from hellohi.store import MessageStore
 
@@ -546,6 +546,9 @@ def test_nat_rebinding_keeps_the_session():
     net.run(1)
     assert alice.received() == [b"reply"]
     assert net.server.stats.rebinds == 1
+    # The new address was proved by a CHALLENGE sent there and alice's RESPONSE, not by the token.
+    assert any(d[0] == 0xB1 and d[1] & FLAG_CHALLENGE for d in net.datagrams_to[alice.address])
+    assert net.server._by_token[alice.link.token].verified
 
 
 @pytest.mark.parametrize(
@@ -782,3 +785,34 @@ def test_a_plain_client_goes_on_saying_hello_after_an_err_401_but_not_after_a_re
     assert link.next_deadline() is not None  # still waiting for HI: Hello goes again
     link.receive(b"ERR 409 name-taken alice is online from another connection\n", 0.2)
     assert link.next_deadline() is None
+
+
+def test_a_session_moved_by_a_spoofed_datagram_sends_its_new_address_no_more_than_it_got():
+    """The owner of a token can spoof its source: one datagram 'from' a victim with the token and
+    a new packet number moved the session there, verified, and the server poured alice's backlog
+    onto the victim. Now a moved session is unproven until the client answers a CHALLENGE sent
+    to its new address; the real alice, sending again from her own address, moves it back,
+    answers, and gets every message once."""
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    session = net.server._by_token[alice.link.token]
+    victim = ("198.18.0.66", 9)
+    spoofed = encode_packet(Packet(alice.link.token, session.endpoint.largest_received + 1, 1,
+                                   fragments=(Fragment(session.endpoint.largest_received + 1, 0, 1, b"WHO\n"),)))
+    net.inject(spoofed, victim)
+    for n in range(20):
+        bob.send("alice", b"x" * 1000 + b" %d" % n)
+    net.run(2)
+    assert net.server.stats.rebinds == 1
+    assert net.sent_to.get(victim, 0) <= net.received_from[victim]
+    # The spoof took the packet number alice's next message gets, so the server takes that one
+    # for a repeat: the spoofer here is the token's owner, and only hurts its own session.
+    alice.send("bob", b"my number was taken")
+    alice.send("bob", b"still here")
+    net.run(10)
+    assert net.server._by_token[alice.link.token].address == alice.address
+    assert net.server._by_token[alice.link.token].verified
+    assert alice.received() == [b"x" * 1000 + b" %d" % n for n in range(20)]
+    assert bob.received() == [b"still here"]

@@ -8,14 +8,18 @@ from hypothesis import strategies as st
 
 from hellohi.reliable.packet import (
     FIXED_HEADER,
+    FLAG_CHALLENGE,
+    FLAG_RESPONSE,
     MAGIC,
     MAX_HEADER,
     Fragment,
     Packet,
     PacketError,
+    challenge_packet,
     decode,
     encode,
     is_reliable,
+    response_packet,
 )
 from hellohi.reliable.packet import _HEADER_AND_FRAGMENT, _decode_common_shape, _decode_field_by_field
 
@@ -202,3 +206,15 @@ def test_the_one_unpack_path_reads_exactly_what_the_field_by_field_path_reads(pa
 
 def test_header_budget_constants():
     assert FIXED_HEADER == 22 and MAX_HEADER == 86
+
+
+def test_a_challenge_and_its_response_carry_the_secret_in_a_packet_numbered_0():
+    secret = bytes.fromhex("0123456789abcdef")
+    challenge, response = decode(challenge_packet(7, secret)), decode(response_packet(7, secret))
+    assert (challenge.token, challenge.number, challenge.secret) == (7, 0, secret)
+    assert challenge.flags == FLAG_CHALLENGE and response.flags == FLAG_RESPONSE and response.secret == secret
+    # Any other packet numbered 0 still carries no data.
+    unflagged = bytearray(challenge_packet(7, secret))
+    unflagged[1] = 0  # the flags byte
+    with pytest.raises(PacketError, match="cannot carry data"):
+        decode(bytes(unflagged))

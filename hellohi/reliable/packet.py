@@ -6,7 +6,10 @@ the byte layout table and examples in hex.
     offset size  field
     0      1     magic 0xB1: "reliable hellohi, version 1"; never printable ASCII,
                  so it cannot be confused with a PLAIN datagram (a raw text frame)
-    1      1     flags: 0x01 PING (ack this now), 0x02 RESET (I do not know this token)
+    1      1     flags: 0x01 PING (ack this now), 0x02 RESET (I do not know this token),
+                 0x04 CHALLENGE (prove you receive at this address), 0x08 RESPONSE
+                 (to a CHALLENGE); these two carry their secret as the only fragment
+                 of a packet numbered 0, which no other packet may be
     2      8     session token (0 = the server has not issued one yet)
     10     4     packet number (1, 2, 3...; 0 = carries no data: pure ack or keepalive)
     14     4     cumulative ack: every packet number below this one has arrived
@@ -32,7 +35,9 @@ from typing import NamedTuple
 MAGIC = 0xB1
 FLAG_PING = 0x01
 FLAG_RESET = 0x02
-KNOWN_FLAGS = FLAG_PING | FLAG_RESET
+FLAG_CHALLENGE = 0x04
+FLAG_RESPONSE = 0x08
+KNOWN_FLAGS = FLAG_PING | FLAG_RESET | FLAG_CHALLENGE | FLAG_RESPONSE
 
 HEADER = struct.Struct("!BBQIIHBB")
 RANGE = struct.Struct("!II")
@@ -81,6 +86,11 @@ class Packet(NamedTuple):
     def is_reset(self) -> bool:
         return bool(self.flags & FLAG_RESET)
 
+    @property
+    def secret(self) -> bytes:
+        """What a CHALLENGE asks to be sent back, or a RESPONSE sends back."""
+        return self.fragments[0].data if self.fragments else b""
+
 
 def encode(packet: Packet, pad_to: int = 0) -> bytes:
     """The datagram for `packet`, padded with zero bytes to `pad_to` bytes if shorter."""
@@ -103,6 +113,23 @@ def reset_packet(token: int) -> bytes:
     return encode(Packet(token, 0, 1, flags=FLAG_RESET))
 
 
+def _carries_a_secret(flags: int, fragment_count: int) -> bool:
+    """A CHALLENGE or RESPONSE: numbered 0, its one fragment is the secret, not data."""
+    return bool(flags & (FLAG_CHALLENGE | FLAG_RESPONSE)) and fragment_count == 1
+
+
+def challenge_packet(token: int, secret: bytes) -> bytes:
+    """"Answer this from where you are": the server's check that a session which moved to a
+    new address really receives there (QUIC's path validation). Outside the reliable
+    stream, so that nothing queued for the client waits ahead of it."""
+    return encode(Packet(token, 0, 1, fragments=(Fragment(1, 0, 1, secret),), flags=FLAG_CHALLENGE))
+
+
+def response_packet(token: int, secret: bytes) -> bytes:
+    """The client's answer to a CHALLENGE: the same secret, back from its own address."""
+    return encode(Packet(token, 0, 1, fragments=(Fragment(1, 0, 1, secret),), flags=FLAG_RESPONSE))
+
+
 # The most common datagram, one fragment and no ack ranges (a chat frame, or its
 # answer, with nothing lost), packs its header and fragment header in one call.
 _HEADER_AND_FRAGMENT = struct.Struct(HEADER.format + FRAGMENT.format[1:])
@@ -122,7 +149,7 @@ def encode_fields(
     call and would otherwise make a Packet only to take it apart again."""
     if len(ranges) > MAX_SACK_RANGES or len(fragments) > 255:
         raise PacketError("too many ranges or fragments for one packet")
-    if number == 0 and fragments:
+    if number == 0 and fragments and not _carries_a_secret(flags, len(fragments)):
         raise PacketError("data needs a packet number")
     # Clamped to what the 16-bit field holds.
     delay_units = round(ack_delay / ACK_DELAY_UNIT)
@@ -167,7 +194,7 @@ def _decode_field_by_field(datagram: bytes) -> Packet:
         raise PacketError("cumulative ack 0: packet numbers start at 1")
     if range_count > MAX_SACK_RANGES:
         raise PacketError(f"{range_count} ack ranges; at most {MAX_SACK_RANGES}")
-    if number == 0 and fragment_count:
+    if number == 0 and fragment_count and not _carries_a_secret(flags, fragment_count):
         raise PacketError("packet number 0 cannot carry data")
     size = len(datagram)
     offset = FIXED_HEADER
