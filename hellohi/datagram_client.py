@@ -150,6 +150,7 @@ class DatagramLink:
         self._abandoned = True
         self.stop_hello_retry()
         self._plain_out.clear()
+        self._responses.clear()  # the session they prove an address for is over
         token = self.token
         if token:
             self._old_tokens.append(token)

@@ -315,7 +315,7 @@ class DatagramRelay:
     def _move(self, session: _Session, address: Address) -> None:
         """The session's datagrams now come from `address`: a NAT rebinding, or its owner
         spoofing a victim's address. Until the client proves it receives there, by answering
-        a PING with a secret sent there, the new address gets no more than it sends."""
+        the CHALLENGE sent there with its secret, the new address gets no more than it sends."""
         assert session.endpoint is not None
         if self._by_address.get(session.address) is session:
             del self._by_address[session.address]
@@ -329,8 +329,17 @@ class DatagramRelay:
         """Send the moved session's CHALLENGE, ahead of anything held for it, as far as the
         address's budget allows (each datagram from it allows another)."""
         challenge = challenge_packet(session.token, session.challenge)
-        if challenge not in session.held and len(session.held) < self.limits.max_held_datagrams:
-            session.held.appendleft(challenge)
+        if challenge not in session.held:
+            # Always, even when the held queue is full: without the CHALLENGE the address is
+            # never proven, and held data trickles out at the client's pace until the session
+            # times out. The newest held datagram makes room (it is retransmitted anyway).
+            if session.held and len(session.held) >= self.limits.max_held_datagrams:
+                session.held.pop()
+                self.stats.amplification_dropped += 1
+            if len(session.held) < self.limits.max_held_datagrams:
+                session.held.appendleft(challenge)
+            elif self._may_send(session, len(challenge)):  # nothing may be held at all
+                self._emit(session, challenge)
         while session.held and self._may_send(session, len(session.held[0])):
             self._emit(session, session.held.popleft())
 
@@ -343,6 +352,9 @@ class DatagramRelay:
         session.received_bytes += size
         if packet.flags & FLAG_RESPONSE and packet.secret == session.challenge:
             session.verified = True
+            # A CHALLENGE still held would only be answered again, for nothing.
+            challenge = challenge_packet(session.token, session.challenge)
+            session.held = deque(d for d in session.held if d != challenge)
             session.challenge = b""
             self._say(f"session #{session.connection} proved its new address {format_peer(address)}")
         self._touched.add(session.connection)  # what is held for it may go now

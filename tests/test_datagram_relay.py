@@ -18,7 +18,7 @@ from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
-from hellohi.reliable.packet import FLAG_CHALLENGE, Fragment, Packet, decode, encode as encode_packet, reset_packet
+from hellohi.reliable.packet import FLAG_CHALLENGE, FLAG_RESPONSE, Fragment, Packet, decode, encode as encode_packet, reset_packet
 from hellohi.relay import Relay, RelayLimits
 from hellohi.store import MessageStore
 
@@ -816,3 +816,89 @@ def test_a_session_moved_by_a_spoofed_datagram_sends_its_new_address_no_more_tha
     assert net.server._by_token[alice.link.token].verified
     assert alice.received() == [b"x" * 1000 + b" %d" % n for n in range(20)]
     assert bob.received() == [b"still here"]
+
+
+def _move_alice_with_a_backlog(net: Network, messages: int):
+    """alice and bob registered; bob sends alice `messages` messages; alice's NAT gives her a new
+    address and she says something from there."""
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    for n in range(messages):
+        bob.send("alice", b"x" * 1000 + b" %d" % n)
+    net.run(0.05)
+    del net.clients[alice.address]
+    alice.address = ("198.18.0.3", 7777)
+    net.clients[alice.address] = alice
+    return alice, bob
+
+
+def _lose_challenges(net: Network, how_many: int) -> None:
+    transmit, lost = net.transmit, []
+
+    def lossy(datagram, source, destination):
+        if destination != SERVER and datagram[0] == 0xB1 and datagram[1] & FLAG_CHALLENGE and len(lost) < how_many:
+            lost.append(datagram)
+            return
+        transmit(datagram, source, destination)
+    net.transmit = lossy
+
+
+def test_a_lost_challenge_is_sent_again_even_when_the_held_queue_is_full():
+    """After a move the endpoint's backlog filled the held queue, and a CHALLENGE went into it
+    only while there was room: once the first one was lost, the next datagram from the client
+    found the queue full and no CHALLENGE was ever sent again. The address stayed unproven, the
+    held data trickled out at the client's pace, and the session ended in timeouts."""
+    net = Network(datagram_limits=DatagramLimits(max_held_datagrams=4))
+    alice, bob = _move_alice_with_a_backlog(net, 200)
+    _lose_challenges(net, 1)
+    alice.send("bob", b"moved")
+    net.run(10)
+    session = net.server._by_token[alice.link.token]
+    assert session.verified and session.address == alice.address
+    assert alice.lost == []
+    assert sorted(set(alice.received())) == sorted(b"x" * 1000 + b" %d" % n for n in range(200))
+    assert bob.received() == [b"moved"]
+
+
+def test_the_challenge_goes_first_with_nothing_to_hold():
+    """max_held_datagrams 0: the CHALLENGE cannot wait in the held queue, so it goes at once."""
+    net = Network(datagram_limits=DatagramLimits(max_held_datagrams=0))
+    alice, bob = _move_alice_with_a_backlog(net, 3)
+    alice.send("bob", b"from my new address")
+    net.run(10)
+    assert net.server._by_token[alice.link.token].verified
+    assert bob.received() == [b"from my new address"]
+
+
+def test_a_proven_address_gets_no_stale_challenge():
+    """A CHALLENGE still held when the RESPONSE to an earlier one proved the address went out
+    afterwards anyway, and the client answered it again, for nothing."""
+    net = Network(up=Impairment(delay=0.05), down=Impairment(delay=0.05))
+    alice, _ = _move_alice_with_a_backlog(net, 0)
+    alice.send("bob", b"from my new address")
+    session = net.server._by_token[alice.link.token]
+    net.run(0.06)  # the move: the first CHALLENGE is on its way
+    assert session.challenge and not session.verified
+    session.held.appendleft(b"later")  # something held, behind which a second CHALLENGE waits
+    session.received_bytes = session.sent_bytes  # no budget left
+    net.server._challenge(session)
+    assert session.held[0][1] & FLAG_CHALLENGE
+    net.run(1)
+    assert session.verified
+    assert sum(1 for d in net.datagrams_to[alice.address] if d[:1] == b"\xb1" and d[1] & FLAG_CHALLENGE) == 1
+
+
+def test_an_abandoned_session_sends_no_response_to_its_challenge():
+    """A RESPONSE queued for a session that was then abandoned went out with the next session's
+    first datagrams, padded to a full datagram, carrying the old token."""
+    link = DatagramLink(DEFAULT)
+    link.start(0.0)
+    link.endpoint.token = 0x1234
+    challenge = encode_packet(Packet(0x1234, 0, 1, fragments=(Fragment(1, 0, 1, b"8 bytes!"),), flags=FLAG_CHALLENGE))
+    link.receive(challenge, 0.1)
+    link.start(0.2)  # a new session, before anything was sent
+    link.send_frame(Hello("alice"), 0.2)
+    sent = [decode(d) for d in link.datagrams_to_send(0.2)]
+    assert not any(p.flags & FLAG_RESPONSE for p in sent)
+    assert any(p.is_reset and p.token == 0x1234 for p in sent)
