@@ -170,7 +170,7 @@ def run_round(run: dict, number: int, rounds: int, jobs, scenarios: list[Scenari
         print(f"\nnote: {len(left)} emulated network(s) left by killed runs ({', '.join(left)}); "
               f"remove them with: {sys.executable} -m bench.emulation cleanup", file=sys.stderr)
     for link_json, group in by_link.items():
-        from .emulation import EmulatedNetwork, EmulationError, LinkSpec
+        from .emulation import EmulatedNetwork, EmulationError
 
         progress.step(f"{prefix}setting up emulated link {link_json}")
         done = 0
