@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .load import BadResults, describe_cpu_idle, describe_link, interrupted, link_of, load_run, results_file, stopped_by
+from .load import (BadResults, describe_cpu_idle, describe_link, interrupted, link_of, load_run, measured, results_file,
+                   stopped_by)
 from .tables import (baseline_table, delivery_table, kcp_table, latency_table, not_measured_table, ratio_table,
                      throughput_table)
 
@@ -31,6 +32,19 @@ def _rounds_line(run: dict) -> list[str]:
         return []
     return [f"- rounds: {rounds} (`--rounds`): every scenario and baseline was measured {rounds} times, each row says "
             "its round (after round 1, ids end in `-roundN`), and each ratio is the median of its values in the rounds"]
+
+
+# Why the delivery chart is absent when delivery was counted: it only draws what could lose messages
+# (reports/charts.py, _could_lose), and "not measured" would contradict the Delivery table above it.
+NOTHING_LOST = ("Nothing to draw: no scenario that counted delivery could lose messages here (all ran on loopback, "
+                "or on KCP's simulated link, over a transport that sends again what is lost) and none lost or "
+                "duplicated one; the Delivery table above has the counts.")
+
+
+def _no_chart(run: dict, title: str) -> str:
+    if title == "delivery" and any(s["figures"].get("delivery") for s in measured(run)):
+        return NOTHING_LOST
+    return NOT_IN_RUN
 
 
 def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> str:
@@ -84,7 +98,8 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
                   else "Every scenario of the matrix was measured."),
     ]
     for title, caption, path in charts:
-        parts += [f"## Chart: {title}", "", f"{caption}", "", f"![{title}]({path.name})" if path else NOT_IN_RUN, ""]
+        parts += [f"## Chart: {title}", "", f"{caption}", "", f"![{title}]({path.name})" if path else
+                  _no_chart(run, title), ""]
     return "\n".join(parts)
 
 
@@ -99,7 +114,9 @@ def build_report(run: dict, out: Path) -> list[Path]:
     charts = [
         ("latency", "Percentiles p50/p90/p99/p99.9 per scenario, on a line from min to max.",
          latency_chart(run, out / "latency.png")),
-        ("throughput", "Messages per second and goodput against payload size (a gap: that size was not measured).",
+        ("throughput", "Messages per second and goodput against payload size (a gap: that size was not measured)"
+         + (f"; each point is the median of the rounds that measured it (of {run['rounds']})."
+            if run.get("rounds", 1) > 1 else "."),
          throughput_chart(run, out / "throughput.png")),
         ("delivery", "Delivered and lost shares of sent, where messages could be lost.",
          delivery_chart(run, out / "delivery.png")),

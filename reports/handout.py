@@ -40,7 +40,13 @@ def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback
     if not lat:
         return _missing(run, workload, protocol, link, link_config)
     measure = lat["measure"].replace("_", " ")
-    return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples)"
+    return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples{_round_of(run, scenario)})"
+
+
+def _round_of(run: dict, scenario: dict) -> str:
+    """", round N" for a figure of a --rounds run that is not round 1's (round 1 did not measure it)."""
+    number = scenario["config"].get("round", 1)
+    return f", round {number}" if run.get("rounds", 1) > 1 and number != 1 else ""
 
 
 def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
@@ -200,13 +206,30 @@ def _throughput_section(run: dict) -> list[str]:
     for protocol in ("tcp", "udp", "udp-raw"):
         found = False
         for link, where in (("loopback", "on loopback"), ("remote", "through the server on another computer (`--server`)")):
-            rates = sorted(((s["config"].get("payload", 0), s) for s in measured(run)
-                            if s["config"]["workload"] == "throughput" and s["config"]["protocol"] == protocol
-                            and link_of(s["config"]) == link), key=lambda item: item[0])
-            if rates:
+            # Per payload the first round that measured it (round 1, unless that round did not), so a
+            # --rounds run gives one figure per size, as _rounds_note says; a size of the matrix that no
+            # round measured is said to be not measured, never left out.
+            by_payload: dict[int, dict] = {}  # payload -> the first round's measured scenario, else its first
+            for s in run["scenarios"]:
+                config = s["config"]
+                if (config["workload"], config["protocol"], link_of(config)) != ("throughput", protocol, link):
+                    continue
+                first = by_payload.setdefault(config.get("payload", 0), s)
+                if not _has_figures(first) and _has_figures(s):
+                    by_payload[config.get("payload", 0)] = s
+            if any(_has_figures(s) for s in by_payload.values()):
                 found = True
-                parts = [f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
-                         f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s{_lost_share(s)}" for payload, s in rates]
+                parts = []
+                for payload in sorted(by_payload):
+                    s = by_payload[payload]
+                    if not _has_figures(s):
+                        parts.append(f"{payload} B: not measured ({s['status']}; why: report.md, "
+                                     "\"Scenarios not measured\")")
+                        continue
+                    round_ = s["config"].get("round", 1)
+                    parts.append(f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
+                                 f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s{_lost_share(s)}"
+                                 + (f" (round {round_})" if run.get("rounds", 1) > 1 and round_ != 1 else ""))
                 lines.append(f"- {protocol}, alice → bob {where}: " + "; ".join(parts))
         if not found:
             lines.append(f"- {protocol}: {_missing(run, 'throughput', protocol)}")
@@ -231,6 +254,11 @@ def _throughput_section(run: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _has_figures(scenario: dict) -> bool:
+    """Measured (reports.load.measured): status ok, with figures."""
+    return scenario["status"] == "ok" and bool(scenario.get("figures"))
 
 
 def _lost_share(scenario: dict) -> str:
@@ -348,7 +376,7 @@ def _kcp_section(run: dict) -> list[str]:
         readme = f.get("kcp_readme_avg_max_rtt_ms")
         quoted = f" (KCP's README: {number(readme[0])} / {number(readme[1])} ms)" if readme else ""
         lines.append(f"- {protocol}: average RTT {number(f.get('avg_rtt_ms'))} ms, maximum {number(f.get('max_rtt_ms'))} ms"
-                     f"{quoted}; {_delivery(scenario)}")
+                     f"{quoted}; {_delivery(scenario)}{_round_of(run, scenario)}")
     if not found:
         lines.append(f"- {_missing(run, 'kcp-test', 'kcp-fast')}")
     if find(run, "kcp-test", "kcp-default"):
@@ -392,7 +420,8 @@ def _rounds_note(run: dict) -> list[str]:
     if rounds == 1:
         return []
     return [f"This run measured everything {rounds} times (`--rounds {rounds}`). The figures below are those of",
-            f"round 1; the ratios in part 6 are medians over the {rounds} rounds, with each round's value beside them.",
+            "round 1 (where round 1 did not measure one, of the first round that did, which it names); the ratios in",
+            f"part 6 are medians over the {rounds} rounds, with each round's value beside them.",
             "How far apart are the rounds, and what does that say about a single run on this machine?"]
 
 

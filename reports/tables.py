@@ -114,7 +114,9 @@ def kcp_table(run: dict) -> str | None:
         if scenario["config"]["workload"] != "kcp-test":
             continue
         readme = f.get("kcp_readme_avg_max_rtt_ms") or [None, None]
-        rows.append([scenario["config"]["protocol"], number(f.get("avg_rtt_ms")), number(f.get("max_rtt_ms")),
+        # With --rounds each round has its rows: say which, as the baseline table does.
+        round_ = f" (round {scenario['config'].get('round', 1)})" if run.get("rounds", 1) > 1 else ""
+        rows.append([scenario["config"]["protocol"] + round_, number(f.get("avg_rtt_ms")), number(f.get("max_rtt_ms")),
                      number(readme[0]), number(readme[1])])
     if not rows:
         return None

@@ -259,7 +259,9 @@ def test_a_run_without_loss_or_emulation_says_what_it_did_not_measure(tmp_path):
     report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
     assert tmp_path / "delivery.png" not in written and not (tmp_path / "delivery.png").exists()
     assert "## Chart: delivery\n\nDelivered and lost shares of sent, where messages could be lost.\n\n" \
-           "No scenario in this run measured this." in report
+           "Nothing to draw: no scenario that counted delivery could lose messages here (all ran on loopback, or on " \
+           "KCP's simulated link, over a transport that sends again what is lost) and none lost or duplicated one; " \
+           "the Delivery table above has the counts." in report
     assert "Baselines were skipped in this run." in report
     assert "This run had no emulated link" in handout
     # Measured into a folder of its own, and the handout built from it; this one stays as it is.
@@ -578,3 +580,66 @@ def test_part_4_lists_every_protocol_measured_against_a_server_elsewhere():
     assert "A real network: against the server at 198.18.2.2:5000 (`--server`), from this computer:" in text
     assert "- TCP Hello/HI round trip: 3 of 3 delivered" in text
     assert "- UDP with ack/retry, turbo preset Hello/HI round trip: 3 of 3 delivered" in text
+
+
+def _three_rounds_of(run: dict) -> dict:
+    """`run` measured three times over (--rounds 3): round N's rates N times round 1's."""
+    scenarios = []
+    for number in (1, 2, 3):
+        for entry in copy.deepcopy(run["scenarios"]):
+            entry["config"]["round"] = number
+            if number > 1:
+                entry["id"] += f"-round{number}"
+            figures_ = entry.get("figures") or {}
+            for key in ("messages_per_s", "avg_rtt_ms"):
+                if key in figures_:
+                    figures_[key] *= number
+            scenarios.append(entry)
+    run["scenarios"], run["rounds"] = scenarios, 3
+    run["baselines"] = [dict(b, round=1) for b in run["baselines"]]
+    run["ratios"] = compute_ratios(run)
+    return run
+
+
+def test_with_rounds_the_handout_gives_one_throughput_per_size_and_names_a_round_other_than_1():
+    run = synthetic_run()
+    run["scenarios"] += [
+        scenario(workload="throughput", protocol="tcp", payload=1024, count=4, status="error", reason="server died"),
+        scenario(workload="throughput", protocol="udp-raw", payload=65536, count=4, status="not_applicable",
+                 reason="too big for one datagram")]
+    run = _three_rounds_of(run)
+    # Round 1 of tcp 1024 B failed, round 2 measured it.
+    round2 = next(s for s in run["scenarios"] if s["id"].startswith("throughput-tcp-1024B") and s["config"]["round"] == 2)
+    round2.update(status="ok", figures=figures(ONE_WAY, [50.0], 1, [0], messages_per_s=9_000.0,
+                                               goodput_MB_per_s=9.2))
+    del round2["reason"]
+    text = handout_text(run)
+    line = next(line for line in text.splitlines() if line.startswith("- tcp, alice → bob on loopback"))
+    # Round 1's 43,210 msg/s only; before, each round's figure was listed, unlabelled (43,210; 86,420; 129,630).
+    assert line == ("- tcp, alice → bob on loopback: 64 B: 43,210 msg/s, 2.77 MB/s; "
+                    "1024 B: 9,000 msg/s, 9.20 MB/s (round 2)")
+    # Round 1's hello failed, round 2 measured it: the line says whose figure it is.
+    hello = [s for s in run["scenarios"] if s["config"]["workload"] == "hello" and s["config"]["protocol"] == "tcp"]
+    hello[0].update(status="error", reason="server died")
+    assert "- hellohi Hello/HI over TCP (client library): p50 123.4 µs, p99 500.0 µs (round trip, 5 samples, round 2)" \
+        in handout_text(run)
+    # A protocol no round measured keeps the bench's reason.
+    assert "- udp-raw: not measured in this run (not_applicable: too big for one datagram)" in text
+
+
+def test_a_size_of_the_matrix_that_was_not_measured_is_named_in_part_3():
+    run = synthetic_run()
+    run["scenarios"].append(scenario(workload="throughput", protocol="tcp", payload=65536, count=4,
+                                     status="error", reason="server died"))
+    text = handout_text(run)
+    assert ("- tcp, alice → bob on loopback: 64 B: 43,210 msg/s, 2.77 MB/s; "
+            "65536 B: not measured (error; why: report.md, \"Scenarios not measured\")") in text
+
+
+def test_with_rounds_each_kcp_row_and_the_throughput_chart_say_which_round(tmp_path):
+    run = _three_rounds_of(synthetic_run())
+    build_report(run, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    for number, avg in ((1, "216.7"), (2, "433.4"), (3, "650.1")):
+        assert f"| kcp-fast (round {number}) | {avg} " in report.replace("  ", " ").replace("  ", " ")
+    assert "each point is the median of the rounds that measured it (of 3)." in report
