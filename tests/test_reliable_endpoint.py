@@ -13,7 +13,7 @@ from bench.kcp_peer import KcpScenario, kcp_available, simulate_kcp, simulate_re
 from hellohi.reliable import DEFAULT, TURBO, Impairment, MessageFailed, MessageReceived, MessageTooLarge, ReliableEndpoint
 from hellohi.reliable.config import smallest_max_datagram
 from hellohi.reliable.congestion import NewReno
-from hellohi.reliable.packet import Packet, decode, encode
+from hellohi.reliable.packet import MAX_MESSAGE_ID, MAX_PACKET_NUMBER, Fragment, Packet, decode, encode
 from hellohi.reliable.rtt import RttEstimator
 from hellohi.reliable.simulate import Simulation
 
@@ -377,3 +377,55 @@ def test_impairment_is_deterministic_for_a_seed():
     for i in range(4000):
         link.apply(b"x", 0.0)
     assert 900 < link.dropped < 1100
+
+
+# ------------------------------------------------------------ the 32-bit fields at their limits
+
+
+def _near_the_packet_number_limit(sim, numbers_left):
+    """Start a's packet numbers (and b's expectations) `numbers_left` below the 32-bit limit."""
+    first = MAX_PACKET_NUMBER - numbers_left
+    sim.endpoints["a"]._next_packet = first
+    receiver = sim.endpoints["b"]
+    receiver._expected, receiver._largest_received = first, first - 1
+
+
+def test_the_last_packet_numbers_are_acknowledged_then_the_rest_fails():
+    # Packet 0xFFFFFFFF was sent; its cumulative ack, 0x100000000, does not fit in 32 bits,
+    # and the receiver's next datagram raised struct.error. The largest number used is now
+    # one less, and what cannot be numbered any more is reported, not held forever.
+    sim = Simulation(DEFAULT, Impairment(loss=0.2, duplicate=0.1, reorder=0.2, delay=0.01, jitter=0.005, seed=4))
+    _near_the_packet_number_limit(sim, 40)
+    messages = [b"m%03d " % i + b"." * 1000 for i in range(60)]  # one packet each
+    for i, data in enumerate(messages):
+        sim.send_at(i * 0.001, "a", data)
+    sim.run(until=600)
+    assert sim.received["b"] == messages[:40]  # numbers MAX-40 ... MAX-1
+    assert sorted(sim.delivered["a"]) == sim.sent_ids["a"][:40]
+    assert sorted(sim.failed["a"]) == sim.sent_ids["a"][40:]
+    assert sim.endpoints["a"].failed == "packet numbers exhausted"
+
+
+def test_packet_number_0xffffffff_from_the_peer_is_dropped_not_fatal():
+    receiver = ReliableEndpoint(DEFAULT, token=7)
+    receiver._expected = receiver._largest_received = MAX_PACKET_NUMBER
+    last = Packet(7, MAX_PACKET_NUMBER, 1, fragments=(Fragment(1, 0, 1, b"x"),))
+    assert not receiver.receive_next_message(MAX_PACKET_NUMBER, 1, 0.0, b"x", 0.0)  # the fast lane declines
+    receiver.receive_datagram(encode(last), 0.0)
+    assert receiver.stats.beyond_window_dropped == 1 and receiver.pop_events() == []
+    receiver.send_message(b"answer", 1.0)
+    assert decode(receiver.datagrams_to_send(1.0)[0]).cumulative_ack == MAX_PACKET_NUMBER
+
+
+def test_message_ids_wrap_from_0xffffffff_to_1():
+    # The 2**32nd message raised struct.error in datagrams_to_send(): ids now start again at 1.
+    sim = Simulation(DEFAULT, Impairment(loss=0.2, reorder=0.1, delay=0.01, seed=6))
+    sim.endpoints["a"]._next_message_id = MAX_MESSAGE_ID - 2
+    messages = [b"w%d" % i for i in range(6)] + [b"x" * 3000]
+    for i, data in enumerate(messages):
+        sim.send_at(i * 0.004, "a", data)
+    sim.run(until=600)
+    assert sim.sent_ids["a"] == [MAX_MESSAGE_ID - 2, MAX_MESSAGE_ID - 1, MAX_MESSAGE_ID, 1, 2, 3, 4]
+    assert sim.received["b"] == messages
+    assert sorted(sim.delivered["a"]) == sorted(sim.sent_ids["a"]) and sim.failed["a"] == []
+

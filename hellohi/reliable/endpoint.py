@@ -43,6 +43,7 @@ from .packet import (
     FIXED_HEADER,
     FLAG_PING,
     FRAGMENT_HEADER,
+    MAX_MESSAGE_ID,
     MAX_PACKET_NUMBER,
     MAX_SACK_RANGES,
     RANGE,
@@ -213,7 +214,9 @@ class ReliableEndpoint:
     def send_message(self, data: bytes, now: float) -> int:
         """Queue a message; returns its id (MessageDelivered/MessageFailed name it)."""
         message_id = self._next_message_id
-        self._next_message_id += 1
+        # The wire holds 32 bits and 0 is not used: after 0xFFFFFFFF comes 1 (it crashed
+        # the encoder before). Only messages not yet acknowledged must have distinct ids.
+        self._next_message_id = message_id + 1 if message_id < MAX_MESSAGE_ID else 1
         self._stats.messages_sent += 1
         if self.failed:
             self._fail_message(message_id, self.failed)
@@ -341,6 +344,8 @@ class ReliableEndpoint:
         """
         if number != self._expected or self._early or self._partial or self._to_retransmit or size > self.config.max_message:
             return False  # out of order, a gap on either side, a message half built, a loss being repaired
+        if number == MAX_PACKET_NUMBER:
+            return False  # never sent by us; _take_data drops it (our ack of it would not fit)
         unacked = self._unacked
         if unacked:
             if len(unacked) != 1 or cumulative_ack != self._next_packet:
@@ -379,6 +384,11 @@ class ReliableEndpoint:
         while self._queue:
             if not self._may_send_new():
                 if self._ack_to_account is None:
+                    if not self._unacked and self._next_packet >= MAX_PACKET_NUMBER:
+                        # Every number used up and acknowledged: what is queued can never
+                        # go. Report it (MessageFailed) rather than hold it forever.
+                        self._fail("packet numbers exhausted")
+                        return out
                     break
                 self._settle()  # the ack not yet accounted for may have opened the window
                 continue
@@ -454,12 +464,13 @@ class ReliableEndpoint:
     def _may_send_new(self) -> bool:
         if not self._unacked:
             # Nothing in flight (a ping-pong's every message): both windows hold at least one packet.
-            return self._next_packet <= MAX_PACKET_NUMBER
+            # (The largest number is never used: its cumulative ack, MAX + 1, would not fit.)
+            return self._next_packet < MAX_PACKET_NUMBER
         lowest = next(iter(self._unacked))
         return (
             len(self._unacked) < self.cc.window
             and self._next_packet < lowest + self.config.send_window
-            and self._next_packet <= MAX_PACKET_NUMBER
+            and self._next_packet < MAX_PACKET_NUMBER
         )
 
     def _send_new_packet(self, now: float) -> bytes:
@@ -645,9 +656,12 @@ class ReliableEndpoint:
             self._ack_now = True  # our ack was probably lost: repeat it at once
             self._say(f"duplicate: packet #{number} already received, dropped")
             return
-        if number >= self._expected + self.config.send_window:
+        if number >= self._expected + self.config.send_window or number == MAX_PACKET_NUMBER:
+            # The peer broke the window; it will send it again. The largest number is never
+            # sent: a cumulative ack of it (MAX + 1) would not fit in 32 bits, and taking
+            # it made every later datagram of ours raise struct.error.
             self._stats.beyond_window_dropped += 1
-            return  # the peer broke the window; it will send it again
+            return
         if number > self._largest_received:
             self._largest_received, self._largest_received_at = number, now
         filled_gap = bool(self._early)

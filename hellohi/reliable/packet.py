@@ -47,7 +47,8 @@ FRAGMENT_HEADER = FRAGMENT.size  # 10
 MAX_SACK_RANGES = 8
 MAX_HEADER = FIXED_HEADER + MAX_SACK_RANGES * RANGE.size  # 86
 ACK_DELAY_UNIT = 10e-6  # seconds per unit of the ack delay field
-MAX_PACKET_NUMBER = 0xFFFFFFFF
+MAX_PACKET_NUMBER = 0xFFFFFFFF  # the field's limit; the endpoint never sends this one (see endpoint.py)
+MAX_MESSAGE_ID = 0xFFFFFFFF  # message ids run 1 ... this, then start again at 1
 
 
 class PacketError(Exception):
