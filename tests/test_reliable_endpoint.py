@@ -7,6 +7,8 @@ one event to the next, so minutes of lossy traffic take milliseconds.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from bench.kcp_peer import KcpScenario, kcp_available, simulate_kcp, simulate_reliable
@@ -428,4 +430,41 @@ def test_message_ids_wrap_from_0xffffffff_to_1():
     assert sim.sent_ids["a"] == [MAX_MESSAGE_ID - 2, MAX_MESSAGE_ID - 1, MAX_MESSAGE_ID, 1, 2, 3, 4]
     assert sim.received["b"] == messages
     assert sorted(sim.delivered["a"]) == sorted(sim.sent_ids["a"]) and sim.failed["a"] == []
+
+
+# ------------------------------------------------------------ seeded scenarios, both ways
+
+
+def _mixed_conversation(preset, seed):
+    """Both sides talk at once, messages of 0 bytes to several fragments, a small or a full
+    send window, loss from none to a quarter, duplication and heavy reordering."""
+    rng = random.Random(seed)
+    config = preset.with_changes(max_datagram=rng.choice([300, 1200]), send_window=rng.choice([8, 512]))
+    loss = rng.choice([0.0, 0.1, 0.25])
+    sim = Simulation(config, Impairment(loss=loss, duplicate=0.1, reorder=0.2, delay=0.01, jitter=0.01, seed=seed))
+    sent: dict[str, list[bytes]] = {"a": [], "b": []}
+    for i in range(120):
+        side = rng.choice("ab")
+        data = b"%s%d:" % (side.encode(), i) + rng.randbytes(rng.choice([0, 5, 280, 2500]))
+        sent[side].append(data)
+        sim.send_at(i * 0.01, side, data)
+    sim.run(until=3600)
+    return sim, sent, loss
+
+
+@pytest.mark.parametrize("preset", [DEFAULT, TURBO], ids=["default", "turbo"])
+@pytest.mark.parametrize("seed", range(12))
+def test_mixed_conversations_deliver_exactly_once_in_order_with_bounded_retransmissions(preset, seed):
+    sim, sent, loss = _mixed_conversation(preset, seed)
+    assert sim.received["b"] == sent["a"] and sim.received["a"] == sent["b"]
+    for side in "ab":
+        assert sorted(sim.delivered[side]) == sorted(sim.sent_ids[side]) and sim.failed[side] == []
+        stats = sim.endpoints[side].stats
+        if preset is DEFAULT:
+            # The loss-implied minimum, plus 10 % of the packets for the spurious fast
+            # retransmits that reordering by more than the threshold causes.
+            assert stats.retransmitted <= 2 * stats.packets_sent * (loss / (1 - loss) + 0.1)
+        else:
+            # Turbo resends on any reordering (threshold 1, skips): more, but still bounded.
+            assert stats.retransmitted <= 1.5 * stats.packets_sent
 

@@ -213,6 +213,10 @@ class ReliableEndpoint:
 
     def send_message(self, data: bytes, now: float) -> int:
         """Queue a message; returns its id (MessageDelivered/MessageFailed name it)."""
+        if len(data) > self.config.max_message:
+            # Refused before it takes an id or a place in the counters: it was counted as
+            # sent and then never delivered nor failed.
+            raise ValueError(f"a message of {len(data)} bytes is larger than max_message ({self.config.max_message})")
         message_id = self._next_message_id
         # The wire holds 32 bits and 0 is not used: after 0xFFFFFFFF comes 1 (it crashed
         # the encoder before). Only messages not yet acknowledged must have distinct ids.
@@ -221,8 +225,6 @@ class ReliableEndpoint:
         if self.failed:
             self._fail_message(message_id, self.failed)
             return message_id
-        if len(data) > self.config.max_message:
-            raise ValueError(f"a message of {len(data)} bytes is larger than max_message ({self.config.max_message})")
         size = self._fragment_size
         if len(data) <= size:
             # Most chat frames fit in one fragment: skip the slicing (this runs per message).
