@@ -468,3 +468,12 @@ def test_mixed_conversations_deliver_exactly_once_in_order_with_bounded_retransm
             # Turbo resends on any reordering (threshold 1, skips): more, but still bounded.
             assert stats.retransmitted <= 1.5 * stats.packets_sent
 
+
+def test_a_refused_message_takes_no_id_and_is_not_counted_as_sent():
+    # It was counted in messages_sent and took an id, then raised: the counters no longer
+    # added up (sent = delivered + failed + unacknowledged) and the id was never reported.
+    endpoint = ReliableEndpoint(DEFAULT)
+    with pytest.raises(ValueError, match="larger than max_message"):
+        endpoint.send_message(b"x" * (DEFAULT.max_message + 1), 0.0)
+    assert endpoint.send_message(b"fits", 0.0) == 1
+    assert endpoint.stats.messages_sent == 1 == endpoint.unacknowledged
