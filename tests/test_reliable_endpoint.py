@@ -477,3 +477,47 @@ def test_a_refused_message_takes_no_id_and_is_not_counted_as_sent():
         endpoint.send_message(b"x" * (DEFAULT.max_message + 1), 0.0)
     assert endpoint.send_message(b"fits", 0.0) == 1
     assert endpoint.stats.messages_sent == 1 == endpoint.unacknowledged
+
+
+def test_no_rtt_sample_when_the_acks_largest_packet_was_acknowledged_before():
+    # #2 overtakes #1, which arrives 100 ms late and is acknowledged at once. The ack's
+    # delay field (100 ms) is how long #2 waited, but it was subtracted from #1's 200 ms
+    # round trip: a 100 ms sample that shrank RTTVAR. RFC 9002 5.1 takes no sample then.
+    sender, receiver = ReliableEndpoint(DEFAULT), ReliableEndpoint(DEFAULT)
+    sender.send_message(b"x" * 1000, 0.0)
+    sender.send_message(b"y" * 1000, 0.0)
+    first, second = sender.datagrams_to_send(0.0)
+    receiver.receive_datagram(second, 0.05)
+    for datagram in receiver.datagrams_to_send(0.05):
+        sender.receive_datagram(datagram, 0.10)
+    assert (sender.rtt.samples, sender.rtt.srtt, sender.rtt.rttvar) == (1, 0.1, 0.05)
+    receiver.receive_datagram(first, 0.15)
+    acks = receiver.datagrams_to_send(0.15)
+    assert decode(acks[0]).ack_delay == pytest.approx(0.1)  # #2's wait, not #1's
+    for datagram in acks:
+        sender.receive_datagram(datagram, 0.20)
+    assert [type(e).__name__ for e in sender.pop_events()] == ["MessageDelivered"] * 2
+    assert (sender.rtt.samples, sender.rtt.srtt, sender.rtt.rttvar) == (1, 0.1, 0.05)
+
+
+def test_the_fast_lane_takes_no_rtt_sample_when_the_acks_largest_was_acknowledged_before():
+    # The same, with #1's ack riding on the receiver's next message: the fast lane
+    # (receive_next_message) must leave it to the general path, which takes no sample.
+    from hellohi.reliable.packet import ACK_DELAY_UNIT, unpack_common_shape
+
+    sender, receiver = ReliableEndpoint(DEFAULT), ReliableEndpoint(DEFAULT)
+    sender.send_message(b"x" * 1000, 0.0)
+    sender.send_message(b"y" * 1000, 0.0)
+    first, second = sender.datagrams_to_send(0.0)
+    receiver.receive_datagram(second, 0.05)
+    for datagram in receiver.datagrams_to_send(0.05):
+        sender.receive_datagram(datagram, 0.10)
+    receiver.receive_datagram(first, 0.15)
+    receiver.send_message(b"answer", 0.15)
+    (answer,) = receiver.datagrams_to_send(0.15)
+    _, _, number, cumulative_ack, delay_units, _, _, _, data = unpack_common_shape(answer)
+    assert cumulative_ack == 3
+    assert not sender.receive_next_message(number, cumulative_ack, delay_units * ACK_DELAY_UNIT, data, 0.20)
+    sender.receive_datagram(answer, 0.20)
+    assert (sender.rtt.samples, sender.rtt.srtt, sender.rtt.rttvar) == (1, 0.1, 0.05)
+    assert sender.unacknowledged == 0

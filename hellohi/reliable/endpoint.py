@@ -352,7 +352,12 @@ class ReliableEndpoint:
         if unacked:
             if len(unacked) != 1 or cumulative_ack != self._next_packet:
                 return False
-            _, sent = unacked.popitem()
+            acked, sent = unacked.popitem()
+            if acked + 1 != cumulative_ack:
+                # A later packet was acknowledged before (selectively): the ack's largest
+                # is not new, so no RTT sample (see _take_ack). The general path knows.
+                unacked[acked] = sent
+                return False
             self._ack_to_account = (sent, ack_delay, now)
         # (Nothing in flight: the ack has nothing to tell us, as in _take_ack.)
         self._largest_received, self._largest_received_at = number, now
@@ -556,7 +561,14 @@ class ReliableEndpoint:
             if sent.number > newest:
                 newest = sent.number
             self._acknowledged(sent)
-        self._learn_from_ack(latest, proven, packet.ack_delay, now)
+        if latest.number == (packet.ranges[0][1] if packet.ranges else packet.cumulative_ack - 1):
+            self._learn_from_ack(latest, proven, packet.ack_delay, now)
+        elif proven > self._largest_acked_serial:
+            # The ack's largest packet was acknowledged before: no RTT sample (RFC 9002 5.1).
+            # The ack delay the peer reports is how long it held that largest packet's ack;
+            # subtracted from a sample of another packet (one that arrived late, reordered),
+            # it made the sample too small.
+            self._largest_acked_serial = proven
         if unacked:  # (with nothing left in flight, nothing can be lost or skipped)
             self._detect_losses()
             if self.config.resend_after_skips is not None:
