@@ -479,10 +479,9 @@ def test_a_refused_message_takes_no_id_and_is_not_counted_as_sent():
     assert endpoint.stats.messages_sent == 1 == endpoint.unacknowledged
 
 
-def test_no_rtt_sample_when_the_acks_largest_packet_was_acknowledged_before():
-    # #2 overtakes #1, which arrives 100 ms late and is acknowledged at once. The ack's
-    # delay field (100 ms) is how long #2 waited, but it was subtracted from #1's 200 ms
-    # round trip: a 100 ms sample that shrank RTTVAR. RFC 9002 5.1 takes no sample then.
+def _second_overtakes_first():
+    """#2 arrives first and is acknowledged (the sender's one RTT sample, 100 ms); #1 arrives
+    at 0.15 s, 100 ms after #2 did. Returns the sender and the receiver."""
     sender, receiver = ReliableEndpoint(DEFAULT), ReliableEndpoint(DEFAULT)
     sender.send_message(b"x" * 1000, 0.0)
     sender.send_message(b"y" * 1000, 0.0)
@@ -492,6 +491,14 @@ def test_no_rtt_sample_when_the_acks_largest_packet_was_acknowledged_before():
         sender.receive_datagram(datagram, 0.10)
     assert (sender.rtt.samples, sender.rtt.srtt, sender.rtt.rttvar) == (1, 0.1, 0.05)
     receiver.receive_datagram(first, 0.15)
+    return sender, receiver
+
+
+def test_no_rtt_sample_when_the_acks_largest_packet_was_acknowledged_before():
+    # #1 is acknowledged at once. The ack's delay field (100 ms) is how long #2 waited, but it
+    # was subtracted from #1's 200 ms round trip: a 100 ms sample that shrank RTTVAR. RFC 9002
+    # 5.1 takes no sample then.
+    sender, receiver = _second_overtakes_first()
     acks = receiver.datagrams_to_send(0.15)
     assert decode(acks[0]).ack_delay == pytest.approx(0.1)  # #2's wait, not #1's
     for datagram in acks:
@@ -505,14 +512,7 @@ def test_the_fast_lane_takes_no_rtt_sample_when_the_acks_largest_was_acknowledge
     # (receive_next_message) must leave it to the general path, which takes no sample.
     from hellohi.reliable.packet import ACK_DELAY_UNIT, unpack_common_shape
 
-    sender, receiver = ReliableEndpoint(DEFAULT), ReliableEndpoint(DEFAULT)
-    sender.send_message(b"x" * 1000, 0.0)
-    sender.send_message(b"y" * 1000, 0.0)
-    first, second = sender.datagrams_to_send(0.0)
-    receiver.receive_datagram(second, 0.05)
-    for datagram in receiver.datagrams_to_send(0.05):
-        sender.receive_datagram(datagram, 0.10)
-    receiver.receive_datagram(first, 0.15)
+    sender, receiver = _second_overtakes_first()
     receiver.send_message(b"answer", 0.15)
     (answer,) = receiver.datagrams_to_send(0.15)
     _, _, number, cumulative_ack, delay_units, _, _, _, data = unpack_common_shape(answer)
