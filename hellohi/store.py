@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 try:
@@ -186,7 +187,8 @@ class MessageStore:
         in bytes. Stopping at the byte limit matters for large bodies: SQLite hands the
         rows over one at a time, so rows after the break are never read at all.
         """
-        self._write_pending_or_fail()
+        with self._kept_if_sqlite_cannot_write():
+            self._write_pending()
         rows = self._db.execute(
             "SELECT id, sender, ref, recipient, body FROM messages WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?",
             (recipient, after_id, limit),
@@ -205,21 +207,20 @@ class MessageStore:
         """Forget a message its recipient acknowledged (the relay only passes ids it delivered)."""
         self._removed.append((message_id, recipient))
 
-    def _write_pending_or_fail(self) -> None:
-        """_write_pending(), or, if SQLite cannot write: roll back, keep every write not
-        committed for the next try, and raise StoreUnavailable."""
+    @contextmanager
+    def _kept_if_sqlite_cannot_write(self):
+        """Writes inside this block that SQLite refuses ("database is locked", "database or
+        disk is full") are rolled back, every write not committed is kept for the next
+        try, and StoreUnavailable is raised."""
         try:
-            self._write_pending()
-        except sqlite3.OperationalError as error:  # "database is locked", "database or disk is full"
-            self._roll_back_and_keep_pending()
+            yield
+        except sqlite3.OperationalError as error:
+            self._db.rollback()
+            messages, removed, names = self._uncommitted
+            # Oldest first, as they were made: ids stay in order and a removal follows its insert.
+            self._new_messages[:0], self._removed[:0], self._new_names[:0] = messages, removed, names
+            self._uncommitted = ([], [], [])
             raise StoreUnavailable(str(error)) from None
-
-    def _roll_back_and_keep_pending(self) -> None:
-        self._db.rollback()
-        messages, removed, names = self._uncommitted
-        # Oldest first, as they were made: ids stay in order and a removal follows its insert.
-        self._new_messages[:0], self._removed[:0], self._new_names[:0] = messages, removed, names
-        self._uncommitted = ([], [], [])
 
     def _write_pending(self) -> None:
         # Every statement first, then the lists: if one fails, nothing was taken off them.
@@ -262,12 +263,9 @@ class MessageStore:
     def commit(self) -> None:
         """Make every write so far durable; StoreUnavailable if SQLite cannot (see the
         module docstring): the writes are then kept for the next commit."""
-        self._write_pending_or_fail()
-        try:
+        with self._kept_if_sqlite_cannot_write():
+            self._write_pending()
             self._db.commit()
-        except sqlite3.OperationalError as error:
-            self._roll_back_and_keep_pending()
-            raise StoreUnavailable(str(error)) from None
         self._uncommitted = ([], [], [])
 
     def close(self) -> None:
