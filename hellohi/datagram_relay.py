@@ -301,8 +301,7 @@ class DatagramRelay:
         if packet.token == session.token and not session.verified and not session.challenge:
             # The client echoed the token it could only have learned from us, here.
             session.verified = True
-            if self._by_address.get(address) is session:
-                del self._by_address[address]
+            self._unlist(session)  # found by its token from now on
         if not session.verified:
             session.received_bytes += len(datagram)
             if session.challenge:
@@ -317,8 +316,7 @@ class DatagramRelay:
         spoofing a victim's address. Until the client proves it receives there, by answering
         the CHALLENGE sent there with its secret, the new address gets no more than it sends."""
         assert session.endpoint is not None
-        if self._by_address.get(session.address) is session:
-            del self._by_address[session.address]
+        self._unlist(session)
         session.address = address
         session.verified = False
         session.received_bytes = session.sent_bytes = 0
@@ -536,6 +534,11 @@ class DatagramRelay:
     def _forget(self, session: _Session) -> None:
         self._by_connection.pop(session.connection, None)
         self._by_token.pop(session.token, None)
+        self._unlist(session)
+
+    def _unlist(self, session: _Session) -> None:
+        """Stop finding `session` by its address. Only if the entry is its own: another
+        session (a plain one, a new token-0 one) may have taken that address since."""
         if self._by_address.get(session.address) is session:
             del self._by_address[session.address]
 
