@@ -252,8 +252,8 @@ class Relay:
         """The store could not commit. It keeps what it could not write, for the next commit,
         but nothing may be said about it before then: a client that would have been told
         (a STATUS, a MSG, a HI for a name not yet written), that waited for delivery, or
-        whose frame the failure stopped
-        gets ERR 500 instead of this batch's frames, and is closed. A sender sends its
+        whose frame the failure stopped gets ERR 500 instead of this batch's frames, and
+        is closed. A sender sends its
         unconfirmed SENDs again when it reconnects (the ERR has no ref: they are not
         refused), and they are recognised by their refs. The other clients' frames (a
         PONG, a WHO's answer) claim nothing about the store and go out as usual, and so

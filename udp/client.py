@@ -83,9 +83,9 @@ class UdpChatClient(ChatClient):
             # Give a reliable BYE a moment to be acknowledged.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 0.5
-            while self.link.endpoint and self.link.endpoint.unacknowledged and loop.time() < deadline:
+            while self._bye_unacknowledged() and loop.time() < deadline:
                 await asyncio.sleep(0.01)
-            said_bye = not (self.link.endpoint and self.link.endpoint.unacknowledged)
+            said_bye = not self._bye_unacknowledged()
         if self._transport is not None:
             if not said_bye:
                 # The server may still hold our session (the BYE is unacknowledged, or we
@@ -99,6 +99,10 @@ class UdpChatClient(ChatClient):
         if self._transport is not None:
             self._transport.close()
         self._registered.clear()
+
+    def _bye_unacknowledged(self) -> bool:
+        """Plain mode has nothing to acknowledge: its BYE is as said as it will ever be."""
+        return bool(self.link.endpoint and self.link.endpoint.unacknowledged)
 
     async def rebind(self) -> None:
         """Carry on from a new local port, as if a NAT had changed our address."""
