@@ -13,6 +13,7 @@ import math
 from .codec import DEFAULT_MAX_BODY, DEFAULT_MAX_LINE
 from .eventloop import add_loop_argument
 from .relay import DEFAULT_MAX_OUTBOUND, RelayLimits
+from .store import STORE_WAIT
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -103,6 +104,9 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--max-line", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_LINE, metavar="BYTES", help="longest header line, in bytes before its LF (default: %(default)s)")
     parser.add_argument("--max-outbound", type=positive(int, MAX_LIMIT), default=DEFAULT_MAX_OUTBOUND, metavar="BYTES",
                         help="bytes a client may owe, unread (TCP) or queued while it acknowledges nothing (UDP), before ERR 507 drops it (default: %(default)s)")
+    parser.add_argument("--store-wait", type=at_least(float, 0, 60), default=STORE_WAIT, metavar="SECONDS",
+                        help="how long a write waits for another program's lock on --store; the whole server waits meanwhile, "
+                             "then the clients involved get ERR 500 (default: %(default)s)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every message, not only connections")
     add_loop_argument(parser)
 

@@ -29,10 +29,16 @@ however it ends; SQLite's own locks are separate and only last a transaction.
 
 Why a failed write raises StoreUnavailable and loses nothing: another program
 may hold SQLite's write lock (a student's `sqlite3` shell left inside a
-transaction) for longer than SQLite waits (5 s), or the disk may be full. The
+transaction) for longer than the store waits for it (write_wait), or the disk may be full. The
 store then rolls back and keeps every write it had not committed, to write them
 again at the next commit; the relay tells the clients involved (ERR 500) and
 says nothing about those writes until a commit succeeds.
+
+Why the store waits only STORE_WAIT (0.2 s) for a lock, not SQLite's 5 s: the
+server has one thread, and while SQLite waits nobody is served, not even the
+clients that never touch the store. A lock our own commits would meet is short
+(this process is the store's only writer, and in WAL mode readers never block a
+writer), so a lock held longer than that is a program that will not let go soon.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock(); a second server there is not stopped
     fcntl = None  # type: ignore[assignment]
+
+# Seconds a write waits for another program's lock before it fails (see the module docstring).
+STORE_WAIT = 0.2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -107,16 +116,18 @@ def _claim(path: str) -> int | None:
 
 
 class MessageStore:
-    def __init__(self, path: str = ":memory:", refs_kept: int = 100_000, exclusive: bool = False):
+    def __init__(self, path: str = ":memory:", refs_kept: int = 100_000, exclusive: bool = False,
+                 write_wait: float = STORE_WAIT):
         """exclusive: claim the file for this process (a server does; see the module docstring).
-        Raises StoreInUse if another process has claimed it."""
+        Raises StoreInUse if another process has claimed it. write_wait: seconds a write
+        waits for another program's lock before StoreUnavailable."""
         if refs_kept < 1:
             raise ValueError("refs_kept must be at least 1: the newest ref remembers the highest id used")
         self.path = path
         self.refs_kept = refs_kept
         self._lock_fd = _claim(path) if exclusive else None
         try:
-            self._db = sqlite3.connect(path, isolation_level="DEFERRED")
+            self._db = sqlite3.connect(path, isolation_level="DEFERRED", timeout=write_wait)
         except sqlite3.Error:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

@@ -22,7 +22,7 @@ from hellohi.errors import ErrorCode, ProtocolError
 from hellohi.launcher import announce, cannot_listen, close_store, until_stopped
 from hellohi.options import add_server_arguments, limits_from
 from hellohi.relay import DEFAULT_MAX_OUTBOUND, Disconnect, Notice, Relay, RelayLimits, Transmit, format_peer
-from hellohi.store import MessageStore, StoreInUse
+from hellohi.store import STORE_WAIT, MessageStore, StoreInUse
 
 log = logging.getLogger("hellohi.tcp.server")
 
@@ -175,13 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_store(path: str) -> MessageStore:
+def open_store(path: str, write_wait: float = STORE_WAIT) -> MessageStore:
     if not path.strip():
         # SQLite would take "" for a temporary file, deleted at exit: waiting messages would
         # not survive a restart, which is the store's whole point.
         raise SystemExit("error: --store is empty; give it a file name, e.g. --store hellohi.sqlite3")
     try:
-        return MessageStore(path, exclusive=True)
+        return MessageStore(path, exclusive=True, write_wait=write_wait)
     except StoreInUse as error:
         raise SystemExit(f"error: the message store {path!r} is in use: {error}; give each server its own --store") from None
     except (sqlite3.Error, OSError) as error:
@@ -189,7 +189,7 @@ def open_store(path: str) -> MessageStore:
 
 
 async def serve(args: argparse.Namespace, limits: RelayLimits) -> None:
-    relay = Relay(open_store(args.store), limits, narrate=args.verbose)
+    relay = Relay(open_store(args.store, args.store_wait), limits, narrate=args.verbose)
     server = TcpRelayServer(relay, args.max_line, args.max_body, args.max_outbound)
     try:
         host, port = await server.start(args.host, args.port)

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from hellohi.store import MessageStore, StoreInUse, StoreUnavailable
+from hellohi.store import STORE_WAIT, MessageStore, StoreInUse, StoreUnavailable
 
 
 def test_a_repeated_ref_returns_the_first_copy_and_stores_nothing():
@@ -121,6 +121,15 @@ def test_a_commit_that_cannot_write_raises_store_unavailable_and_keeps_every_wri
     assert [(m.id, m.body) for m in reopened.waiting("bob")] == [(2, b"second")]
     assert reopened.knows("carol")
     assert reopened.first_copy("alice", "r2") == 2
+
+
+def test_a_write_waits_for_another_programs_lock_only_as_long_as_asked(tmp_path):
+    # SQLite's default is 5 s, during which a one-threaded server serves nobody.
+    def wait_ms(store: MessageStore) -> int:
+        return store._db.execute("PRAGMA busy_timeout").fetchone()[0]
+
+    assert wait_ms(MessageStore(str(tmp_path / "a.sqlite3"))) == round(STORE_WAIT * 1000) < 5000
+    assert wait_ms(MessageStore(str(tmp_path / "b.sqlite3"), write_wait=0.01)) == 10
 
 
 def _hold_a_write_it_cannot_make(store: MessageStore) -> sqlite3.Connection:

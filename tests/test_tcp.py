@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 
@@ -353,6 +354,33 @@ def test_a_second_server_on_the_same_store_is_refused(server, second):
     assert result.returncode == 1, result.stderr
     assert f"error: the message store '{store}' is in use: another server uses it (pid " in result.stderr
     assert "give each server its own --store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_locked_store_costs_the_server_its_store_wait_then_err_500_and_it_serves_on(server):
+    # SQLite's own wait is 5 s, and the server's one thread serves nobody while it waits:
+    # --store-wait bounds that. Here a program holds the store's write lock; the SEND that
+    # must be stored gets ERR 500 and the server still answers, the lock gone, as before.
+    process = server("--store-wait", "0.05")
+    with socket.create_connection(("127.0.0.1", process.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b"HELLO alice\n")
+        assert reader.readline().startswith(b"HI alice ")
+        locker = sqlite3.connect(server.tmp_path / "store.sqlite3", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # as a sqlite3 shell left inside a transaction
+        try:
+            sock.sendall(b"SEND alice r1 2\nhi\n")
+            assert reader.readline().startswith(b"ERR 500 store-unavailable the message store cannot be written")
+        finally:
+            locker.rollback()
+            locker.close()
+    with socket.create_connection(("127.0.0.1", process.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b"HELLO alice\nSEND alice r1 2\nhi\n")
+        assert reader.readline().startswith(b"HI alice ")
+        # The SEND the lock refused was kept, written at the next commit, and is delivered;
+        # sent again, it is known by its ref: the same id, not a second copy.
+        lines = {reader.readline() for _ in range(3)}
+        assert lines == {b"MSG 1 alice 2\n", b"hi\n", b"STATUS r1 stored 1\n"}
 
 
 def test_a_host_name_that_does_not_resolve_is_said_in_words_not_as_an_unknown_error():

@@ -196,7 +196,7 @@ async def serve(args: argparse.Namespace) -> None:
     limits = limits_from(args)
     config = reliability_from(args)
     impair_send, impair_receive = impairments_from(args)
-    relay = Relay(open_store(args.store), limits, narrate=args.verbose)
+    relay = Relay(open_store(args.store, args.store_wait), limits, narrate=args.verbose)
     datagram_relay = DatagramRelay(
         relay,
         config,
