@@ -111,6 +111,31 @@ def test_duplicates_and_reordering_are_suppressed_and_counted():
     assert stats.duplicates_dropped > 0 and stats.out_of_order_buffered > 0
 
 
+def test_packets_above_a_gap_are_held_up_to_max_early_bytes_then_dropped_and_sent_again():
+    # Without a limit in bytes a peer sending 64 KB datagrams made us hold 512 of them
+    # (33 MB) above one missing packet, per session.
+    config = DEFAULT.with_changes(max_early_bytes=100)
+    receiver = ReliableEndpoint(config, token=7)
+
+    def data_packet(number: int, message_id: int) -> bytes:
+        return encode(Packet(7, number, 1, fragments=(Fragment(message_id, 0, 1, bytes([64 + message_id]) * 60),)))
+
+    receiver.receive_datagram(data_packet(2, 2), 0.0)  # #1 is missing: held (60 bytes)
+    receiver.receive_datagram(data_packet(3, 3), 0.0)  # 120 bytes would pass 100: dropped, not acked
+    assert receiver.stats.beyond_window_dropped == 1 and receiver.stats.out_of_order_buffered == 1
+    assert decode(receiver.datagrams_to_send(0.0)[0]).ranges == ((2, 2),)
+    receiver.receive_datagram(data_packet(1, 1), 0.1)  # the gap fills, always taken
+    receiver.receive_datagram(data_packet(3, 3), 0.2)  # sent again: now in order
+    assert [event.message_id for event in receiver.pop_events()] == [1, 2, 3]
+
+
+def test_a_small_max_early_bytes_costs_retransmissions_never_a_message():
+    messages = payloads(300, size=200)
+    small = run_stream(DEFAULT.with_changes(max_early_bytes=500), Impairment(loss=0.1, reorder=0.2, delay=0.01, jitter=0.01, seed=3), messages)
+    assert small.received["b"] == messages
+    assert small.endpoints["b"].stats.beyond_window_dropped > 0
+
+
 def test_retry_budget_exhausted_reports_every_message_failed():
     # The link dies after 0.5 s: what was acknowledged is delivered, the rest is reported failed.
     config = DEFAULT.with_changes(max_retries=4)

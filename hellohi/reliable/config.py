@@ -80,6 +80,10 @@ class ReliabilityConfig:
     max_retries: int = 12  # retransmissions of one packet before the peer is given up as unreachable
     # ---- windows
     send_window: int = 512  # packets sent and not yet acknowledged (flow control, also the receive buffer)
+    # Bytes of data the receiver holds above a gap, waiting for it to fill; a packet that
+    # would pass it is dropped unacknowledged and comes again. 512 datagrams of 1200 B fit
+    # with room to spare; 512 of 64 KB (a peer's --max-datagram 65507) would be 33 MB.
+    max_early_bytes: int = 4 * 1024 * 1024
     congestion_control: bool = True
     initial_cwnd: float = 10.0  # packets (RFC 9002 7.2 suggests ~10 datagrams)
     min_cwnd: float = 2.0  # the window never shrinks below this (packets)
@@ -99,8 +103,8 @@ class ReliabilityConfig:
             raise ValueError("backoff must be at least 1")
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
-        if self.fast_retransmit_threshold < 1 or self.ack_every < 1 or self.send_window < 1:
-            raise ValueError("fast_retransmit_threshold, ack_every and send_window must be >= 1")
+        if self.fast_retransmit_threshold < 1 or self.ack_every < 1 or self.send_window < 1 or self.max_early_bytes < 1:
+            raise ValueError("fast_retransmit_threshold, ack_every, send_window and max_early_bytes must be >= 1")
         if self.resend_after_skips is not None and self.resend_after_skips < 1:
             raise ValueError("resend_after_skips must be None (off) or >= 1")
         if not self.skip_resend_spacing >= 0:

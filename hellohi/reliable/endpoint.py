@@ -117,11 +117,15 @@ class EndpointStats:
     bytes_received: int = 0
     duplicates_dropped: int = 0  # data packets that had already arrived
     out_of_order_buffered: int = 0  # data packets that arrived before an earlier one
-    beyond_window_dropped: int = 0
+    beyond_window_dropped: int = 0  # data packets outside the receive buffer (max_early_bytes, send_window)
     fragments_discarded: int = 0  # fragments that broke the message order or size limit
     srtt: float | None = None
     rto: float = 0.0
     cwnd: float = 0.0
+
+
+def _data_size(fragments: tuple[Fragment, ...]) -> int:
+    return sum(len(fragment.data) for fragment in fragments)
 
 
 @dataclass(slots=True)  # one per packet in flight: no per-instance dict
@@ -201,6 +205,7 @@ class ReliableEndpoint:
         # ---- receiver
         self._expected = 1  # next packet number to hand on; our cumulative ack
         self._early: dict[int, tuple[Fragment, ...]] = {}  # arrived above a gap
+        self._early_bytes = 0  # their fragments' data, bounded by config.max_early_bytes
         self._largest_received = 0
         self._largest_received_at = now
         self._unacked_received = 0  # data packets received since we last sent an ack
@@ -676,6 +681,13 @@ class ReliableEndpoint:
             # it made every later datagram of ours raise struct.error.
             self._stats.beyond_window_dropped += 1
             return
+        size = _data_size(packet.fragments)
+        if number != self._expected and self._early_bytes + size > self.config.max_early_bytes:
+            # What waits above the gap has a limit in bytes too: a peer sending 64 KB
+            # datagrams would otherwise make us hold 512 of them (33 MB) per session. Not
+            # acknowledged, so the sender sends it again, after the gap has filled.
+            self._stats.beyond_window_dropped += 1
+            return
         if number > self._largest_received:
             self._largest_received, self._largest_received_at = number, now
         filled_gap = bool(self._early)
@@ -683,14 +695,15 @@ class ReliableEndpoint:
             self._stats.out_of_order_buffered += 1
             self._ack_now = True  # a gap: tell the sender at once (RFC 5681 4.2)
             self._say(f"out of order: packet #{number} buffered, waiting for #{self._expected}")
-        if number == self._expected and not filled_gap:
-            # In order with nothing buffered (the usual case): hand it on directly.
+            self._early[number] = packet.fragments
+            self._early_bytes += size
+        else:
             self._reassemble(packet.fragments)
             self._expected += 1
-        else:
-            self._early[number] = packet.fragments
             while self._expected in self._early:
-                self._reassemble(self._early.pop(self._expected))
+                fragments = self._early.pop(self._expected)
+                self._early_bytes -= _data_size(fragments)
+                self._reassemble(fragments)
                 self._expected += 1
         if filled_gap:
             self._ack_now = True
