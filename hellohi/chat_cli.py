@@ -248,7 +248,7 @@ async def _scripted(client, printer: Printer, sends: list[tuple[str, str]], args
     if outstanding.unanswered:
         problems.append(f"{len(outstanding.unanswered)} of {len(sends)} messages not {wanted_state}")
     if outstanding.refused:
-        problems.append(f"{len(outstanding.refused)} messages refused by the server")
+        problems.append(f"{len(outstanding.refused)} of {len(sends)} messages refused by the server")
     if received < args.expect:
         problems.append(f"{received} of {args.expect} expected messages arrived")
     if problems:

@@ -288,6 +288,7 @@ def test_cli_says_what_is_wrong(server):
     port = server().port
     unknown = run_client(port, "--name", "alice", "--send", "nobody:hi", "--timeout", "3")
     assert unknown.returncode == 1 and "unknown-recipient" in unknown.stdout
+    assert "error: after " in unknown.stdout and ": 1 of 1 messages refused by the server" in unknown.stdout
     late = run_client(port, "--name", "bob", "--expect", "1", "--timeout", "0.5")
     assert late.returncode == 1 and "0 of 1 expected messages arrived" in late.stdout
     with socket.socket() as unused:
