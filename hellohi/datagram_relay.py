@@ -30,6 +30,15 @@ we send it no more bytes than it sent us (RFC 9000 section 8 uses 3x; we use
 token we issued comes from it the first time, and after a move when the RESPONSE
 to our CHALLENGE does; a plain one when it answers our `PING <secret>` with
 `PONG <secret>`. Clients pad their first datagrams so that HI fits.
+
+Nothing a reliable session says reaches the relay before its address is proven
+the first time: until then its messages wait here, and the server answers only
+with an ack (at once, as it carries the token). Otherwise anyone could forge a
+first datagram "from" any address saying `HELLO alice` and `ACK <id>`: alice's
+name taken from an address that never answers, and her messages acknowledged,
+removed from the store, by someone who never received them. It is TCP's rule
+too: accept() returns, and the server reads the first byte, only after the
+handshake has proved the client's address.
 """
 
 from __future__ import annotations
@@ -91,6 +100,9 @@ class _Session:
     received_bytes: int = 0  # from the address, while unverified
     sent_bytes: int = 0  # to the address, while unverified
     held: deque = field(default_factory=deque)  # datagrams waiting for more budget
+    # What a reliable session said before its address was ever proven: the relay hears it
+    # once the address is (see the module docstring).
+    unheard: bytearray = field(default_factory=bytearray)
     # The endpoint's next_deadline() as of our last call into it. Only our calls
     # change an endpoint, and every call is followed by _drain, after which this is
     # refreshed; so next_deadline() and on_timer() need not ask every endpoint again.
@@ -135,6 +147,8 @@ class DatagramRelay:
         self._by_connection: dict[int, _Session] = {}
         # Sessions not yet verified, and plain sessions, are found by address.
         self._by_address: dict[Address, _Session] = {}
+        # Sessions whose address was never proven, by connection, oldest first.
+        self._never_proven: dict[int, _Session] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._touched: set[int] = set()
         # Never later than the soonest deadline of any session or of the relay; see next_deadline().
@@ -272,7 +286,7 @@ class DatagramRelay:
             self._take_reset(packet.token, address)
             return None  # never answer a RESET: two sides could answer each other for ever
         if packet.flags & (FLAG_CHALLENGE | FLAG_RESPONSE):
-            self._take_response(packet, address, len(datagram))
+            self._take_response(packet, address, len(datagram), now)
             return None
         if packet.token == 0:
             session = self._by_address.get(address)
@@ -300,13 +314,15 @@ class DatagramRelay:
             self._move(session, address)
         if packet.token == session.token and not session.verified and not session.challenge:
             # The client echoed the token it could only have learned from us, here.
-            session.verified = True
             self._unlist(session)  # found by its token from now on
+            self._proven(session, now)
         if not session.verified:
             session.received_bytes += len(datagram)
             if session.challenge:
                 self._challenge(session)  # again: the last one may be lost
         session.endpoint.receive_packet(packet, now, len(datagram))
+        if session.connection in self._never_proven:
+            session.endpoint.acknowledge_at_once()  # it carries the token the client waits for
         self._touched.add(session.connection)
         self._take_endpoint_events(session, now)
         return session
@@ -341,7 +357,7 @@ class DatagramRelay:
         while session.held and self._may_send(session, len(session.held[0])):
             self._emit(session, session.held.popleft())
 
-    def _take_response(self, packet, address: Address, size: int) -> None:
+    def _take_response(self, packet, address: Address, size: int, now: float) -> None:
         """A RESPONSE to the CHALLENGE of a session that moved: from the address we sent it
         to, with its secret, it proves the client receives there."""
         session = self._by_token.get(packet.token)
@@ -349,13 +365,21 @@ class DatagramRelay:
             return
         session.received_bytes += size
         if packet.flags & FLAG_RESPONSE and packet.secret == session.challenge:
-            session.verified = True
             # A CHALLENGE still held would only be answered again, for nothing.
             challenge = challenge_packet(session.token, session.challenge)
             session.held = deque(d for d in session.held if d != challenge)
             session.challenge = b""
             self._say(f"session #{session.connection} proved its new address {format_peer(address)}")
+            self._proven(session, now)
         self._touched.add(session.connection)  # what is held for it may go now
+
+    def _proven(self, session: _Session, now: float) -> None:
+        """The client showed that it receives what we send to session.address. The first time,
+        the relay hears at last what it said so far."""
+        session.verified = True
+        if self._never_proven.pop(session.connection, None) is not None and session.unheard:
+            unheard, session.unheard = bytes(session.unheard), bytearray()
+            self._frames_in(session, unheard, now)
 
     def _take_reset(self, token: int, address: Address) -> None:
         """The client abandoned this session (it gave up on us, or is starting over): its
@@ -368,8 +392,7 @@ class DatagramRelay:
         if session is None or address != session.address:
             return
         self._say(f"session #{session.connection} reset by the client")
-        self._forget(session)
-        self.relay.disconnected(session.connection)
+        self._close_silently(session)
 
     def _receive_next_message(self, datagram: bytes, address: Address, now: float) -> _Session | None:
         """The fast lane: a whole message in a verified session, from the session's own
@@ -400,6 +423,7 @@ class DatagramRelay:
         self._by_token[token] = session
         self._by_connection[connection] = session
         self._by_address[address] = session
+        self._never_proven[connection] = session
         self._say(f"new session #{connection} from {format_peer(address)}")
         return session
 
@@ -413,17 +437,28 @@ class DatagramRelay:
         assert session.endpoint is not None
         for event in session.endpoint.pop_events():
             if isinstance(event, MessageReceived):
-                self._frames_in(session, event.data, now)
+                if session.connection in self._never_proven:
+                    self._keep_unheard(session, event.data)
+                else:
+                    self._frames_in(session, event.data, now)
             elif isinstance(event, MessageFailed) and session.connection in self._by_connection:
                 # The client stopped acknowledging: it is gone, like a TCP connection
                 # timing out. What we sent it stays in the store for its return.
                 self._say(f"session #{session.connection}: {event.reason}")
-                self._forget(session)
-                self.relay.disconnected(session.connection)
+                self._close_silently(session)
             elif isinstance(event, MessageTooLarge):
                 # Dropped whole, and frames may span messages: nothing after it can be trusted.
                 too_large = ProtocolError(ErrorCode.TOO_LARGE, f"a message over {event.limit} bytes", fatal=True)
                 self.relay.reject(session.connection, too_large)
+
+    def _keep_unheard(self, session: _Session, data: bytes) -> None:
+        """Keep what a session says before its address is proven, up to one frame of the
+        largest size: a client waits for HI before it says more than its HELLO. Past that it is
+        someone forging datagrams from an address that never answers, and is dropped."""
+        session.unheard += data
+        if len(session.unheard) > self.max_line + self.max_body + 2:  # + the two LFs
+            self._say(f"session #{session.connection}: too much said before proving its address {format_peer(session.address)}; dropped")
+            self._close_silently(session)
 
     # ------------------------------------------------------------ plain datagrams
 
@@ -465,7 +500,7 @@ class DatagramRelay:
             if frame is None:
                 return
             if session.plain and isinstance(frame, Pong) and frame.token == session.secret:
-                session.verified = True  # it answered the secret we sent to that address
+                self._proven(session, now)  # it answered the secret we sent to that address
             self.relay.receive(session.connection, frame, now)
 
     def _flush(self, now: float) -> None:
@@ -531,9 +566,15 @@ class DatagramRelay:
             session.sent_bytes += len(datagram)
         self._outgoing.append((datagram, session.address))
 
+    def _close_silently(self, session: _Session) -> None:
+        """End the session here and in the relay, sending nothing (its messages stay stored)."""
+        self._forget(session)
+        self.relay.disconnected(session.connection)
+
     def _forget(self, session: _Session) -> None:
         self._by_connection.pop(session.connection, None)
         self._by_token.pop(session.token, None)
+        self._never_proven.pop(session.connection, None)
         self._unlist(session)
 
     def _unlist(self, session: _Session) -> None:

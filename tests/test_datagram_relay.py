@@ -309,7 +309,8 @@ def test_unknown_token_is_answered_with_reset_and_the_client_starts_over():
 
 
 def test_no_amplification_before_the_address_is_verified():
-    """A spoofer sends Hellos 'from' a victim; the victim never gets more bytes than were sent in its name."""
+    """A spoofer sends Hellos 'from' a victim; the victim never gets more bytes than were sent in its name:
+    only acks, as nothing the session says reaches the relay before its address is proven."""
     net = Network()
     alice, carol = net.client("alice", 1), net.client("carol", 3)
     alice.hello(), carol.hello()
@@ -326,10 +327,49 @@ def test_no_amplification_before_the_address_is_verified():
     spoofer.send_frame(Hello("carol"), net.now)
     for datagram in spoofer.datagrams_to_send(net.now):
         net.inject(datagram, victim)
-    net.run(30)  # the server retransmits HI and the stored messages, within budget
+    net.run(30)
     assert net.received_from[victim] > 0
     assert 0 < net.sent_to[victim] <= net.received_from[victim]
-    assert net.server.stats.amplification_held > 0
+    assert "carol" not in net.server.relay.online and net.store.waiting_counts() == {"carol": 20}
+
+
+def test_a_forged_first_datagram_takes_no_name_and_acknowledges_no_message():
+    """Someone who forges a source address sends `HELLO alice` and `ACK <id>` in token-0 datagrams.
+    The relay took both: alice's name went to an address that never answers (the real alice got
+    ERR 409), her message was removed from the store unread, and bob was told "delivered"."""
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    alice.hello(), bob.hello()
+    net.run(1)
+    alice.write(Bye())
+    net.run(1)
+    ref = bob.send("alice", b"for alice only")
+    net.run(1)
+    [stored] = [e.id for e in bob.events if isinstance(e, StatusChanged) and e.ref == ref]
+    forger = DatagramLink(DEFAULT)
+    forger.start(net.now)
+    forger.send_frame(Hello("alice"), net.now)
+    forger.send_frame(Ack(stored), net.now)  # message ids are no secret: they count up
+    for datagram in forger.datagrams_to_send(net.now):
+        net.inject(datagram, ("198.18.0.66", 9))
+    net.run(1)
+    assert net.server.relay.online == ["bob"] and net.store.waiting_counts() == {"alice": 1}
+    alice.events.clear()
+    alice.hello()
+    net.run(1)
+    assert alice.registered and alice.received() == [b"for alice only"]
+    assert [e.state for e in bob.events if isinstance(e, StatusChanged) and e.ref == ref] == ["stored", "delivered"]
+
+
+def test_a_session_that_says_too_much_before_proving_its_address_is_dropped():
+    net = Network()
+    forged = ("198.18.0.66", 9)
+    pings = b"PING abcdefgh\n" * 80  # 1,120 bytes a datagram: 60 of them say more than a 1,024-byte
+    for number in range(1, 61):       # line and a 65,536-byte body
+        net.inject(encode_packet(Packet(0, number, 1, fragments=(Fragment(number, 0, 1, pings),))), forged)
+    net.run(1)
+    assert net.server._by_connection == {} and not net.server.relay.is_connected(1)
+    assert all(not decode(datagram).fragments for datagram in net.datagrams_to[forged])  # acks; no PONG
 
 
 def test_plain_hello_is_not_amplified_either():
@@ -702,6 +742,10 @@ def test_on_timer_finds_a_retransmission_due_without_next_deadline_asked_first()
     link.start(0.0)
     link.send_frame(Hello("alice"), 0.0)
     for datagram in link.datagrams_to_send(0.0):
+        server.receive(datagram, ("198.18.0.2", 1), 0.0)
+    [(token, _)] = server.outgoing()  # an ack: the token, and nothing else before the address is proven
+    link.receive(token, 0.0)
+    for datagram in link.datagrams_to_send(0.0):  # the empty message that proves it
         server.receive(datagram, ("198.18.0.2", 1), 0.0)
     [(hi, _)] = server.outgoing()  # lost on its way: never given to the link
     server.on_timer(DEFAULT.initial_rto + 0.1)  # past the HI's retransmission timer

@@ -626,13 +626,17 @@ def test_the_datagrams_lab2_decodes_are_what_the_real_client_and_server_send(ser
     side, hello, data = packets[0]
     assert side == "client" and len(data) == 1200 and hello.token == 0
     assert [f.data for f in hello.fragments] == [b"HELLO alice\n"] and data[0] == 0xB1
-    # (b) HI: the server's token, its packet 1, and a cumulative ack saying alice's packet 1 arrived.
-    side, hi, _ = packets[1]
-    assert side == "server" and hi.token != 0 and hi.number == 1 and hi.cumulative_ack == 2
-    assert hi.fragments[0].data.startswith(b"HI alice ")
+    # (b) The server's answer: an ack alone (packet number 0, no fragment), at once, with the server's
+    # token and a cumulative ack saying alice's packet 1 arrived. Nothing else before her address is proven.
+    side, ack, _ = packets[1]
+    assert side == "server" and ack.token != 0 and ack.number == 0 and ack.cumulative_ack == 2 and not ack.fragments
     # (c) alice's next datagram: an empty message under the new token, which proves her address.
     side, proof, _ = packets[2]
-    assert side == "client" and proof.token == hi.token and [f.data for f in proof.fragments] == [b""]
+    assert side == "client" and proof.token == ack.token and [f.data for f in proof.fragments] == [b""]
+    # (d) Only now does the relay hear her HELLO: HI, the server's packet 1.
+    side, hi, _ = packets[3]
+    assert side == "server" and hi.token == ack.token and hi.number == 1
+    assert hi.fragments[0].data.startswith(b"HI alice ")
     # Then her SEND, the server's STATUS stored, and a BYE each way.
     texts = [(side, f.data.split(b" ")[0].strip()) for side, p, _ in packets for f in p.fragments if f.data]
     assert texts[2:] == [("client", b"SEND"), ("server", b"STATUS"), ("client", b"BYE"), ("server", b"BYE")]

@@ -285,6 +285,11 @@ class ReliableEndpoint:
         self.receive_packet(packet, now, len(datagram))
         return packet
 
+    def acknowledge_at_once(self) -> None:
+        """Send the next ack without waiting for `ack_delay`: the server's answer to a new
+        session's first datagram carries the token the client needs before it can go on."""
+        self._ack_now = True
+
     def receive_packet(self, packet: Packet, now: float, size: int = 0) -> None:
         """Like receive_datagram, for a packet the glue has already decoded (and checked)."""
         if self._ack_to_account is not None:
