@@ -428,7 +428,20 @@ class DatagramRelay:
         return session
 
     def _connect(self, address: Address, now: float, window: int | None = None) -> int:
-        """A new relay connection for `address`; its first heartbeat may be the soonest deadline."""
+        """A new relay connection for `address`; its first heartbeat may be the soonest deadline.
+
+        When the server is full, the oldest session whose address never proved it exists makes
+        room, silently: otherwise anyone could fill --max-clients with one forged datagram per
+        made-up address, and every real client would get ERR 503 until those timed out. TCP
+        has no such slots to fill: accept() returns only after the handshake. A session proven
+        once is never dropped for this, not even while it proves a new address (it has a name,
+        and maybe messages in flight); a real client still in its first round trip may be,
+        under a flood faster than one forged datagram per free slot per round trip, and starts
+        over on the RESET that answers its next datagram."""
+        if self.relay.is_full() and self._never_proven:
+            oldest = next(iter(self._never_proven.values()))
+            self._say(f"server full: dropped session #{oldest.connection} from {format_peer(oldest.address)}, which never proved that address")
+            self._close_silently(oldest)
         connection = self.relay.connect(format_peer(address), now, window=window)
         self._lower_soonest(self.relay.deadline_of(connection))
         return connection
@@ -473,6 +486,7 @@ class DatagramRelay:
             session.secret = f"{self.new_token():016x}"
             self._by_connection[connection] = session
             self._by_address[address] = session
+            self._never_proven[connection] = session
             self._say(f"new plain session #{connection} from {format_peer(address)}")
         if not session.verified:
             session.received_bytes += len(datagram)

@@ -286,6 +286,10 @@ class Relay:
     def online(self) -> list[str]:
         return sorted(self._by_name)
 
+    def is_full(self) -> bool:
+        """True when one more connect() would be refused with ERR 503."""
+        return len(self._connections) >= self.limits.max_clients
+
     def is_connected(self, connection_id: int) -> bool:
         """False once the connection was closed (by either side) or never existed."""
         return connection_id in self._connections

@@ -15,7 +15,7 @@ import pytest
 from hellohi.client_session import (ClientSession, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
                                     StatusChanged)
 from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
-from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
+from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset, padded_plain_hello
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
 from hellohi.reliable.packet import FLAG_CHALLENGE, FLAG_RESPONSE, Fragment, Packet, decode, encode as encode_packet, reset_packet
@@ -370,6 +370,33 @@ def test_a_session_that_says_too_much_before_proving_its_address_is_dropped():
     net.run(1)
     assert net.server._by_connection == {} and not net.server.relay.is_connected(1)
     assert all(not decode(datagram).fragments for datagram in net.datagrams_to[forged])  # acks; no PONG
+
+
+def test_forged_sessions_make_room_for_real_clients_when_the_server_is_full():
+    """One forged datagram per made-up address filled --max-clients, and every real client got
+    ERR 503 until those sessions timed out. Now the oldest session whose address never proved
+    itself makes room; a proven session never does."""
+    net = Network(max_clients=3)
+    forger = DatagramLink(DEFAULT)
+    forger.start(net.now)
+    forger.send_frame(Hello(), net.now)
+    [first_datagram] = forger.datagrams_to_send(net.now)
+    for port in (1, 2):
+        net.inject(first_datagram, ("198.18.0.66", port))
+    net.inject(padded_plain_hello(b"Hello\n"), ("198.18.0.66", 3))  # plain sessions too
+    net.run(0.1)
+    assert len(net.server._by_connection) == 3
+    names = ["alice", "bob", "carol", "dave"]
+    clients = [net.client(name, 10 + i) for i, name in enumerate(names)]
+    for client in clients:
+        client.hello()
+        net.run(1)
+    assert [client.registered for client in clients] == [True, True, True, False]
+    assert [(e.code, e.reason) for e in clients[3].events if isinstance(e, ErrorReceived)] == [(503, "server-full")]
+    assert net.server.relay.online == ["alice", "bob", "carol"]
+    clients[0].send("bob", b"served as before")
+    net.run(1)
+    assert clients[1].received() == [b"served as before"]
 
 
 def test_plain_hello_is_not_amplified_either():
