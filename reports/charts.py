@@ -74,7 +74,7 @@ def throughput_series(run: dict) -> dict[tuple[str, str], list[tuple[int, float,
     """Per (protocol, link): (payload, messages/s, MB/s) by payload size, the median of the
     rounds with --rounds. A size that was in the matrix but not measured (it failed, or could
     not run) is NaN, so its line breaks there instead of running straight from one measured
-    size to the next as if that size had been measured too."""
+    size to the next as if that size had been measured too; a measured 0 stays 0."""
     series: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = {}
     for scenario in run["scenarios"]:
         config, figures = scenario["config"], scenario.get("figures") or {}
@@ -83,8 +83,10 @@ def throughput_series(run: dict) -> dict[tuple[str, str], list[tuple[int, float,
         # (msg/s, MB/s) of each round that measured this size; none: a gap in the line
         measured_rounds = series.setdefault((config["protocol"], describe_link(config)), {}).setdefault(
             config.get("payload", 0), [])
-        if scenario["status"] == "ok" and figures.get("messages_per_s"):
-            measured_rounds.append((figures["messages_per_s"], figures.get("goodput_MB_per_s") or 0.0))
+        # 0 msg/s is a measurement (nothing arrived), drawn as 0; only a missing figure is a gap.
+        if scenario["status"] == "ok" and figures.get("messages_per_s") is not None:
+            goodput = figures.get("goodput_MB_per_s")
+            measured_rounds.append((figures["messages_per_s"], math.nan if goodput is None else goodput))
     lines = {}
     for key, by_payload in series.items():
         if any(by_payload.values()):
@@ -95,7 +97,20 @@ def throughput_series(run: dict) -> dict[tuple[str, str], list[tuple[int, float,
 def _median_point(rounds: list[tuple[float, float]]) -> tuple[float, float]:
     if not rounds:
         return math.nan, math.nan
-    return statistics.median(r for r, _ in rounds), statistics.median(g for _, g in rounds)
+    goodputs = [g for _, g in rounds if not math.isnan(g)]
+    return statistics.median(r for r, _ in rounds), statistics.median(goodputs) if goodputs else math.nan
+
+
+def _log_scale_that_shows_zero(axes, values: list[float]) -> None:
+    """A log scale, as rates span several powers of ten; but a log scale cannot show 0 (it would
+    hide a measured 0 as if it were a gap), so with a 0 on the axis the scale is linear from 0 up
+    to the smallest rate measured above it, logarithmic beyond."""
+    if 0 not in values:
+        axes.set_yscale("log")
+        return
+    above_zero = [v for v in values if v > 0]
+    axes.set_yscale("symlog", linthresh=min(above_zero) if above_zero else 1.0)
+    axes.set_ylim(bottom=0)
 
 
 def throughput_chart(run: dict, path: Path) -> Path | None:
@@ -104,15 +119,17 @@ def throughput_chart(run: dict, path: Path) -> Path | None:
     if not lines:
         return None
     figure, (rate_axes, goodput_axes) = plt.subplots(1, 2, figsize=(12, 5.5))
+    drawn: dict = {rate_axes: [], goodput_axes: []}  # the values on each axes, for its scale
     for (protocol, link), points in sorted(lines.items()):
         style, marker = ("-", "o") if link == "loopback" else ("--", "s")
         payloads = [p for p, _, _ in points]
         for axes, values in ((rate_axes, [r for _, r, _ in points]), (goodput_axes, [g for _, _, g in points])):
             axes.plot(payloads, values, style, marker=marker, color=_colour(protocol), label=f"{protocol} ({link})")
+            drawn[axes] += [v for v in values if not math.isnan(v)]
     for axes, ylabel in ((rate_axes, "messages per second (of those that arrived)"),
                          (goodput_axes, "goodput, MB/s (bodies that arrived)")):
         axes.set_xscale("log", base=2)
-        axes.set_yscale("log")
+        _log_scale_that_shows_zero(axes, drawn[axes])
         axes.set_xlabel("payload, bytes")
         axes.set_ylabel(ylabel)
         axes.grid(True, which="both", alpha=0.3)

@@ -643,3 +643,34 @@ def test_with_rounds_each_kcp_row_and_the_throughput_chart_say_which_round(tmp_p
     for number, avg in ((1, "216.7"), (2, "433.4"), (3, "650.1")):
         assert f"| kcp-fast (round {number}) | {avg} " in report.replace("  ", " ").replace("  ", " ")
     assert "each point is the median of the rounds that measured it (of 3)." in report
+
+
+def test_a_measured_rate_of_0_is_drawn_at_0_and_only_a_size_not_measured_is_a_gap(tmp_path, monkeypatch):
+    """0 msg/s (nothing arrived in time) is a measurement; the chart must not draw it as the gap
+    that means "not measured", which a log scale would do to any 0."""
+    def throughput(payload: int, rate: float | None) -> dict:
+        if rate is None:
+            return scenario(workload="throughput", protocol="udp-raw", payload=payload, count=4,
+                            status="error", reason="the server died")
+        return scenario(workload="throughput", protocol="udp-raw", payload=payload, count=4,
+                        figures_=figures(ONE_WAY, [50.0] * 4, 4, range(4), elapsed_s=0.001,
+                                         messages_per_s=rate, goodput_MB_per_s=rate / 1000))
+    run = synthetic_run()
+    run["scenarios"] = [throughput(64, 40_000.0), throughput(1024, 0.0), throughput(4096, None),
+                        throughput(16384, 9_000.0)]
+    [points] = charts.throughput_series(run).values()
+    assert points[1] == (1024, 0.0, 0.0)
+    assert math.isnan(points[2][1]) and math.isnan(points[2][2])
+    drawn = []
+    monkeypatch.setattr(charts, "_save", lambda figure, path, room_below=0.0: drawn.append(figure) or path)
+    charts.throughput_chart(run, tmp_path / "throughput.png")
+    [figure] = drawn
+    rate_axes, goodput_axes = figure.axes[:2]
+    for axes in (rate_axes, goodput_axes):
+        [line] = axes.get_lines()
+        # Where each point lands on the canvas: 0 at a finite place on the axis, at its bottom.
+        x, y = axes.transData.transform((1024, 0.0))
+        assert math.isfinite(x) and math.isfinite(y), axes.get_yscale()
+        assert axes.get_ylim()[0] == 0.0
+        assert list(line.get_ydata())[1] == 0.0 and math.isnan(list(line.get_ydata())[2])
+    charts.plt.close(figure)
