@@ -13,8 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .load import (BadResults, describe_cpu_idle, describe_link, interrupted, link_of, load_run, measured, results_file,
-                   stopped_by)
+from .load import BadResults, describe_cpu_idle, interrupted, links_used, load_run, measured, results_file, stopped_by
 from .tables import (baseline_table, delivery_table, kcp_table, latency_table, not_measured_table, ratio_table,
                      throughput_table)
 
@@ -49,11 +48,6 @@ def _no_chart(run: dict, title: str) -> str:
 
 def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> str:
     environment = run["environment"]
-    links = sorted({describe_link(s["config"]) for s in run["scenarios"] if link_of(s["config"]) != "loopback"})
-    if run["scenarios"] and all(link_of(s["config"]) == "remote" for s in run["scenarios"]):
-        links_line = ", ".join(links)  # (no loopback at all: a run against --server only)
-    else:
-        links_line = "loopback" + "".join(", " + link for link in links)
     idle = describe_cpu_idle(environment)  # what a wake-up costs moves every ratio to sockperf
     parts = [
         "# hellohi bench report",
@@ -64,7 +58,7 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}"
         + (f", TCP congestion control {environment['tcp_congestion_control']}" if environment.get("tcp_congestion_control") else ""),
         *([f"- idle CPUs {idle}"] if idle else []),
-        f"- links: {links_line}",
+        f"- links: {links_used(run)}",
         *_rounds_line(run),
         *([f"- **interrupted**: {stopped_by(run)} stopped this run; only the scenarios and baselines that finished before it "
             "are here"] if interrupted(run) else []),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from .load import baseline, describe_cpu_idle, describe_link, find, interrupted, latency, link_of, measured, stopped_by
+from .load import (baseline, describe_cpu_idle, describe_link, find, interrupted, latency, link_of, links_used, measured,
+                   stopped_by)
 from .tables import number, ratio_detail, ratio_name, ratio_target, ratio_value, verdict
 
 
@@ -435,6 +436,7 @@ def handout(run: dict) -> str:
         f"Python {environment.get('python', '?')}. Every figure below is from this run's `results.json`; "
         "the full tables and the charts are in `report.md` beside this file. Latencies are in µs (KCP's",
         "test in ms) and each says whether it is a round trip or one way.",
+        f"Links in this run: {links_used(run)}.",
         *_rounds_note(run),
         *(["", f"**{stopped_by(run)} stopped this run**: only what finished before it was measured. Run the bench again "
             "to answer every question."] if interrupted(run) else []),

@@ -333,6 +333,15 @@ def describe_link(config: dict) -> str:
     return f"{link_of(config)}: " + (", ".join(words) if words else "no impairment")
 
 
+def links_used(run: dict) -> str:
+    """The links the run's scenarios used, in words: loopback (the baselines' link too) unless the run
+    measured only a server on another computer, then each other link, KCP's simulated one included."""
+    others = sorted({describe_link(s["config"]) for s in run["scenarios"]} - {"loopback"})
+    if run["scenarios"] and all(link_of(s["config"]) == "remote" for s in run["scenarios"]):
+        return ", ".join(others)
+    return ", ".join(["loopback", *others])
+
+
 def describe_cpu_idle(environment: dict) -> str | None:
     """How the run's machine put idle CPUs to sleep, as words that follow "idle CPUs"; None if the run did not record it
     (runs before the bench did, or a machine whose kernel does not say)."""

@@ -674,3 +674,17 @@ def test_a_measured_rate_of_0_is_drawn_at_0_and_only_a_size_not_measured_is_a_ga
         assert axes.get_ylim()[0] == 0.0
         assert list(line.get_ydata())[1] == 0.0 and math.isnan(list(line.get_ydata())[2])
     charts.plt.close(figure)
+
+
+def test_the_links_line_names_kcps_simulated_link_when_the_run_replayed_its_test(tmp_path):
+    run = synthetic_run()  # relay over the emulated link, and kcp-test on KCP's simulated one
+    build_report(copy.deepcopy(run), tmp_path / "a")
+    links = ("loopback, emulated: loss 5 %, delay 10 ms one way, "
+             "simulated (KCP's test link, virtual time)")
+    assert f"- links: {links}\n" in (tmp_path / "a" / "report.md").read_text()
+    assert f"Links in this run: {links}.\n" in (tmp_path / "a" / "handout.md").read_text()
+    run["scenarios"] = [s for s in run["scenarios"] if s["config"]["workload"] != "kcp-test"]
+    build_report(run, tmp_path / "b")
+    assert "simulated" not in (tmp_path / "b" / "report.md").read_text().split("- links: ")[1].splitlines()[0]
+    assert "Links in this run: loopback, emulated: loss 5 %, delay 10 ms one way.\n" in (
+        tmp_path / "b" / "handout.md").read_text()
