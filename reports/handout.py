@@ -2,17 +2,20 @@
 
 Students get their own numbers, not a textbook's: every figure quoted below is read
 from the run's results.json (or is a quotient of two such figures, shown with both
-operands). A figure the run did not measure is said to be not measured, with the
-bench's reason, instead of being left out or filled in.
+operands). With --rounds a figure is the median of the rounds that measured it, as the
+ratios and the throughput chart take it, shown with each round's value (the value the
+report's tables list in that round's row). A figure the run did not measure is said to
+be not measured, with the bench's reason, instead of being left out or filled in.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 
-from .load import (baseline, describe_cpu_idle, describe_link, find, interrupted, latency, link_of, links_used, measured,
-                   stopped_by)
-from .tables import number, ratio_detail, ratio_name, ratio_target, ratio_value, verdict
+from .load import (describe_cpu_idle, describe_link, find, find_all, interrupted, latency, link_of, links_used, measured,
+                   round_of, stopped_by)
+from .tables import number, ratio_detail, ratio_name, ratio_target, ratio_value, retransmitted, verdict
 
 
 def _us(value) -> str:
@@ -34,70 +37,128 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
     return "not measured in this run (not in its scenario matrix)"
 
 
+def _by_round(entries: list[dict]) -> dict[int, dict]:
+    """The first of `entries` (scenarios or baselines) in each round, by round number."""
+    first_of_round: dict[int, dict] = {}
+    for entry in entries:
+        first_of_round.setdefault(round_of(entry), entry)
+    return dict(sorted(first_of_round.items()))
+
+
+def _median(values: list):
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def _each(values: list, show=number) -> str:
+    return ", ".join(show(value) for value in values)
+
+
+def _rounds_said(run: dict, rounds: list[int], each_round: str) -> str | None:
+    """With --rounds, which rounds a median is of, and each round's value (`each_round`); None without."""
+    total = run.get("rounds", 1)
+    if total == 1:
+        return None
+    others = [n for n in range(1, total + 1) if n not in rounds]
+    if not others:
+        return f"median of the {total} rounds: {each_round}"
+    without = f"{'round' if len(others) == 1 else 'rounds'} {_and(others)} did not measure it"
+    if len(rounds) == 1:
+        return f"round {rounds[0]} of {total} only, {without}"
+    return f"median of rounds {_and(rounds)} of {total}, {without}: {each_round}"
+
+
+def _and(numbers: list[int]) -> str:
+    """[1, 2, 3] -> '1, 2 and 3'."""
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback",
                   link_config: dict | None = None) -> str:
-    scenario = find(run, workload, protocol, link, link_config=link_config)
-    lat = latency(scenario) if scenario else None
-    if not lat:
+    by_round = _by_round([s for s in find_all(run, workload, protocol, link, link_config=link_config) if latency(s)])
+    if not by_round:
         return _missing(run, workload, protocol, link, link_config)
-    measure = lat["measure"].replace("_", " ")
-    return f"p50 {_us(lat['p50'])}, p99 {_us(lat['p99'])} ({measure}, {lat['count']} samples{_round_of(run, scenario)})"
+    lats = [latency(s) for s in by_round.values()]
+    p50s, p99s, counts = [lat["p50"] for lat in lats], [lat.get("p99") for lat in lats], [lat["count"] for lat in lats]
+    samples = f"{counts[0]} samples" if len(by_round) == 1 else (
+        f"{counts[0]} samples each" if len(set(counts)) == 1 else f"{_each(counts)} samples")
+    rounds = _rounds_said(run, list(by_round), f"p50 {_each(p50s)} µs, p99 {_each(p99s)} µs")
+    measure = lats[0]["measure"].replace("_", " ")
+    return (f"p50 {_us(_median(p50s))}, p99 {_us(_median(p99s))} ({measure}, {samples}"
+            + (f"; {rounds})" if rounds else ")"))
 
 
-def _round_of(run: dict, scenario: dict) -> str:
-    """", round N" for a figure of a --rounds run that is not round 1's (round 1 did not measure it)."""
-    number = scenario["config"].get("round", 1)
-    return f", round {number}" if run.get("rounds", 1) > 1 and number != 1 else ""
-
-
-def _measured_baseline(run: dict, test: str) -> tuple[dict | None, str]:
-    """(the baseline's entry, "") if it measured; else (None, why not, in the handout's words)."""
-    entry = baseline(run, test)
-    if entry is None:
+def _measured_baseline(run: dict, test: str) -> tuple[dict[int, dict], str]:
+    """({round: the baseline's entry}, "") where it measured (one round without --rounds);
+    else ({}, why not, in the handout's words)."""
+    entries = [entry for entry in run["baselines"] if entry["test"] == test]
+    by_round = _by_round([entry for entry in entries if entry["status"] == "ok"])
+    if by_round:
+        return by_round, ""
+    if not entries:
         if interrupted(run):
-            return None, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"
-        return None, "not measured in this run (baselines were skipped)"
-    if entry["status"] != "ok":
-        return None, f"not measured in this run ({entry['status']}: {entry.get('reason', '')})"
-    return entry, ""
+            return {}, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"
+        return {}, "not measured in this run (baselines were skipped)"
+    return {}, f"not measured in this run ({entries[0]['status']}: {entries[0].get('reason', '')})"
 
 
 def _protocol_work(run: dict, protocol: str) -> str:
-    entry, why_not = _measured_baseline(run, f"protocol-work-{protocol}")
-    if entry is None:
+    by_round, why_not = _measured_baseline(run, f"protocol-work-{protocol}")
+    if not by_round:
         return why_not
-    figures = entry["figures"]
-    return (f"{_us(figures['warm']['p50'])} back to back, {_us(figures['after_sleep']['p50'])} after "
-            f"a {entry['config']['sleep_us']:g} µs sleep")
+    warm = [entry["figures"]["warm"]["p50"] for entry in by_round.values()]
+    slept = [entry["figures"]["after_sleep"]["p50"] for entry in by_round.values()]
+    rounds = _rounds_said(run, list(by_round), f"{_each(warm)} and {_each(slept)} µs")
+    return (f"{_us(_median(warm))} back to back, {_us(_median(slept))} after "
+            f"a {next(iter(by_round.values()))['config']['sleep_us']:g} µs sleep" + (f" ({rounds})" if rounds else ""))
 
 
-def _baseline_p50(run: dict, test: str):
-    entry, why_not = _measured_baseline(run, test)
-    if entry is None:
-        return None, why_not
-    p50 = entry["figures"]["latency"]["p50"]
-    return p50, f"{_us(p50)} round trip"
+def _baseline_p50s(run: dict, test: str) -> tuple[dict[int, float], str]:
+    """({round: the baseline's p50}, its text for the handout), or ({}, why not)."""
+    by_round, why_not = _measured_baseline(run, test)
+    if not by_round:
+        return {}, why_not
+    p50s = {n: entry["figures"]["latency"]["p50"] for n, entry in by_round.items()}
+    rounds = _rounds_said(run, list(p50s), f"{_each(list(p50s.values()))} µs")
+    return p50s, f"{_us(_median(list(p50s.values())))} round trip" + (f" ({rounds})" if rounds else "")
 
 
-def _quotient(numerator, denominator, what: str) -> str:
-    if numerator is None or denominator is None or not denominator:
+def _quotient(run: dict, numerators: dict[int, float], denominators: dict[int, float], what: str) -> str:
+    """numerator ÷ denominator, each round's figures with each other (as the bench's ratios are
+    computed), and with --rounds the median of the rounds' quotients (as part 6 gives them)."""
+    rounds = [n for n in numerators if denominators.get(n)]
+    if not rounds:
         return f"  - {what}: cannot be computed, one of the two figures is not measured"
-    return f"  - {what}: {number(numerator)} ÷ {number(denominator)} = {numerator / denominator:.2f}×"
+    quotients = [numerators[n] / denominators[n] for n in rounds]
+    worked = [f"{number(numerators[n])} ÷ {number(denominators[n])} = {q:.2f}×" for n, q in zip(rounds, quotients)]
+    rounds_said = _rounds_said(run, rounds, "; ".join(worked))
+    if rounds_said is None:
+        return f"  - {what}: {worked[0]}"
+    if len(rounds) == 1:
+        return f"  - {what}: {worked[0]} ({rounds_said})"
+    return f"  - {what}: {_median(quotients):.2f}× ({rounds_said})"
 
 
-def _delivery(scenario: dict | None) -> str:
-    d = scenario["figures"].get("delivery") if scenario else None
-    if not d:
+def _delivery(scenarios: list[dict]) -> str:
+    """The loss ledger of `scenarios` (each round's, with --rounds), added up: counts add, unlike percentiles."""
+    ledgers = [s["figures"]["delivery"] for s in _by_round(scenarios).values() if s["figures"].get("delivery")]
+    if not ledgers:
         return "delivery not measured"
+    d = {key: sum(ledger[key] for ledger in ledgers) for key in ("sent", "delivered", "lost", "duplicates", "reordered")}
+    together = f" in the {len(ledgers)} rounds together" if len(ledgers) > 1 else ""
     return (f"{d['delivered']} of {d['sent']} delivered, {d['lost']} lost, {d['duplicates']} duplicates, "
-            f"{d['reordered']} reordered")
+            f"{d['reordered']} reordered{together}")
+
+
+def _p50s(run: dict, workload: str, protocol: str) -> dict[int, float]:
+    """{round: p50} of a loopback scenario, for a quotient."""
+    return {n: latency(s)["p50"] for n, s in _by_round(find_all(run, workload, protocol)).items() if latency(s)}
 
 
 def _floor_section(run: dict) -> list[str]:
-    tcp_floor, tcp_floor_text = _baseline_p50(run, "ping-pong-tcp")
-    udp_floor, udp_floor_text = _baseline_p50(run, "ping-pong-udp")
-    hello_tcp = latency(find(run, "hello", "tcp") or {"figures": {}})
-    hello_udp = latency(find(run, "hello", "udp") or {"figures": {}})
+    tcp_floor, tcp_floor_text = _baseline_p50s(run, "ping-pong-tcp")
+    udp_floor, udp_floor_text = _baseline_p50s(run, "ping-pong-udp")
     loop = run.get("environment", {}).get("event_loop", "asyncio")  # runs before hellohi.eventloop existed: asyncio
     # Question (d) measures the other loop into a folder of its own: `make bench` alone writes
     # results/latest, which may be the very run this handout was built from.
@@ -111,9 +172,9 @@ def _floor_section(run: dict) -> list[str]:
         f"- sockperf TCP ping-pong, p50: {tcp_floor_text}",
         f"- sockperf UDP ping-pong, p50: {udp_floor_text}",
         f"- Python echo server on the {loop} event loop, no protocol at all (`bench/python_floor.py`), p50: "
-        f"TCP {_baseline_p50(run, 'python-echo-tcp')[1]}; UDP {_baseline_p50(run, 'python-echo-udp')[1]}",
+        f"TCP {_baseline_p50s(run, 'python-echo-tcp')[1]}; UDP {_baseline_p50s(run, 'python-echo-udp')[1]}",
         "- The least that makes a Hello/HI reliable, in Python: stop-and-wait over UDP (each Hello numbered, its",
-        f"  answer is the ack, sent again after silence; `bench/python_floor.py`), p50: {_baseline_p50(run, 'python-stop-and-wait-udp')[1]}",
+        f"  answer is the ack, sent again after silence; `bench/python_floor.py`), p50: {_baseline_p50s(run, 'python-stop-and-wait-udp')[1]}",
         f"- hellohi Hello/HI over TCP (client library): {_latency_line(run, 'hello', 'tcp')}",
         f"- hellohi Hello/HI over TCP (minimal blocking socket, `hello-raw`): {_latency_line(run, 'hello-raw', 'tcp')}",
         f"- hellohi Hello/HI over UDP with acks: {_latency_line(run, 'hello', 'udp')}",
@@ -126,8 +187,8 @@ def _floor_section(run: dict) -> list[str]:
         "- How many times the floor (p50 ÷ p50), from the figures above. sockperf ran pinned (its client on one",
         "  core, its server on the other); the scenarios ran wherever the scheduler put them, sometimes both",
         "  ends on one core, which is far faster (question (f)). So compare with care:",
-        _quotient(hello_tcp["p50"] if hello_tcp else None, tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),
-        _quotient(hello_udp["p50"] if hello_udp else None, udp_floor, "Hello/HI over UDP ÷ sockperf UDP"),
+        _quotient(run, _p50s(run, "hello", "tcp"), tcp_floor, "Hello/HI over TCP ÷ sockperf TCP"),
+        _quotient(run, _p50s(run, "hello", "udp"), udp_floor, "Hello/HI over UDP ÷ sockperf UDP"),
         "- The fair comparison, measured in turns (`bench/paired.py`: one second of sockperf, then the Hello/HI",
         "  clients, a few times over, each side's programs on the same cores as sockperf's), median over the turns:",
         _paired_line(run, "tcp"),
@@ -177,14 +238,23 @@ def _idle_question(run: dict) -> list[str]:
 
 
 def _paired_line(run: dict, kernel: str) -> str:
-    entry, why_not = _measured_baseline(run, f"paired-hello-{kernel}")
-    if entry is None:
+    by_round, why_not = _measured_baseline(run, f"paired-hello-{kernel}")
+    if not by_round:
         return f"  - over {kernel.upper()}: {why_not}"
+    entry = next(iter(by_round.values()))
     cores = entry["config"].get("cores")
     where = f"clients on core {cores['client']}, servers on core {cores['server']}" if cores else "cores not pinned"
-    ratios = "; ".join(f"{name} ÷ sockperf = {value:.2f}×" for name, value in entry["figures"]["ratio_median"].items()
-                       if value is not None)
-    return f"  - over {kernel.upper()} ({len(entry['figures']['blocks'])} turns, {where}): {ratios}"
+    ratios = []
+    for name in entry["figures"]["ratio_median"]:
+        values = {n: e["figures"]["ratio_median"].get(name) for n, e in by_round.items()}
+        values = {n: value for n, value in values.items() if value is not None}
+        if values:
+            rounds = _rounds_said(run, list(values), _each(list(values.values()), lambda v: f"{v:.2f}×"))
+            ratios.append(f"{name} ÷ sockperf = {_median(list(values.values())):.2f}×" + (f" ({rounds})" if rounds else ""))
+    turns = [len(e["figures"]["blocks"]) for e in by_round.values()]
+    turns_said = (f"{turns[0]} turns" if len(turns) == 1 else
+                  f"{turns[0]} turns per round" if len(set(turns)) == 1 else f"{_each(turns)} turns")
+    return f"  - over {kernel.upper()} ({turns_said}, {where}): {'; '.join(ratios)}"
 
 
 def _relay_section(run: dict) -> list[str]:
@@ -202,45 +272,57 @@ def _relay_section(run: dict) -> list[str]:
     ]
 
 
+def _throughput_sizes(run: dict, protocol: str, link: str, link_config: dict | None = None) -> str | None:
+    """Each payload size's rate, alice → bob; None if no size was measured. With --rounds, the median
+    of the rounds that measured the size, as the throughput chart draws it; a size of the matrix that
+    no round measured is said to be not measured, never left out."""
+    by_payload: dict[int, list[dict]] = {}  # payload -> its scenarios, every round's
+    for s in run["scenarios"]:
+        config = s["config"]
+        if (config["workload"], config["protocol"], link_of(config)) != ("throughput", protocol, link):
+            continue
+        if link_config is not None and config.get("link_config") != link_config:
+            continue
+        by_payload.setdefault(config.get("payload", 0), []).append(s)
+    if not any(_has_figures(s) for scenarios in by_payload.values() for s in scenarios):
+        return None
+    parts = []
+    for payload in sorted(by_payload):
+        by_round = _by_round([s for s in by_payload[payload] if _has_figures(s)])
+        if not by_round:
+            parts.append(f"{payload} B: not measured ({by_payload[payload][0]['status']}; why: report.md, "
+                         "\"Scenarios not measured\")")
+            continue
+        rates = [s["figures"].get("messages_per_s") for s in by_round.values()]
+        goodputs = [s["figures"].get("goodput_MB_per_s") for s in by_round.values()]
+        rounds = _rounds_said(run, list(by_round), f"{_each(rates, lambda v: number(v, 0))} msg/s")
+        parts.append(f"{payload} B: {number(_median(rates), 0)} msg/s, {number(_median(goodputs), 2)} MB/s"
+                     f"{_lost_share(list(by_round.values()))}" + (f" ({rounds})" if rounds else ""))
+    return "; ".join(parts)
+
+
 def _throughput_section(run: dict) -> list[str]:
     lines = ["## 3. How many messages per second?", ""]
     for protocol in ("tcp", "udp", "udp-raw"):
         found = False
         for link, where in (("loopback", "on loopback"), ("remote", "through the server on another computer (`--server`)")):
-            # Per payload the first round that measured it (round 1, unless that round did not), so a
-            # --rounds run gives one figure per size, as _rounds_note says; a size of the matrix that no
-            # round measured is said to be not measured, never left out.
-            by_payload: dict[int, dict] = {}  # payload -> the first round's measured scenario, else its first
-            for s in run["scenarios"]:
-                config = s["config"]
-                if (config["workload"], config["protocol"], link_of(config)) != ("throughput", protocol, link):
-                    continue
-                first = by_payload.setdefault(config.get("payload", 0), s)
-                if not _has_figures(first) and _has_figures(s):
-                    by_payload[config.get("payload", 0)] = s
-            if any(_has_figures(s) for s in by_payload.values()):
+            if (sizes := _throughput_sizes(run, protocol, link)) is not None:
                 found = True
-                parts = []
-                for payload in sorted(by_payload):
-                    s = by_payload[payload]
-                    if not _has_figures(s):
-                        parts.append(f"{payload} B: not measured ({s['status']}; why: report.md, "
-                                     "\"Scenarios not measured\")")
-                        continue
-                    round_ = s["config"].get("round", 1)
-                    parts.append(f"{payload} B: {number(s['figures'].get('messages_per_s'), 0)} msg/s, "
-                                 f"{number(s['figures'].get('goodput_MB_per_s'), 2)} MB/s{_lost_share(s)}"
-                                 + (f" (round {round_})" if run.get("rounds", 1) > 1 and round_ != 1 else ""))
-                lines.append(f"- {protocol}, alice → bob {where}: " + "; ".join(parts))
+                lines.append(f"- {protocol}, alice → bob {where}: {sizes}")
         if not found:
             lines.append(f"- {protocol}: {_missing(run, 'throughput', protocol)}")
-    raw = find(run, "throughput-raw", "tcp", payload=64)
-    if raw is not None:
+    raw = _by_round(find_all(run, "throughput-raw", "tcp", payload=64))
+    if raw:
+        rates = [s["figures"].get("messages_per_s") for s in raw.values()]
+        rounds = _rounds_said(run, list(raw), f"{_each(rates, lambda v: number(v, 0))} msg/s")
         lines.append(f"- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): "
-                     f"{number(raw['figures'].get('messages_per_s'), 0)} msg/s")
+                     f"{number(_median(rates), 0)} msg/s" + (f" ({rounds})" if rounds else ""))
     iperf, why_not = _measured_baseline(run, "tcp-throughput")
-    if iperf is not None:
-        lines.append(f"- iperf3, raw TCP bytes on loopback: {number(iperf['figures']['goodput_MB_per_s'], 0)} MB/s")
+    if iperf:
+        goodputs = [entry["figures"]["goodput_MB_per_s"] for entry in iperf.values()]
+        rounds = _rounds_said(run, list(iperf), f"{_each(goodputs, lambda v: number(v, 0))} MB/s")
+        lines.append(f"- iperf3, raw TCP bytes on loopback: {number(_median(goodputs), 0)} MB/s"
+                     + (f" ({rounds})" if rounds else ""))
     else:
         lines.append(f"- iperf3: {why_not}")
     lines += [
@@ -262,12 +344,14 @@ def _has_figures(scenario: dict) -> bool:
     return scenario["status"] == "ok" and bool(scenario.get("figures"))
 
 
-def _lost_share(scenario: dict) -> str:
+def _lost_share(scenarios: list[dict]) -> str:
     """" (delivered X of Y)" where messages were lost: a rate of what arrived reads faster than it was."""
-    delivery = scenario["figures"].get("delivery") or {}
-    if not delivery.get("lost"):
+    ledgers = [s["figures"].get("delivery") or {} for s in scenarios]
+    if not any(ledger.get("lost") for ledger in ledgers):
         return ""
-    return f" (delivered {delivery['delivered']} of {delivery['sent']})"
+    together = " in the rounds together" if len(ledgers) > 1 else ""
+    return (f" (delivered {sum(ledger.get('delivered', 0) for ledger in ledgers)} of "
+            f"{sum(ledger.get('sent', 0) for ledger in ledgers)}{together})")
 
 
 def _link_counters(run: dict, link_config: dict) -> str | None:
@@ -311,13 +395,23 @@ def _lossy_section(run: dict) -> list[str]:
                   f"`{json.dumps(spec, sort_keys=True)}`):", ""]
         if (counted := _link_counters(run, spec)) is not None:
             lines.append(f"- {counted}")
-        for protocol, title in (("tcp", "TCP"), ("udp", "UDP with ack/retry"), ("udp-raw", "plain UDP, no acks")):
-            relay = find(run, "relay", protocol, link, link_config=spec)
-            if relay:
-                lines.append(f"- {title} relay round trip: {_delivery(relay)}; "
-                             f"{_latency_line(run, 'relay', protocol, link, spec)}")
-            else:
-                lines.append(f"- {title} relay round trip: {_missing(run, 'relay', protocol, link, spec)}")
+        # The three of the loopback parts, and any other hellohi protocol the run measured across this link.
+        on_link = [s["config"]["protocol"] for s in run["scenarios"] if link_of(s["config"]) == link
+                   and s["config"].get("link_config") == spec and not s["config"]["protocol"].startswith("kcp-")]
+        protocols = list(dict.fromkeys(["tcp", "udp", "udp-raw", *on_link]))
+        for workload, what in (("hello", "Hello/HI round trip"), ("relay", "relay round trip")):
+            for protocol in protocols:
+                scenarios = find_all(run, workload, protocol, link, link_config=spec)
+                title = f"- {LINK_TITLES.get(protocol, protocol)} {what}: "
+                if scenarios:
+                    lines.append(f"{title}{_delivery(scenarios)}{_resent(scenarios)}; "
+                                 f"{_latency_line(run, workload, protocol, link, spec)}")
+                else:
+                    lines.append(f"{title}{_missing(run, workload, protocol, link, spec)}")
+        for protocol in protocols:
+            sizes = _throughput_sizes(run, protocol, link, spec)
+            lines.append(f"- {LINK_TITLES.get(protocol, protocol)} throughput, alice → bob: "
+                         + (sizes if sizes is not None else _missing(run, "throughput", protocol, link, spec)))
         for protocol in ("kcp-normal", "kcp-fast"):
             if find(run, "kcp-pingpong", protocol, link, link_config=spec):
                 lines.append(f"- KCP echo ({protocol}): {_latency_line(run, 'kcp-pingpong', protocol, link, spec)}")
@@ -336,6 +430,22 @@ def _lossy_section(run: dict) -> list[str]:
     return lines
 
 
+# What part 4 calls each protocol.
+LINK_TITLES = {"tcp": "TCP", "udp": "UDP with ack/retry", "udp-raw": "plain UDP, no acks",
+               "udp-turbo": "UDP with ack/retry, turbo preset"}
+
+
+def _resent(scenarios: list[dict]) -> str:
+    """What was sent again to make up for the link's losses, where it was counted (every round's, added up)."""
+    counted = [(s["config"]["protocol"], retransmitted(s)) for s in _by_round(scenarios).values()]
+    if not counted or any(count is None for _, count in counted) or counted[0][0] == "udp-raw":
+        return ""  # not counted, or plain UDP, which never sends anything again
+    total = sum(count for _, count in counted)
+    if counted[0][0] == "tcp":
+        return f"; the two hosts' kernels sent {total} TCP segments again"
+    return f"; the clients' reliability layer sent {total} data packets again (the server's are not counted)"
+
+
 def _remote_lines(run: dict) -> list[str]:
     """The scenarios measured against a server on another computer (--server), if any."""
     remote = [s for s in measured(run) if link_of(s["config"]) == "remote"]
@@ -343,13 +453,11 @@ def _remote_lines(run: dict) -> list[str]:
         return []
     lines = [f"A real network: against the server at {(remote[0].get('server') or {}).get('remote', '?')} "
              "(`--server`), from this computer:", ""]
-    titles = {"tcp": "TCP", "udp": "UDP with ack/retry", "udp-raw": "plain UDP, no acks",
-              "udp-turbo": "UDP with ack/retry, turbo preset"}
     for protocol in dict.fromkeys(s["config"]["protocol"] for s in remote):
         for workload, what in (("hello", "Hello/HI round trip"), ("relay", "relay round trip")):
-            scenario = find(run, workload, protocol, "remote")
-            if scenario:
-                lines.append(f"- {titles.get(protocol, protocol)} {what}: {_delivery(scenario)}; "
+            scenarios = find_all(run, workload, protocol, "remote")
+            if scenarios:
+                lines.append(f"- {LINK_TITLES.get(protocol, protocol)} {what}: {_delivery(scenarios)}; "
                              f"{_latency_line(run, workload, protocol, 'remote')}")
     if any(s["config"]["workload"] == "throughput" for s in remote):
         lines.append("- throughput: in part 3")
@@ -360,9 +468,10 @@ def _kcp_section(run: dict) -> list[str]:
     lines = ["## 5. KCP's own test, replayed", ""]
     found = False
     for protocol in ("kcp-default", "kcp-normal", "kcp-fast", "udp-turbo", "udp"):
-        scenario = find(run, "kcp-test", protocol)
-        if not scenario:
+        by_round = _by_round(find_all(run, "kcp-test", protocol))
+        if not by_round:
             continue
+        scenario = next(iter(by_round.values()))
         if not found and (kcp := scenario["config"].get("kcp_scenario")):
             # The scenario's own parameters, as the bench recorded them.
             lines += [
@@ -373,11 +482,13 @@ def _kcp_section(run: dict) -> list[str]:
                 "",
             ]
         found = True
-        f = scenario["figures"]
-        readme = f.get("kcp_readme_avg_max_rtt_ms")
+        readme = scenario["figures"].get("kcp_readme_avg_max_rtt_ms")
         quoted = f" (KCP's README: {number(readme[0])} / {number(readme[1])} ms)" if readme else ""
-        lines.append(f"- {protocol}: average RTT {number(f.get('avg_rtt_ms'))} ms, maximum {number(f.get('max_rtt_ms'))} ms"
-                     f"{quoted}; {_delivery(scenario)}{_round_of(run, scenario)}")
+        averages = [s["figures"].get("avg_rtt_ms") for s in by_round.values()]
+        maxima = [s["figures"].get("max_rtt_ms") for s in by_round.values()]
+        rounds = _rounds_said(run, list(by_round), f"{_each(averages)} and {_each(maxima)} ms")
+        lines.append(f"- {protocol}: average RTT {number(_median(averages))} ms, maximum {number(_median(maxima))} ms"
+                     + (f" ({rounds})" if rounds else "") + f"{quoted}; {_delivery(list(by_round.values()))}")
     if not found:
         lines.append(f"- {_missing(run, 'kcp-test', 'kcp-fast')}")
     if find(run, "kcp-test", "kcp-default"):
@@ -420,10 +531,11 @@ def _rounds_note(run: dict) -> list[str]:
     rounds = run.get("rounds", 1)
     if rounds == 1:
         return []
-    return [f"This run measured everything {rounds} times (`--rounds {rounds}`). The figures below are those of",
-            "round 1 (where round 1 did not measure one, of the first round that did, which it names); the ratios in",
-            f"part 6 are medians over the {rounds} rounds, with each round's value beside them.",
-            "How far apart are the rounds, and what does that say about a single run on this machine?"]
+    return [f"This run measured everything {rounds} times (`--rounds {rounds}`). Each figure below is the median of",
+            "the rounds that measured it, followed by each round's own value (report.md's tables have a row per round);",
+            "delivery counts are the rounds' counts added up. The throughput chart and the ratios in part 6 take",
+            f"the median of the {rounds} rounds too. How far apart are the rounds, and what does that say about a",
+            "single run on this machine?"]
 
 
 def handout(run: dict) -> str:

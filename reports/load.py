@@ -357,9 +357,11 @@ def describe_cpu_idle(environment: dict) -> str | None:
     return f"sleep as the {names} choose"
 
 
-def find(run: dict, workload: str, protocol: str, link: str = "loopback", payload: int | None = None,
-         link_config: dict | None = None) -> dict | None:
-    """The first measured scenario with this workload, protocol and link (and payload, link_config if given)."""
+def find_all(run: dict, workload: str, protocol: str, link: str = "loopback", payload: int | None = None,
+             link_config: dict | None = None) -> list[dict]:
+    """Every measured scenario with this workload, protocol and link (and payload, link_config if given),
+    in the run's order: one per round with --rounds."""
+    found = []
     for scenario in measured(run):
         config = scenario["config"]
         if (config["workload"], config["protocol"], link_of(config)) != (workload, protocol, link):
@@ -368,8 +370,20 @@ def find(run: dict, workload: str, protocol: str, link: str = "loopback", payloa
             continue
         if link_config is not None and config.get("link_config") != link_config:
             continue
-        return scenario
-    return None
+        found.append(scenario)
+    return found
+
+
+def find(run: dict, workload: str, protocol: str, link: str = "loopback", payload: int | None = None,
+         link_config: dict | None = None) -> dict | None:
+    """The first measured scenario with this workload, protocol and link (and payload, link_config if given)."""
+    found = find_all(run, workload, protocol, link, payload, link_config)
+    return found[0] if found else None
+
+
+def round_of(entry: dict) -> int:
+    """Which round of --rounds measured a scenario (its config says) or a baseline (the entry says)."""
+    return (entry.get("config") or {}).get("round") or entry.get("round") or 1
 
 
 def baseline(run: dict, test: str) -> dict | None:

@@ -442,7 +442,8 @@ def test_a_run_of_several_rounds_says_so_and_labels_each_baseline(tmp_path):
     report, handout = (tmp_path / "report.md").read_text(), (tmp_path / "handout.md").read_text()
     assert "- rounds: 2 (`--rounds`): every scenario and baseline was measured 2 times" in report
     assert "| ping-pong-tcp (round 1) " in report and "| ping-pong-tcp (round 2) " in report
-    assert "This run measured everything 2 times (`--rounds 2`). The figures below are those of" in handout
+    assert "This run measured everything 2 times (`--rounds 2`). Each figure below is the median of" in handout
+    assert "- sockperf TCP ping-pong, p50: 15.5 µs round trip (median of the 2 rounds: 15.5, 15.5 µs)" in handout
     # Round 2 has no hello scenario: its hello ratio is not measured, so the median is round 1's.
     hello = next(r for r in run["ratios"] if r["name"].startswith("hello tcp"))
     assert hello["per_round"] == [1.7, None]
@@ -601,7 +602,7 @@ def _three_rounds_of(run: dict) -> dict:
     return run
 
 
-def test_with_rounds_the_handout_gives_one_throughput_per_size_and_names_a_round_other_than_1():
+def test_with_rounds_the_handout_gives_one_throughput_per_size_the_median_of_the_rounds_that_measured_it():
     run = synthetic_run()
     run["scenarios"] += [
         scenario(workload="throughput", protocol="tcp", payload=1024, count=4, status="error", reason="server died"),
@@ -615,13 +616,18 @@ def test_with_rounds_the_handout_gives_one_throughput_per_size_and_names_a_round
     del round2["reason"]
     text = handout_text(run)
     line = next(line for line in text.splitlines() if line.startswith("- tcp, alice → bob on loopback"))
-    # Round 1's 43,210 msg/s only; before, each round's figure was listed, unlabelled (43,210; 86,420; 129,630).
-    assert line == ("- tcp, alice → bob on loopback: 64 B: 43,210 msg/s, 2.77 MB/s; "
-                    "1024 B: 9,000 msg/s, 9.20 MB/s (round 2)")
-    # Round 1's hello failed, round 2 measured it: the line says whose figure it is.
+    # The median of the rounds, as the throughput chart draws it, with each round's figure; a size only one
+    # round measured says which. (Round 1's figure alone was quoted before, as if there were one round.)
+    assert line == ("- tcp, alice → bob on loopback: 64 B: 86,420 msg/s, 2.77 MB/s (median of the 3 rounds: "
+                    "43,210, 86,420, 129,630 msg/s); 1024 B: 9,000 msg/s, 9.20 MB/s (round 2 of 3 only, "
+                    "rounds 1 and 3 did not measure it)")
+    [(_, points)] = [item for item in charts.throughput_series(run).items() if item[0][0] == "tcp"]
+    assert [(payload, rate) for payload, rate, _ in points] == [(64, 86_420.0), (1024, 9_000.0)]
+    # Round 1's hello failed, rounds 2 and 3 measured it: the line says which rounds its median is of.
     hello = [s for s in run["scenarios"] if s["config"]["workload"] == "hello" and s["config"]["protocol"] == "tcp"]
     hello[0].update(status="error", reason="server died")
-    assert "- hellohi Hello/HI over TCP (client library): p50 123.4 µs, p99 500.0 µs (round trip, 5 samples, round 2)" \
+    assert ("- hellohi Hello/HI over TCP (client library): p50 123.4 µs, p99 500.0 µs (round trip, 5 samples each; "
+            "median of rounds 2 and 3 of 3, round 1 did not measure it: p50 123.4, 123.4 µs, p99 500.0, 500.0 µs)") \
         in handout_text(run)
     # A protocol no round measured keeps the bench's reason.
     assert "- udp-raw: not measured in this run (not_applicable: too big for one datagram)" in text
@@ -688,3 +694,60 @@ def test_the_links_line_names_kcps_simulated_link_when_the_run_replayed_its_test
     assert "simulated" not in (tmp_path / "b" / "report.md").read_text().split("- links: ")[1].splitlines()[0]
     assert "Links in this run: loopback, emulated: loss 5 %, delay 10 ms one way.\n" in (
         tmp_path / "b" / "handout.md").read_text()
+
+
+def test_with_rounds_part_1_quotes_the_median_of_the_rounds_as_part_6_does():
+    """Round 1's figures alone contradicted part 6, whose ratios are medians over the rounds."""
+    run = _three_rounds_of(synthetic_run())
+    hello_p50s = {1: 300.0, 2: 100.0, 3: 200.0}
+    sockperf_p50s = {1: 20.0, 2: 10.0, 3: 25.0}
+    for entry in run["scenarios"]:
+        if (entry["config"]["workload"], entry["config"]["protocol"], entry["config"]["link"]) == ("hello", "tcp", "loopback"):
+            entry["figures"] = figures(ROUND_TRIP, [hello_p50s[entry["config"]["round"]]] * 5, 5, range(5))
+    sockperf = next(b for b in run["baselines"] if b["test"] == "ping-pong-tcp")
+    run["baselines"] = [b for b in run["baselines"] if b["test"] != "ping-pong-tcp"] + [
+        copy.deepcopy(dict(sockperf, round=n)) for n in (1, 2, 3)]
+    for entry in run["baselines"]:
+        if entry["test"] == "ping-pong-tcp":
+            entry["figures"]["latency"]["p50"] = sockperf_p50s[entry["round"]]
+    run["ratios"] = compute_ratios(run)
+    text = handout_text(run)
+    assert ("- hellohi Hello/HI over TCP (client library): p50 200.0 µs, p99 200.0 µs (round trip, 5 samples each; "
+            "median of the 3 rounds: p50 300.0, 100.0, 200.0 µs, p99 300.0, 100.0, 200.0 µs)") in text
+    assert "- sockperf TCP ping-pong, p50: 20.0 µs round trip (median of the 3 rounds: 20.0, 10.0, 25.0 µs)" in text
+    apart = next(r for r in run["ratios"] if r["name"].startswith("hello tcp") and "measured apart" in r["name"])
+    assert f"{apart['value']:.2f}" == "10.00"  # the median of 15, 10 and 8
+    assert ("  - Hello/HI over TCP ÷ sockperf TCP: 10.00× (median of the 3 rounds: 300.0 ÷ 20.0 = 15.00×; "
+            "100.0 ÷ 10.0 = 10.00×; 200.0 ÷ 25.0 = 8.00×)") in text
+    assert f"**{apart['value']:.2f}x**" in text.split("## 6.")[1]
+
+
+def test_part_4_quotes_every_figure_measured_across_the_emulated_link():
+    """Hello/HI and throughput across the link were in results.json (bench/matrix.py, emulated_cells)
+    but not in the handout, which quoted the relay only."""
+    run = synthetic_run()
+    across = {"link": "emulated", "link_config": ISSUE4_LINK}
+    run["scenarios"] += [
+        scenario(workload="hello", protocol="tcp", count=3, **across,
+                 figures_=figures(ROUND_TRIP, [20_500.0, 21_000.0, 300_000.0], 3, range(3),
+                                  tcp_counters={"client": {"OutSegs": 9, "RetransSegs": 1},
+                                                "server": {"OutSegs": 9, "RetransSegs": 1}})),
+        scenario(workload="hello", protocol="udp", count=3, status="error", reason="the server died", **across),
+        scenario(workload="throughput", protocol="udp-raw", payload=64, count=10, **across,
+                 figures_=figures(ONE_WAY, [10_000.0] * 7, 10, range(7), elapsed_s=0.01,
+                                  messages_per_s=9_354.0, goodput_MB_per_s=0.6)),
+        scenario(workload="throughput", protocol="udp", payload=64, count=10, **across,
+                 figures_=figures(ONE_WAY, [10_000.0] * 10, 10, range(10), elapsed_s=0.01,
+                                  messages_per_s=2_064.0, goodput_MB_per_s=0.13, udp_counters={"retransmitted": 4})),
+    ]
+    part4 = handout_text(run).split("## 4.")[1].split("\n## ")[0]
+    assert ("- TCP Hello/HI round trip: 3 of 3 delivered, 0 lost, 0 duplicates, 0 reordered; the two hosts' kernels "
+            "sent 2 TCP segments again; p50 21,000.0 µs, p99 300,000.0 µs (round trip, 3 samples)") in part4
+    assert "- UDP with ack/retry Hello/HI round trip: not measured in this run (error: the server died)" in part4
+    assert "- plain UDP, no acks Hello/HI round trip: not measured in this run (not in its scenario matrix)" in part4
+    assert "- TCP relay round trip: 4 of 4 delivered, 0 lost, 0 duplicates, 0 reordered; the two hosts' kernels sent 5 TCP segments again; p50 " in part4
+    assert "- plain UDP, no acks throughput, alice → bob: 64 B: 9,354 msg/s, 0.60 MB/s (delivered 7 of 10)" in part4
+    assert "- UDP with ack/retry throughput, alice → bob: 64 B: 2,064 msg/s, 0.13 MB/s" in part4
+    assert "- TCP throughput, alice → bob: not measured in this run (not in its scenario matrix)" in part4
+    # Part 3 stays the loopback's (and a --server's): the link's rates are not mixed in there.
+    assert "9,354" not in handout_text(run).split("## 3.")[1].split("\n## ")[0]
