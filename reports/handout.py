@@ -419,7 +419,8 @@ def _lossy_section(run: dict) -> list[str]:
     lines += _remote_lines(run)
     lines += [
         "**Questions.** (a) With loss p on each crossing, what share of relay round trips should plain UDP",
-        "lose (a round trip crosses the link four times)? Does the measured count match? (b) Compare the",
+        "lose (a round trip crosses the link four times), and what share of Hello/HI round trips (twice)?",
+        "Do the measured counts match? (b) Compare the",
         "p50 and the p99 of TCP and of UDP with ack/retry: which one is hurt more by a loss, and which",
         "mechanism decides that (the minimum RTO and fast retransmit: their values per preset are in",
         "`hellohi/reliable/config.py` and docs/udp-reliability.md, \"Presets and every knob\"; the code in",

@@ -751,3 +751,15 @@ def test_part_4_quotes_every_figure_measured_across_the_emulated_link():
     assert "- TCP throughput, alice → bob: not measured in this run (not in its scenario matrix)" in part4
     # Part 3 stays the loopback's (and a --server's): the link's rates are not mixed in there.
     assert "9,354" not in handout_text(run).split("## 3.")[1].split("\n## ")[0]
+
+
+def test_the_turns_are_called_turns_in_part_6_even_from_a_run_that_called_them_blocks(tmp_path):
+    """Part 1 and question 1(c) send the student to part 6's turns; older benches wrote 'blocks' there."""
+    run = synthetic_run()
+    turns = next(r for r in run["ratios"] if r["name"].endswith("measured in turns"))
+    turns["detail"] = "median of 2 blocks; per block (us / us): 25.5 / 15.0, 27.2 / 16.0"
+    build_report(run, tmp_path)
+    for name in ("report.md", "handout.md"):
+        text = (tmp_path / name).read_text()
+        assert "median of 2 turns; per turn (µs / µs): 25.5 / 15.0, 27.2 / 16.0" in text, name
+        assert "blocks" not in text and "per block" not in text, name  # ("blocking socket" stays)
