@@ -40,6 +40,12 @@ NOTHING_LOST = ("Nothing to draw: no scenario that counted delivery could lose m
                 "duplicated one; the Delivery table above has the counts.")
 
 
+def _said(environment: dict, key: str) -> str:
+    """A field of the machine's description, or that the run did not record it (not "None")."""
+    value = environment.get(key)
+    return "(not recorded)" if value is None else str(value)
+
+
 def _no_chart(run: dict, title: str) -> str:
     if title == "delivery" and any(s["figures"].get("delivery") for s in measured(run)):
         return NOTHING_LOST
@@ -54,8 +60,8 @@ def report_markdown(run: dict, charts: list[tuple[str, str, Path | None]]) -> st
         "",
         f"- run: started {run.get('started_utc', '(not recorded)')}, finished {run.get('finished_utc', '(not recorded)')}",
         f"- command: `{' '.join(map(str, run.get('command') or ['(not recorded)']))}`",
-        f"- machine: {environment.get('cpu_model')} × {environment.get('cpu_count')} CPUs, {environment.get('os')} "
-        f"kernel {environment.get('kernel')}, Python {environment.get('python')}, hellohi commit {environment.get('git_commit')}"
+        f"- machine: {_said(environment, 'cpu_model')} × {_said(environment, 'cpu_count')} CPUs, {_said(environment, 'os')} "
+        f"kernel {_said(environment, 'kernel')}, Python {_said(environment, 'python')}, hellohi commit {_said(environment, 'git_commit')}"
         + (f", TCP congestion control {environment['tcp_congestion_control']}" if environment.get("tcp_congestion_control") else ""),
         *([f"- idle CPUs {idle}"] if idle else []),
         f"- links: {links_used(run)}",

@@ -544,9 +544,9 @@ def handout(run: dict) -> str:
     lines = [
         "# Lab 3 — Measuring TCP against UDP",
         "",
-        f"Run of {run.get('started_utc', '(start time not recorded)')} on {environment.get('cpu_count', '?')} "
-        f"cores ({environment.get('cpu_model', 'unknown CPU')}), kernel {environment.get('kernel', '?')}, "
-        f"Python {environment.get('python', '?')}. Every figure below is from this run's `results.json`; "
+        f"Run of {run.get('started_utc') or '(start time not recorded)'} on {environment.get('cpu_count') or '?'} "
+        f"cores ({environment.get('cpu_model') or 'unknown CPU'}), kernel {environment.get('kernel') or '?'}, "
+        f"Python {environment.get('python') or '?'}. Every figure below is from this run's `results.json`; "
         "the full tables and the charts are in `report.md` beside this file. Latencies are in µs (KCP's",
         "test in ms) and each says whether it is a round trip or one way.",
         f"Links in this run: {links_used(run)}.",

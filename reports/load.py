@@ -37,6 +37,14 @@ def _not_a_run_folder(path: Path) -> str:
             f"results.json), or that results.json itself; {fix}")
 
 
+class _NotAJsonNumber(ValueError):
+    pass
+
+
+def _not_a_json_number(name: str):
+    raise _NotAJsonNumber(name)
+
+
 def load_run(path: Path) -> dict:
     """The run in `path` (a folder written by `python -m bench --out`, or its results.json)."""
     # results.csv sits beside results.json and is the file a student opens first, so it is
@@ -67,7 +75,13 @@ def load_run(path: Path) -> dict:
                          f"results.json written by the bench; run the bench again with `make bench` or "
                          f"`python -m bench --out {folder}`") from None
     try:
-        run = json.loads(text)
+        run = json.loads(text, parse_constant=_not_a_json_number)
+    except _NotAJsonNumber as error:
+        # Python's json reads NaN and Infinity, which JSON has not; the bench never writes
+        # them, and a table would print "nan" as if it were a measurement.
+        raise BadResults(f"{file} holds {error}, which is not a number in JSON and not one the bench writes "
+                         "(it writes null for a figure not measured); it was probably edited by hand: "
+                         f"run the bench again with `make bench` or `python -m bench --out {folder}`") from None
     except json.JSONDecodeError as error:
         raise BadResults(f"{file} is not valid JSON ({error}); the bench may have been interrupted "
                          f"while writing it: run it again with `make bench` or `python -m bench --out {folder}`") from None

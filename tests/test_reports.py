@@ -195,6 +195,17 @@ def test_the_machine_line_names_the_tcp_congestion_control_where_the_run_recorde
     assert "congestion" not in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_a_machine_field_the_run_did_not_record_is_said_so_not_printed_as_none(tmp_path):
+    run = synthetic_run()
+    del run["environment"]["cpu_model"]
+    run["environment"]["kernel"] = None
+    build_report(run, tmp_path)
+    machine = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("- machine:"))
+    assert machine.startswith("- machine: (not recorded) × ") and "kernel (not recorded)," in machine
+    handout = (tmp_path / "handout.md").read_text()
+    assert "cores (unknown CPU), kernel ?," in handout and "None" not in handout.split("\n")[2]
+
+
 @pytest.mark.parametrize("cpu_idle, words", [
     ({"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": 200000},
      "idle CPUs poll up to 200 µs before they halt (cpuidle driver haltpoll, governor haltpoll)"),

@@ -156,6 +156,19 @@ def test_a_field_of_the_wrong_type_is_named_in_one_error_line(tmp_path, capsys, 
     assert "run the bench again" in captured.err
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_figure_that_is_nan_or_infinity_is_refused_by_name_not_printed_as_nan(tmp_path, capsys, constant):
+    run = copy.deepcopy(synthetic_run())
+    run["scenarios"][0]["figures"]["latency"]["p50"] = 0.125
+    text = json.dumps(run).replace("0.125", constant, 1)
+    (tmp_path / "results.json").write_text(text)
+    assert main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert f"results.json holds {constant}, which is not a number in JSON" in captured.err
+    assert "edited by hand: run the bench again" in captured.err
+
+
 def test_a_sound_run_passes_every_check(tmp_path):
     # The checks above must not refuse what the bench writes. The synthetic run's scenarios and
     # ratios come from the bench's code, its baselines are written by hand; so a few real
