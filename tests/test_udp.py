@@ -22,7 +22,7 @@ from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorRecei
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, next_of, registered_client_process
 from hellohi.reliable import DEFAULT, TURBO, Impairment
-from hellohi.reliable.packet import Packet, encode as encode_packet
+from hellohi.reliable.packet import Packet, decode, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
 
 
@@ -640,6 +640,51 @@ def test_the_datagrams_lab2_decodes_are_what_the_real_client_and_server_send(ser
     # Then her SEND, the server's STATUS stored, and a BYE each way.
     texts = [(side, f.data.split(b" ")[0].strip()) for side, p, _ in packets for f in p.fragments if f.data]
     assert texts[2:] == [("client", b"SEND"), ("server", b"STATUS"), ("client", b"BYE"), ("server", b"BYE")]
+
+
+class _FloodBeforeTheProof(_Recorder):
+    """Forwards both ways; just before the client's first datagram with a token (the empty
+    message that proves its address) reaches the server, a forged first datagram from another
+    address does: the server, full, drops the client's session (never proven) to make room."""
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        from hellohi.datagram_client import DatagramLink
+
+        packet = decode(data)
+        if packet.token and not packet.is_reset and not any(side == "forged" for side, _ in self.seen):
+            forger = DatagramLink(DEFAULT)
+            forger.start(0.0)
+            forger.send_message(b"HELLO\n", 0.0)
+            [first] = forger.datagrams_to_send(0.0)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(first, self.upstream.get_extra_info("peername"))
+            self.seen.append(("forged", first))
+        super().datagram_received(data, addr)
+
+
+def test_a_client_whose_session_is_dropped_before_hi_starts_a_new_one(server):
+    # PROTOCOL.md section 5: a full server drops the oldest session never proven, and the client
+    # "gets RESET for its next datagram and starts over (rule 5)". In its first connect it did
+    # not: connect() failed with "cannot reach ...: the server reset this session", and the CLI
+    # said "Is the server running?".
+    port = server("--max-clients", "1").port
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        forward, recorder = await loop.create_datagram_endpoint(_FloodBeforeTheProof, local_addr=("127.0.0.1", 0))
+        recorder.upstream, _ = await loop.create_datagram_endpoint(lambda: _FromServer(recorder), remote_addr=("127.0.0.1", port))
+        alice = UdpChatClient("127.0.0.1", forward.get_extra_info("sockname")[1], "alice", reconnect=False)
+        try:
+            name = await alice.connect(timeout=5)
+            return name, list(recorder.seen)  # before close() adds its own
+        finally:
+            await alice.close()
+            forward.close()
+            recorder.upstream.close()
+
+    name, seen = asyncio.run(scenario())
+    sides = [side if side != "server" or not decode(data).is_reset else "RESET" for side, data in seen]
+    assert name == "alice" and sides.index("forged") < sides.index("RESET")
 
 
 def test_an_echo_carries_the_ack_for_the_message_it_answers_in_one_datagram(server):

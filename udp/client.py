@@ -207,8 +207,19 @@ class UdpChatClient(ChatClient):
         # (a Hello on HI) leaves at once and carries them.
         self._pump_at_end_of_turn()
 
+    def _saying_hello(self) -> bool:
+        """A connect (or reconnect) is waiting for HI."""
+        answer = self._hello_answer
+        return not self._closing and answer is not None and not answer.done()
+
     def _take(self, items) -> None:
         for item in items:
+            if isinstance(item, SessionReset) and self._saying_hello():
+                # The server dropped the session before our address was proven (a full server
+                # makes room so): start over, within this connect's time, as after HI.
+                self.link.start(clock())
+                self._write(self.session.hello())
+                return
             if isinstance(item, (SessionReset, LinkFailed)):
                 self._connection_lost(item.reason)
                 return
