@@ -14,7 +14,8 @@ It turns frames into datagrams and datagrams into frames, reliably or plainly:
 The session rules it follows:
 - Until the server has given us a token, every datagram we send carries token
   0 and is padded to a full datagram, so the server, which never sends an
-  unverified address more bytes than it received, has room to answer HI.
+  unverified address more bytes than it received, has room to answer (with
+  an ack that carries the token, or ERR 503; HI comes after the proof below).
 - The first datagram that carries a token gives us our token. We answer that
   first datagram at once with an empty reliable message, which proves to the
   server that we receive at this address. From then on a datagram with any

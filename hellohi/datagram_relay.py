@@ -29,7 +29,9 @@ we send it no more bytes than it sent us (RFC 9000 section 8 uses 3x; we use
 1x, configurable). A reliable address is proved when a datagram carrying the
 token we issued comes from it the first time, and after a move when the RESPONSE
 to our CHALLENGE does; a plain one when it answers our `PING <secret>` with
-`PONG <secret>`. Clients pad their first datagrams so that HI fits.
+`PONG <secret>`. Clients pad their first datagrams so that the answers to an
+address not yet proven fit: a reliable session's ack with the token (or an ERR 503),
+a plain session's HI and PING.
 
 Nothing a reliable session says reaches the relay before its address is proven
 the first time: until then its messages wait here, and the server answers only
@@ -386,8 +388,9 @@ class DatagramRelay:
         name and client slot are free now, not at --timeout. Only from the session's own
         address: the token alone might have been overheard. Verified or not: a RESET that
         carries the token from the address we sent it to proves that address as any datagram
-        with the token does, and a client whose Hello is refused (ERR 409) abandons the session
-        before its first datagram with the token, so that RESET is the only one it sends."""
+        with the token does, and a client whose connect timed out before its proof arrived
+        (the proof lost, again and again) abandons the session with a RESET from an address
+        the server has not yet seen the token come from."""
         session = self._by_token.get(token)
         if session is None or address != session.address:
             return

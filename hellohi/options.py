@@ -95,7 +95,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_store: str) ->
     parser.add_argument("--store", default=default_store, help="SQLite file for messages waiting for offline clients (default: %(default)s)")
     parser.add_argument("--heartbeat", type=positive(float, MAX_SERVER_SECONDS), default=defaults.heartbeat_interval, metavar="SECONDS", help="PING a client silent this long (default: %(default)s)")
     parser.add_argument("--timeout", type=positive(float, MAX_SERVER_SECONDS), default=defaults.heartbeat_timeout, metavar="SECONDS", help="drop a client silent this long (default: %(default)s)")
-    parser.add_argument("--max-clients", type=positive(int, MAX_LIMIT), default=defaults.max_clients, help="clients at once, named or not yet; one more gets ERR 503 (default: %(default)s)")
+    parser.add_argument("--max-clients", type=positive(int, MAX_LIMIT), default=defaults.max_clients, help="clients at once, named or not yet; one more gets ERR 503 (UDP: unless a session never proved its address; the oldest such makes room) (default: %(default)s)")
     parser.add_argument("--max-waiting", type=positive(int, MAX_LIMIT), default=defaults.max_waiting_per_recipient, help="stored messages per recipient before ERR 429 (default: %(default)s)")
     parser.add_argument("--window", type=positive(int, MAX_LIMIT), default=defaults.delivery_window, help="messages sent to a client and not yet ACKed (default: %(default)s)")
     parser.add_argument("--window-bytes", type=positive(int, MAX_LIMIT), default=defaults.delivery_window_bytes, metavar="BYTES", help="body bytes sent to a client and not yet ACKed (default: %(default)s)")

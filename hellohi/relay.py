@@ -232,7 +232,7 @@ class Relay:
         if not self._outbox and not self._to_deliver and self._store_error is None:
             # Nothing to say, so nothing needs committing before it (every write comes with
             # something to say). Above all, a commit that failed is not tried again here: each
-            # try can wait SQLite's 5 s, and the glue calls flush() until it returns nothing.
+            # try can wait --store-wait, and the glue calls flush() until it returns nothing.
             return []
         to_deliver, self._to_deliver = self._to_deliver, {}
         try:
