@@ -440,7 +440,9 @@ class DatagramRelay:
         once is never dropped for this, not even while it proves a new address (it has a name,
         and maybe messages in flight); a real client still in its first round trip may be,
         under a flood faster than one forged datagram per free slot per round trip, and starts
-        over on the RESET that answers its next datagram."""
+        over on the RESET that answers its next datagram. A plain session never proven may
+        have a name (the relay hears a plain HELLO at once: `nc -u` cannot answer the PING);
+        dropped, it loses nothing stored, and its next frame gets ERR 401."""
         if self.relay.is_full() and self._never_proven:
             oldest = next(iter(self._never_proven.values()))
             self._say(f"server full: dropped session #{oldest.connection} from {format_peer(oldest.address)}, which never proved that address")

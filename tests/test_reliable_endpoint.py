@@ -14,6 +14,7 @@ import pytest
 from bench.kcp_peer import KcpScenario, kcp_available, simulate_kcp, simulate_reliable
 from hellohi.reliable import DEFAULT, TURBO, Impairment, MessageFailed, MessageReceived, MessageTooLarge, ReliableEndpoint
 from hellohi.reliable.config import smallest_max_datagram
+from hellohi.reliable.endpoint import FRAGMENT_COST
 from hellohi.reliable.congestion import NewReno
 from hellohi.reliable.packet import MAX_MESSAGE_ID, MAX_PACKET_NUMBER, Fragment, Packet, decode, encode
 from hellohi.reliable.rtt import RttEstimator
@@ -114,19 +115,28 @@ def test_duplicates_and_reordering_are_suppressed_and_counted():
 def test_packets_above_a_gap_are_held_up_to_max_early_bytes_then_dropped_and_sent_again():
     # Without a limit in bytes a peer sending 64 KB datagrams made us hold 512 of them
     # (33 MB) above one missing packet, per session.
-    config = DEFAULT.with_changes(max_early_bytes=100)
+    config = DEFAULT.with_changes(max_early_bytes=60 + FRAGMENT_COST + 10)  # room for one
     receiver = ReliableEndpoint(config, token=7)
 
     def data_packet(number: int, message_id: int) -> bytes:
         return encode(Packet(7, number, 1, fragments=(Fragment(message_id, 0, 1, bytes([64 + message_id]) * 60),)))
 
-    receiver.receive_datagram(data_packet(2, 2), 0.0)  # #1 is missing: held (60 bytes)
-    receiver.receive_datagram(data_packet(3, 3), 0.0)  # 120 bytes would pass 100: dropped, not acked
+    receiver.receive_datagram(data_packet(2, 2), 0.0)  # #1 is missing: held
+    receiver.receive_datagram(data_packet(3, 3), 0.0)  # two would pass the limit: dropped, not acked
     assert receiver.stats.beyond_window_dropped == 1 and receiver.stats.out_of_order_buffered == 1
     assert decode(receiver.datagrams_to_send(0.0)[0]).ranges == ((2, 2),)
     receiver.receive_datagram(data_packet(1, 1), 0.1)  # the gap fills, always taken
     receiver.receive_datagram(data_packet(3, 3), 0.2)  # sent again: now in order
     assert [event.message_id for event in receiver.pop_events()] == [1, 2, 3]
+
+
+def test_empty_fragments_held_above_a_gap_count_too():
+    # Counting data only, 511 packets of 255 empty fragments each counted as nothing and held 15 MB.
+    receiver = ReliableEndpoint(DEFAULT.with_changes(max_early_bytes=100 * FRAGMENT_COST), token=7)
+    empties = tuple(Fragment(1, index, 255, b"") for index in range(60))
+    receiver.receive_datagram(encode(Packet(7, 2, 1, fragments=empties)), 0.0)  # held: 60 fragments
+    receiver.receive_datagram(encode(Packet(7, 3, 1, fragments=empties)), 0.0)  # 120 > 100: dropped
+    assert (receiver.stats.out_of_order_buffered, receiver.stats.beyond_window_dropped) == (1, 1)
 
 
 def test_a_small_max_early_bytes_costs_retransmissions_never_a_message():

@@ -80,9 +80,10 @@ class ReliabilityConfig:
     max_retries: int = 12  # retransmissions of one packet before the peer is given up as unreachable
     # ---- windows
     send_window: int = 512  # packets sent and not yet acknowledged (flow control, also the receive buffer)
-    # Bytes of data the receiver holds above a gap, waiting for it to fill; a packet that
-    # would pass it is dropped unacknowledged and comes again. 512 datagrams of 1200 B fit
-    # with room to spare; 512 of 64 KB (a peer's --max-datagram 65507) would be 33 MB.
+    # Bytes the receiver holds above a gap, waiting for it to fill (data, plus FRAGMENT_COST
+    # per fragment); a packet that would pass it is dropped unacknowledged and comes again.
+    # 512 datagrams of 1200 B fit with room to spare; 512 of 64 KB (a peer's --max-datagram
+    # 65507) would be 33 MB.
     max_early_bytes: int = 4 * 1024 * 1024
     congestion_control: bool = True
     initial_cwnd: float = 10.0  # packets (RFC 9002 7.2 suggests ~10 datagrams)

@@ -124,8 +124,14 @@ class EndpointStats:
     cwnd: float = 0.0
 
 
-def _data_size(fragments: tuple[Fragment, ...]) -> int:
-    return sum(len(fragment.data) for fragment in fragments)
+# What holding one fragment costs in memory besides its data (a tuple and a bytes object,
+# about 120 bytes in CPython): without it, packets of empty fragments would count as nothing.
+FRAGMENT_COST = 128
+
+
+def _held_size(fragments: tuple[Fragment, ...]) -> int:
+    """What a packet held above a gap counts against max_early_bytes."""
+    return sum(len(fragment.data) for fragment in fragments) + FRAGMENT_COST * len(fragments)
 
 
 @dataclass(slots=True)  # one per packet in flight: no per-instance dict
@@ -205,7 +211,7 @@ class ReliableEndpoint:
         # ---- receiver
         self._expected = 1  # next packet number to hand on; our cumulative ack
         self._early: dict[int, tuple[Fragment, ...]] = {}  # arrived above a gap
-        self._early_bytes = 0  # their fragments' data, bounded by config.max_early_bytes
+        self._early_bytes = 0  # what they count (_held_size), bounded by config.max_early_bytes
         self._largest_received = 0
         self._largest_received_at = now
         self._unacked_received = 0  # data packets received since we last sent an ack
@@ -686,7 +692,7 @@ class ReliableEndpoint:
             # it made every later datagram of ours raise struct.error.
             self._stats.beyond_window_dropped += 1
             return
-        size = _data_size(packet.fragments)
+        size = _held_size(packet.fragments)
         if number != self._expected and self._early_bytes + size > self.config.max_early_bytes:
             # What waits above the gap has a limit in bytes too: a peer sending 64 KB
             # datagrams would otherwise make us hold 512 of them (33 MB) per session. Not
@@ -707,7 +713,7 @@ class ReliableEndpoint:
             self._expected += 1
             while self._expected in self._early:
                 fragments = self._early.pop(self._expected)
-                self._early_bytes -= _data_size(fragments)
+                self._early_bytes -= _held_size(fragments)
                 self._reassemble(fragments)
                 self._expected += 1
         if filled_gap:
