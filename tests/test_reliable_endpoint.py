@@ -529,6 +529,14 @@ def _second_overtakes_first():
     return sender, receiver
 
 
+def test_an_endpoint_that_received_nothing_says_ack_delay_0():
+    # It said the time since it was created: a client's HELLO went out with 4-5 ms there.
+    endpoint = ReliableEndpoint(DEFAULT, token=0, now=10.0)
+    endpoint.send_message(b"HELLO alice\n", 10.005)
+    (datagram,) = endpoint.datagrams_to_send(10.005)
+    assert decode(datagram).ack_delay == 0.0
+
+
 def test_no_rtt_sample_when_the_acks_largest_packet_was_acknowledged_before():
     # #1 is acknowledged at once. The ack's delay field (100 ms) is how long #2 waited, but it
     # was subtracted from #1's 200 ms round trip: a 100 ms sample that shrank RTTVAR. RFC 9002

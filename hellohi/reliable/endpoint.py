@@ -785,7 +785,9 @@ class ReliableEndpoint:
             # ack first) makes that p^2 instead of p, for a few bytes.
             self._ack_deadline = now + self.config.ack_repeat_delay
         self._unacked_received = 0
-        ack_delay = now - self._largest_received_at
+        # The time since the newest packet we acknowledge arrived; with nothing received yet
+        # there is nothing to hold, and the field says 0 (not the time since we were created).
+        ack_delay = now - self._largest_received_at if self._largest_received else 0.0
         ranges = self._ack_ranges() if self._early else ()
         return encode_fields(self.token, number, self._expected, ack_delay, ranges, fragments, flags)
 
