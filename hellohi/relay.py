@@ -160,7 +160,8 @@ class Relay:
         self._next_connection += 1
         self._connections[connection.id] = connection
         if len(self._connections) > self.limits.max_clients:
-            self._refuse(connection, ErrorCode.SERVER_FULL, f"the server takes {self.limits.max_clients} clients")
+            most = self.limits.max_clients
+            self._refuse(connection, ErrorCode.SERVER_FULL, f"the server takes at most {most} client{'s' if most != 1 else ''} at once")
         return connection.id
 
     def receive(self, connection_id: int, frame: Frame, now: float) -> None:

@@ -198,7 +198,11 @@ def test_max_clients():
     world = World(max_clients=2)
     world.connect("a"), world.connect("b")
     third = world.connect()
-    assert world.take(third)[0].code == 503 and third in world.closed
+    [full] = world.take(third)
+    assert (full.code, full.detail) == (503, "the server takes at most 2 clients at once") and third in world.closed
+    one = World(max_clients=1)
+    one.connect("a")
+    assert one.take(one.connect())[0].detail == "the server takes at most 1 client at once"  # was "1 clients"
 
 
 def test_heartbeat_pings_then_drops_a_silent_peer_whose_later_messages_are_stored():
