@@ -8,6 +8,7 @@ instead of a KeyError deep inside a table.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 SUPPORTED_SCHEMA = "hellohi-bench/1"
@@ -45,6 +46,18 @@ def _not_a_json_number(name: str):
     raise _NotAJsonNumber(name)
 
 
+class _TooLargeForAFloat(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    # JSON allows 1e999, which Python reads as infinity, as it reads Infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise _TooLargeForAFloat(text)
+    return value
+
+
 def load_run(path: Path) -> dict:
     """The run in `path` (a folder written by `python -m bench --out`, or its results.json)."""
     # results.csv sits beside results.json and is the file a student opens first, so it is
@@ -75,12 +88,16 @@ def load_run(path: Path) -> dict:
                          f"results.json written by the bench; run the bench again with `make bench` or "
                          f"`python -m bench --out {folder}`") from None
     try:
-        run = json.loads(text, parse_constant=_not_a_json_number)
+        run = json.loads(text, parse_constant=_not_a_json_number, parse_float=_finite_float)
     except _NotAJsonNumber as error:
         # Python's json reads NaN and Infinity, which JSON has not; the bench never writes
         # them, and a table would print "nan" as if it were a measurement.
         raise BadResults(f"{file} holds {error}, which is not a number in JSON and not one the bench writes "
                          "(it writes null for a figure not measured); it was probably edited by hand: "
+                         f"run the bench again with `make bench` or `python -m bench --out {folder}`") from None
+    except _TooLargeForAFloat as error:
+        raise BadResults(f"{file} holds {error}, a number too large to be a measurement (Python reads it as "
+                         "infinity); it was probably edited by hand: "
                          f"run the bench again with `make bench` or `python -m bench --out {folder}`") from None
     except json.JSONDecodeError as error:
         raise BadResults(f"{file} is not valid JSON ({error}); the bench may have been interrupted "

@@ -169,6 +169,20 @@ def test_a_figure_that_is_nan_or_infinity_is_refused_by_name_not_printed_as_nan(
     assert "edited by hand: run the bench again" in captured.err
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_a_figure_too_large_for_a_float_is_refused_not_printed_as_inf(tmp_path, capsys, number):
+    # Valid JSON, but Python reads it as infinity: the latency table printed "inf" as a p50.
+    run = copy.deepcopy(synthetic_run())
+    run["scenarios"][0]["figures"]["latency"]["p50"] = 0.125
+    text = json.dumps(run).replace("0.125", number, 1)
+    (tmp_path / "results.json").write_text(text)
+    assert main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert f"results.json holds {number}, a number too large to be a measurement" in captured.err
+    assert "edited by hand: run the bench again" in captured.err
+
+
 def test_a_sound_run_passes_every_check(tmp_path):
     # The checks above must not refuse what the bench writes. The synthetic run's scenarios and
     # ratios come from the bench's code, its baselines are written by hand; so a few real
