@@ -40,7 +40,9 @@ first datagram "from" any address saying `HELLO alice` and `ACK <id>`: alice's
 name taken from an address that never answers, and her messages acknowledged,
 removed from the store, by someone who never received them. It is TCP's rule
 too: accept() returns, and the server reads the first byte, only after the
-handshake has proved the client's address.
+handshake has proved the client's address. Until the client has the token it
+sends only its first packet, so a later token-0 packet "from" its address is
+forged, and dropped: else it would be heard as that client's after the proof.
 """
 
 from __future__ import annotations
@@ -294,6 +296,12 @@ class DatagramRelay:
             session = self._by_address.get(address)
             if session is None or session.plain or session.verified:
                 session = self._new_reliable_session(address, now)
+            elif packet.number > 1:
+                # Until it has our token a client sends only its first packet (again, if our
+                # answer was lost). A later one with token 0 is someone forging its address in
+                # its first round trip, to be heard as that client once it proves the address.
+                self.stats.spoofed += 1
+                return None
         else:
             session = self._by_token.get(packet.token)
             if session is None:

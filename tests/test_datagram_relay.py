@@ -14,7 +14,7 @@ import pytest
 
 from hellohi.client_session import (ClientSession, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
                                     StatusChanged)
-from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all
+from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all, encode
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset, padded_plain_hello
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
@@ -361,15 +361,40 @@ def test_a_forged_first_datagram_takes_no_name_and_acknowledges_no_message():
     assert [e.state for e in bob.events if isinstance(e, StatusChanged) and e.ref == ref] == ["stored", "delivered"]
 
 
-def test_a_session_that_says_too_much_before_proving_its_address_is_dropped():
+def test_a_forged_datagram_from_a_clients_own_address_in_its_first_round_trip_says_nothing():
+    """Until it has our token a client sends only its first packet (its Hello, maybe again).
+    A token-0 packet #2 "from" alice's address, forged while she waits for our answer, joined
+    her session and was heard with her Hello once she proved the address: bob got a SEND
+    from "alice" that she never wrote."""
     net = Network()
-    forged = ("198.18.0.66", 9)
+    alice, bob = net.client("alice", 1), net.client("bob", 2)
+    bob.hello()
+    net.run(1)
+    alice.hello()  # her first datagram is on its way
+    forged = Packet(0, 2, 1, fragments=(Fragment(2, 0, 1, encode(Send("bob", "r1", b"forged"))),))
+    net.inject(encode_packet(forged).ljust(DEFAULT.max_datagram, b"\0"), alice.address)
+    net.run(1)
+    assert alice.registered and bob.received() == []
+    alice.send("bob", b"from alice")
+    net.run(1)
+    assert bob.received() == [b"from alice"]
+
+
+def test_a_session_that_says_too_much_before_proving_its_address_is_dropped():
+    # Only the token's holder can say more than its first packet before the proof (a token-0
+    # packet #2 is refused as forged): here from a new address, whose CHALLENGE it never answers.
+    net = Network()
+    first, moved = ("198.18.0.66", 9), ("198.18.0.67", 9)
     pings = b"PING abcdefgh\n" * 80  # 1,120 bytes a datagram: 60 of them say more than a 1,024-byte
-    for number in range(1, 61):       # line and a 65,536-byte body
-        net.inject(encode_packet(Packet(0, number, 1, fragments=(Fragment(number, 0, 1, pings),))), forged)
+    net.inject(encode_packet(Packet(0, 1, 1, fragments=(Fragment(1, 0, 1, pings),))), first)  # line and a
+    net.run(0.01)                                                                               # 65,536-byte body
+    token = decode(net.datagrams_to[first][0]).token
+    for number in range(2, 61):
+        net.inject(encode_packet(Packet(token, number, 1, fragments=(Fragment(number, 0, 1, pings),))), moved)
     net.run(1)
     assert net.server._by_connection == {} and not net.server.relay.is_connected(1)
-    assert all(not decode(datagram).fragments for datagram in net.datagrams_to[forged])  # acks; no PONG
+    answers = [decode(datagram) for datagram in net.datagrams_to[first] + net.datagrams_to[moved]]
+    assert all(not packet.fragments or packet.flags & FLAG_CHALLENGE for packet in answers)  # acks, CHALLENGEs; no PONG
 
 
 def test_forged_sessions_make_room_for_real_clients_when_the_server_is_full():
