@@ -156,10 +156,11 @@ class Relay:
         passes the store's whole backlog, because a transport that loses ACKs
         for good would otherwise fill the window with them and stall.
         """
+        full = self.is_full()
         connection = _Connection(self._next_connection, peer, last_heard=now, last_ping=now, window=window)
         self._next_connection += 1
         self._connections[connection.id] = connection
-        if len(self._connections) > self.limits.max_clients:
+        if full:
             most = self.limits.max_clients
             self._refuse(connection, ErrorCode.SERVER_FULL, f"the server takes at most {most} client{'s' if most != 1 else ''} at once")
         return connection.id
@@ -254,11 +255,10 @@ class Relay:
         but nothing may be said about it before then: a client that would have been told
         (a STATUS, a MSG, a HI for a name not yet written), that waited for delivery, or
         whose frame the failure stopped gets ERR 500 instead of this batch's frames, and
-        is closed. A sender sends its
-        unconfirmed SENDs again when it reconnects (the ERR has no ref: they are not
-        refused), and they are recognised by their refs. The other clients' frames (a
-        PONG, a WHO's answer) claim nothing about the store and go out as usual, and so
-        does the frame that says why the batch closed a client (_still_said)."""
+        is closed. A sender sends its unconfirmed SENDs again when it reconnects (the ERR
+        has no ref: they are not refused), and they are recognised by their refs. The other
+        clients' frames (a PONG, a WHO's answer) claim nothing about the store and go out
+        as usual, and so does the frame that says why the batch closed a client (_still_said)."""
         error, self._store_error = self._store_error, None
         told_of_the_store = {action.connection for action in self._outbox
                              if isinstance(action, Transmit) and isinstance(action.frame, _TELLS_OF_THE_STORE)}

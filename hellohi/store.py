@@ -29,9 +29,9 @@ however it ends; SQLite's own locks are separate and only last a transaction.
 
 Why a failed write raises StoreUnavailable and loses nothing: another program
 may hold SQLite's write lock (a student's `sqlite3` shell left inside a
-transaction) for longer than the store waits for it (write_wait), or the disk may be full. The
-store then rolls back and keeps every write it had not committed, to write them
-again at the next commit; the relay tells the clients involved (ERR 500) and
+transaction) for longer than the store waits for it (write_wait), or the disk
+may be full. The store then rolls back and keeps every write it had not
+committed, to write them again at the next commit; the relay tells the clients involved (ERR 500) and
 says nothing about those writes until a commit succeeds.
 
 Why the store waits only STORE_WAIT (0.2 s) for a lock, not SQLite's 5 s: the
