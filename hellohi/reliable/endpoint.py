@@ -510,7 +510,7 @@ class ReliableEndpoint:
             fragment = self._queue.popleft()
             fragments.append(fragment)
             room -= size
-            self._queued_bytes -= size - FRAGMENT_HEADER
+            self._queued_bytes -= len(fragment.data)
         number = self._next_packet
         self._next_packet += 1
         self._serial += 1
@@ -692,13 +692,15 @@ class ReliableEndpoint:
             # it made every later datagram of ours raise struct.error.
             self._stats.beyond_window_dropped += 1
             return
-        size = _held_size(packet.fragments)
-        if number != self._expected and self._early_bytes + size > self.config.max_early_bytes:
-            # What waits above the gap has a limit in bytes too: a peer sending 64 KB
-            # datagrams would otherwise make us hold 512 of them (33 MB) per session. Not
-            # acknowledged, so the sender sends it again, after the gap has filled.
-            self._stats.beyond_window_dropped += 1
-            return
+        held_size = 0  # counted only for a packet that waits above the gap
+        if number != self._expected:
+            held_size = _held_size(packet.fragments)
+            if self._early_bytes + held_size > self.config.max_early_bytes:
+                # What waits above the gap has a limit in bytes too: a peer sending 64 KB
+                # datagrams would otherwise make us hold 512 of them (33 MB) per session. Not
+                # acknowledged, so the sender sends it again, after the gap has filled.
+                self._stats.beyond_window_dropped += 1
+                return
         if number > self._largest_received:
             self._largest_received, self._largest_received_at = number, now
         filled_gap = bool(self._early)
@@ -707,7 +709,7 @@ class ReliableEndpoint:
             self._ack_now = True  # a gap: tell the sender at once (RFC 5681 4.2)
             self._say(f"out of order: packet #{number} buffered, waiting for #{self._expected}")
             self._early[number] = packet.fragments
-            self._early_bytes += size
+            self._early_bytes += held_size
         else:
             self._reassemble(packet.fragments)
             self._expected += 1

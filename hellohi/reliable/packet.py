@@ -123,12 +123,17 @@ def challenge_packet(token: int, secret: bytes) -> bytes:
     """"Answer this from where you are": the server's check that a session which moved to a
     new address really receives there (QUIC's path validation). Outside the reliable
     stream, so that nothing queued for the client waits ahead of it."""
-    return encode(Packet(token, 0, 1, fragments=(Fragment(1, 0, 1, secret),), flags=FLAG_CHALLENGE))
+    return _secret_packet(token, secret, FLAG_CHALLENGE)
 
 
 def response_packet(token: int, secret: bytes) -> bytes:
     """The client's answer to a CHALLENGE: the same secret, back from its own address."""
-    return encode(Packet(token, 0, 1, fragments=(Fragment(1, 0, 1, secret),), flags=FLAG_RESPONSE))
+    return _secret_packet(token, secret, FLAG_RESPONSE)
+
+
+def _secret_packet(token: int, secret: bytes, flag: int) -> bytes:
+    """Numbered 0 (outside the reliable stream), its one fragment the secret (Packet.secret)."""
+    return encode(Packet(token, 0, 1, fragments=(Fragment(1, 0, 1, secret),), flags=flag))
 
 
 # The most common datagram, one fragment and no ack ranges (a chat frame, or its
