@@ -118,8 +118,7 @@ class UdpChatClient(ChatClient):
             await self._open_socket()
         # "Reconnecting" over UDP is a new session on the same socket.
         self._expect_hello_answer()
-        self.link.start(clock())
-        self._write(self.session.hello())  # plain mode: said again until HI comes (DatagramLink)
+        self._start_session()
         try:
             await self._await_hello_answer()
         except BaseException:  # refused, unreachable (ICMP), or connect() timed out and cancelled us
@@ -134,6 +133,11 @@ class UdpChatClient(ChatClient):
         # Anything the server never confirmed goes again; it drops repeats by ref.
         for frame in self.session.unconfirmed():
             self._write(frame)
+
+    def _start_session(self) -> None:
+        """A new session on this socket (token 0, packet 1), opened with our Hello."""
+        self.link.start(clock())
+        self._write(self.session.hello())  # plain mode: said again until HI comes (DatagramLink)
 
     def _write(self, frame: Frame) -> None:
         if self._transport is None:
@@ -217,8 +221,7 @@ class UdpChatClient(ChatClient):
             if isinstance(item, SessionReset) and self._saying_hello():
                 # The server dropped the session before our address was proven (a full server
                 # makes room so): start over, within this connect's time, as after HI.
-                self.link.start(clock())
-                self._write(self.session.hello())
+                self._start_session()
                 return
             if isinstance(item, (SessionReset, LinkFailed)):
                 self._connection_lost(item.reason)
