@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import statistics
 
-from .load import (describe_cpu_idle, describe_link, find, find_all, interrupted, latency, link_of, links_used, measured,
-                   round_of, stopped_by)
+from .load import (describe_cpu_idle, describe_link, find, find_all, interrupted, is_measured, latency, link_of, links_used,
+                   matching, measured, round_of, stopped_by)
 from .tables import number, ratio_detail, ratio_name, ratio_target, ratio_value, retransmitted, verdict
 
 
@@ -24,12 +24,10 @@ def _us(value) -> str:
 
 def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", link_config: dict | None = None) -> str:
     """Why a scenario has no figures: the bench's own reason, or that it was not in the matrix."""
-    for scenario in run["scenarios"]:
-        config = scenario["config"]
-        if (config["workload"], config["protocol"], link_of(config)) == (workload, protocol, link) \
-                and (link_config is None or config.get("link_config") == link_config):
-            reason = scenario.get("reason") or "no figures"
-            return f"not measured in this run ({scenario['status']}: {reason})"
+    in_matrix = matching(run["scenarios"], workload, protocol, link, link_config=link_config)
+    if in_matrix:
+        reason = in_matrix[0].get("reason") or "no figures"
+        return f"not measured in this run ({in_matrix[0]['status']}: {reason})"
     if link == "loopback" and find(run, workload, protocol, "remote"):
         return "not measured on loopback in this run (it ran against another computer's server, --server: see part 4)"
     if interrupted(run):
@@ -277,18 +275,13 @@ def _throughput_sizes(run: dict, protocol: str, link: str, link_config: dict | N
     of the rounds that measured the size, as the throughput chart draws it; a size of the matrix that
     no round measured is said to be not measured, never left out."""
     by_payload: dict[int, list[dict]] = {}  # payload -> its scenarios, every round's
-    for s in run["scenarios"]:
-        config = s["config"]
-        if (config["workload"], config["protocol"], link_of(config)) != ("throughput", protocol, link):
-            continue
-        if link_config is not None and config.get("link_config") != link_config:
-            continue
-        by_payload.setdefault(config.get("payload", 0), []).append(s)
-    if not any(_has_figures(s) for scenarios in by_payload.values() for s in scenarios):
+    for s in matching(run["scenarios"], "throughput", protocol, link, link_config=link_config):
+        by_payload.setdefault(s["config"].get("payload", 0), []).append(s)
+    if not any(is_measured(s) for scenarios in by_payload.values() for s in scenarios):
         return None
     parts = []
     for payload in sorted(by_payload):
-        by_round = _by_round([s for s in by_payload[payload] if _has_figures(s)])
+        by_round = _by_round([s for s in by_payload[payload] if is_measured(s)])
         if not by_round:
             parts.append(f"{payload} B: not measured ({by_payload[payload][0]['status']}; why: report.md, "
                          "\"Scenarios not measured\")")
@@ -337,11 +330,6 @@ def _throughput_section(run: dict) -> list[str]:
         "",
     ]
     return lines
-
-
-def _has_figures(scenario: dict) -> bool:
-    """Measured (reports.load.measured): status ok, with figures."""
-    return scenario["status"] == "ok" and bool(scenario.get("figures"))
 
 
 def _lost_share(scenarios: list[dict]) -> str:

@@ -318,9 +318,14 @@ def stopped_by(run: dict) -> str:
     return run.get("stopped_by") or "Ctrl-C or SIGTERM"
 
 
+def is_measured(scenario: dict) -> bool:
+    """Whether a scenario produced figures (unavailable, not_applicable and error ones have none)."""
+    return scenario["status"] == "ok" and bool(scenario.get("figures"))
+
+
 def measured(run: dict) -> list[dict]:
-    """Scenarios that produced figures (unavailable, not_applicable and error ones have none)."""
-    return [s for s in run["scenarios"] if s["status"] == "ok" and s.get("figures")]
+    """Scenarios that produced figures."""
+    return [s for s in run["scenarios"] if is_measured(s)]
 
 
 def not_measured(run: dict) -> list[dict]:
@@ -392,8 +397,15 @@ def find_all(run: dict, workload: str, protocol: str, link: str = "loopback", pa
              link_config: dict | None = None) -> list[dict]:
     """Every measured scenario with this workload, protocol and link (and payload, link_config if given),
     in the run's order: one per round with --rounds."""
+    return matching(measured(run), workload, protocol, link, payload, link_config)
+
+
+def matching(scenarios: list[dict], workload: str, protocol: str, link: str = "loopback", payload: int | None = None,
+             link_config: dict | None = None) -> list[dict]:
+    """Those of `scenarios`, measured or not, with this workload, protocol and link (and payload,
+    link_config if given), in their order."""
     found = []
-    for scenario in measured(run):
+    for scenario in scenarios:
         config = scenario["config"]
         if (config["workload"], config["protocol"], link_of(config)) != (workload, protocol, link):
             continue
