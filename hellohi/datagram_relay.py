@@ -290,8 +290,7 @@ class DatagramRelay:
             self._take_reset(packet.token, address)
             return None  # never answer a RESET: two sides could answer each other for ever
         if packet.flags & (FLAG_CHALLENGE | FLAG_RESPONSE):
-            self._take_response(packet, address, len(datagram), now)
-            return None
+            return self._take_response(packet, address, len(datagram), now)
         if packet.token == 0:
             session = self._by_address.get(address)
             if session is None or session.plain or session.verified:
@@ -367,12 +366,14 @@ class DatagramRelay:
         while session.held and self._may_send(session, len(session.held[0])):
             self._emit(session, session.held.popleft())
 
-    def _take_response(self, packet, address: Address, size: int, now: float) -> None:
+    def _take_response(self, packet, address: Address, size: int, now: float) -> _Session | None:
         """A RESPONSE to the CHALLENGE of a session that moved: from the address we sent it
-        to, with its secret, it proves the client receives there."""
+        to, with its secret, it proves the client receives there. Returns the session, as
+        _receive_reliable does: a proof may let the relay hear a first HELLO that it refuses
+        and closes, which receive_many() must carry out before the rest of the batch."""
         session = self._by_token.get(packet.token)
         if session is None or address != session.address or session.verified or not session.challenge:
-            return
+            return None
         session.received_bytes += size
         if packet.flags & FLAG_RESPONSE and packet.secret == session.challenge:
             # A CHALLENGE still held would only be answered again, for nothing.
@@ -382,6 +383,7 @@ class DatagramRelay:
             self._say(f"session #{session.connection} proved its new address {format_peer(address)}")
             self._proven(session, now)
         self._touched.add(session.connection)  # what is held for it may go now
+        return session
 
     def _proven(self, session: _Session, now: float) -> None:
         """The client showed that it receives what we send to session.address. The first time,

@@ -18,7 +18,7 @@ from hellohi.codec import Ack, Bye, Hello, Hi, Send, decode_all, encode
 from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset, padded_plain_hello
 from hellohi.datagram_relay import DatagramLimits, DatagramRelay
 from hellohi.reliable import DEFAULT, TURBO, Impairment
-from hellohi.reliable.packet import FLAG_CHALLENGE, FLAG_RESPONSE, Fragment, Packet, decode, encode as encode_packet, reset_packet
+from hellohi.reliable.packet import FLAG_CHALLENGE, FLAG_RESET, FLAG_RESPONSE, Fragment, Packet, decode, encode as encode_packet, reset_packet
 from hellohi.relay import Relay, RelayLimits
 from hellohi.store import MessageStore
 
@@ -998,3 +998,38 @@ def test_an_abandoned_session_sends_no_response_to_its_challenge():
     sent = [decode(d) for d in link.datagrams_to_send(0.2)]
     assert not any(p.flags & FLAG_RESPONSE for p in sent)
     assert any(p.is_reset and p.token == 0x1234 for p in sent)
+
+
+def _answers_to_a_proof_that_ends_the_session(batch: bool) -> list[tuple[int, list[bytes]]]:
+    """A client that moved before its first proof, whose Hello the relay refuses with a fatal
+    ERR 505 once the RESPONSE proves the new address; then one more datagram from it. Returns
+    what the server answered: (flags, fragment data) per datagram."""
+    server = DatagramRelay(Relay(MessageStore(":memory:")), DEFAULT, new_token=itertools.count(0x1000).__next__)
+    first, moved = ("198.18.0.2", 1), ("198.18.0.3", 7777)
+    hello = encode(Hello("alice", "hellohi/9"))
+    server.receive(encode_packet(Packet(0, 1, 1, fragments=(Fragment(1, 0, 1, hello),)), pad_to=1200), first, 0.0)
+    token = decode(server.outgoing()[0][0]).token
+    proof = encode_packet(Packet(token, 2, 1, fragments=(Fragment(2, 0, 1, b""),)), pad_to=1200)
+    server.receive(proof, moved, 0.01)  # from a new address: a CHALLENGE goes there
+    [challenge] = [decode(d) for d, _ in server.outgoing() if decode(d).flags & FLAG_CHALLENGE]
+    response = encode_packet(Packet(token, 0, 1, fragments=(Fragment(1, 0, 1, challenge.secret),), flags=FLAG_RESPONSE))
+    later = encode_packet(Packet(token, 3, 1, fragments=(Fragment(3, 0, 1, b"PING\n"),)))
+    if batch:
+        server.receive_many([(response, moved), (later, moved)], 0.02)
+        answers = server.outgoing()
+    else:
+        server.receive(response, moved, 0.02)
+        answers = server.outgoing()
+        server.receive(later, moved, 0.02)
+        answers += server.outgoing()
+    return [(decode(d).flags, [f.data for f in decode(d).fragments]) for d, _ in answers]
+
+
+def test_a_response_that_ends_the_session_is_carried_out_before_the_rest_of_its_batch():
+    """The RESPONSE let the relay hear the Hello, which it refused (ERR 505, closing), but the
+    close waited for the end of the batch: a later datagram of the same batch met a session
+    still there, and got no RESET, where one datagram at a time it gets one."""
+    one_at_a_time = _answers_to_a_proof_that_ends_the_session(batch=False)
+    assert one_at_a_time[-1] == (FLAG_RESET, [])
+    assert any(b"ERR 505" in data for _, fragments in one_at_a_time for data in fragments)
+    assert _answers_to_a_proof_that_ends_the_session(batch=True) == one_at_a_time
