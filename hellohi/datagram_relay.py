@@ -201,7 +201,12 @@ class DatagramRelay:
                 continue
             deadline = session.deadline
             if deadline is not None and deadline <= now:
+                timeouts = endpoint.stats.timeouts
                 endpoint.handle_timer(now)
+                if session.challenge and endpoint.stats.timeouts > timeouts:
+                    # What it retransmits waits for the proof, and the CHALLENGE may have been
+                    # lost with the client waiting in silence: send it again (budget allowing).
+                    self._challenge(session)
                 self._touched.add(session.connection)
                 self._take_endpoint_events(session, now)
         self._flush(now)

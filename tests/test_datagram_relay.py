@@ -1033,3 +1033,23 @@ def test_a_response_that_ends_the_session_is_carried_out_before_the_rest_of_its_
     assert one_at_a_time[-1] == (FLAG_RESET, [])
     assert any(b"ERR 505" in data for _, fragments in one_at_a_time for data in fragments)
     assert _answers_to_a_proof_that_ends_the_session(batch=True) == one_at_a_time
+
+
+def test_a_lost_challenge_is_sent_again_on_the_timer_to_a_client_with_nothing_to_say():
+    """Every CHALLENGE to alice's new address lost while she talked; then she waits, with nothing
+    unacknowledged, and bob's message to her is too large for what is left of her address's
+    budget. The CHALLENGE went again only with her next datagram, her keepalive 25 s later
+    (a hellohi client's heartbeat PING, 15 s): the message waited all that time."""
+    net = Network()
+    alice, bob = _move_alice_with_a_backlog(net, 0)
+    transmit, losing = net.transmit, [True]
+    net.transmit = lambda datagram, source, destination: (
+        None if losing[0] and destination != SERVER and datagram[1] & FLAG_CHALLENGE else transmit(datagram, source, destination))
+    alice.send("bob", b"m" * 1000)
+    net.run(1)
+    session = net.server._by_token[alice.link.token]
+    assert not session.verified and bob.received() == [b"m" * 1000]
+    losing[0] = False
+    bob.send("alice", b"r" * 3000)
+    net.run(3)
+    assert session.verified and alice.received() == [b"r" * 3000]
