@@ -63,6 +63,7 @@ from .reliable.packet import (
     challenge_packet,
     decode,
     is_reliable,
+    packet_number,
     reset_packet,
     unpack_common_shape,
 )
@@ -586,7 +587,20 @@ class DatagramRelay:
             return
         if not session.held and self._may_send(session, len(datagram)):
             self._emit(session, datagram)
-        elif len(session.held) < self.limits.max_held_datagrams:
+        else:
+            self._hold(session, datagram)
+
+    def _hold(self, session: _Session, datagram: bytes) -> None:
+        """Keep `datagram` until the address's budget allows it. A retransmission takes the
+        place of its packet's copy held earlier: it carries newer acks, and both would reach
+        the client once the address is proven, the same packet twice."""
+        number = packet_number(datagram)
+        if number:
+            for position, held in enumerate(session.held):
+                if packet_number(held) == number:
+                    session.held[position] = datagram
+                    return
+        if len(session.held) < self.limits.max_held_datagrams:
             self.stats.amplification_held += 1
             session.held.append(datagram)
         else:

@@ -1053,3 +1053,30 @@ def test_a_lost_challenge_is_sent_again_on_the_timer_to_a_client_with_nothing_to
     bob.send("alice", b"r" * 3000)
     net.run(3)
     assert session.verified and alice.received() == [b"r" * 3000]
+
+
+def test_a_retransmission_held_for_an_unproven_address_replaces_its_older_copy():
+    """While alice's new address was unproven, each retransmission of bob's message to her was
+    held again beside the copies already waiting: once she proved the address, about eight
+    copies of each packet went out to her in one burst."""
+    net = Network()
+    alice, bob = _move_alice_with_a_backlog(net, 0)
+    transmit, losing = net.transmit, [True]
+    net.transmit = lambda datagram, source, destination: (
+        None if losing[0] and destination != SERVER and datagram[1] & FLAG_CHALLENGE else transmit(datagram, source, destination))
+    alice.send("bob", b"m" * 1000)
+    net.run(1)
+    bob.send("alice", b"r" * 3000)  # more than her address's budget: it waits in the held queue
+    net.run(20)  # the server's retransmission timer fires again and again
+    session = net.server._by_token[alice.link.token]
+    assert not session.verified
+    held_numbers = [decode(d).number for d in session.held if decode(d).number]
+    assert held_numbers and len(held_numbers) == len(set(held_numbers))
+    losing[0] = False
+    sent_before = len(net.datagrams_to[alice.address])
+    alice.send("bob", b"after")  # her next datagram brings the CHALLENGE, she proves the address
+    net.run(3)
+    assert session.verified and alice.received() == [b"r" * 3000]
+    burst = [decode(d).number for d in net.datagrams_to[alice.address][sent_before:] if d[:1] == b"\xb1"]
+    data_numbers = [n for n in burst if n]
+    assert len(data_numbers) == len(set(data_numbers))

@@ -60,6 +60,14 @@ def is_reliable(datagram: bytes) -> bool:
     return bool(datagram) and datagram[0] == MAGIC
 
 
+def packet_number(datagram: bytes) -> int:
+    """A reliable datagram's packet number, read in place; 0 for one that carries no data,
+    for a PLAIN datagram, and for one too short to have a header."""
+    if not is_reliable(datagram) or len(datagram) < FIXED_HEADER:
+        return 0
+    return int.from_bytes(datagram[10:14], "big")
+
+
 # Named tuples rather than frozen dataclasses: a Packet is built for every datagram
 # received and a Fragment for every piece of a message sent or received, and a
 # frozen dataclass takes twice as long to build.
