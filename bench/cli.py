@@ -508,7 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(run)
     print_ratios(run["ratios"], run["environment"])
     if args.out:
-        json_path, csv_path = results.write(run, args.out)
+        try:
+            json_path, csv_path = results.write(run, args.out)
+        except results.NotAJsonNumber as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         print(f"\nwrote {json_path} and {csv_path}")
     if stopped_by is not None:
         # The shell's code for a program stopped by that signal: 130 (128 + SIGINT), 143 (128 + SIGTERM).

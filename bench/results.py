@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -168,11 +169,56 @@ def csv_rows(run: dict) -> list[dict]:
     return rows
 
 
+class NotAJsonNumber(ValueError):
+    """A figure that is NaN or infinite: JSON has no such numbers, and python -m reports
+    refuses a results.json holding one, so the bench refuses to write it."""
+
+
+def _entry_name(kind: str, index: int, entry) -> str:
+    if not isinstance(entry, dict):
+        return f"{kind}[{index}]"
+    name = entry.get("id") or entry.get("name") or " ".join(str(entry[key]) for key in ("tool", "test") if key in entry)
+    return f"{kind[:-1]} {name}" if name else f"{kind}[{index}]"
+
+
+def _non_finite(value, path: str):
+    """(path, value) of every NaN or infinite float in `value`, paths joined with dots."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _non_finite(inner, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, inner in enumerate(value):
+            yield from _non_finite(inner, f"{path}[{index}]")
+
+
+def non_finite_figures(run: dict) -> list[str]:
+    """Where `run` holds NaN or infinity, each as 'scenario ID: field = nan' (or a
+    baseline's tool and test, a ratio's name, or the run's own field)."""
+    found = []
+    for key, value in run.items():
+        if key in ("scenarios", "baselines", "ratios") and isinstance(value, list):
+            for index, entry in enumerate(value):
+                found += [f"{_entry_name(key, index, entry)}: {path} = {bad}" for path, bad in _non_finite(entry, "")]
+        else:
+            found += [f"{path} = {bad}" for path, bad in _non_finite(value, key)]
+    return found
+
+
 def write(run: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """results.json and results.csv in `out_dir`. NotAJsonNumber, before either file is
+    touched, when a figure is NaN or infinite: the report could not read the file."""
+    if found := non_finite_figures(run):
+        raise NotAJsonNumber(
+            f"not writing results: {'; '.join(found)} is not a number JSON can hold (NaN or infinity), "
+            "and python -m reports would refuse the file; the bench should have written null for a figure "
+            "it could not measure: this is a bug in the bench, please report it with the table above")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "results.json"
-    json_path.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
+    # allow_nan=False: checked above; this keeps json from writing NaN even if the check missed one.
+    json_path.write_text(json.dumps(run, indent=2, sort_keys=False, allow_nan=False) + "\n")
     rows = csv_rows(run)
     # Each scenario's and baseline's columns in the order first met, the run's last.
     run_columns = list(_run_fields(run))

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -918,6 +919,37 @@ def test_a_scenario_asked_for_twice_runs_once(tmp_path, capsys, monkeypatch):
     config.write_text('[[scenario]]\nworkload = "hello"\n[[scenario]]\nworkload = "hello"\nwarmup = 5\n')
     assert cli.main(["--config", str(config), "--list"]) == 2
     assert "scenarios 1 and 2 would both be 'hello-tcp-64B-n1000'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["NaN", "Infinity", "-Infinity"])
+def test_a_figure_json_cannot_hold_is_refused_by_the_writer_naming_it(tmp_path, bad):
+    """The report refuses NaN and Infinity in results.json; json.dumps wrote them without a word,
+    so a run could end with a file nobody could report on."""
+    run = {"schema": results.SCHEMA, "environment": {}, "baselines": [], "ratios": [],
+           "scenarios": [{"id": "hello-tcp-64B-n10", "status": "ok", "figures": {"latency": {"p50": 12.5, "p99": bad}}}]}
+    with pytest.raises(results.NotAJsonNumber) as raised:
+        results.write(run, tmp_path)
+    assert f"scenario hello-tcp-64B-n10: figures.latency.p99 = {bad}" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []  # neither file written, so an older results.json is kept
+    run["scenarios"][0]["figures"]["latency"]["p99"] = 30.0
+    run["ratios"] = [{"name": "hello tcp / sockperf", "value": bad}]
+    with pytest.raises(results.NotAJsonNumber, match=r"ratio hello tcp / sockperf: value = "):
+        results.write(run, tmp_path)
+    run["ratios"] = []
+    assert results.write(run, tmp_path)[0].is_file()
+
+
+def test_the_bench_says_which_figure_it_could_not_write_in_one_line(tmp_path, capsys, monkeypatch):
+    def a_round_measuring_nan(run, number, *args, **kwargs):
+        run["scenarios"].append({"id": "relay-tcp-64B-n3", "config": {"workload": "relay", "protocol": "tcp"},
+                                 "status": "ok", "figures": {"messages_per_s": math.nan}})
+    monkeypatch.setattr(cli, "run_round", a_round_measuring_nan)
+    code = cli.main(["--workloads", "relay", "--protocols", "tcp", "--count", "3", "--no-baselines",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "error: not writing results: scenario relay-tcp-64B-n3: figures.messages_per_s = nan" in err
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_an_empty_out_name_or_a_directory_in_the_way_is_refused_before_the_run(tmp_path, capsys):
