@@ -26,13 +26,33 @@ def _missing(run: dict, workload: str, protocol: str, link: str = "loopback", li
     """Why a scenario has no figures: the bench's own reason, or that it was not in the matrix."""
     in_matrix = matching(run["scenarios"], workload, protocol, link, link_config=link_config)
     if in_matrix:
-        reason = in_matrix[0].get("reason") or "no figures"
-        return f"not measured in this run ({in_matrix[0]['status']}: {reason})"
+        return f"not measured in this run ({_why_not(run, in_matrix)})"
     if link == "loopback" and find(run, workload, protocol, "remote"):
         return "not measured on loopback in this run (it ran against another computer's server, --server: see part 4)"
     if interrupted(run):
         return f"not measured in this run (not in its scenario matrix, or {stopped_by(run)} stopped the run before it)"
     return "not measured in this run (not in its scenario matrix)"
+
+
+def _reason(entry: dict) -> str:
+    if entry["status"] == "ok":  # ran, but its figures hold no sample (every answer lost, say)
+        return "ok, but no sample"
+    return f"{entry['status']}: {entry.get('reason') or 'no figures'}"
+
+
+def _why_not(run: dict, entries: list[dict]) -> str:
+    """The bench's reasons for `entries` (scenarios or baselines) measuring nothing. One reason
+    when they agree; when they do not (rounds, or payloads, failing differently), each reason,
+    with --rounds after the rounds it was given in, rather than the first alone."""
+    rounds_by_reason: dict[str, list[int]] = {}
+    for entry in entries:
+        rounds = rounds_by_reason.setdefault(_reason(entry), [])
+        if round_of(entry) not in rounds:
+            rounds.append(round_of(entry))
+    if len(rounds_by_reason) == 1 or run.get("rounds", 1) == 1:
+        return "; ".join(rounds_by_reason)
+    return "; ".join(f"{'round' if len(rounds) == 1 else 'rounds'} {_and(rounds)}: {reason}"
+                     for reason, rounds in rounds_by_reason.items())
 
 
 def _by_round(entries: list[dict]) -> dict[int, dict]:
@@ -52,8 +72,10 @@ def _each(values: list, show=number) -> str:
     return ", ".join(show(value) for value in values)
 
 
-def _rounds_said(run: dict, rounds: list[int], each_round: str) -> str | None:
-    """With --rounds, which rounds a median is of, and each round's value (`each_round`); None without."""
+def _rounds_said(run: dict, rounds: list[int], each_round: str, entries: list[dict] = ()) -> str | None:
+    """With --rounds, which rounds a median is of, and each round's value (`each_round`); None without.
+    `entries`: the figure's scenarios or baselines, measured or not, whose reasons say why the
+    other rounds did not measure it."""
     total = run.get("rounds", 1)
     if total == 1:
         return None
@@ -61,6 +83,8 @@ def _rounds_said(run: dict, rounds: list[int], each_round: str) -> str | None:
     if not others:
         return f"median of the {total} rounds: {each_round}"
     without = f"{'round' if len(others) == 1 else 'rounds'} {_and(others)} did not measure it"
+    if unmeasured := [entry for entry in entries if round_of(entry) in others]:
+        without += f" ({_why_not(run, unmeasured)})"
     if len(rounds) == 1:
         return f"round {rounds[0]} of {total} only, {without}"
     return f"median of rounds {_and(rounds)} of {total}, {without}: {each_round}"
@@ -77,20 +101,26 @@ def _latency_line(run: dict, workload: str, protocol: str, link: str = "loopback
     by_round = _by_round([s for s in find_all(run, workload, protocol, link, link_config=link_config) if latency(s)])
     if not by_round:
         return _missing(run, workload, protocol, link, link_config)
+    entries = matching(run["scenarios"], workload, protocol, link, link_config=link_config)
     lats = [latency(s) for s in by_round.values()]
     p50s, p99s, counts = [lat["p50"] for lat in lats], [lat.get("p99") for lat in lats], [lat["count"] for lat in lats]
     samples = f"{counts[0]} samples" if len(by_round) == 1 else (
         f"{counts[0]} samples each" if len(set(counts)) == 1 else f"{_each(counts)} samples")
-    rounds = _rounds_said(run, list(by_round), f"p50 {_each(p50s)} µs, p99 {_each(p99s)} µs")
+    rounds = _rounds_said(run, list(by_round), f"p50 {_each(p50s)} µs, p99 {_each(p99s)} µs", entries)
     measure = lats[0]["measure"].replace("_", " ")
     return (f"p50 {_us(_median(p50s))}, p99 {_us(_median(p99s))} ({measure}, {samples}"
             + (f"; {rounds})" if rounds else ")"))
 
 
+def _baseline_entries(run: dict, test: str) -> list[dict]:
+    """Every round's entry of a baseline, measured or not."""
+    return [entry for entry in run["baselines"] if entry["test"] == test]
+
+
 def _measured_baseline(run: dict, test: str) -> tuple[dict[int, dict], str]:
     """({round: the baseline's entry}, "") where it measured (one round without --rounds);
     else ({}, why not, in the handout's words)."""
-    entries = [entry for entry in run["baselines"] if entry["test"] == test]
+    entries = _baseline_entries(run, test)
     by_round = _by_round([entry for entry in entries if entry["status"] == "ok"])
     if by_round:
         return by_round, ""
@@ -98,7 +128,7 @@ def _measured_baseline(run: dict, test: str) -> tuple[dict[int, dict], str]:
         if interrupted(run):
             return {}, f"not measured in this run (baselines were skipped, or {stopped_by(run)} stopped the run before them)"
         return {}, "not measured in this run (baselines were skipped)"
-    return {}, f"not measured in this run ({entries[0]['status']}: {entries[0].get('reason', '')})"
+    return {}, f"not measured in this run ({_why_not(run, entries)})"
 
 
 def _protocol_work(run: dict, protocol: str) -> str:
@@ -107,7 +137,8 @@ def _protocol_work(run: dict, protocol: str) -> str:
         return why_not
     warm = [entry["figures"]["warm"]["p50"] for entry in by_round.values()]
     slept = [entry["figures"]["after_sleep"]["p50"] for entry in by_round.values()]
-    rounds = _rounds_said(run, list(by_round), f"{_each(warm)} and {_each(slept)} µs")
+    rounds = _rounds_said(run, list(by_round), f"{_each(warm)} and {_each(slept)} µs",
+                          _baseline_entries(run, f"protocol-work-{protocol}"))
     return (f"{_us(_median(warm))} back to back, {_us(_median(slept))} after "
             f"a {next(iter(by_round.values()))['config']['sleep_us']:g} µs sleep" + (f" ({rounds})" if rounds else ""))
 
@@ -118,7 +149,7 @@ def _baseline_p50s(run: dict, test: str) -> tuple[dict[int, float], str]:
     if not by_round:
         return {}, why_not
     p50s = {n: entry["figures"]["latency"]["p50"] for n, entry in by_round.items()}
-    rounds = _rounds_said(run, list(p50s), f"{_each(list(p50s.values()))} µs")
+    rounds = _rounds_said(run, list(p50s), f"{_each(list(p50s.values()))} µs", _baseline_entries(run, test))
     return p50s, f"{_us(_median(list(p50s.values())))} round trip" + (f" ({rounds})" if rounds else "")
 
 
@@ -235,19 +266,29 @@ def _idle_question(run: dict) -> list[str]:
     ]
 
 
+def _cores_said(cores: dict | None) -> str:
+    return f"clients on core {cores['client']}, servers on core {cores['server']}" if cores else "cores not pinned"
+
+
 def _paired_line(run: dict, kernel: str) -> str:
     by_round, why_not = _measured_baseline(run, f"paired-hello-{kernel}")
     if not by_round:
         return f"  - over {kernel.upper()}: {why_not}"
     entry = next(iter(by_round.values()))
-    cores = entry["config"].get("cores")
-    where = f"clients on core {cores['client']}, servers on core {cores['server']}" if cores else "cores not pinned"
+    # Each round pins the cores this process may use then (bench/cores.py), which may change
+    # between rounds (taskset -p, a cpuset): one line names each round's when they differ.
+    where_by_round = {n: _cores_said(e["config"].get("cores")) for n, e in by_round.items()}
+    if len(set(where_by_round.values())) == 1:
+        where = next(iter(where_by_round.values()))
+    else:
+        where = "; ".join(f"round {n}: {said}" for n, said in where_by_round.items())
     ratios = []
     for name in entry["figures"]["ratio_median"]:
         values = {n: e["figures"]["ratio_median"].get(name) for n, e in by_round.items()}
         values = {n: value for n, value in values.items() if value is not None}
         if values:
-            rounds = _rounds_said(run, list(values), _each(list(values.values()), lambda v: f"{v:.2f}×"))
+            rounds = _rounds_said(run, list(values), _each(list(values.values()), lambda v: f"{v:.2f}×"),
+                                  _baseline_entries(run, f"paired-hello-{kernel}"))
             ratios.append(f"{name} ÷ sockperf = {_median(list(values.values())):.2f}×" + (f" ({rounds})" if rounds else ""))
     turns = [len(e["figures"]["blocks"]) for e in by_round.values()]
     turns_said = (f"{turns[0]} turns" if len(turns) == 1 else
@@ -288,7 +329,7 @@ def _throughput_sizes(run: dict, protocol: str, link: str, link_config: dict | N
             continue
         rates = [s["figures"].get("messages_per_s") for s in by_round.values()]
         goodputs = [s["figures"].get("goodput_MB_per_s") for s in by_round.values()]
-        rounds = _rounds_said(run, list(by_round), f"{_each(rates, lambda v: number(v, 0))} msg/s")
+        rounds = _rounds_said(run, list(by_round), f"{_each(rates, lambda v: number(v, 0))} msg/s", by_payload[payload])
         parts.append(f"{payload} B: {number(_median(rates), 0)} msg/s, {number(_median(goodputs), 2)} MB/s"
                      f"{_lost_share(list(by_round.values()))}" + (f" ({rounds})" if rounds else ""))
     return "; ".join(parts)
@@ -307,13 +348,15 @@ def _throughput_section(run: dict) -> list[str]:
     raw = _by_round(find_all(run, "throughput-raw", "tcp", payload=64))
     if raw:
         rates = [s["figures"].get("messages_per_s") for s in raw.values()]
-        rounds = _rounds_said(run, list(raw), f"{_each(rates, lambda v: number(v, 0))} msg/s")
+        rounds = _rounds_said(run, list(raw), f"{_each(rates, lambda v: number(v, 0))} msg/s",
+                              matching(run["scenarios"], "throughput-raw", "tcp", payload=64))
         lines.append(f"- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): "
                      f"{number(_median(rates), 0)} msg/s" + (f" ({rounds})" if rounds else ""))
     iperf, why_not = _measured_baseline(run, "tcp-throughput")
     if iperf:
         goodputs = [entry["figures"]["goodput_MB_per_s"] for entry in iperf.values()]
-        rounds = _rounds_said(run, list(iperf), f"{_each(goodputs, lambda v: number(v, 0))} MB/s")
+        rounds = _rounds_said(run, list(iperf), f"{_each(goodputs, lambda v: number(v, 0))} MB/s",
+                              _baseline_entries(run, "tcp-throughput"))
         lines.append(f"- iperf3, raw TCP bytes on loopback: {number(_median(goodputs), 0)} MB/s"
                      + (f" ({rounds})" if rounds else ""))
     else:
@@ -475,7 +518,8 @@ def _kcp_section(run: dict) -> list[str]:
         quoted = f" (KCP's README: {number(readme[0])} / {number(readme[1])} ms)" if readme else ""
         averages = [s["figures"].get("avg_rtt_ms") for s in by_round.values()]
         maxima = [s["figures"].get("max_rtt_ms") for s in by_round.values()]
-        rounds = _rounds_said(run, list(by_round), f"{_each(averages)} and {_each(maxima)} ms")
+        rounds = _rounds_said(run, list(by_round), f"{_each(averages)} and {_each(maxima)} ms",
+                              matching(run["scenarios"], "kcp-test", protocol))
         lines.append(f"- {protocol}: average RTT {number(_median(averages))} ms, maximum {number(_median(maxima))} ms"
                      + (f" ({rounds})" if rounds else "") + f"{quoted}; {_delivery(list(by_round.values()))}")
     if not found:

@@ -631,17 +631,55 @@ def test_with_rounds_the_handout_gives_one_throughput_per_size_the_median_of_the
     # round measured says which. (Round 1's figure alone was quoted before, as if there were one round.)
     assert line == ("- tcp, alice → bob on loopback: 64 B: 86,420 msg/s, 2.77 MB/s (median of the 3 rounds: "
                     "43,210, 86,420, 129,630 msg/s); 1024 B: 9,000 msg/s, 9.20 MB/s (round 2 of 3 only, "
-                    "rounds 1 and 3 did not measure it)")
+                    "rounds 1 and 3 did not measure it (error: server died))")
     [(_, points)] = [item for item in charts.throughput_series(run).items() if item[0][0] == "tcp"]
     assert [(payload, rate) for payload, rate, _ in points] == [(64, 86_420.0), (1024, 9_000.0)]
     # Round 1's hello failed, rounds 2 and 3 measured it: the line says which rounds its median is of.
     hello = [s for s in run["scenarios"] if s["config"]["workload"] == "hello" and s["config"]["protocol"] == "tcp"]
     hello[0].update(status="error", reason="server died")
     assert ("- hellohi Hello/HI over TCP (client library): p50 123.4 µs, p99 500.0 µs (round trip, 5 samples each; "
-            "median of rounds 2 and 3 of 3, round 1 did not measure it: p50 123.4, 123.4 µs, p99 500.0, 500.0 µs)") \
-        in handout_text(run)
-    # A protocol no round measured keeps the bench's reason.
+            "median of rounds 2 and 3 of 3, round 1 did not measure it (error: server died): p50 123.4, 123.4 µs, "
+            "p99 500.0, 500.0 µs)") in handout_text(run)
+    # A protocol no round measured keeps the bench's reason, once when every round gave the same.
     assert "- udp-raw: not measured in this run (not_applicable: too big for one datagram)" in text
+
+
+def test_with_rounds_a_figure_no_round_measured_gives_each_rounds_reason_when_they_differ():
+    """Round 1's reason alone was given, as if every round had failed the same way."""
+    run = _three_rounds_of(synthetic_run())
+    relays = [s for s in run["scenarios"] if s["config"]["workload"] == "relay" and s["config"]["protocol"] == "tcp"
+              and s["config"].get("link", "loopback") == "loopback"]
+    assert [s["config"]["round"] for s in relays] == [1, 2, 3]
+    for entry, reason in zip(relays, ("server died", "worker timed out", "worker timed out")):
+        entry.update(status="error", reason=reason)
+        entry.pop("figures", None)
+    assert ("- alice → server → bob → server → alice over TCP: not measured in this run "
+            "(round 1: error: server died; rounds 2 and 3: error: worker timed out)") in handout_text(run)
+    relays[0]["reason"] = "worker timed out"
+    assert ("- alice → server → bob → server → alice over TCP: not measured in this run "
+            "(error: worker timed out)") in handout_text(run)
+
+
+def test_with_rounds_a_baseline_gives_each_rounds_reason_and_the_turns_each_rounds_cores():
+    run = synthetic_run()
+    paired_entry = next(b for b in run["baselines"] if b["test"] == "paired-hello-tcp")
+    moved = copy.deepcopy(paired_entry)
+    moved["config"]["cores"] = {"client": 2, "server": 3}  # the bench's affinity changed between rounds
+    failed = dict(copy.deepcopy(paired_entry), status="error", reason="RuntimeError: sockperf died")
+    del failed["figures"]
+    run["baselines"] = ([dict(b, round=1) for b in run["baselines"]]
+                        + [dict(moved, round=2), dict(failed, round=3)])
+    run["rounds"] = 3
+    run["ratios"] = compute_ratios(run)
+    handout = handout_text(run)
+    assert ("over TCP (2 turns per round, round 1: clients on core 0, servers on core 1; "
+            "round 2: clients on core 2, servers on core 3): hello tcp ÷ sockperf = 1.70× "
+            "(median of rounds 1 and 2 of 3, round 3 did not measure it (error: RuntimeError: sockperf died): "
+            "1.70×, 1.70×)") in handout
+    # Rounds pinned alike are named once, as before.
+    moved["config"]["cores"] = {"client": 0, "server": 1}
+    run["baselines"][-2] = dict(moved, round=2)
+    assert "over TCP (2 turns per round, clients on core 0, servers on core 1): " in handout_text(run)
 
 
 def test_a_size_of_the_matrix_that_was_not_measured_is_named_in_part_3():
