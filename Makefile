@@ -13,6 +13,10 @@ NAME   ?=
 STORE  ?=
 ARGS   ?=
 
+# A value as one shell word, for a folder or file name with spaces (or quotes) in it:
+# 'my results' -> 'my results', Bob's -> 'Bob'\''s'.
+quote = '$(subst ','\'',$(1))'
+
 .PHONY: help venv test demo-tcp demo-udp server-tcp client-tcp server-udp client-udp bench report clean
 
 help:
@@ -42,7 +46,7 @@ demo-tcp: $(STAMP)
 	$(PY) -m tcp.demo
 
 server-tcp: $(STAMP)
-	$(PY) -m tcp.server --host $(HOST) --port $(PORT) --store $(or $(STORE),hellohi-tcp.sqlite3) $(ARGS)
+	$(PY) -m tcp.server --host $(HOST) --port $(PORT) --store $(call quote,$(or $(STORE),hellohi-tcp.sqlite3)) $(ARGS)
 
 client-tcp: $(STAMP)
 	$(PY) -m tcp.client --server $(SERVER) $(if $(NAME),--name '$(NAME)') $(ARGS)
@@ -51,7 +55,7 @@ demo-udp: $(STAMP)
 	$(PY) -m udp.demo
 
 server-udp: $(STAMP)
-	$(PY) -m udp.server --host $(HOST) --port $(PORT) --store $(or $(STORE),hellohi-udp.sqlite3) $(ARGS)
+	$(PY) -m udp.server --host $(HOST) --port $(PORT) --store $(call quote,$(or $(STORE),hellohi-udp.sqlite3)) $(ARGS)
 
 client-udp: $(STAMP)
 	$(PY) -m udp.client --server $(SERVER) $(if $(NAME),--name '$(NAME)') $(ARGS)
@@ -66,13 +70,13 @@ BENCH_ARGS ?=
 .PHONY: bench bench-full report
 
 bench: $(STAMP)
-	$(PY) -m bench --no-emulation --out $(RESULTS) $(BENCH_ARGS)
+	$(PY) -m bench --no-emulation --out $(call quote,$(RESULTS)) $(BENCH_ARGS)
 
 bench-full: $(STAMP)
-	$(PY) -m bench --full --out $(RESULTS) $(BENCH_ARGS)
+	$(PY) -m bench --full --out $(call quote,$(RESULTS)) $(BENCH_ARGS)
 
 report: $(STAMP)
-	$(PY) -m reports $(RESULTS)
+	$(PY) -m reports $(call quote,$(RESULTS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 SUPPORTED_SCHEMA = "hellohi-bench/1"
 
 # How to produce a results.json, quoted in every "no results" message.
 HOW_TO_MEASURE = "run the bench first: `make bench RESULTS={folder}` or `python -m bench --out {folder}`"
+
+
+def _shell_word(path) -> str:
+    """`path` as one word of a command to copy into a shell: quoted if it holds spaces or quotes."""
+    return shlex.quote(str(path))
 
 
 class BadResults(Exception):
@@ -30,9 +36,9 @@ def _not_a_run_folder(path: Path) -> str:
     """What to say when `path` names a file other than results.json (often results.csv beside it)."""
     folder = path.parent
     if (folder / "results.json").is_file():
-        fix = f"give it that folder: `python -m reports {folder}`"
+        fix = f"give it that folder: `python -m reports {_shell_word(folder)}`"
     else:
-        fix = f"{folder} has no results.json either; " + HOW_TO_MEASURE.format(folder=folder)
+        fix = f"{folder} has no results.json either; " + HOW_TO_MEASURE.format(folder=_shell_word(folder))
     what = "is a file" if path.exists() else "does not exist"
     return (f"{path} {what}, but python -m reports reads the folder a bench run wrote (the one holding "
             f"results.json), or that results.json itself; {fix}")
@@ -69,12 +75,12 @@ def load_run(path: Path) -> dict:
     folder = file.parent
     if not folder.is_dir():
         raise BadResults(f"{folder} does not exist, so there are no bench results to report; "
-                         + HOW_TO_MEASURE.format(folder=folder))
+                         + HOW_TO_MEASURE.format(folder=_shell_word(folder)))
     if file.is_dir():
         raise BadResults(f"{file} is a folder, not the results.json file the bench writes; move it away, "
-                         "then " + HOW_TO_MEASURE.format(folder=folder))
+                         "then " + HOW_TO_MEASURE.format(folder=_shell_word(folder)))
     if not file.is_file():
-        raise BadResults(f"{folder} has no {file.name}; " + HOW_TO_MEASURE.format(folder=folder))
+        raise BadResults(f"{folder} has no {file.name}; " + HOW_TO_MEASURE.format(folder=_shell_word(folder)))
     try:
         data = file.read_bytes()
     except OSError as error:
@@ -86,7 +92,7 @@ def load_run(path: Path) -> dict:
         # from an editor that saved the file in another encoding).
         raise BadResults(f"{file} is not UTF-8 text (the byte at offset {error.start} is not valid UTF-8), so it is not a "
                          f"results.json written by the bench; run the bench again with `make bench` or "
-                         f"`python -m bench --out {folder}`") from None
+                         f"`python -m bench --out {_shell_word(folder)}`") from None
     try:
         run = json.loads(text, parse_constant=_not_a_json_number, parse_float=_finite_float)
     except _NotAJsonNumber as error:
@@ -94,14 +100,14 @@ def load_run(path: Path) -> dict:
         # them, and a table would print "nan" as if it were a measurement.
         raise BadResults(f"{file} holds {error}, which is not a number in JSON and not one the bench writes "
                          "(it writes null for a figure not measured); it was probably edited by hand: "
-                         f"run the bench again with `make bench` or `python -m bench --out {folder}`") from None
+                         f"run the bench again with `make bench` or `python -m bench --out {_shell_word(folder)}`") from None
     except _TooLargeForAFloat as error:
         raise BadResults(f"{file} holds {error}, a number too large to be a measurement (Python reads it as "
                          "infinity); it was probably edited by hand: "
-                         f"run the bench again with `make bench` or `python -m bench --out {folder}`") from None
+                         f"run the bench again with `make bench` or `python -m bench --out {_shell_word(folder)}`") from None
     except json.JSONDecodeError as error:
         raise BadResults(f"{file} is not valid JSON ({error}); the bench may have been interrupted "
-                         f"while writing it: run it again with `make bench` or `python -m bench --out {folder}`") from None
+                         f"while writing it: run it again with `make bench` or `python -m bench --out {_shell_word(folder)}`") from None
     if not isinstance(run, dict) or "schema" not in run:
         raise BadResults(f"{file} has no \"schema\" field, so it was not written by `python -m bench`; "
                          f"point python -m reports at a folder the bench wrote (python -m bench --out DIR)")

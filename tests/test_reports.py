@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -318,8 +319,22 @@ def test_the_loop_question_measures_into_another_folder_than_the_run_it_was_buil
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         command = done.stdout.strip().splitlines()[-1]
-        assert command.endswith("-m bench --no-emulation --out results/uvloop --loop uvloop" if target[0] == "bench"
-                                else "-m reports results/uvloop"), command
+        assert command.endswith("-m bench --no-emulation --out 'results/uvloop' --loop uvloop" if target[0] == "bench"
+                                else "-m reports 'results/uvloop'"), command
+
+
+@pytest.mark.parametrize("folder", ["results/my run", "results/Bob's run", "results/a  b;c"])
+def test_make_bench_and_report_take_a_results_folder_with_spaces_or_quotes_as_one_word(folder):
+    """`--out $(RESULTS)` unquoted split 'results/my run' into --out results/my and a stray
+    argument `run`, which the bench refused, so `make bench RESULTS="..."` could not be used."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    for target, before in (("bench", "--out"), ("bench-full", "--out"), ("report", "reports")):
+        done = subprocess.run(["make", "--no-print-directory", "-n", target, f"RESULTS={folder}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        words = shlex.split(done.stdout.strip().splitlines()[-1])  # as the shell make runs it with splits it
+        assert words[words.index(before) + 1] == folder, words
 
 
 # Unmeasured ratios as results.json files hold them: older benches wrote the missing figure

@@ -51,6 +51,13 @@ def test_another_file_in_a_folder_without_results_json_says_to_run_the_bench(tmp
                           f"`python -m bench --out {tmp_path}`")
 
 
+def test_the_commands_an_error_suggests_quote_a_folder_with_a_space(tmp_path):
+    """`make bench RESULTS=my run` copied from the message would measure into ./my and pass `run` on."""
+    folder = tmp_path / "my run"
+    assert_one_error_line(run_cli(str(folder)), f"run the bench first: `make bench RESULTS='{folder}'` "
+                                                f"or `python -m bench --out '{folder}'`")
+
+
 def test_a_results_json_that_is_a_folder_is_called_a_folder(tmp_path):
     (tmp_path / "run" / "results.json").mkdir(parents=True)
     error = assert_one_error_line(run_cli(str(tmp_path / "run")),
