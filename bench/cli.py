@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -339,11 +339,30 @@ def _once_each(scenarios: list[Scenario], where: str) -> list[Scenario]:
         first_number, first = first_of[scenario.id]
         if _same_run(first, scenario):
             continue
+        if replace(first, link_config={}) == replace(scenario, link_config={}):
+            raise MatrixError(f"{where}scenarios {first_number} and {number} would both be {scenario.id!r}: "
+                              + _links_apart_only_where_it_changes_nothing(first.link_config, scenario.link_config))
         raise MatrixError(f"{where}scenarios {first_number} and {number} would both be {scenario.id!r}: the id "
                           "names workload, protocol, payload, count, clients and link, not window, warmup, "
                           "timeout or seed; give one of them another count or payload, or run them as two "
                           "runs into two --out folders")
     return once
+
+
+def _link_said(link_config: dict) -> str:
+    return ",".join(f"{field}={value}" for field, value in link_config.items())
+
+
+def _links_apart_only_where_it_changes_nothing(one: dict, other: dict) -> str:
+    """Why two emulated links that share an id are refused, and what to do: the id names every
+    link field that changes what the link does, so what sets them apart is one that does not."""
+    specs = LinkSpec(**one), LinkSpec(**other)
+    apart = [f.name for f in fields(LinkSpec) if getattr(specs[0], f.name) != getattr(specs[1], f.name)]
+    said = f"their links ({_link_said(one)} and {_link_said(other)}) differ only in {', '.join(apart)}"
+    if apart == ["reorder_ms"]:
+        return (f"{said}, how long a reordered packet is held back, which does nothing without reorder above 0: "
+                "they are the same link; give it once, or add reorder=SHARE to the one meant to reorder packets")
+    return f"{said}, which the id leaves out; give the link once"
 
 
 def _same_run(one: Scenario, other: Scenario) -> bool:

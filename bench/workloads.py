@@ -42,6 +42,16 @@ PLAIN_LOSS_WAIT = 1.0
 now_ns = time.perf_counter_ns
 
 
+def _id_number(value) -> str:
+    """A link field's value as an id writes it: short (0.05, 10, not 10.0), yet never the same for
+    two different values, as {:g} alone made loss 0.0500001 and 0.05 (its 6 digits) or seed
+    1234567 and 1234568 (1.23457e+06)."""
+    if isinstance(value, int):
+        return str(value)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 @dataclass
 class Scenario:
     """One cell of the matrix. Everything needed to repeat it is in here."""
@@ -66,7 +76,7 @@ class Scenario:
             parts.append(f"c{self.clients}")
         if self.link != "loopback":
             parts.append(self.link)
-            parts += [f"{k}{v:g}" for k, v in sorted(self.link_config.items()) if self._names_the_link(k, v)]
+            parts += [f"{k}{_id_number(v)}" for k, v in sorted(self.link_config.items()) if self._names_the_link(k, v)]
         if self.round > 1:
             parts.append(f"round{self.round}")
         return "-".join(parts)

@@ -874,6 +874,30 @@ def test_a_matrix_of_flags_runs_the_three_default_protocols_and_udp_turbo_only_w
     assert "with no --workloads, --payloads or --clients, adds udp-turbo for hello" in " ".join(cli.build_parser().format_help().split())
 
 
+def test_two_links_apart_only_in_reorder_ms_without_reorder_are_refused_as_the_same_link(capsys, monkeypatch):
+    """The id leaves reorder_ms out when nothing is reordered; the refusal said to give one of the
+    scenarios another count or payload, which is not what sets them apart."""
+    monkeypatch.setattr(cli, "emulation_problem", lambda: None)
+    assert cli.main(["--workloads", "hello", "--protocols", "tcp", "--count", "3", "--link", "loss=0.05,reorder_ms=5",
+                     "--link", "loss=0.05,reorder_ms=10", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert ("would both be 'hello-tcp-64B-n3-emulated-loss0.05': their links (loss=0.05,reorder_ms=5.0 and "
+            "loss=0.05,reorder_ms=10.0) differ only in reorder_ms, how long a reordered packet is held back, which does "
+            "nothing without reorder above 0: they are the same link; give it once, or add reorder=SHARE") in err
+    assert "count or payload" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("one, other", [("loss=0.05", "loss=0.050000001"), ("seed=1234567", "seed=1234568"),
+                                        ("rate_mbit=12.3456789", "rate_mbit=12.3456788")])
+def test_two_links_the_ids_old_six_digits_could_not_tell_apart_get_ids_of_their_own(one, other, capsys, monkeypatch):
+    # {:g} wrote both as loss0.05, seed1.23457e+06: one id for two links, refused as if they were one.
+    monkeypatch.setattr(cli, "emulation_problem", lambda: None)
+    ids = [name for name in _listed_ids(capsys, "--workloads", "hello", "--protocols", "tcp", "--link", one,
+                                        "--link", other) if "-emulated" in name]
+    assert ids == [f"hello-tcp-64B-n1000-emulated-{one.replace('=', '')}",
+                   f"hello-tcp-64B-n1000-emulated-{other.replace('=', '')}"]
+
+
 def test_a_name_given_twice_in_a_flag_runs_once(capsys):
     assert cli.main(["--workloads", "hello,hello", "--protocols", "tcp,tcp", "--list"]) == 0
     assert capsys.readouterr().out.count("hello-tcp-64B") == 1
