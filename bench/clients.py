@@ -105,7 +105,8 @@ def plain_frame_problem(protocol: str, payload: int, sender: str = "bench-alice"
     the kernel refuses it (EMSGSIZE). Running such a scenario would only show 100 %
     "loss" that is really a size limit, so the bench reports it as not applicable.
     Both frames a message becomes are checked: SEND (client -> server) and MSG
-    (server -> recipient), with the longest ids the bench will use.
+    (server -> recipient), with the longest ids the bench will use and the scenario's longest
+    names (bench.workloads.longest_body_names).
     """
     if not is_plain(protocol):
         return None

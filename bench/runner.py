@@ -21,7 +21,7 @@ from hellohi.launcher import REPO_ROOT, start_server
 
 from . import procstats
 from .clients import ProtocolUnavailable, client_factory, plain_frame_problem, server_program
-from .workloads import RUNNERS, Endpoint, Scenario
+from .workloads import RUNNERS, Endpoint, Scenario, longest_body_names
 
 # KCP workloads: protocol is "kcp-<mode>" (mode: default, normal, fast); kcp-test also
 # takes udp and udp-turbo (hellohi's reliability layer on KCP's simulated link).
@@ -48,7 +48,10 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
     if sc.workload in TCP_ONLY_WORKLOADS and sc.protocol != "tcp":
         result.update(status="unavailable", reason=f"{sc.workload} has a TCP client only; for {sc.protocol} use throughput")
         return result
-    if sc.workload in BODY_WORKLOADS and (why := plain_frame_problem(sc.protocol, sc.payload)) is not None:
+    # Names of this scenario's own against --server (see Endpoint): the server keeps what earlier runs left.
+    name_suffix = f"-{secrets.token_hex(4)}" if remote is not None else ""
+    if (sc.workload in BODY_WORKLOADS
+            and (why := plain_frame_problem(sc.protocol, sc.payload, *longest_body_names(sc, name_suffix))) is not None):
         result.update(status="not_applicable", reason=why)
         return result
     if net is not None:
@@ -84,8 +87,7 @@ def run_scenario(sc: Scenario, remote: tuple[str, int] | None = None,
                 result["server"] = {"argv": server.args, "pid": server.process.pid}
                 cpu_before = procstats.cpu_seconds(server.process.pid)
             else:
-                # Names of this scenario's own there (see Endpoint): the server keeps what earlier runs left.
-                endpoint = Endpoint(*remote, name_suffix=f"-{secrets.token_hex(4)}")
+                endpoint = Endpoint(*remote, name_suffix=name_suffix)
                 result["server"] = {"remote": f"{remote[0]}:{remote[1]}"}
             try:
                 result["figures"] = eventloop.run(runner(endpoint, sc))

@@ -704,3 +704,23 @@ RUNNERS = {
     "fanout": fanout,
     "drain": drain,
 }
+
+
+def longest_body_names(sc: Scenario, name_suffix: str = "") -> tuple[str, str]:
+    """(the longest sender name, the longest recipient name) of a workload that sends bodies, as
+    the runners above name their clients (with --server's suffix): a plain-UDP frame carries the
+    recipient's name (SEND) or the sender's (MSG), so its size depends on them, not on alice's
+    and bob's alone (bench-src998 and a suffix add 10 bytes)."""
+    if sc.workload == "fanin":
+        senders, recipients = [f"src{k}" for k in range(sc.clients)], ["sink"]
+    elif sc.workload == "fanout":
+        senders, recipients = ["source"], [f"dst{k}" for k in range(sc.clients)]
+    elif sc.workload == "drain":
+        senders, recipients = ["alice"], ["carol"]
+    elif sc.workload == "relay":  # bob echoes each message back to alice
+        senders = recipients = ["alice", "bob"]
+    else:  # throughput, throughput-raw
+        senders, recipients = ["alice"], ["bob"]
+    endpoint = Endpoint("", 0, name_suffix)
+    return (max((endpoint.name(role) for role in senders), key=len),
+            max((endpoint.name(role) for role in recipients), key=len))

@@ -379,6 +379,31 @@ def test_plain_udp_with_a_body_too_big_for_one_datagram_is_not_applicable():
     assert result["figures"]["delivery"]["delivered"] == 3
 
 
+def test_plain_udp_frame_limit_counts_the_scenarios_own_client_names(monkeypatch):
+    """The check used bench-alice and bench-bob; fan-in's bench-src100 and --server's suffix
+    (bench-alice-1a2b3c4d) make longer frames, so a body a few bytes under the limit was run, and
+    every frame refused by the kernel (EMSGSIZE) would have read as 100 % loss."""
+    ran = []
+
+    async def runs(endpoint, sc):
+        ran.append((sc.workload, sc.payload))
+        return {}
+    for workload in ("throughput", "fanin"):
+        monkeypatch.setitem(runner.RUNNERS, workload, runs)
+    fits_alice_and_bob = 65462  # the largest body whose SEND and MSG fit one datagram with those names
+    elsewhere = ("127.0.0.1", 9)  # --server: no server started here; the fake workload reaches nothing
+    for sc, remote in ((Scenario("fanin", "udp-raw", count=5, payload=fits_alice_and_bob, clients=101), None),
+                       (Scenario("throughput", "udp-raw", count=5, payload=fits_alice_and_bob - 8), elsewhere)):
+        result = run_scenario(sc, remote=remote)
+        assert result["status"] == "not_applicable", (sc.id, result)
+        assert "more than the 65,507 bytes one UDP datagram can carry" in result["reason"]
+    assert ran == []
+    # One byte less fits with the suffix, and runs.
+    assert run_scenario(Scenario("throughput", "udp-raw", count=5, payload=fits_alice_and_bob - 9),
+                        remote=elsewhere)["status"] == "ok"
+    assert ran == [("throughput", fits_alice_and_bob - 9)]
+
+
 def test_window_lets_a_plain_sender_past_losses():
     from bench.stats import DeliveryLedger
     from bench.workloads import _settled
