@@ -296,7 +296,8 @@ def add_retransmission_ratio(figures: dict, loss: float, up_counters: dict | Non
         return
     measured = measured_loss_share(up_counters) if up_counters else None
     share = loss if measured is None else measured
-    minimum = loss_implied_minimum(counters["packets_sent"], share)
+    # A link that dropped every packet needs endless retransmissions: there is no minimum.
+    minimum = loss_implied_minimum(counters["packets_sent"], share) if share < 1 else None
     figures["loss_share"] = {"configured": loss, "measured": measured}
     figures["loss_implied_min_retransmissions"] = minimum
     figures["retransmission_ratio"] = counters["retransmitted"] / minimum if minimum else None

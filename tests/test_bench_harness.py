@@ -491,6 +491,17 @@ def test_retransmission_ratio_uses_the_loss_the_link_really_caused():
     assert unseen["loss_share"]["measured"] is None and unseen["retransmission_ratio"] == pytest.approx(1.2)
 
 
+@pytest.mark.parametrize("configured, up", [(1.0, None), (0.5, {"nft_seen": 40, "nft_dropped": 40})])
+def test_a_link_that_dropped_everything_has_no_loss_implied_minimum(configured, up):
+    """--link loss=1 (a cable pulled), or a small scenario whose every packet the link happened to
+    drop: no number of retransmissions is enough, so there is no minimum and no ratio. It raised
+    ValueError, and the scenario's measured figures were thrown away as an error."""
+    figures = {"udp_counters": {"packets_sent": 40, "retransmitted": 300}}
+    add_retransmission_ratio(figures, configured, up)
+    assert figures["loss_implied_min_retransmissions"] is None and figures["retransmission_ratio"] is None
+    assert figures["loss_share"]["configured"] == configured
+
+
 def test_ratios_read_the_udp_figures():
     link = {"loss": 0.05, "delay_ms": 10.0, "seed": 1}
 
