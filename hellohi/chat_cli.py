@@ -157,11 +157,25 @@ async def _run(args: argparse.Namespace, make_client: Callable[..., ChatClient])
     server = format_peer((host, port))
     printer.emit("connected", f"connected to {server} over {client.transport_name}", server=server, transport=client.transport_name)
     try:
+        await _show_the_hello_answer(client, printer, args.timeout)
         if sends or args.expect or args.poll:
             return await _scripted(client, printer, sends, args)
         return await _interactive(client, printer)
     finally:
         await client.close()
+
+
+async def _show_the_hello_answer(client, printer: Printer, timeout: float) -> None:
+    """Print the events up to and including HI (Registered) before anything is sent.
+
+    connect() returns once HI has come, so its event is already waiting, ahead of
+    whatever the server says next. Printed later, by whichever mode reads events, it
+    would follow our own `-> bob: ...` lines and read as if the messages had gone out
+    before the server answered Hello."""
+    while (event := await client.next_event(timeout=timeout)) is not None:
+        printer.event(event)
+        if isinstance(event, Registered):
+            return
 
 
 class _SentMessages:

@@ -156,3 +156,18 @@ def test_a_message_over_the_protocols_limit_is_refused_by_the_client_not_sent(tr
         "error: --send bob:...: the text is 65537 bytes; a message holds at most 65536; split it into several --send\n")
     with pytest.raises(ValueError, match="a message of 65537 bytes is over the protocol's limit of 65536"):
         client("127.0.0.1", 9, "alice").send("bob", b"z" * (DEFAULT_MAX_BODY + 1))
+
+
+def test_the_scripted_client_prints_hi_before_what_it_sends(transport):
+    # The SENDs leave after HI has come (connect() waits for it), but the HI's line was
+    # printed after them: a student read that the messages went out before the server
+    # had answered Hello.
+    server, _ = transport
+    argv = [sys.executable, "-m", f"{server.transport}.client", "--server", f"127.0.0.1:{server().port}",
+            "--name", "alice", "--send", "alice:hello", "--send", "alice:again"]
+    scripted = subprocess.run(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert scripted.returncode == 0, scripted.stdout + scripted.stderr
+    lines = scripted.stdout.splitlines()
+    assert lines[:2] == [f"[alice] connected to 127.0.0.1:{server.started[-1].port} over {server.transport}",
+                         "[alice] HI: registered as alice"]
+    assert lines[2].startswith("[alice] -> alice: hello (ref ") and lines[3].startswith("[alice] -> alice: again (ref ")
