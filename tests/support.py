@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import subprocess
 
 from hellohi.client_session import MessageReceived, StatusChanged
@@ -30,6 +32,31 @@ class Servers:
     def stop_all(self) -> None:
         for process in self.started:
             process.stop()
+
+
+@contextlib.contextmanager
+def refusing_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1"):
+    """A port on `host` that nothing listens on for as long as the block lasts; yields its number.
+
+    A port bound and closed again may be another program's by the time the test uses it, and
+    port 9 may have a discard service. So the port is held by a socket that answers nobody:
+    over TCP one bound but never listening (a connect is refused at once); over UDP one
+    connected to its own address, which takes no datagram from anybody else, so the kernel
+    answers theirs with ICMP port unreachable, as for a closed port. The UDP one sets
+    SO_REUSEADDR, so that a test can open a socket of its own on the port later (a server
+    that comes back) by setting it too; a program that binds the port the ordinary way
+    cannot. (Not over TCP: there a listener with SO_REUSEADDR, as asyncio's servers set
+    it, could take a port bound by a socket that does not listen.)
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as holder:
+        if kind == socket.SOCK_DGRAM:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.bind((host, 0))
+            holder.connect(holder.getsockname())
+        else:
+            holder.bind((host, 0))
+        yield holder.getsockname()[1]
 
 
 def registered_client_process(argv: list[str]) -> subprocess.Popen:

@@ -29,6 +29,7 @@ from bench import baselines, cli, cores, matrix, paired, python_floor, ratios, r
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
+from tests.support import refusing_port
 from tests.test_waiting import cancel_as_it_finishes
 from bench.workloads import ID_WIDTH, MAX_ID, Scenario, Window, body_id, make_body
 from hellohi.launcher import REPO_ROOT
@@ -1424,11 +1425,9 @@ def test_a_workload_that_none_of_the_protocols_can_run_is_named_not_dropped_sile
 
 def test_a_server_that_does_not_answer_stops_the_run_at_once_with_one_line(tmp_path, capsys):
     # Without the check, every scenario failed on its own after its timeout, with the same error.
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    for protocol, transport in (("tcp", "TCP"), ("udp-raw", "UDP")):
-        code = cli.main(["--server", f"127.0.0.1:{port}", "--protocols", protocol, "--out", str(tmp_path / "out")])
+    for protocol, transport, kind in (("tcp", "TCP", socket.SOCK_STREAM), ("udp-raw", "UDP", socket.SOCK_DGRAM)):
+        with refusing_port(kind) as port:
+            code = cli.main(["--server", f"127.0.0.1:{port}", "--protocols", protocol, "--out", str(tmp_path / "out")])
         assert code == 2  # before any scenario: no results.json below
         err = capsys.readouterr().err
         assert err == (f"error: no hellohi server answers at 127.0.0.1:{port} over {transport}: nothing listens on "

@@ -23,7 +23,7 @@ from hellohi.client_session import ConnectionLost, MessageReceived, StatusChange
 from hellohi.codec import NAME_RULE
 from hellohi.launcher import REPO_ROOT, cannot_listen
 from hellohi.waiting import event_set_within
-from tests.support import Servers, next_of, registered_client_process
+from tests.support import Servers, next_of, refusing_port, registered_client_process
 from tcp.client import ConnectFailed, TcpChatClient
 
 
@@ -291,17 +291,16 @@ def test_cli_says_what_is_wrong(server):
     assert "error: after " in unknown.stdout and ": 1 of 1 messages refused by the server" in unknown.stdout
     late = run_client(port, "--name", "bob", "--expect", "1", "--timeout", "0.5")
     assert late.returncode == 1 and "0 of 1 expected messages arrived" in late.stdout
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        free_port = unused.getsockname()[1]
-    absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
+    with refusing_port() as free_port:
+        absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
     assert absent.returncode == 2 and "Is the server running?" in absent.stdout
     assert f"cannot reach 127.0.0.1:{free_port}: " in absent.stdout
     assert "Traceback" not in absent.stdout + absent.stderr
     if socket.has_ipv6:  # an IPv6 address is written as it is given: [::1]:PORT, never ::1:PORT
-        v6 = subprocess.run([sys.executable, "-m", "tcp.client", "--server", f"[::1]:{free_port}", "--poll"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
-        assert v6.returncode == 2 and f"[::1]:{free_port}" in v6.stdout, v6.stdout + v6.stderr
+        with refusing_port(host="::1") as free_v6_port:
+            v6 = subprocess.run([sys.executable, "-m", "tcp.client", "--server", f"[::1]:{free_v6_port}", "--poll"],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        assert v6.returncode == 2 and f"[::1]:{free_v6_port}" in v6.stdout, v6.stdout + v6.stderr
     bad_flag = run_client(port, "--send", "no-colon")
     assert bad_flag.returncode == 2 and "NAME:TEXT" in bad_flag.stderr
 
@@ -422,9 +421,12 @@ def test_a_host_name_that_does_not_resolve_is_said_in_words_not_as_an_unknown_er
     ("udp.server", ["--store", " "], "error: --store is empty; give it a file name"),
 ])
 def test_a_flag_no_server_or_client_can_use_is_refused_by_name(program, flags, message):
-    result = subprocess.run([sys.executable, "-m", program, "--port" if "server" in program else "--server",
-                             "0" if "server" in program else "127.0.0.1:9", *flags],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    # A client is given a port nothing listens on: it must refuse the flag before connecting.
+    kind = socket.SOCK_DGRAM if program.startswith("udp") else socket.SOCK_STREAM
+    with refusing_port(kind) as nobody:
+        result = subprocess.run([sys.executable, "-m", program, "--port" if "server" in program else "--server",
+                                 "0" if "server" in program else f"127.0.0.1:{nobody}", *flags],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode in (1, 2) and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 

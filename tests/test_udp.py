@@ -20,7 +20,7 @@ from hellohi import eventloop
 from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
                                     StatusChanged)
 from hellohi.launcher import REPO_ROOT
-from tests.support import Servers, next_of, registered_client_process
+from tests.support import Servers, next_of, refusing_port, registered_client_process
 from hellohi.reliable import DEFAULT, TURBO, Impairment
 from hellohi.reliable.packet import Packet, decode, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
@@ -190,17 +190,15 @@ def test_a_failed_attempt_to_connect_sends_nothing_more():
     # failed attempt's Hello, left retransmitting (1 s later), registered the name with a
     # server started again meanwhile, in a session nobody waited for, and every later attempt
     # got 409 until that session timed out, 45 s on (after a Ctrl-C and a quick restart).
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     heard: list[bytes] = []
 
-    async def scenario():
+    async def scenario(port: int):
         alice = UdpChatClient("127.0.0.1", port, "alice")
         with pytest.raises(ConnectFailed, match="cannot reach"):
             await alice.connect(timeout=5)
         # The server is back: listen where it would, past the Hello's 1 s retransmission timeout.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
+            back.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # beside the port's holder
             back.bind(("127.0.0.1", port))
             back.setblocking(False)
             await asyncio.sleep(1.6)
@@ -211,7 +209,8 @@ def test_a_failed_attempt_to_connect_sends_nothing_more():
                 pass
         await alice.close()
 
-    asyncio.run(scenario())
+    with refusing_port(socket.SOCK_DGRAM) as port:
+        asyncio.run(scenario(port))
     assert heard == []
 
 
@@ -448,10 +447,8 @@ def test_cli_scripted_mode_with_loss_and_json(server):
 
 def test_cli_says_what_is_wrong(server):
     port = server().port
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
-        unused.bind(("127.0.0.1", 0))
-        free_port = unused.getsockname()[1]
-    absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
+    with refusing_port(socket.SOCK_DGRAM) as free_port:
+        absent = run_client(free_port, "--name", "alice", "--send", "bob:hi", "--timeout", "2")
     assert absent.returncode == 2 and "Is the server running?" in absent.stdout
     assert "Traceback" not in absent.stdout + absent.stderr
     bad_recipient = run_client(port, "--name", "alice", "--send", "bad name:hi", timeout=10)
@@ -491,10 +488,11 @@ def test_demo_runs():
 
 def test_connect_to_nothing_fails_clearly():
     async def scenario():
-        client = UdpChatClient("127.0.0.1", 9, "alice", reconnect=False)  # discard port: nothing listens
-        with pytest.raises(ConnectFailed):
-            await client.connect(timeout=2)
-        await client.close()
+        with refusing_port(socket.SOCK_DGRAM) as nobody:
+            client = UdpChatClient("127.0.0.1", nobody, "alice", reconnect=False)
+            with pytest.raises(ConnectFailed, match="cannot reach"):  # the kernel's port unreachable, not a timeout
+                await client.connect(timeout=2)
+            await client.close()
 
     asyncio.run(scenario())
 
