@@ -7,6 +7,9 @@ import contextlib
 import json
 import socket
 import subprocess
+import time
+from pathlib import Path
+from typing import Callable
 
 from hellohi.client_session import MessageReceived, StatusChanged
 from hellohi.launcher import REPO_ROOT, start_server
@@ -32,6 +35,35 @@ class Servers:
     def stop_all(self) -> None:
         for process in self.started:
             process.stop()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Return as soon as condition() is true; fail the test, saying `what` never happened, after `timeout`.
+
+    For a state another process reaches (a line in its log, a process started): the
+    test goes on the moment it is there, and a slow machine only takes longer."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.01)
+
+
+async def wait_until_async(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """wait_until() inside the event loop, which goes on running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+def times_logged(log: Path, text: str) -> int:
+    """How many times `text` is in the log file (0 while it does not exist)."""
+    try:
+        return log.read_text(errors="replace").count(text)
+    except FileNotFoundError:
+        return 0
 
 
 @contextlib.contextmanager

@@ -29,9 +29,10 @@ from bench import baselines, cli, cores, matrix, paired, python_floor, ratios, r
 from bench.baselines import parse_sockperf
 from bench.kcp_peer import KcpScenario, ShuffleBag, kcp_available, loss_implied_minimum, simulate_kcp, simulate_reliable
 from bench.runner import add_retransmission_ratio, run_scenario
-from tests.support import refusing_port
+from tests.support import next_of, refusing_port, times_logged, wait_until
 from tests.test_waiting import cancel_as_it_finishes
 from bench.workloads import ID_WIDTH, MAX_ID, Scenario, Window, body_id, make_body
+from hellohi.client_session import StatusChanged
 from hellohi.launcher import REPO_ROOT
 
 
@@ -1047,7 +1048,7 @@ def _bench_interrupted(tmp_path, config: str, progress: str, interrupt, *args: s
 def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path):
     """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the bench and its servers."""
     def ctrl_c(bench):
-        time.sleep(0.5)  # well into the second scenario: its server and its thread are running
+        _wait_for_hellos_in_server_log(bench.pid, b"udp.server", 1)  # the second scenario's thread is running
         os.killpg(bench.pid, signal.SIGINT)
 
     out = tmp_path / "out"
@@ -1072,8 +1073,8 @@ def test_ctrl_c_stops_the_run_keeps_what_finished_and_leaves_no_server(tmp_path)
 def test_sigint_to_the_bench_alone_stops_a_bulk_transfer_from_its_thread(tmp_path):
     """kill -INT of the bench's pid only: its server is still there, so the thread would go on for ever."""
     def sigint_to_the_bench(bench):
-        _wait_for_process_in_group(bench.pid, b"tcp.server")  # "0/1" came as its server was starting
-        time.sleep(1.0)  # the server is up and the transfer well under way (it connects at once)
+        # "0/1" came as its server was starting; once alice and bob have said Hello, the transfer is under way.
+        _wait_for_hellos_in_server_log(bench.pid, b"tcp.server", 2)
         bench.send_signal(signal.SIGINT)
 
     bench, stdout, stderr = _bench_interrupted(
@@ -1088,8 +1089,7 @@ def test_sigint_to_the_bench_alone_stops_a_bulk_transfer_from_its_thread(tmp_pat
 def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_server(tmp_path):
     """`kill PID` (SIGTERM) of the bench alone: by default it would die on the spot, its server orphaned."""
     def sigterm_to_the_bench(bench):
-        _wait_for_process_in_group(bench.pid, b"udp.server")  # the second scenario's server
-        time.sleep(0.5)
+        _wait_for_hellos_in_server_log(bench.pid, b"udp.server", 1)  # the second scenario's thread is running
         bench.send_signal(signal.SIGTERM)
 
     out = tmp_path / "out"
@@ -1106,13 +1106,23 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_server(tmp_path):
     assert _processes_in_group(bench.pid) == [], "its server outlived the bench"
 
 
-def _wait_for_process_in_group(group: int, text: bytes, seconds: float = 30.0) -> None:
+def _wait_for_hellos_in_server_log(group: int, program: bytes, hellos: int) -> None:
+    """Until the server `program` the bench started in `group` has logged `hellos` clients' Hellos:
+    then the scenario's client thread is running. (The log is the file the bench gave the
+    server as its stderr, in a temporary directory of the bench's own.)"""
+    server = _wait_for_process_in_group(group, program)
+    log = Path(os.readlink(f"/proc/{server}/fd/2"))
+    wait_until(lambda: times_logged(log, "said Hello from") >= hellos, f"{hellos} Hello(s) in {log}", timeout=30)
+
+
+def _wait_for_process_in_group(group: int, text: bytes, seconds: float = 30.0) -> int:
+    """The pid of a process in `group` with `text` in its command line, once one has started."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for pid in _processes_in_group(group):
             try:
                 if text in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return
+                    return pid
             except OSError:
                 continue  # it ended while we looked
         time.sleep(0.05)
@@ -1546,13 +1556,12 @@ async def _leave_stored_for(port: int, recipient: str, ids: range) -> None:
     client_class = client_factory("tcp")
     recipient_client = client_class("127.0.0.1", port, recipient)
     await recipient_client.connect(timeout=5.0)  # the server learns the name, as drain's carol does
-    await recipient_client.close()
-    await asyncio.sleep(0.05)
+    await recipient_client.close()  # (over TCP, once the server has closed its end: carol is offline)
     sender = client_class("127.0.0.1", port, "an-earlier-run")
     await sender.connect(timeout=5.0)
-    for message_id in ids:
-        sender.send(recipient, make_body(message_id, 64))
-    await asyncio.sleep(0.2)  # stored before the sender leaves
+    unstored = {sender.send(recipient, make_body(message_id, 64)) for message_id in ids}
+    while unstored:  # all stored before the sender leaves
+        unstored.discard((await next_of(sender, StatusChanged)).ref)
     await sender.close()
 
 

@@ -14,11 +14,11 @@ import sys
 import pytest
 
 from hellohi import eventloop
-from hellohi.codec import DEFAULT_MAX_BODY
+from hellohi.codec import DEFAULT_MAX_BODY, Msg
 from hellohi.launcher import REPO_ROOT
 from hellohi.client_session import MessageReceived, OnlineList, Registered, StatusChanged
 from tcp.client import TcpChatClient
-from tests.support import Servers, live_relay, next_of, ring_of_clients
+from tests.support import Servers, live_relay, next_of, ring_of_clients, wait_until_async
 from udp.client import UdpChatClient
 
 CLIENTS = {"tcp": TcpChatClient, "udp": UdpChatClient}
@@ -122,10 +122,16 @@ def test_messages_the_program_did_not_take_stay_stored_for_next_time(transport):
             event = await alice.next_event(timeout=5)
             stored += isinstance(event, StatusChanged) and event.state == "stored"
         await alice.close()
-        first, later = client("127.0.0.1", port, "bob"), []
+        arrived: list[Msg] = []  # every MSG that reached the library, taken by the program or not
+
+        def note_messages(way: str, frame) -> None:
+            if way == "<-" and isinstance(frame, Msg):
+                arrived.append(frame)
+
+        first, later = client("127.0.0.1", port, "bob", trace=note_messages), []
         await first.connect()
         taken = [await next_of(first, MessageReceived) for _ in range(2)]
-        await asyncio.sleep(0.2)  # the other three reach the library's inbox meanwhile
+        await wait_until_async(lambda: len(arrived) == 5, "the other three in the library's inbox")
         await first.close()
         second = client("127.0.0.1", port, "bob")
         await second.connect()

@@ -76,7 +76,7 @@ def test_a_cancelled_reader_leaves_the_inbox_usable(loop_name):
     async def scenario():
         inbox = EventInbox()
         reader = asyncio.create_task(inbox.get(0.05))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one turn: the reader is now waiting, its timer armed
         reader.cancel()
         await asyncio.sleep(0.1)  # its timer fires with nobody waiting
         nothing = await inbox.get(0.05)

@@ -19,8 +19,9 @@ import pytest
 from hellohi import eventloop
 from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
                                     StatusChanged)
+from hellohi.codec import Hello
 from hellohi.launcher import REPO_ROOT
-from tests.support import Servers, next_of, refusing_port, registered_client_process
+from tests.support import Servers, next_of, refusing_port, registered_client_process, times_logged, wait_until_async
 from hellohi.reliable import DEFAULT, TURBO, Impairment
 from hellohi.reliable.packet import Packet, decode, encode as encode_packet
 from udp.client import ConnectFailed, UdpChatClient
@@ -165,16 +166,18 @@ def test_a_refused_hello_frees_its_client_slot_at_once(server):
     # that follows is then the session's only datagram with that token. Ignored as "unverified",
     # each refused attempt held a client slot until --timeout: here the second got ERR 503.
     running = server("--max-clients", "2")
+    log = server.tmp_path / "server.log"
 
     async def scenario():
         bob = UdpChatClient("127.0.0.1", running.port, "bob")
         await bob.connect()
-        for _ in range(2):
+        for attempt in (1, 2):
             impostor = UdpChatClient("127.0.0.1", running.port, "bob", reconnect=False)
             with pytest.raises(ConnectFailed, match="409"):
                 await impostor.connect()
             await impostor.close()
-            await asyncio.sleep(0.2)  # its RESET reaches the server
+            await wait_until_async(lambda: times_logged(log, "reset by the client") == attempt,
+                                   f"the server taking the RESET of refused attempt {attempt}")
         carol = UdpChatClient("127.0.0.1", running.port, "carol")
         try:
             return await carol.connect()
@@ -221,14 +224,21 @@ def test_a_client_that_gave_up_on_a_frozen_server_gets_its_name_back_when_the_se
     running = server()
     impatient = DEFAULT.with_changes(max_retries=2, min_rto=0.05, initial_rto=0.05, max_rto=0.2)
 
+    hellos: list[Hello] = []
+
+    def note_hellos(way: str, frame) -> None:
+        if way == "->" and isinstance(frame, Hello):
+            hellos.append(frame)
+
     async def scenario():
-        bob = UdpChatClient("127.0.0.1", running.port, "bob", config=impatient, max_backoff=0.5)
+        bob = UdpChatClient("127.0.0.1", running.port, "bob", config=impatient, max_backoff=0.5, trace=note_hellos)
         await bob.connect()
         running.process.send_signal(signal.SIGSTOP)
         try:
             bob.request_who()  # never acknowledged: the retries run out
             lost = await next_of(bob, ConnectionLost, timeout=10)
-            await asyncio.sleep(0.3)  # a new session's Hello (and the RESET) wait in the server's socket
+            # A new session's Hello, and the RESET that goes with it, wait in the server's socket.
+            await wait_until_async(lambda: len(hellos) == 2, "bob's new session saying Hello")
         finally:
             running.process.send_signal(signal.SIGCONT)
         events = []
@@ -612,7 +622,11 @@ def test_the_datagrams_lab2_decodes_are_what_the_real_client_and_server_send(ser
             "--name", "alice", "--send", "bob:hi", cwd=REPO_ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(alice.communicate(), 20)
-        await asyncio.sleep(0.1)  # the last datagrams
+        def server_said_bye() -> bool:  # the last datagram, which may come after alice has left
+            return any(side == "server" and any(fragment.data.startswith(b"BYE") for fragment in decode(data).fragments)
+                       for side, data in recorder.seen)
+
+        await wait_until_async(server_said_bye, "the server's BYE")
         forward.close()
         recorder.upstream.close()
         return alice.returncode, output.decode(), recorder.seen
