@@ -99,3 +99,16 @@ def test_every_flag_of_every_command_line_says_what_it_does():
     silent = [f"{parser.prog} {action.option_strings[0]}" for parser in parsers for action in parser._actions
               if action.option_strings and not action.help]
     assert silent == []
+
+
+LAB1 = (REPO_ROOT / "docs/labs/lab1-tcp.md").read_text()
+
+
+def test_lab1_starts_on_a_fresh_store_because_its_ids_and_refs_are_a_fresh_stores():
+    """Lab 1 says the first SEND is stored as #1 and gets a MSG, and later that alice's message
+    is #2. On a store that had run PROTOCOL.md's "Try it by hand" (also alice, also ref r1) the
+    lab's SEND was a repeat: STATUS r1 stored 1 and no MSG, and the questions had nothing to ask
+    about. The lab now empties the store first and says why a repeat gets no MSG."""
+    first_server = LAB1.index("make server-tcp PORT=5000")
+    assert LAB1.rindex("rm -f hellohi-tcp.sqlite3*", 0, first_server) > LAB1.index("## 1.")
+    assert "alice's `r1` is a repeat" in " ".join(LAB1.split())
