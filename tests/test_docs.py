@@ -112,3 +112,12 @@ def test_lab1_starts_on_a_fresh_store_because_its_ids_and_refs_are_a_fresh_store
     first_server = LAB1.index("make server-tcp PORT=5000")
     assert LAB1.rindex("rm -f hellohi-tcp.sqlite3*", 0, first_server) > LAB1.index("## 1.")
     assert "alice's `r1` is a repeat" in " ".join(LAB1.split())
+
+
+def test_lab1_section_3_ends_the_nc_left_open_and_keeps_two_computers_working():
+    """Section 3 sent the student to 'the other terminal', where section 2's nc still ran (it
+    does not notice the server closing), and restarted the server without --host: with two
+    computers, as the lab's opening allows, the clients then could not reach it."""
+    section_3 = " ".join(LAB1[LAB1.index("## 3."):LAB1.index("## 4.")].split())
+    assert "press Ctrl-C to end the `nc` from section 2" in section_3
+    assert "with two computers, add `--host 0.0.0.0` here, and `HOST=0.0.0.0` to the `make server-tcp` below" in section_3
