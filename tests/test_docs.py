@@ -121,3 +121,27 @@ def test_lab1_section_3_ends_the_nc_left_open_and_keeps_two_computers_working():
     section_3 = " ".join(LAB1[LAB1.index("## 3."):LAB1.index("## 4.")].split())
     assert "press Ctrl-C to end the `nc` from section 2" in section_3
     assert "with two computers, add `--host 0.0.0.0` here, and `HOST=0.0.0.0` to the `make server-tcp` below" in section_3
+
+
+def test_lab1_names_every_file_a_running_servers_store_has_beside_it(tmp_path):
+    """Lab 1 has the student run `ls hellohi-tcp.sqlite3*` and ask what the files beside the
+    store are; it named -wal and .lock, and the student saw -shm too."""
+    path = tmp_path / "hellohi-tcp.sqlite3"
+    store = MessageStore(str(path), exclusive=True)
+    store.add("alice", "r1", "bob", b"are-you-there", now=0.0)
+    store.commit()
+    beside = {file.name[len(path.name):] for file in tmp_path.iterdir()} - {""}
+    store.close()
+    section_3 = LAB1[LAB1.index("## 3."):LAB1.index("## 4.")]
+    assert beside and all(f"`{suffix}`" in section_3 for suffix in beside), beside
+
+
+def test_lab1_asks_for_the_congestion_window_with_a_problem_it_solves():
+    """Section 4 lists five TCP mechanisms for the student to match with problems, but gave only
+    four problems, all between the two ends: the congestion window, which protects the network,
+    was left to be matched with 'a sender faster than its receiver' (the receive window's)."""
+    section_4 = " ".join(LAB1[LAB1.index("## 4."):LAB1.index("## 5.")].split())
+    assert "a sender faster than the network between them" in section_4
+    assert "congestion window" in section_4
+    opening = " ".join(LAB1[:LAB1.index("## 1.")].split())
+    assert "for sections 1, 2 and 5" in opening and "Connect with `nc`" in " ".join(LAB1[LAB1.index("## 5."):].split())
