@@ -36,8 +36,9 @@ from .waiting import finished_within
 REFUSED_OUR_FRAME = (400, 413)
 
 # The ERRs after which the server has ended our session whatever their ref (PROTOCOL.md,
-# "ERR codes": closed). 400 is left out: most 400s leave the session as it was. A 503 to a
-# registered client answers a frame that reached a server restarted since, and full.
+# "ERR codes": closed). 400 is left out: most 400s leave the session as it was (see
+# ends_our_session). A 503 to a registered client answers a frame that reached a server
+# restarted since, and full.
 END_THE_SESSION = (408, 413, 500, 503, 507)
 
 
@@ -121,6 +122,19 @@ def answers_hello(event: Registered | ErrorReceived) -> bool:
     if isinstance(event, Registered):
         return True
     return not event.ref and event.code != ErrorCode.HELLO_FIRST.code
+
+
+def ends_our_session(event: ErrorReceived) -> bool:
+    """Whether the server ended our session with this ERR (over TCP, it then closes).
+
+    A 400 with no ref answers a frame the server could not read at all. This library writes
+    every frame readably but one: a SEND whose TO is not a single word (`send("bad name",
+    ...)`, say), whose body's end the server then cannot find. That 400 is fatal: the server
+    forgets us. A 400 about a TO that is one word but no name (`bob!`) carries the SEND's ref,
+    and the session goes on."""
+    if event.code == ErrorCode.BAD_FRAME.code:
+        return not event.ref
+    return event.code in END_THE_SESSION
 
 
 class ChatClient:
@@ -244,11 +258,13 @@ class ChatClient:
                 # We said Hello, yet the server asks for it: it is a new server (a plain UDP
                 # one has no session to reset, and answers our PINGs). Start again.
                 self._connection_lost("the server no longer knows us (ERR 401): it restarted")
-            elif event.code in END_THE_SESSION and not self._server_close_is_signalled:
+            elif ends_our_session(event) and not self._server_close_is_signalled:
                 # The server ended our session with it. Over TCP and reliable UDP the close
-                # (FIN, RESET) follows and we reconnect then; over plain UDP nothing follows,
-                # and without this we would go on as if registered, our SENDs unconfirmed
-                # (a plain client stopped for --timeout finds ERR 408 waiting when it goes on).
+                # (FIN, RESET) follows and we reconnect (or, after 400 or 413, give up) then;
+                # over plain UDP nothing follows, and without this we would go on as if
+                # registered, our SENDs unconfirmed (a plain client stopped for --timeout finds
+                # ERR 408 waiting when it goes on), or unanswered: the new session the server
+                # starts for our next frame holds its ERR 401 back until we have sent enough.
                 self._connection_lost(f"the server ended our session: ERR {event.code} {event.reason}")
 
     def _answer_hello(self, event: Registered | ErrorReceived) -> None:

@@ -472,21 +472,47 @@ def test_cli_says_what_is_wrong(server):
     assert busy.returncode != 0 and "pick another --port" in busy.stderr and "Traceback" not in busy.stderr
 
 
-def test_a_frame_the_server_cannot_read_is_not_resent_in_a_reconnect_loop(server):
+@pytest.mark.parametrize("plain", [False, True], ids=["reliable", "plain"])
+def test_a_frame_the_server_cannot_read_is_not_resent_in_a_reconnect_loop(server, plain):
+    # Over plain UDP no RESET follows the fatal ERR 400: the client went on as if registered,
+    # and its next SEND, in a new session at the server, got an ERR 401 held back there (the
+    # no-amplification rule) until it had sent enough: it waited for an answer that never came.
     port = server().port
 
     async def scenario():
-        alice = UdpChatClient("127.0.0.1", port, "alice", max_backoff=0.2)
+        alice = UdpChatClient("127.0.0.1", port, "alice", plain=plain, max_backoff=0.2)
         await alice.connect()
         alice.send("bad name", b"hi")  # (the CLI refuses this name itself): ERR 400, session closed
         lost = await next_of(alice, ConnectionLost)
+        registered = alice.connected
         later = await alice.next_event(timeout=1.0)  # a new session would say HI (and be refused again)
         await alice.close()
-        return lost, later
+        return lost, registered, later
 
-    lost, later = asyncio.run(scenario())
+    lost, registered, later = asyncio.run(scenario())
     assert not lost.reconnecting and "400 bad-frame" in lost.reason
+    assert not registered
     assert later is None
+
+
+def test_a_plain_client_keeps_its_session_after_a_400_that_names_its_send(server):
+    # A TO that is one word but no name is refused by ref, and the session goes on (PROTOCOL.md).
+    port = server().port
+
+    async def scenario():
+        alice = UdpChatClient("127.0.0.1", port, "alice", plain=True)
+        await alice.connect()
+        refused = alice.send("bob!", b"hi")
+        error = await next_of(alice, ErrorReceived)
+        ref = alice.send("alice", b"to myself")
+        stored = await next_of(alice, StatusChanged)
+        registered = alice.connected
+        await alice.close()
+        return refused, error, ref, stored, registered
+
+    refused, error, ref, stored, registered = asyncio.run(scenario())
+    assert (error.code, error.ref) == (400, refused)
+    assert stored.ref == ref and registered
 
 
 def test_demo_runs():
