@@ -188,6 +188,31 @@ def test_a_refused_hello_frees_its_client_slot_at_once(server):
     assert asyncio.run(scenario()) == "carol"
 
 
+def test_a_refused_attempt_frees_its_client_slot_before_the_client_closes(server):
+    # connect() that fails ends its attempt's session there and then, with a RESET: a program
+    # that keeps its client after ConnectFailed (to try again later, or to report first) held
+    # the name and a client slot until it closed the client, or tried again.
+    running = server("--max-clients", "2")
+    log = server.tmp_path / "server.log"
+
+    async def scenario():
+        bob = UdpChatClient("127.0.0.1", running.port, "bob")
+        await bob.connect()
+        impostor = UdpChatClient("127.0.0.1", running.port, "bob", reconnect=False)
+        with pytest.raises(ConnectFailed, match="409"):
+            await impostor.connect()
+        carol = UdpChatClient("127.0.0.1", running.port, "carol")
+        try:
+            await wait_until_async(lambda: times_logged(log, "reset by the client") == 1,
+                                   "the server taking the RESET of the refused attempt", timeout=5)
+            return await carol.connect()
+        finally:
+            for client in (carol, impostor, bob):
+                await client.close()
+
+    assert asyncio.run(scenario()) == "carol"
+
+
 def test_a_failed_attempt_to_connect_sends_nothing_more():
     # While a server is down, each attempt to reconnect fails on ICMP "port unreachable". A
     # failed attempt's Hello, left retransmitting (1 s later), registered the name with a
