@@ -165,6 +165,10 @@ class ChatClient:
         self._registered = asyncio.Event()
         # Resolved by the server's answer to Hello: the HI, or the ERR refusing it.
         self._hello_answer: asyncio.Future[Event] | None = None
+        # HIs asked for by say_hello() and not yet come. A HI beyond them and connect()'s
+        # answers a Hello plain UDP said again (PLAIN_HELLO_RETRY) when the first HI was only
+        # late: it is no news, and is not shown again.
+        self._his_wanted = 0
         self._tasks: list[asyncio.Task] = []
         self._closing = False
         self._last_heard = 0.0
@@ -210,7 +214,11 @@ class ChatClient:
         self._write(Who())
 
     def say_hello(self) -> None:
-        """Send Hello again on a registered connection; the server answers HI (a ping)."""
+        """Send Hello again on a registered connection; the server answers HI (a ping).
+
+        Over plain UDP a HI has nothing to tell which Hello it answers: one that answers a
+        Hello of connect()'s said again, and comes after this call, is taken for this one's."""
+        self._his_wanted += 1
         self._write(self.session.hello())
 
     async def next_event(self, timeout: float | None = None) -> Event | None:
@@ -234,6 +242,7 @@ class ChatClient:
         self._last_heard = loop.time()
         self._last_frame_in = None
         self._hello_answer = loop.create_future()
+        self._his_wanted = 0  # a probe said on the connection before will not be answered on this one
 
     async def _await_hello_answer(self) -> None:
         assert self._hello_answer is not None
@@ -249,6 +258,8 @@ class ChatClient:
         for reply in replies:
             self._write(reply)
         for event in events:
+            if isinstance(event, Registered) and not self._wanted(event):
+                continue
             if isinstance(event, (Registered, ErrorReceived)):  # not the common MSG and STATUS
                 self._answer_hello(event)
             self._events.put(event)
@@ -266,6 +277,15 @@ class ChatClient:
                 # ERR 408 waiting when it goes on), or unanswered: the new session the server
                 # starts for our next frame holds its ERR 401 back until we have sent enough.
                 self._connection_lost(f"the server ended our session: ERR {event.code} {event.reason}")
+
+    def _wanted(self, hi: Registered) -> bool:
+        """Whether a HI answers a Hello somebody waits for: connect()'s, or say_hello()'s."""
+        if self._hello_answer is not None and not self._hello_answer.done():
+            return True
+        if self._his_wanted:
+            self._his_wanted -= 1
+            return True
+        return False
 
     def _answer_hello(self, event: Registered | ErrorReceived) -> None:
         if isinstance(event, Registered):

@@ -888,3 +888,45 @@ def test_a_plain_client_whose_session_the_server_ended_says_hello_again_and_rese
     assert [frame.split()[0].upper() for frame in seen] == [b"HELLO", b"SEND", b"HELLO", b"SEND"]
     assert seen[1] == seen[3]  # the same SEND, its ref too
     assert [type(event) for event in events] == [Registered, ErrorReceived, ConnectionLost, Registered, StatusChanged]
+
+
+def test_a_plain_hello_said_again_while_its_hi_was_late_is_shown_registered_once():
+    # Over plain UDP connect() says Hello again after PLAIN_HELLO_RETRY without HI. On a round
+    # trip longer than that both Hellos get their HI: the second came as a second Registered
+    # event, and the command line printed "HI: registered as alice" twice. A HI asked for by
+    # say_hello() is still an event.
+    import threading
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake_server:
+        fake_server.bind(("127.0.0.1", 0))
+        fake_server.settimeout(10)
+
+        def next_hello() -> tuple:
+            while True:
+                datagram, client = fake_server.recvfrom(65536)
+                if datagram.upper().startswith(b"HELLO"):
+                    return client
+
+        def serve() -> None:
+            next_hello()
+            client = next_hello()  # said again: the first HI is "late", and both come now
+            for _ in range(2):
+                fake_server.sendto(b"HI alice hellohi/1 15000\n", client)
+            fake_server.sendto(b"HI alice hellohi/1 15000\n", next_hello())  # the probe's
+
+        serving = threading.Thread(target=serve)
+        serving.start()
+
+        async def scenario():
+            alice = UdpChatClient("127.0.0.1", fake_server.getsockname()[1], "alice", plain=True)
+            await alice.connect(timeout=5)
+            events = [await alice.next_event(timeout=0.5)]
+            events.append(await alice.next_event(timeout=0.5))  # the second HI, if shown
+            alice.say_hello()
+            events.append(await alice.next_event(timeout=5))
+            await alice.close()
+            return events
+
+        events = asyncio.run(scenario())
+        serving.join()
+    assert [type(event) for event in events] == [Registered, type(None), Registered]
