@@ -200,7 +200,8 @@ class ChatClient:
     def send(self, to: str, body: bytes | str) -> str:
         """Queue a message for `to`; returns its ref (STATUS events name it).
 
-        ValueError for a body over 65536 bytes, the protocol's limit."""
+        ValueError for a body over 65536 bytes, the protocol's limit, and for a `to` that
+        is not printable ASCII (no frame can carry it); nothing is kept then."""
         if isinstance(body, str):
             # Bytes that were not UTF-8 on the command line or a terminal reach Python as
             # surrogates (PEP 383); surrogateescape sends them as the bytes they were.

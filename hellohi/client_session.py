@@ -10,11 +10,12 @@ The TCP and UDP clients wrap it; tests drive it directly.
 from __future__ import annotations
 
 import heapq
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Union
 
-from .codec import DEFAULT_MAX_BODY, Ack, Bye, Err, Frame, Hello, Hi, Msg, Online, Ping, Pong, Send, Status
+from .codec import DEFAULT_MAX_BODY, NAME_RULE, Ack, Bye, Err, Frame, Hello, Hi, Msg, Online, Ping, Pong, Send, Status
 
 
 @dataclass(slots=True)
@@ -85,9 +86,23 @@ Event = Union[ConnectionLost, Registered, MessageReceived, DuplicateDropped, Sta
 # SEEN_IDS_REMEMBERED later ones would be dropped as a second copy.
 SEEN_IDS_REMEMBERED = 1024
 
+# A header line is printable ASCII text. A name with any other character cannot be written
+# at all, and a control character would break the line (a LF ends it early, the rest read as
+# a frame of its own). Whether a printable name is one anybody may have is the server's to say
+# (ERR 422, or ERR 400 for a SEND's TO).
+_PRINTABLE_ASCII = re.compile(r"[ -~]*\Z")
+
+
+def _refuse_unwritable(name: str, what: str) -> None:
+    """ValueError, before anything is kept, for a name no header line can carry."""
+    if not _PRINTABLE_ASCII.match(name):
+        raise ValueError(f"the {what} {name!r} is not printable ASCII, so no frame can carry it: {NAME_RULE}")
+
 
 class ClientSession:
     def __init__(self, name: str | None = None):
+        if name is not None:
+            _refuse_unwritable(name, "name")
         self.name = name
         self.registered_as: str | None = None
         # A random prefix keeps refs unique across runs of the same client, so
@@ -112,6 +127,7 @@ class ClientSession:
             # The server would answer ERR 413 and close the connection, and the SEND, still
             # unconfirmed, would go again on every reconnect.
             raise ValueError(f"a message of {len(body)} bytes is over the protocol's limit of {DEFAULT_MAX_BODY}")
+        _refuse_unwritable(to, "recipient")
         ref = f"{self._ref_prefix}-{self._next_ref}"
         self._next_ref += 1
         frame = Send(to, ref, body)

@@ -164,6 +164,20 @@ def test_a_message_over_the_protocols_limit_is_refused_by_the_client_not_sent(tr
         client("127.0.0.1", 9, "alice").send("bob", b"z" * (DEFAULT_MAX_BODY + 1))
 
 
+@pytest.mark.parametrize("name", ["b\u00f6b", "bob\nBYE", "bob\x00"])
+def test_a_name_a_header_line_cannot_carry_is_refused_before_anything_is_kept(transport, name):
+    # A SEND to "böb" raised UnicodeEncodeError while being written, after the session had
+    # kept it as unconfirmed: every reconnect wrote it again and raised again, killing the
+    # reconnect task. A LF would have ended the header early, the rest read as a frame of its own.
+    _, client = transport
+    alice = client("127.0.0.1", 9, "alice")  # never connected: send() only queues
+    with pytest.raises(ValueError, match="printable ASCII"):
+        alice.send(name, b"hi")
+    assert alice.session.unconfirmed() == []
+    with pytest.raises(ValueError, match="printable ASCII"):
+        client("127.0.0.1", 9, name)
+
+
 def test_the_scripted_client_prints_hi_before_what_it_sends(transport):
     # The SENDs leave after HI has come (connect() waits for it), but the HI's line was
     # printed after them: a student read that the messages went out before the server
