@@ -1035,6 +1035,18 @@ def test_a_response_that_ends_the_session_is_carried_out_before_the_rest_of_its_
     assert _answers_to_a_proof_that_ends_the_session(batch=True) == one_at_a_time
 
 
+def _lose_every_challenge(net: Network):
+    """Lose every CHALLENGE on its way to a client, until the function returned is called."""
+    transmit, losing = net.transmit, [True]
+
+    def lossy(datagram, source, destination):
+        if losing and destination != SERVER and datagram[1] & FLAG_CHALLENGE:
+            return
+        transmit(datagram, source, destination)
+    net.transmit = lossy
+    return losing.clear
+
+
 def test_a_lost_challenge_is_sent_again_on_the_timer_to_a_client_with_nothing_to_say():
     """Every CHALLENGE to alice's new address lost while she talked; then she waits, with nothing
     unacknowledged, and bob's message to her is too large for what is left of her address's
@@ -1042,14 +1054,12 @@ def test_a_lost_challenge_is_sent_again_on_the_timer_to_a_client_with_nothing_to
     (a hellohi client's heartbeat PING, 15 s): the message waited all that time."""
     net = Network()
     alice, bob = _move_alice_with_a_backlog(net, 0)
-    transmit, losing = net.transmit, [True]
-    net.transmit = lambda datagram, source, destination: (
-        None if losing[0] and destination != SERVER and datagram[1] & FLAG_CHALLENGE else transmit(datagram, source, destination))
+    stop_losing = _lose_every_challenge(net)
     alice.send("bob", b"m" * 1000)
     net.run(1)
     session = net.server._by_token[alice.link.token]
     assert not session.verified and bob.received() == [b"m" * 1000]
-    losing[0] = False
+    stop_losing()
     bob.send("alice", b"r" * 3000)
     net.run(3)
     assert session.verified and alice.received() == [b"r" * 3000]
@@ -1061,9 +1071,7 @@ def test_a_retransmission_held_for_an_unproven_address_replaces_its_older_copy()
     copies of each packet went out to her in one burst."""
     net = Network()
     alice, bob = _move_alice_with_a_backlog(net, 0)
-    transmit, losing = net.transmit, [True]
-    net.transmit = lambda datagram, source, destination: (
-        None if losing[0] and destination != SERVER and datagram[1] & FLAG_CHALLENGE else transmit(datagram, source, destination))
+    stop_losing = _lose_every_challenge(net)
     alice.send("bob", b"m" * 1000)
     net.run(1)
     bob.send("alice", b"r" * 3000)  # more than her address's budget: it waits in the held queue
@@ -1072,7 +1080,7 @@ def test_a_retransmission_held_for_an_unproven_address_replaces_its_older_copy()
     assert not session.verified
     held_numbers = [decode(d).number for d in session.held if decode(d).number]
     assert held_numbers and len(held_numbers) == len(set(held_numbers))
-    losing[0] = False
+    stop_losing()
     sent_before = len(net.datagrams_to[alice.address])
     alice.send("bob", b"after")  # her next datagram brings the CHALLENGE, she proves the address
     net.run(3)
