@@ -203,6 +203,16 @@ def encode(frame: Frame) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
+# How much of a bad argument an ERR quotes back. Every line the server sends must fit the
+# protocol's 1024 bytes (PROTOCOL.md), and a client's mistake can be nearly that long itself.
+QUOTED_AT_MOST = 40
+
+
+def _quoted(text: str) -> str:
+    """`text` as an ERR quotes it: in quotes, and cut short (marked with ...) if long."""
+    return repr(text) if len(text) <= QUOTED_AT_MOST else repr(text[:QUOTED_AT_MOST]) + "..."
+
+
 def _bad(detail: str) -> ProtocolError:
     return ProtocolError(ErrorCode.BAD_FRAME, detail)
 
@@ -214,16 +224,16 @@ def _count(args: list[str], low: int, high: int, usage: str) -> None:
 
 def _integer(text: str, what: str) -> int:
     if not text.isdigit():
-        raise _bad(f"{what} must be a whole number, got {text!r}")
+        raise _bad(f"{what} must be a whole number, got {_quoted(text)}")
     if len(text) > 18:
-        raise _bad(f"{what} must be from 0 to 10^18-1 (at most 18 digits), got {text!r}")
+        raise _bad(f"{what} must be from 0 to 10^18-1 (at most 18 digits), got {_quoted(text)}")
     return int(text)
 
 
 def _matching(pattern: re.Pattern[str], text: str, what: str, ref: str | None = None) -> str:
     """`text` if it matches; `ref`: the SEND this is part of, for the ERR to name."""
     if not pattern.match(text):
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} {text!r} has characters or a length that are not allowed", ref=ref)
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} {_quoted(text)} has characters or a length that are not allowed", ref=ref)
     return text
 
 
@@ -253,7 +263,7 @@ def _ack(args: list[str]) -> Ack:
 def _status(args: list[str]) -> Status:
     _count(args, 3, 3, "STATUS REF stored|delivered ID")
     if args[1] not in DELIVERY_STATES:
-        raise _bad(f"status must be stored or delivered, got {args[1]!r}")
+        raise _bad(f"status must be stored or delivered, got {_quoted(args[1])}")
     return Status(_matching(REF, args[0], "ref"), args[1], _integer(args[2], "id"))
 
 
@@ -480,7 +490,7 @@ class Decoder:
         if not verb.isalpha():
             # The grammar's verb is letters: `1FOO` or `FOO!` is not a verb we do not
             # know (405) but a line that does not parse (400), as PROTOCOL.md says.
-            raise _bad(f"a verb is letters only, got {verb[:20]!r}")
+            raise _bad(f"a verb is letters only, got {_quoted(verb)}")
         parse_line = _LINE_FRAMES.get(verb)
         if parse_line is not None:
             return parse_line(words[1:])
@@ -491,13 +501,13 @@ class Decoder:
                 raise self._fail(ErrorCode.BAD_FRAME, f"usage: {usage}")
             length_text = words[3]
             if not length_text.isdigit() or len(length_text) > 18:
-                raise self._fail(ErrorCode.BAD_FRAME, f"LENGTH must be a whole number, got {length_text!r}")
+                raise self._fail(ErrorCode.BAD_FRAME, f"LENGTH must be a whole number, got {_quoted(length_text)}")
             length = int(length_text)
             if length > self.max_body:
                 raise self._fail(ErrorCode.TOO_LARGE, f"body of {length} bytes; the limit is {self.max_body}")
             self._pending_body = (verb, length, partial(_BODY_FRAMES[verb][1], words[1:3]))
             return self._take_body()
-        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"{verb[:20]!r} is not a command; try HELLO, SEND, WHO, PING, BYE")
+        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"{_quoted(verb)} is not a command; try HELLO, SEND, WHO, PING, BYE")
 
     def _take_body(self) -> Frame | None:
         assert self._pending_body is not None

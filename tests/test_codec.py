@@ -305,3 +305,27 @@ def test_online_pages_fit_the_line_and_carry_every_name_once(online, max_line):
     assert [page.more for page in pages] == [True] * (len(pages) - 1) + [False]
     assert [name for page in pages for name in page.names] == online
     assert decode_all(b"".join(encode(page) for page in pages)) == pages
+
+
+# PROTOCOL.md: "Every line the server sends fits the protocol's 1024 bytes, whatever its own
+# --max-line." That includes the ERR that quotes a bad argument back: a client reads no longer
+# line, so an ERR that quoted a 1,000-character token whole was itself unreadable to it.
+LONG = "x" * 5000
+LINES_WITH_A_LONG_BAD_ARGUMENT = [
+    f"PING {LONG}", f"PONG {LONG}", f"ACK {'1' * 5000}", f"ACK {LONG}", f"STATUS {LONG} stored 1",
+    f"STATUS r1 {LONG} 1", f"STATUS r1 stored {LONG}", f"HI {LONG} hellohi/1 1", f"HI bob hellohi/1 {LONG}",
+    f"ONLINE {LONG}!", f"ERR {LONG} bad-frame", f"ERR 400 bad-frame ref={LONG}", f"SEND {LONG}! r1 2\nhi",
+    f"SEND bob {LONG}! 2\nhi", f"SEND bob r1 {LONG}", f"SEND bob r1 {'9' * 5000}", f"MSG {LONG} bob 2\nhi",
+    f"MSG 1 {LONG}! 2\nhi", f"{LONG}!", f"1{LONG}", LONG,
+]
+
+
+@pytest.mark.parametrize("max_line", [codec.DEFAULT_MAX_LINE, 100_000])
+@pytest.mark.parametrize("line", LINES_WITH_A_LONG_BAD_ARGUMENT, ids=lambda line: line[:12])
+def test_the_err_for_a_line_with_a_long_bad_argument_fits_the_protocols_line(line, max_line):
+    decoder = Decoder(max_line=max_line)
+    decoder.feed(line[: max_line].encode() + b"\n")
+    with pytest.raises(ProtocolError) as refused:
+        decoder.frames()
+    err = codec.Err.of(refused.value.error, refused.value.detail, refused.value.ref)
+    assert len(encode(err)) - 1 <= codec.DEFAULT_MAX_LINE
