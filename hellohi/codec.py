@@ -242,6 +242,10 @@ def _hello(args: list[str]) -> Hello:
     name = version = None
     for arg in args:
         if arg.lower().startswith("hellohi/"):
+            if version is not None:
+                # Two versions (`HELLO hellohi/2 hellohi/1`) is no HELLO the grammar has;
+                # taking the last would let this one past the check for hellohi/2.
+                raise _bad("usage: HELLO [NAME] [hellohi/1]")
             version = arg
         elif name is None:
             name = arg  # the relay checks the name, so it can answer ERR 422
