@@ -32,7 +32,9 @@ from .waiting import finished_within
 # The ERRs after which the server closes the connection because of a frame we
 # sent (PROTOCOL.md: 400 when it cannot find where a body ends, 413 too large).
 # Reconnecting would send the same unconfirmed frames again and be refused the
-# same way, over and over, so the client gives up instead and says why.
+# same way, over and over, so the client gives up instead and says why. Only a
+# 400 without a ref: one that names a SEND's ref refused that SEND alone (see
+# ends_our_session), and a close that comes after it has another cause.
 REFUSED_OUR_FRAME = (400, 413)
 
 # The ERRs after which the server has ended our session whatever their ref (PROTOCOL.md,
@@ -306,7 +308,7 @@ class ChatClient:
         if self._closing or not was_registered:
             return  # a failed handshake is reported by whoever is waiting in _open()
         last = self._last_frame_in
-        if isinstance(last, Err) and last.code in REFUSED_OUR_FRAME:
+        if isinstance(last, Err) and last.code in REFUSED_OUR_FRAME and not last.ref:
             why = f"the server refused a frame we sent: {last.code} {last.reason}: {last.detail}"
             self._events.put(ConnectionLost(f"{why}; sending it again would be refused the same way", reconnecting=False))
             return

@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from hellohi import eventloop
-from hellohi.client_session import ConnectionLost, MessageReceived, StatusChanged
+from hellohi.client_session import ConnectionLost, ErrorReceived, MessageReceived, Registered, StatusChanged
 from hellohi.codec import NAME_RULE
 from hellohi.launcher import REPO_ROOT, cannot_listen
 from hellohi.waiting import event_set_within
@@ -545,6 +545,32 @@ def test_a_frame_the_server_cannot_take_is_not_resent_in_a_reconnect_loop(server
     waited = float(re.search(r"error: after ([0-9.]+) s", cli.stdout).group(1))
     assert waited < 10
 
+
+
+def test_a_400_that_names_its_send_is_no_reason_to_give_up_when_the_server_goes_away_later(server):
+    # ERR 400 ref=R refuses one SEND (its TO is one word, but no name) and the connection goes
+    # on. It was the last frame in when the server was then killed, and the client took the
+    # close for the one a fatal 400 brings: it gave up instead of reconnecting.
+    first = server()
+
+    async def scenario():
+        alice = TcpChatClient("127.0.0.1", first.port, "alice", max_backoff=0.2)
+        await alice.connect()
+        refused = alice.send("bob!", b"hi")
+        error = await next_of(alice, ErrorReceived)
+        first.kill()
+        lost = await next_of(alice, ConnectionLost)
+        again = None
+        if lost.reconnecting:  # (the old code gave up: nothing to wait for)
+            server(port=first.port)
+            again = await next_of(alice, Registered, timeout=15)
+        await alice.close()
+        return refused, error, lost, again
+
+    refused, error, lost, again = asyncio.run(scenario())
+    assert (error.code, error.ref) == (400, refused)
+    assert lost.reconnecting, lost.reason
+    assert again is not None and again.name == "alice"
 
 def test_typed_input_that_ends_at_once_still_shows_the_servers_answer(server):
     # Piped input ends right after the last line, before the server could answer it: the
