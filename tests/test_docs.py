@@ -145,3 +145,12 @@ def test_lab1_asks_for_the_congestion_window_with_a_problem_it_solves():
     assert "congestion window" in section_4
     opening = " ".join(LAB1[:LAB1.index("## 1.")].split())
     assert "for sections 1, 2 and 5" in opening and "Connect with `nc`" in " ".join(LAB1[LAB1.index("## 5."):].split())
+
+
+def test_lab1_does_not_promise_id_2_to_a_student_it_invited_to_send_another_message():
+    """Section 2 invites the student to send another message with a new ref (`r2`); that one is
+    #2, and section 3's message from alice #3, yet section 3 said flatly that it is #2."""
+    section_2 = " ".join(LAB1[LAB1.index("## 2."):LAB1.index("## 3.")].split())
+    section_3 = " ".join(LAB1[LAB1.index("## 3."):LAB1.index("## 4.")].split())
+    assert "Pick a new ref, `r2`, to send another message" in section_2
+    assert "stored as #2 (or higher, if you sent more in section 2" in section_3
