@@ -37,7 +37,7 @@ from .client_session import (
     StatusChanged,
 )
 from .chat_client import ChatClient, HelloRefused
-from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, DEFAULT_MAX_BODY, NAME_RULE
+from .codec import ADDRESSABLE_NAME, CHOSEN_NAME, NAME_RULE
 from .console import reader_went_away
 from .relay import format_peer
 from .waiting import event_set_within
@@ -103,26 +103,29 @@ def recipient_problem(to: str) -> str | None:
     return f"{to!r} is not a name anybody can have: {NAME_RULE}"
 
 
-def text_problem(text: str) -> str | None:
-    """Why a message with this text cannot be sent (the protocol's body limit), or None."""
+def text_problem(text: str, client: ChatClient) -> str | None:
+    """Why `client` cannot send a message with this text (its body limit), or None."""
     size = len(text.encode("utf-8", "surrogateescape"))  # as ChatClient.send encodes it
-    if size <= DEFAULT_MAX_BODY:
+    if size <= client.max_body:
         return None
-    return f"the text is {size} bytes; a message holds at most {DEFAULT_MAX_BODY}"
+    return f"the text is {size} bytes; a message holds at most {client.max_body}{client.max_body_note}"
 
 
-def command_line_problem(name: str | None, sends: list[tuple[str, str]]) -> str | None:
-    """What is wrong with --name or a --send's NAME, checked before connecting; None if nothing.
-
-    The server would refuse these too (a bad name with ERR 422 and the name rule, a
-    bad recipient with ERR 400), but not with the flag to change and an example.
-    """
+def name_problem(name: str | None) -> str | None:
+    """What is wrong with --name, checked before connecting; None if nothing. The server
+    would refuse it too (ERR 422 and the name rule), but not with the flag to change."""
     if name is not None and not CHOSEN_NAME.match(name):
         return f"--name {name!r} is not a valid name: {NAME_RULE}, e.g. --name alice"
+    return None
+
+
+def sends_problem(sends: list[tuple[str, str]], client: ChatClient) -> str | None:
+    """What is wrong with a --send, checked before connecting; None if nothing. The server
+    would refuse a bad recipient too (ERR 400), but not with the flag to change and an example."""
     for to, text in sends:
         if problem := recipient_problem(to):
             return f"--send {to + ':' + text!r}: {problem}, e.g. --send bob:hello"
-        if problem := text_problem(text):
+        if problem := text_problem(text, client):
             return f"--send {to}:...: {problem}; split it into several --send"
     return None
 
@@ -138,11 +141,14 @@ async def run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) 
 
 async def _run(args: argparse.Namespace, make_client: Callable[..., ChatClient]) -> int:
     sends = args.send  # (NAME, TEXT) pairs: options.parse_send checked each for its ':'
-    if problem := command_line_problem(args.name, sends):
+    if problem := name_problem(args.name):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_USAGE
     host, port = args.server
     client = make_client(host, port, args.name, reconnect=not args.no_reconnect, heartbeat=args.heartbeat)
+    if problem := sends_problem(sends, client):  # the client knows its limit: plain UDP's is less
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_USAGE
     printer = Printer(args.json, args.name or "you")
     try:
         name = await client.connect(timeout=args.timeout)
@@ -352,7 +358,7 @@ async def _interactive(client, printer: Printer) -> int:
                 target, _, text = command.removeprefix("/msg ").lstrip("@").partition(" ")
                 if target and text and (problem := recipient_problem(target)):
                     printer.help(f"not sent: {problem}, e.g. @bob hello")
-                elif target and text and (problem := text_problem(text)):
+                elif target and text and (problem := text_problem(text, client)):
                     printer.help(f"not sent: {problem}; send it in parts")
                 elif target and text:
                     ref = client.send(target, text)

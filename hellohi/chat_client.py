@@ -22,7 +22,7 @@ from collections import deque
 from typing import Callable
 
 from .client_session import ClientSession, ConnectionLost, ErrorReceived, Event, MessageReceived, Registered
-from .codec import Err, Frame, Ping, Who
+from .codec import DEFAULT_MAX_BODY, Err, Frame, Ping, Who
 from .errors import ErrorCode
 from .eventloop import TIMER_SLACK
 from .relay import format_peer
@@ -141,6 +141,9 @@ def ends_our_session(event: ErrorReceived) -> bool:
 
 class ChatClient:
     transport_name = "?"
+    # The longest body send() takes; a note says why, when it is less than the protocol's.
+    max_body = DEFAULT_MAX_BODY
+    max_body_note = ""
     # Whether the transport tells us when the server ends our session: TCP's FIN, reliable
     # UDP's RESET. Plain UDP has no such signal; the ERR the server ends it with is all we get.
     _server_close_is_signalled = True
@@ -202,13 +205,14 @@ class ChatClient:
     def send(self, to: str, body: bytes | str) -> str:
         """Queue a message for `to`; returns its ref (STATUS events name it).
 
-        ValueError for a body over 65536 bytes, the protocol's limit, and for a `to` that
+        ValueError for a body over `max_body` (65536 bytes, the protocol's limit; over plain
+        UDP what fits one datagram, `PLAIN_MAX_BODY`), and for a `to` that
         is not printable ASCII (no frame can carry it); nothing is kept then."""
         if isinstance(body, str):
             # Bytes that were not UTF-8 on the command line or a terminal reach Python as
             # surrogates (PEP 383); surrogateescape sends them as the bytes they were.
             body = body.encode("utf-8", "surrogateescape")
-        frame = self.session.send(to, body)
+        frame = self.session.send(to, body, self.max_body, self.max_body_note)
         if self.connected:
             self._write(frame)
         return frame.ref  # if not connected, it goes out with the unconfirmed ones on reconnect

@@ -122,11 +122,16 @@ class ClientSession:
         self._online_pages = []  # the rest of a half-received ONLINE answer went with the old connection
         return Hello(self.name)
 
-    def send(self, to: str, body: bytes) -> Send:
-        if len(body) > DEFAULT_MAX_BODY:
-            # The server would answer ERR 413 and close the connection, and the SEND, still
-            # unconfirmed, would go again on every reconnect.
-            raise ValueError(f"a message of {len(body)} bytes is over the protocol's limit of {DEFAULT_MAX_BODY}")
+    def send(self, to: str, body: bytes, max_body: int = DEFAULT_MAX_BODY, note: str = "") -> Send:
+        """The SEND for `body`, kept until the server confirms it. ValueError for a body over
+        `max_body` (`note` says why it is less than the protocol's), or a recipient no frame
+        can carry."""
+        if len(body) > max_body:
+            # The server would answer ERR 413 and close the connection (or, over plain UDP,
+            # the datagram could not even be sent), and the SEND, still unconfirmed, would
+            # go again on every reconnect.
+            limit = f"the limit of {max_body}{note}" if note else f"the protocol's limit of {max_body}"
+            raise ValueError(f"a message of {len(body)} bytes is over {limit}")
         _refuse_unwritable(to, "recipient")
         ref = f"{self._ref_prefix}-{self._next_ref}"
         self._next_ref += 1

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 from .codec import Decoder, Err, Frame, Hello, Hi, encode
+from .datagram_relay import MAX_UDP_PAYLOAD
 from .errors import ErrorCode, ProtocolError
 from .reliable import ReliabilityConfig, ReliableEndpoint
 from .reliable.endpoint import EndpointStats, MessageFailed, MessageReceived, MessageTooLarge
@@ -56,6 +57,14 @@ from .reliable.packet import (ACK_DELAY_UNIT, FLAG_CHALLENGE, PacketError, decod
 # for the same reason as the reliable padding: room for the server's answer.
 # Lines of spaces rather than bare newlines: fewer lines for the server to skip.
 PLAIN_HELLO_SIZE = 1200
+
+# A plain message travels in one datagram, as one frame: its SEND, and the server's MSG with
+# it, must fit. The longest framing this client's SEND can have: "SEND ", a 64-character
+# name, " ", a 32-character ref, " ", 5 digits of LENGTH, the header's LF and the body's
+# (a MSG's "MSG ", 18-digit id, name and LENGTH are shorter). Over TCP and with acks the
+# protocol's 65536 bytes hold.
+_LONGEST_SEND_FRAMING = len("SEND ") + 64 + 1 + 32 + 1 + 5 + 1 + 1
+PLAIN_MAX_BODY = MAX_UDP_PAYLOAD - _LONGEST_SEND_FRAMING
 _BLANK_LINE = b" " * 99 + b"\n"
 
 # Seconds a plain client waits for HI before it says Hello again. Long enough

@@ -20,6 +20,7 @@ from hellohi import eventloop
 from hellohi.client_session import (ConnectionLost, DuplicateDropped, ErrorReceived, MessageReceived, Registered,
                                     StatusChanged)
 from hellohi.codec import Hello
+from hellohi.datagram_client import PLAIN_MAX_BODY
 from hellohi.launcher import REPO_ROOT
 from tests.support import Servers, next_of, refusing_port, registered_client_process, times_logged, wait_until_async
 from hellohi.reliable import DEFAULT, TURBO, Impairment
@@ -930,3 +931,38 @@ def test_a_plain_hello_said_again_while_its_hi_was_late_is_shown_registered_once
         events = asyncio.run(scenario())
         serving.join()
     assert [type(event) for event in events] == [Registered, type(None), Registered]
+
+
+def test_a_plain_message_must_fit_one_datagram(server):
+    # Over plain UDP a SEND of a 65,500-byte body is over the 65,507 bytes one datagram holds:
+    # the socket refused it (EMSGSIZE, which asyncio reports to error_received, ignored), and
+    # the message stayed unconfirmed for ever. send() and the command line refuse it now.
+    port = server().port
+    longest = PLAIN_MAX_BODY
+
+    async def scenario():
+        alice = UdpChatClient("127.0.0.1", port, "a" * 32, plain=True)
+        with pytest.raises(ValueError, match="must fit one datagram"):
+            alice.send("bob", b"x" * (longest + 1))
+        assert alice.session.unconfirmed() == []
+        await alice.connect()
+        ref = alice.send("a" * 32, b"y" * longest)  # the longest names: SEND and MSG still fit
+        got = await next_of(alice, MessageReceived)
+        status = await next_of(alice, StatusChanged)
+        await alice.close()
+        return ref, got, status
+
+    ref, got, status = asyncio.run(scenario())
+    assert got.body == b"y" * longest and status.ref == ref
+    argv = [sys.executable, "-m", "udp.client", "--server", f"127.0.0.1:{port}", "--name", "alice", "--plain"]
+    scripted = subprocess.run([*argv, "--send", "bob:" + "z" * 65500], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)
+    assert scripted.returncode == 2 and scripted.stderr == (
+        f"error: --send bob:...: the text is 65500 bytes; a message holds at most {longest} over plain UDP, "
+        "where it must fit one datagram; split it into several --send\n")
+    chat = subprocess.run(argv, cwd=REPO_ROOT, input=f"@bob {'z' * 65500}\n@alice short\n/quit\n",
+                          capture_output=True, text=True, timeout=30)
+    assert chat.returncode == 0, chat.stdout[-2000:] + chat.stderr[-2000:]
+    assert (f"not sent: the text is 65500 bytes; a message holds at most {longest} over plain UDP, "
+            "where it must fit one datagram; send it in parts") in chat.stdout
+    assert "-> alice: short" in chat.stdout

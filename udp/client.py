@@ -23,7 +23,7 @@ from typing import Callable
 
 from hellohi.chat_client import ChatClient, ConnectFailed
 from hellohi.codec import Ack, Bye, Frame
-from hellohi.datagram_client import DatagramLink, LinkFailed, SessionReset
+from hellohi.datagram_client import PLAIN_MAX_BODY, DatagramLink, LinkFailed, SessionReset
 from hellohi.reliable import DEFAULT, Impairment, ReliabilityConfig
 from udp.deadline import DeadlineTimer, clock
 from udp.lossy import LossyPath, lossy_path
@@ -54,6 +54,7 @@ class UdpChatClient(ChatClient):
         self.link = DatagramLink(None if plain else config, trace=link_trace)
         if plain:
             self.transport_name = "udp (plain, no acks)"
+            self.max_body, self.max_body_note = PLAIN_MAX_BODY, " over plain UDP, where it must fit one datagram"
         self.impair_send, self.impair_receive = impair_send, impair_receive
         self._send_path = lossy_path(impair_send, self._sendto)
         self._receive_path = lossy_path(impair_receive, self._datagram_in)
