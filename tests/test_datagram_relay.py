@@ -1088,3 +1088,24 @@ def test_a_retransmission_held_for_an_unproven_address_replaces_its_older_copy()
     burst = [decode(d).number for d in net.datagrams_to[alice.address][sent_before:] if d[:1] == b"\xb1"]
     data_numbers = [n for n in burst if n]
     assert len(data_numbers) == len(set(data_numbers))
+
+
+def test_a_message_too_large_for_a_plain_recipients_datagram_stays_stored_for_a_transport_that_carries_it():
+    """A reliable (or TCP) sender may send 65,536 bytes; as a MSG to a plain client that is more
+    than one datagram holds, so the server cannot send it. It is not lost: it stays stored, is
+    tried again (and dropped again) each new plain session, and comes once bob connects with acks.
+    The sender sees `stored`, never `delivered`, meanwhile (docs/udp.md)."""
+    net = Network()
+    alice, bob = net.client("alice", 1), net.client("bob", 2, plain=True)
+    alice.hello(), bob.hello()
+    net.run(1)
+    ref = alice.send("bob", b"x" * 65536)
+    net.run(5)
+    assert bob.received() == [] and net.store.waiting_counts() == {"bob": 1}
+    assert [e.state for e in alice.events if isinstance(e, StatusChanged) and e.ref == ref] == ["stored"]
+    bob.write(Bye())
+    net.run(1)
+    reliable_bob = net.client("bob", 3)
+    reliable_bob.hello()
+    net.run(5)
+    assert reliable_bob.received() == [b"x" * 65536] and net.store.waiting_counts() == {}

@@ -154,3 +154,13 @@ def test_lab1_does_not_promise_id_2_to_a_student_it_invited_to_send_another_mess
     section_3 = " ".join(LAB1[LAB1.index("## 3."):LAB1.index("## 4.")].split())
     assert "Pick a new ref, `r2`, to send another message" in section_2
     assert "stored as #2 (or higher, if you sent more in section 2" in section_3
+
+
+def test_udp_md_says_what_becomes_of_a_message_too_large_for_a_plain_recipient():
+    """The server drops a MSG too large for one datagram to a plain client (datagram_relay._send)
+    but keeps the message stored; the docs said only that a plain client cannot send one."""
+    udp = " ".join((REPO_ROOT / "docs/udp.md").read_text().split())
+    assert ("A message too large for one datagram as a `MSG` (a TCP or reliable client may send 65,536 "
+            "bytes) cannot reach a plain client: it stays stored, is tried again with each new plain "
+            "session, and arrives once the recipient connects over TCP or reliable UDP; its sender sees "
+            "`stored`, never `delivered`, meanwhile.") in udp
