@@ -206,8 +206,8 @@ class ChatClient:
         """Queue a message for `to`; returns its ref (STATUS events name it).
 
         ValueError for a body over `max_body` (65536 bytes, the protocol's limit; over plain
-        UDP what fits one datagram, `PLAIN_MAX_BODY`), and for a `to` that
-        is not printable ASCII (no frame can carry it); nothing is kept then."""
+        UDP what fits one datagram, `PLAIN_MAX_BODY`), and for a `to` that is not printable
+        ASCII (no frame can carry it); nothing is kept then."""
         if isinstance(body, str):
             # Bytes that were not UTF-8 on the command line or a terminal reach Python as
             # surrogates (PEP 383); surrogateescape sends them as the bytes they were.
@@ -265,7 +265,7 @@ class ChatClient:
         for reply in replies:
             self._write(reply)
         for event in events:
-            if isinstance(event, Registered) and not self._wanted(event):
+            if isinstance(event, Registered) and not self._hi_is_wanted():
                 continue
             if isinstance(event, (Registered, ErrorReceived)):  # not the common MSG and STATUS
                 self._answer_hello(event)
@@ -285,7 +285,7 @@ class ChatClient:
                 # starts for our next frame holds its ERR 401 back until we have sent enough.
                 self._connection_lost(f"the server ended our session: ERR {event.code} {event.reason}")
 
-    def _wanted(self, hi: Registered) -> bool:
+    def _hi_is_wanted(self) -> bool:
         """Whether a HI answers a Hello somebody waits for: connect()'s, or say_hello()'s."""
         if self._hello_answer is not None and not self._hello_answer.done():
             return True
