@@ -129,8 +129,8 @@ def answers_hello(event: Registered | ErrorReceived) -> bool:
 def ends_our_session(event: ErrorReceived) -> bool:
     """Whether the server ended our session with this ERR (over TCP, it then closes).
 
-    A 400 with no ref answers a frame the server could not read at all. This library writes
-    every frame readably but one: a SEND whose TO is not a single word (`send("bad name",
+    A 400 with no ref answers a frame the server could not read at all. Once registered, this
+    library writes every frame readably but one: a SEND whose TO is not a single word (`send("bad name",
     ...)`, say), whose body's end the server then cannot find. That 400 is fatal: the server
     forgets us. A 400 about a TO that is one word but no name (`bob!`) carries the SEND's ref,
     and the session goes on."""
