@@ -90,6 +90,12 @@ def _rounds_said(run: dict, rounds: list[int], each_round: str, entries: list[di
     return f"median of rounds {_and(rounds)} of {total}, {without}: {each_round}"
 
 
+def _rounds_in_brackets(run: dict, rounds: list[int], each_round: str, entries: list[dict] = ()) -> str:
+    """_rounds_said in brackets, to follow a median's figure; "" without --rounds."""
+    said = _rounds_said(run, rounds, each_round, entries)
+    return f" ({said})" if said else ""
+
+
 def _and(numbers: list[int]) -> str:
     """[1, 2, 3] -> '1, 2 and 3'."""
     words = [str(n) for n in numbers]
@@ -137,10 +143,10 @@ def _protocol_work(run: dict, protocol: str) -> str:
         return why_not
     warm = [entry["figures"]["warm"]["p50"] for entry in by_round.values()]
     slept = [entry["figures"]["after_sleep"]["p50"] for entry in by_round.values()]
-    rounds = _rounds_said(run, list(by_round), f"{_each(warm)} and {_each(slept)} µs",
-                          _baseline_entries(run, f"protocol-work-{protocol}"))
+    rounds = _rounds_in_brackets(run, list(by_round), f"{_each(warm)} and {_each(slept)} µs",
+                                 _baseline_entries(run, f"protocol-work-{protocol}"))
     return (f"{_us(_median(warm))} back to back, {_us(_median(slept))} after "
-            f"a {next(iter(by_round.values()))['config']['sleep_us']:g} µs sleep" + (f" ({rounds})" if rounds else ""))
+            f"a {next(iter(by_round.values()))['config']['sleep_us']:g} µs sleep{rounds}")
 
 
 def _baseline_p50s(run: dict, test: str) -> tuple[dict[int, float], str]:
@@ -149,8 +155,8 @@ def _baseline_p50s(run: dict, test: str) -> tuple[dict[int, float], str]:
     if not by_round:
         return {}, why_not
     p50s = {n: entry["figures"]["latency"]["p50"] for n, entry in by_round.items()}
-    rounds = _rounds_said(run, list(p50s), f"{_each(list(p50s.values()))} µs", _baseline_entries(run, test))
-    return p50s, f"{_us(_median(list(p50s.values())))} round trip" + (f" ({rounds})" if rounds else "")
+    rounds = _rounds_in_brackets(run, list(p50s), f"{_each(list(p50s.values()))} µs", _baseline_entries(run, test))
+    return p50s, f"{_us(_median(list(p50s.values())))} round trip{rounds}"
 
 
 def _quotient(run: dict, numerators: dict[int, float], denominators: dict[int, float], what: str) -> str:
@@ -287,9 +293,9 @@ def _paired_line(run: dict, kernel: str) -> str:
         values = {n: e["figures"]["ratio_median"].get(name) for n, e in by_round.items()}
         values = {n: value for n, value in values.items() if value is not None}
         if values:
-            rounds = _rounds_said(run, list(values), _each(list(values.values()), lambda v: f"{v:.2f}×"),
-                                  _baseline_entries(run, f"paired-hello-{kernel}"))
-            ratios.append(f"{name} ÷ sockperf = {_median(list(values.values())):.2f}×" + (f" ({rounds})" if rounds else ""))
+            rounds = _rounds_in_brackets(run, list(values), _each(list(values.values()), lambda v: f"{v:.2f}×"),
+                                         _baseline_entries(run, f"paired-hello-{kernel}"))
+            ratios.append(f"{name} ÷ sockperf = {_median(list(values.values())):.2f}×{rounds}")
     turns = [len(e["figures"]["blocks"]) for e in by_round.values()]
     turns_said = (f"{turns[0]} turns" if len(turns) == 1 else
                   f"{turns[0]} turns per round" if len(set(turns)) == 1 else f"{_each(turns)} turns")
@@ -329,9 +335,9 @@ def _throughput_sizes(run: dict, protocol: str, link: str, link_config: dict | N
             continue
         rates = [s["figures"].get("messages_per_s") for s in by_round.values()]
         goodputs = [s["figures"].get("goodput_MB_per_s") for s in by_round.values()]
-        rounds = _rounds_said(run, list(by_round), f"{_each(rates, lambda v: number(v, 0))} msg/s", by_payload[payload])
+        rounds = _rounds_in_brackets(run, list(by_round), f"{_each(rates, lambda v: number(v, 0))} msg/s", by_payload[payload])
         parts.append(f"{payload} B: {number(_median(rates), 0)} msg/s, {number(_median(goodputs), 2)} MB/s"
-                     f"{_lost_share(list(by_round.values()))}" + (f" ({rounds})" if rounds else ""))
+                     f"{_lost_share(list(by_round.values()))}{rounds}")
     return "; ".join(parts)
 
 
@@ -348,17 +354,16 @@ def _throughput_section(run: dict) -> list[str]:
     raw = _by_round(find_all(run, "throughput-raw", "tcp", payload=64))
     if raw:
         rates = [s["figures"].get("messages_per_s") for s in raw.values()]
-        rounds = _rounds_said(run, list(raw), f"{_each(rates, lambda v: number(v, 0))} msg/s",
-                              matching(run["scenarios"], "throughput-raw", "tcp", payload=64))
+        rounds = _rounds_in_brackets(run, list(raw), f"{_each(rates, lambda v: number(v, 0))} msg/s",
+                                     matching(run["scenarios"], "throughput-raw", "tcp", payload=64))
         lines.append(f"- tcp, 64 B, from two minimal sockets instead of the client library (`throughput-raw`): "
-                     f"{number(_median(rates), 0)} msg/s" + (f" ({rounds})" if rounds else ""))
+                     f"{number(_median(rates), 0)} msg/s{rounds}")
     iperf, why_not = _measured_baseline(run, "tcp-throughput")
     if iperf:
         goodputs = [entry["figures"]["goodput_MB_per_s"] for entry in iperf.values()]
-        rounds = _rounds_said(run, list(iperf), f"{_each(goodputs, lambda v: number(v, 0))} MB/s",
-                              _baseline_entries(run, "tcp-throughput"))
-        lines.append(f"- iperf3, raw TCP bytes on loopback: {number(_median(goodputs), 0)} MB/s"
-                     + (f" ({rounds})" if rounds else ""))
+        rounds = _rounds_in_brackets(run, list(iperf), f"{_each(goodputs, lambda v: number(v, 0))} MB/s",
+                                     _baseline_entries(run, "tcp-throughput"))
+        lines.append(f"- iperf3, raw TCP bytes on loopback: {number(_median(goodputs), 0)} MB/s{rounds}")
     else:
         lines.append(f"- iperf3: {why_not}")
     lines += [
@@ -518,10 +523,10 @@ def _kcp_section(run: dict) -> list[str]:
         quoted = f" (KCP's README: {number(readme[0])} / {number(readme[1])} ms)" if readme else ""
         averages = [s["figures"].get("avg_rtt_ms") for s in by_round.values()]
         maxima = [s["figures"].get("max_rtt_ms") for s in by_round.values()]
-        rounds = _rounds_said(run, list(by_round), f"{_each(averages)} and {_each(maxima)} ms",
-                              matching(run["scenarios"], "kcp-test", protocol))
+        rounds = _rounds_in_brackets(run, list(by_round), f"{_each(averages)} and {_each(maxima)} ms",
+                                     matching(run["scenarios"], "kcp-test", protocol))
         lines.append(f"- {protocol}: average RTT {number(_median(averages))} ms, maximum {number(_median(maxima))} ms"
-                     + (f" ({rounds})" if rounds else "") + f"{quoted}; {_delivery(list(by_round.values()))}")
+                     f"{rounds}{quoted}; {_delivery(list(by_round.values()))}")
     if not found:
         lines.append(f"- {_missing(run, 'kcp-test', 'kcp-fast')}")
     if find(run, "kcp-test", "kcp-default"):
