@@ -44,23 +44,22 @@ def _not_a_run_folder(path: Path) -> str:
             f"results.json), or that results.json itself; {fix}")
 
 
-class _NotAJsonNumber(ValueError):
-    pass
+class _NotAMeasurement(ValueError):
+    """A number in results.json that no measurement is: what it is, in words."""
 
 
 def _not_a_json_number(name: str):
-    raise _NotAJsonNumber(name)
-
-
-class _TooLargeForAFloat(ValueError):
-    pass
+    # Python's json reads NaN and Infinity, which JSON has not; the bench never writes
+    # them, and a table would print "nan" as if it were a measurement.
+    raise _NotAMeasurement(f"{name}, which is not a number in JSON and not one the bench writes "
+                           "(it writes null for a figure not measured)")
 
 
 def _finite_float(text: str) -> float:
     # JSON allows 1e999, which Python reads as infinity, as it reads Infinity.
     value = float(text)
     if not math.isfinite(value):
-        raise _TooLargeForAFloat(text)
+        raise _NotAMeasurement(f"{text}, a number too large to be a measurement (Python reads it as infinity)")
     return value
 
 
@@ -95,15 +94,8 @@ def load_run(path: Path) -> dict:
                          f"`python -m bench --out {_shell_word(folder)}`") from None
     try:
         run = json.loads(text, parse_constant=_not_a_json_number, parse_float=_finite_float)
-    except _NotAJsonNumber as error:
-        # Python's json reads NaN and Infinity, which JSON has not; the bench never writes
-        # them, and a table would print "nan" as if it were a measurement.
-        raise BadResults(f"{file} holds {error}, which is not a number in JSON and not one the bench writes "
-                         "(it writes null for a figure not measured); it was probably edited by hand: "
-                         f"run the bench again with `make bench` or `python -m bench --out {_shell_word(folder)}`") from None
-    except _TooLargeForAFloat as error:
-        raise BadResults(f"{file} holds {error}, a number too large to be a measurement (Python reads it as "
-                         "infinity); it was probably edited by hand: "
+    except _NotAMeasurement as error:
+        raise BadResults(f"{file} holds {error}; it was probably edited by hand: "
                          f"run the bench again with `make bench` or `python -m bench --out {_shell_word(folder)}`") from None
     except json.JSONDecodeError as error:
         raise BadResults(f"{file} is not valid JSON ({error}); the bench may have been interrupted "
