@@ -369,8 +369,7 @@ class DatagramRelay:
                 session.held.appendleft(challenge)
             elif self._may_send(session, len(challenge)):  # nothing may be held at all
                 self._emit(session, challenge)
-        while session.held and self._may_send(session, len(session.held[0])):
-            self._emit(session, session.held.popleft())
+        self._release_held(session)
 
     def _take_response(self, packet, address: Address, size: int, now: float) -> _Session | None:
         """A RESPONSE to the CHALLENGE of a session that moved: from the address we sent it
@@ -578,6 +577,10 @@ class DatagramRelay:
             for datagram in session.endpoint.datagrams_to_send(now):
                 self._send(session, datagram)
             self._deadlines_to_read[session.connection] = session
+        self._release_held(session)
+
+    def _release_held(self, session: _Session) -> None:
+        """Send what is held for the session, in order, as far as its address's budget allows."""
         while session.held and self._may_send(session, len(session.held[0])):
             self._emit(session, session.held.popleft())
 
