@@ -285,9 +285,14 @@ class ChatClient:
                 # starts for our next frame holds its ERR 401 back until we have sent enough.
                 self._connection_lost(f"the server ended our session: ERR {event.code} {event.reason}")
 
+    def _pending_hello_answer(self) -> asyncio.Future[Event] | None:
+        """The future a connect (or reconnect) waits on for the answer to its Hello, while it waits."""
+        answer = self._hello_answer
+        return answer if answer is not None and not answer.done() else None
+
     def _hi_is_wanted(self) -> bool:
         """Whether a HI answers a Hello somebody waits for: connect()'s, or say_hello()'s."""
-        if self._hello_answer is not None and not self._hello_answer.done():
+        if self._pending_hello_answer() is not None:
             return True
         if self._his_wanted:
             self._his_wanted -= 1
@@ -299,16 +304,16 @@ class ChatClient:
             self._registered.set()
             if self.heartbeat is None:
                 self.heartbeat = event.heartbeat_ms / 1000
-        answer = self._hello_answer
-        if answer is not None and not answer.done() and answers_hello(event):
+        answer = self._pending_hello_answer()
+        if answer is not None and answers_hello(event):
             answer.set_result(event)
 
     def _connection_lost(self, reason: str) -> None:
         """The transport is gone: tell the application, and reconnect if asked to."""
         was_registered = self._registered.is_set()
         self._registered.clear()
-        if self._hello_answer is not None and not self._hello_answer.done():
-            self._hello_answer.set_exception(ConnectionResetError(reason))
+        if (answer := self._pending_hello_answer()) is not None:
+            answer.set_exception(ConnectionResetError(reason))
         if self._closing or not was_registered:
             return  # a failed handshake is reported by whoever is waiting in _open()
         last = self._last_frame_in

@@ -214,8 +214,7 @@ class UdpChatClient(ChatClient):
 
     def _saying_hello(self) -> bool:
         """A connect (or reconnect) is waiting for HI."""
-        answer = self._hello_answer
-        return not self._closing and answer is not None and not answer.done()
+        return not self._closing and self._pending_hello_answer() is not None
 
     def _take(self, items) -> None:
         for item in items:
@@ -241,8 +240,8 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         # ICMP "port unreachable": nobody listens there. While saying Hello that
         # is a clear answer; later, retransmission (the server may be restarting)
         # or the heartbeat timeout deals with it.
-        answer = self.client._hello_answer
-        if answer is not None and not answer.done() and not self.client._closing:
+        answer = self.client._pending_hello_answer()
+        if answer is not None and not self.client._closing:
             answer.set_exception(exc)
 
 
