@@ -260,7 +260,8 @@ class MessageStore:
             pending.clear()
 
     def waiting_counts(self) -> dict[str, int]:
-        self._write_pending()
+        with self._kept_if_sqlite_cannot_write():  # as in waiting(): a refused write loses nothing
+            self._write_pending()
         return dict(self._db.execute("SELECT recipient, COUNT(*) FROM messages GROUP BY recipient"))
 
     def remember_name(self, name: str) -> None:
